@@ -1,0 +1,115 @@
+"""Typed, verified careCycle webhooks for Python.
+
+``import carecycle_webhooks`` is cheap: the models (pydantic) and the verifier load on
+first use of one of their names, so a process that only imports the package, or a CLI
+that prints ``--help``, never pays for them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._errors import (
+    PayloadErrorDetail,
+    VerificationFailure,
+    WebhookConfigurationError,
+    WebhookError,
+    WebhookPayloadError,
+    WebhookVerificationError,
+)
+
+if TYPE_CHECKING:
+    from ._models import AssignedUser as AssignedUser
+    from ._models import CallCompletedEvent as CallCompletedEvent
+    from ._models import CallDirection as CallDirection
+    from ._models import Campaign as Campaign
+    from ._models import Customer as Customer
+    from ._models import CustomerCreatedEvent as CustomerCreatedEvent
+    from ._models import CustomerStatus as CustomerStatus
+    from ._models import CustomerUpdatedEvent as CustomerUpdatedEvent
+    from ._models import Event as Event
+    from ._models import EventType as EventType
+    from ._models import Gender as Gender
+    from ._models import LineType as LineType
+    from ._models import MaritalStatus as MaritalStatus
+    from ._models import UnknownEvent as UnknownEvent
+    from ._parse import parse_unverified_event as parse_unverified_event
+    from ._verify import Headers as Headers
+    from ._verify import SupportsHeaderItems as SupportsHeaderItems
+    from ._verify import WebhookDelivery as WebhookDelivery
+    from ._verify import WebhookVerifier as WebhookVerifier
+    from ._verify import parse_event as parse_event
+
+    __version__: str
+
+__all__ = [
+    "AssignedUser",
+    "CallCompletedEvent",
+    "CallDirection",
+    "Campaign",
+    "Customer",
+    "CustomerCreatedEvent",
+    "CustomerStatus",
+    "CustomerUpdatedEvent",
+    "Event",
+    "EventType",
+    "Gender",
+    "Headers",
+    "LineType",
+    "MaritalStatus",
+    "PayloadErrorDetail",
+    "SupportsHeaderItems",
+    "UnknownEvent",
+    "VerificationFailure",
+    "WebhookConfigurationError",
+    "WebhookDelivery",
+    "WebhookError",
+    "WebhookPayloadError",
+    "WebhookVerificationError",
+    "WebhookVerifier",
+    "__version__",
+    "parse_event",
+    "parse_unverified_event",
+]
+
+# Where each lazily loaded public name lives.
+_LAZY = {
+    "AssignedUser": "._models",
+    "CallCompletedEvent": "._models",
+    "CallDirection": "._models",
+    "Campaign": "._models",
+    "Customer": "._models",
+    "CustomerCreatedEvent": "._models",
+    "CustomerStatus": "._models",
+    "CustomerUpdatedEvent": "._models",
+    "Event": "._models",
+    "EventType": "._models",
+    "Gender": "._models",
+    "LineType": "._models",
+    "MaritalStatus": "._models",
+    "UnknownEvent": "._models",
+    "parse_unverified_event": "._parse",
+    "Headers": "._verify",
+    "SupportsHeaderItems": "._verify",
+    "WebhookDelivery": "._verify",
+    "WebhookVerifier": "._verify",
+    "parse_event": "._verify",
+}
+
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> Any:
+        if name == "__version__":
+            from importlib.metadata import version
+
+            value = version("carecycle-webhooks")
+        elif name in _LAZY:
+            value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        else:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        globals()[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,442 @@
+"""Frozen pydantic models of the careCycle webhook event catalog.
+
+Wire names (camelCase) are aliases; attributes are snake_case. Every field that is not
+required by the catalog is ``X | None`` and reads as ``None`` when missing. Unknown enum
+values are kept as their string, unknown fields stay reachable through ``model_extra``,
+and unknown event types parse as `UnknownEvent`: nothing careCycle may add later makes a
+signed event unparseable.
+
+Fields holding protected health information are marked once, with `_PHI`, and are
+shown as ``<redacted>`` by ``repr()``/``str()``; attribute access returns the real value.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import types
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeVar, Union
+
+from pydantic import (
+    AliasGenerator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from typing_extensions import TypeAlias
+
+__all__ = [
+    "AssignedUser",
+    "CallCompletedEvent",
+    "CallDirection",
+    "Campaign",
+    "Customer",
+    "CustomerCreatedEvent",
+    "CustomerStatus",
+    "CustomerUpdatedEvent",
+    "Event",
+    "EventType",
+    "Gender",
+    "LineType",
+    "MaritalStatus",
+    "UnknownEvent",
+]
+
+
+# --------------------------------------------------------------------------- enums
+
+
+class _WireEnum(str, enum.Enum):
+    """A ``str`` enum whose members are their wire strings, also under ``str()`` and ``format()``."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, format_spec: str) -> str:
+        return format(str(self.value), format_spec)
+
+
+class EventType(_WireEnum):
+    """The event types careCycle delivers (also the Svix event type)."""
+
+    CUSTOMER_CREATED = "customer.created"
+    CUSTOMER_UPDATED = "customer.updated"
+    CALL_COMPLETED = "call.completed"
+
+
+class CustomerStatus(_WireEnum):
+    """Lifecycle status of a customer."""
+
+    LEAD = "Lead"
+    ACTIVE = "Active"
+    INACTIVE = "Inactive"
+
+
+class LineType(_WireEnum):
+    """Carrier line type of a customer's phone number."""
+
+    LANDLINE = "landline"
+    MOBILE = "mobile"
+    FIXED_VOIP = "fixedVoip"
+    NON_FIXED_VOIP = "nonFixedVoip"
+    PERSONAL = "personal"
+    TOLL_FREE = "tollFree"
+    PREMIUM = "premium"
+    SHARED_COST = "sharedCost"
+    UAN = "uan"
+    VOICEMAIL = "voicemail"
+    PAGER = "pager"
+    UNKNOWN = "unknown"
+
+
+class Gender(_WireEnum):
+    """Gender of a customer, as collected by the agency."""
+
+    MALE = "Male"
+    FEMALE = "Female"
+    NON_BINARY = "Non-Binary"
+    OTHER = "Other"
+    PREFER_NOT_TO_SAY = "Prefer Not to Say"
+
+
+class MaritalStatus(_WireEnum):
+    """Marital status of a customer."""
+
+    SINGLE = "Single"
+    MARRIED = "Married"
+    DIVORCED = "Divorced"
+    WIDOWED = "Widowed"
+    SEPARATED = "Separated"
+    DOMESTIC_PARTNERSHIP = "Domestic Partnership"
+
+
+class CallDirection(_WireEnum):
+    """Direction of a call or of a campaign."""
+
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+_E = TypeVar("_E", bound=enum.Enum)
+
+# An enum field that keeps values this version does not know as their plain string.
+# The enum is tried first, so every documented value arrives as its member.
+_OpenEnum: TypeAlias = Annotated[Union[_E, str], Field(union_mode="left_to_right")]
+
+# The one place a field is marked as protected health information. The mark lands in
+# the JSON Schema as "x-phi" and drives repr() redaction.
+_PHI_KEY = "x-phi"
+_PHI = Field(json_schema_extra={_PHI_KEY: True})
+
+_T = TypeVar("_T")
+_Phi: TypeAlias = Annotated[_T, _PHI]
+
+# Wire names that are not the plain camelCase of the attribute.
+_WIRE_NAMES = {
+    "event_type": "event_type",
+    "do_not_sms": "doNotSMS",
+}
+
+
+def _wire_name(attribute: str) -> str:
+    return _WIRE_NAMES.get(attribute) or to_camel(attribute)
+
+
+class _Redacted:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<redacted>"
+
+
+_REDACTED = _Redacted()
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        frozen=True,
+        extra="allow",
+        # Validation errors never echo input values: they may be PHI.
+        hide_input_in_errors=True,
+        alias_generator=AliasGenerator(validation_alias=_wire_name, serialization_alias=_wire_name),
+        validate_by_alias=True,
+        validate_by_name=True,
+        use_enum_values=False,
+        ser_json_timedelta="iso8601",
+        defer_build=True,
+    )
+
+    phi_fields: ClassVar[frozenset[str]] = frozenset()
+    """Attribute names of the fields holding protected health information."""
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls.phi_fields = frozenset(
+            name
+            for name, info in cls.model_fields.items()
+            if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get(_PHI_KEY)
+        )
+
+    if not TYPE_CHECKING:  # keep pydantic's frozen typing for checkers
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            # pydantic's own frozen_instance error echoes the assigned value, which may be PHI.
+            raise ValidationError.from_exception_data(
+                type(self).__name__,
+                [{"type": "frozen_instance", "loc": (name,), "input": value}],
+                hide_input=True,
+            )
+
+        def __delattr__(self, name: str) -> None:
+            raise ValidationError.from_exception_data(
+                type(self).__name__,
+                [{"type": "frozen_instance", "loc": (name,), "input": None}],
+                hide_input=True,
+            )
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # PHI fields and unknown fields (which may be PHI) never reach repr()/str().
+        known = type(self).model_fields
+        for name, value in super().__repr_args__():
+            if name in self.phi_fields or name not in known:
+                yield name, _REDACTED
+            else:
+                yield name, value
+
+
+# --------------------------------------------------------------------------- objects
+
+
+class AssignedUser(_Model):
+    """The careCycle member assigned to a customer."""
+
+    id: uuid.UUID
+    name: str | None = None
+    email: _Phi[str | None] = None
+    npn: str | None = None
+    role: str | None = None
+    licensed_states: tuple[str, ...] | None = None
+
+
+class Campaign(_Model):
+    """The campaign a call belonged to."""
+
+    id: uuid.UUID
+    name: str | None = None
+    slug: str | None = None
+    description: str | None = None
+    status: str | None = None
+    vertical: str | None = None
+    suite: str | None = None
+    direction: _OpenEnum[CallDirection] | None = None
+    kind: str | None = None
+    tags: tuple[str, ...] | None = None
+    start_date: AwareDatetime | None = None
+    end_date: AwareDatetime | None = None
+
+
+class _CustomerFields(_Model):
+    """Every field of the catalog's customer object but the timestamps."""
+
+    id: uuid.UUID
+    external_id: str | None = None
+    status: _OpenEnum[CustomerStatus] | None = None
+    carrier_assigned_customer_id: _Phi[str | None] = None
+    test_customer: bool | None = None
+
+    first_name: _Phi[str | None] = None
+    middle_name: _Phi[str | None] = None
+    last_name: _Phi[str | None] = None
+    salutation: str | None = None
+    suffix: str | None = None
+    preferred_name: _Phi[str | None] = None
+    phone_number: _Phi[str | None] = None
+    line_type: _OpenEnum[LineType] | None = None
+    email: _Phi[str | None] = None
+    date_of_birth: _Phi[datetime.date | None] = None
+    language: str | None = None
+    ethnicity: _Phi[str | None] = None
+    gender: _OpenEnum[Gender] | None = None
+    marital_status: _OpenEnum[MaritalStatus] | None = None
+
+    address: _Phi[str | None] = None
+    address2: _Phi[str | None] = None
+    city: _Phi[str | None] = None
+    county: _Phi[str | None] = None
+    state: str | None = None
+    postal_code: _Phi[str | None] = None
+    timezone: str | None = None
+
+    mbi_number: _Phi[str | None] = None
+    medicare_card: bool | None = None
+    medicare_part_a_date: _Phi[datetime.date | None] = None
+    medicare_part_b_date: _Phi[datetime.date | None] = None
+    has_medicaid: bool | None = None
+    medicaid_number: _Phi[str | None] = None
+    social_security_disability: bool | None = None
+    veteran: bool | None = None
+    va_number: _Phi[str | None] = None
+
+    household_income: _Phi[int | None] = None
+    annual_income: _Phi[int | None] = None
+    filing_status: str | None = None
+    dependent_count: int | None = None
+    subsidy_eligible: bool | None = None
+    subsidy_amount: _Phi[int | None] = None
+
+    agent_name: str | None = None
+    agent_npn: str | None = None
+    assigned_user: AssignedUser | None = None
+
+    do_not_call: bool | None = None
+    do_not_sms: bool | None = None
+    do_not_email: bool | None = None
+    do_not_mail: bool | None = None
+
+
+class Customer(_CustomerFields):
+    """A careCycle customer, as nested in `CallCompletedEvent.customer`.
+
+    The same shape as the customer events, without ``event_type``; only ``id`` is required.
+    """
+
+    created_at: AwareDatetime | None = None
+    updated_at: AwareDatetime | None = None
+
+
+# --------------------------------------------------------------------------- events
+
+
+class CustomerCreatedEvent(_CustomerFields):
+    """``customer.created``: a customer was created; the payload is the full customer."""
+
+    event_type: Literal["customer.created"]
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class CustomerUpdatedEvent(_CustomerFields):
+    """``customer.updated``: a customer was edited; the payload is the customer after the edit."""
+
+    event_type: Literal["customer.updated"]
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class CallCompletedEvent(_Model):
+    """``call.completed``: a call reached a terminal state (including no-answer, busy, failed)."""
+
+    event_type: Literal["call.completed"]
+    id: uuid.UUID
+    created_at: AwareDatetime
+    phone_number: _Phi[str | None] = None
+    call_sid: str | None = None
+    direction: _OpenEnum[CallDirection] | None = None
+    disposition: str | None = None
+    duration_ms: int | None = None
+    start_time: AwareDatetime | None = None
+    end_time: AwareDatetime | None = None
+    ended_reason: str | None = None
+    summary: _Phi[str | None] = None
+    transcript: _Phi[str | None] = None
+    campaign: Campaign | None = None
+    customer: Customer | None = None
+
+
+class UnknownEvent(_Model):
+    """An event whose ``event_type`` this version of the library does not know.
+
+    Its wire form is ``payload`` itself: ``model_dump()`` returns it, and validating a
+    wire payload fills both attributes.
+
+    Attributes:
+        event_type: The event type as sent.
+        payload: The whole JSON object, as a read-only mapping.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_type: str
+    payload: Mapping[str, Any]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_wire(cls, data: Any) -> Any:
+        if (
+            isinstance(data, Mapping)
+            and data.keys() == {"event_type", "payload"}
+            and isinstance(data["payload"], Mapping)
+            and data["payload"].get("event_type") == data["event_type"]
+        ):
+            return data  # already in attribute form: UnknownEvent(event_type=..., payload=...)
+        if isinstance(data, Mapping):
+            return {"event_type": data.get("event_type"), "payload": data}
+        return data
+
+    @field_validator("payload", mode="after")
+    @classmethod
+    def _read_only(cls, value: Mapping[str, Any]) -> Mapping[str, Any]:
+        return types.MappingProxyType(dict(value))
+
+    @field_serializer("payload")
+    def _plain(self, value: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(value)
+
+    @model_serializer(mode="wrap")
+    def _to_wire(self, handler: Any) -> Any:
+        dumped = handler(self)
+        if isinstance(dumped, dict) and isinstance(dumped.get("payload"), dict):
+            return dumped["payload"]
+        return dumped  # pragma: no cover - pydantic always hands back a dict here
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        yield "event_type", self.event_type
+        yield "payload", _REDACTED
+
+
+# --------------------------------------------------------------------------- the union
+
+_KNOWN_EVENT_TYPES = frozenset(member.value for member in EventType)
+
+
+def _event_tag(value: Any) -> str | None:
+    if isinstance(value, UnknownEvent):
+        return "unknown"
+    if isinstance(value, Mapping):
+        event_type = value.get("event_type")
+    else:
+        event_type = getattr(value, "event_type", None)
+    if not isinstance(event_type, str):
+        return None
+    return event_type if event_type in _KNOWN_EVENT_TYPES else "unknown"
+
+
+Event: TypeAlias = Annotated[
+    Union[
+        Annotated[CustomerCreatedEvent, Tag("customer.created")],
+        Annotated[CustomerUpdatedEvent, Tag("customer.updated")],
+        Annotated[CallCompletedEvent, Tag("call.completed")],
+        Annotated[UnknownEvent, Tag("unknown")],
+    ],
+    Discriminator(
+        _event_tag,
+        custom_error_type="missing_event_type",
+        custom_error_message="event_type is missing or not a string",
+    ),
+]
+"""Any careCycle event: a union discriminated on ``event_type``, with `UnknownEvent` for new types."""
+
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

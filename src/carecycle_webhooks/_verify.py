@@ -1,0 +1,366 @@
+"""Svix / Standard Webhooks signature verification.
+
+The expected ``v1`` signature is computed by svix's own signing code (the
+``standardwebhooks`` ``Webhook.sign`` that ``svix.webhooks.Webhook`` delegates to; importing
+it directly skips the half second that ``svix/__init__`` spends loading its API client).
+Everything around it is ours, so that every malformed input ends in a `WebhookError`:
+reading the headers case-insensitively under both ``webhook-*`` and ``svix-*`` names,
+the timestamp tolerance with an injectable clock, and the constant-time comparison.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import datetime
+import functools
+import hmac
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol, Union
+
+from standardwebhooks.webhooks import Webhook as _Signer
+from typing_extensions import TypeAlias
+
+from ._errors import VerificationFailure, WebhookConfigurationError, WebhookVerificationError
+
+if TYPE_CHECKING:
+    from ._models import Event
+
+__all__ = [
+    "DEFAULT_TOLERANCE",
+    "Headers",
+    "SupportsHeaderItems",
+    "WebhookDelivery",
+    "WebhookVerifier",
+    "parse_event",
+]
+
+DEFAULT_TOLERANCE = datetime.timedelta(minutes=5)
+"""How far a delivery's timestamp may be from the local clock, in either direction."""
+
+_SECRET_PREFIX = "whsec_"
+# Longer header values are not something Svix sends; refusing them early bounds the work.
+_MAX_ID_LENGTH = 256
+_MAX_TIMESTAMP_DIGITS = 12
+_MAX_SIGNATURE_HEADER_LENGTH = 8192
+
+# The three headers, under the Standard Webhooks names and Svix's own.
+_HEADER_NAMES = {
+    "webhook-id": "webhook-id",
+    "svix-id": "webhook-id",
+    "webhook-timestamp": "webhook-timestamp",
+    "svix-timestamp": "webhook-timestamp",
+    "webhook-signature": "webhook-signature",
+    "svix-signature": "webhook-signature",
+}
+
+
+class SupportsHeaderItems(Protocol):
+    """Any headers object with ``.items()``, such as Werkzeug's ``Headers`` (not a ``Mapping``)."""
+
+    def items(self) -> Iterable[tuple[str, str]]:  # pragma: no cover - protocol
+        """Return the header names and values."""
+        ...
+
+
+Headers: TypeAlias = Union[Mapping[str, str], SupportsHeaderItems]
+"""Request headers: a ``Mapping[str, str]`` or any object with ``.items()``.
+
+Flask's, Django's and Starlette's ``request.headers`` and a plain ``dict`` all fit.
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class WebhookDelivery:
+    """What the verified headers say about one delivery attempt.
+
+    Attributes:
+        webhook_id: The ``webhook-id`` (``svix-id``): the same for every retry of one
+            message, so it is the idempotency key.
+        timestamp: When this attempt was signed (``webhook-timestamp``), timezone-aware UTC.
+    """
+
+    webhook_id: str
+    timestamp: datetime.datetime
+
+
+def _fail(message: str, reason: VerificationFailure) -> WebhookVerificationError:
+    return WebhookVerificationError(message, reason=reason)
+
+
+def _decode_secret(secret: object) -> bytes:
+    if not isinstance(secret, str):
+        raise WebhookConfigurationError(
+            f"a webhook secret must be a str such as 'whsec_...', not {type(secret).__name__}"
+        )
+    encoded = secret.removeprefix(_SECRET_PREFIX)
+    if not encoded.strip():
+        raise WebhookConfigurationError("the webhook secret is empty")
+    key: bytes | None
+    try:
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        key = None
+    if not key:
+        raise WebhookConfigurationError(
+            "the webhook secret is not valid: expected 'whsec_' followed by base64, "
+            "as shown on the endpoint's page in the careCycle/Svix dashboard"
+        )
+    return key
+
+
+def _decode_secrets(secret: str | Sequence[str]) -> tuple[bytes, ...]:
+    if isinstance(secret, str):
+        return (_decode_secret(secret),)
+    if not isinstance(secret, Sequence) or isinstance(secret, (bytes, bytearray)):
+        raise WebhookConfigurationError(
+            f"secret must be a 'whsec_...' str or a sequence of them, not {type(secret).__name__}"
+        )
+    if not secret:
+        raise WebhookConfigurationError("at least one webhook secret is needed")
+    return tuple(_decode_secret(one) for one in secret)
+
+
+def _check_tolerance(tolerance: object) -> float:
+    if not isinstance(tolerance, datetime.timedelta):
+        raise WebhookConfigurationError(
+            f"tolerance must be a datetime.timedelta, not {type(tolerance).__name__}"
+        )
+    if tolerance < datetime.timedelta(0):
+        raise WebhookConfigurationError("tolerance must not be negative")
+    return tolerance.total_seconds()
+
+
+def _read_headers(headers: Headers) -> tuple[str, str, str]:
+    found: dict[str, str] = {}
+    try:
+        items = iter(headers.items())
+    except Exception:  # noqa: BLE001 - any object may be passed in; say what is wrong instead
+        raise _fail(
+            "headers must be a mapping or have .items(), such as request.headers", "malformed_header"
+        ) from None
+    while True:
+        try:
+            item = next(items, None)
+            if item is None:
+                break
+            name, value = item
+        except Exception:  # noqa: BLE001 - a broken headers object must not crash the caller
+            raise _fail("headers could not be read as (name, value) pairs", "malformed_header") from None
+        if not isinstance(name, str):
+            continue
+        canonical = _HEADER_NAMES.get(name.lower())
+        if canonical is None:
+            continue
+        if not isinstance(value, str):
+            raise _fail(f"header {canonical} is not a string", "malformed_header")
+        previous = found.setdefault(canonical, value)
+        if previous != value:
+            raise _fail(f"header {canonical} is given twice with different values", "conflicting_headers")
+    missing = [name for name in ("webhook-id", "webhook-timestamp", "webhook-signature") if not found.get(name)]
+    if missing:
+        raise _fail(f"missing header {' and '.join(missing)} (or svix-*)", "missing_header")
+    return found["webhook-id"], found["webhook-timestamp"], found["webhook-signature"]
+
+
+def _is_visible_ascii(value: str) -> bool:
+    return value.isascii() and value.isprintable() and " " not in value
+
+
+def _signature_candidates(header: str) -> list[bytes]:
+    if len(header) > _MAX_SIGNATURE_HEADER_LENGTH or not header.isascii():
+        raise _fail("header webhook-signature is malformed", "malformed_header")
+    candidates: list[bytes] = []
+    versions = 0
+    for part in header.split():
+        version, comma, signature = part.partition(",")
+        if not comma or not version or not signature:
+            raise _fail(
+                "header webhook-signature is malformed: expected space-separated 'v1,<base64>' entries",
+                "malformed_header",
+            )
+        versions += 1
+        if version == "v1":
+            candidates.append(signature.encode("ascii"))
+    if not versions:
+        raise _fail("header webhook-signature is empty", "malformed_header")
+    if not candidates:
+        raise _fail("header webhook-signature has no v1 signature", "no_matching_signature")
+    return candidates
+
+
+class WebhookVerifier:
+    """Verifies and parses deliveries for one endpoint; build it once and reuse it.
+
+    The secrets are decoded once, when the verifier is built, so a bad secret fails at
+    start-up rather than on the first delivery.
+
+    Args:
+        secret: The endpoint's signing secret (``whsec_...``), or several of them while a
+            secret is being rotated: a signature made with any one of them verifies.
+        tolerance: How far the ``webhook-timestamp`` may be from now, in either direction.
+            Svix signs each attempt anew, so retries stay inside it.
+        clock: Returns the current time in seconds since the epoch; for tests.
+
+    Raises:
+        WebhookConfigurationError: A secret is empty or not base64, or the tolerance is negative.
+    """
+
+    __slots__ = ("_clock", "_signers", "_tolerance")
+
+    def __init__(
+        self,
+        secret: str | Sequence[str],
+        *,
+        tolerance: datetime.timedelta = DEFAULT_TOLERANCE,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._signers = tuple(_Signer(key) for key in _decode_secrets(secret))
+        self._tolerance = _check_tolerance(tolerance)
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        # Never the secrets.
+        return f"WebhookVerifier(<{len(self._signers)} secret(s)>, tolerance={self._tolerance:g}s)"
+
+    def verify(self, body: bytes | str, headers: Headers) -> WebhookDelivery:
+        """Check a delivery's signature and timestamp, without parsing the body.
+
+        Args:
+            body: The raw request body, exactly as received.
+            headers: The request headers (names are case-insensitive; ``webhook-*`` or ``svix-*``).
+
+        Returns:
+            The delivery's id and timestamp.
+
+        Raises:
+            WebhookVerificationError: Headers missing or malformed, timestamp outside the
+                tolerance, or no signature made with any of the secrets.
+        """
+        msg_id, timestamp_header, signature_header = _read_headers(headers)
+        if len(msg_id) > _MAX_ID_LENGTH or not _is_visible_ascii(msg_id):
+            raise _fail("header webhook-id is malformed", "malformed_header")
+        if not (
+            timestamp_header.isascii()
+            and timestamp_header.isdigit()
+            and len(timestamp_header) <= _MAX_TIMESTAMP_DIGITS
+        ):
+            raise _fail(
+                "header webhook-timestamp is malformed: expected whole seconds since the epoch",
+                "malformed_header",
+            )
+        timestamp = int(timestamp_header)
+        now = self._clock()
+        if timestamp < now - self._tolerance:
+            raise _fail(
+                f"timestamp is {now - timestamp:.0f} s in the past, "
+                f"outside the tolerance of {self._tolerance:g} s",
+                "timestamp_too_old",
+            )
+        if timestamp > now + self._tolerance:
+            raise _fail(
+                f"timestamp is {timestamp - now:.0f} s in the future, "
+                f"outside the tolerance of {self._tolerance:g} s",
+                "timestamp_too_new",
+            )
+        candidates = _signature_candidates(signature_header)
+        if isinstance(body, str):
+            text = body
+        elif isinstance(body, (bytes, bytearray, memoryview)):
+            try:
+                text = bytes(body).decode("utf-8")
+            except UnicodeDecodeError:
+                text = None
+            if text is None:
+                raise _fail("the body is not UTF-8, so it cannot have been signed", "invalid_body")
+        else:
+            raise _fail(f"the body must be bytes or str, not {type(body).__name__}", "invalid_body")
+        try:
+            signed_at = datetime.datetime.fromtimestamp(timestamp, tz=datetime.timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            signed_at = None
+        if signed_at is None:
+            raise _fail("header webhook-timestamp is out of range", "malformed_header")
+        matched = False
+        for signer in self._signers:
+            try:
+                # "v1,<base64>": svix's own computation of the expected signature.
+                expected = signer.sign(msg_id, signed_at, text)[3:].encode("ascii")
+            except UnicodeEncodeError:
+                raise _fail("the body is not valid Unicode text", "invalid_body") from None
+            for candidate in candidates:
+                # Not short-circuited: every comparison runs in constant time.
+                matched |= hmac.compare_digest(expected, candidate)
+        if not matched:
+            raise _fail("no signature matches the webhook secret(s)", "no_matching_signature")
+        return WebhookDelivery(webhook_id=msg_id, timestamp=signed_at)
+
+    def parse(self, body: bytes | str, headers: Headers) -> Event:
+        """Verify a delivery, then parse its body into a typed event.
+
+        Args:
+            body: The raw request body, exactly as received.
+            headers: The request headers.
+
+        Returns:
+            The event: `CustomerCreatedEvent`, `CustomerUpdatedEvent`,
+            `CallCompletedEvent` or `UnknownEvent`.
+
+        Raises:
+            WebhookVerificationError: The delivery is not correctly signed (see `verify`).
+            WebhookPayloadError: Correctly signed, but not a valid careCycle event.
+        """
+        from ._parse import parse_unverified_event
+
+        self.verify(body, headers)
+        return parse_unverified_event(body)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_verifier(secrets: tuple[str, ...], tolerance: datetime.timedelta) -> WebhookVerifier:
+    return WebhookVerifier(secrets, tolerance=tolerance)
+
+
+def parse_event(
+    body: bytes | str,
+    headers: Headers,
+    secret: str | Sequence[str],
+    *,
+    tolerance: datetime.timedelta = DEFAULT_TOLERANCE,
+) -> Event:
+    """Verify a careCycle webhook delivery and parse it into a typed event.
+
+    The one-call form of `WebhookVerifier`::
+
+        event = parse_event(request.get_data(), request.headers, "whsec_...")
+        match event:
+            case CustomerCreatedEvent():
+                ...
+
+    Args:
+        body: The raw request body, ``bytes`` or ``str``, exactly as received: not
+            re-serialised JSON, whose bytes differ from what was signed.
+        headers: The request headers: a ``Mapping[str, str]`` or any object with ``.items()``.
+        secret: The endpoint's ``whsec_...`` secret, or a sequence of them (key rotation).
+        tolerance: How far the delivery's timestamp may be from now, in either direction.
+
+    Returns:
+        The verified event, discriminated on ``event_type``.
+
+    Raises:
+        WebhookConfigurationError: The secret is empty or not base64, or the tolerance is negative.
+        WebhookVerificationError: Missing or malformed headers, timestamp outside the
+            tolerance, or no matching signature.
+        WebhookPayloadError: Correctly signed, but not JSON or not a valid careCycle event.
+    """
+    if isinstance(secret, str):
+        key: tuple[str, ...] = (secret,)
+    elif isinstance(secret, Sequence) and all(isinstance(one, str) for one in secret):
+        key = tuple(secret)
+    else:
+        return WebhookVerifier(secret, tolerance=tolerance).parse(body, headers)
+    if not isinstance(tolerance, datetime.timedelta):
+        _check_tolerance(tolerance)
+    return _cached_verifier(key, tolerance).parse(body, headers)
