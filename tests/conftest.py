@@ -40,8 +40,10 @@ def svix_headers(
     prefix: str = "webhook",
 ) -> dict[str, str]:
     """Headers for ``body`` as Svix sends them, signed by svix's own ``Webhook.sign``."""
-    when = datetime.datetime.now(tz=datetime.timezone.utc) if timestamp is None else (
-        datetime.datetime.fromtimestamp(timestamp, tz=datetime.timezone.utc)
+    when = (
+        datetime.datetime.now(tz=datetime.timezone.utc)
+        if timestamp is None
+        else (datetime.datetime.fromtimestamp(timestamp, tz=datetime.timezone.utc))
     )
     text = body.decode() if isinstance(body, bytes) else body
     signature = SvixWebhook(secret).sign(msg_id, when, text)

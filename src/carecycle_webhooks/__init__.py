@@ -5,10 +5,8 @@ first use of one of their names, so a process that only imports the package, or 
 that prints ``--help``, never pays for them.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING, Any
+import importlib as _importlib
+import typing as _typing
 
 from ._errors import (
     PayloadErrorDetail,
@@ -19,7 +17,7 @@ from ._errors import (
     WebhookVerificationError,
 )
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from ._models import AssignedUser as AssignedUser
     from ._models import CallCompletedEvent as CallCompletedEvent
     from ._models import CallDirection as CallDirection
@@ -97,15 +95,15 @@ _LAZY = {
     "parse_event": "._verify",
 }
 
-if not TYPE_CHECKING:
+if not _typing.TYPE_CHECKING:
 
-    def __getattr__(name: str) -> Any:
+    def __getattr__(name: str) -> object:
         if name == "__version__":
             from importlib.metadata import version
 
             value = version("carecycle-webhooks")
         elif name in _LAZY:
-            value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+            value = getattr(_importlib.import_module(_LAZY[name], __name__), name)
         else:
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
         globals()[name] = value

@@ -45,7 +45,7 @@ def main(out: TextIO = sys.stdout) -> int:
     verifier = WebhookVerifier(secret)
     signer = SvixWebhook(secret)
     now = datetime.datetime.now(tz=datetime.timezone.utc)
-    out.write(f"Signing the catalog's examples with svix (secret {secret[:10]}...)\n\n")
+    out.write("Signing the catalog's examples with svix, a fresh random secret\n\n")
     for number, (event_type, payload) in enumerate(SAMPLE_PAYLOADS.items(), start=1):
         body = json.dumps(payload)
         msg_id = f"msg_demo{number:04d}"
@@ -57,9 +57,14 @@ def main(out: TextIO = sys.stdout) -> int:
         event = verifier.parse(body.encode(), headers)
         out.write(f"{event_type} ({len(body)} bytes, {msg_id})\n  -> {_describe(event)}\n")
         out.write(f"  repr hides {len(type(event).phi_fields)} PHI fields: {event!r:.100}...\n\n")
-    tampered = json.dumps(SAMPLE_PAYLOADS["customer.created"]).replace("Lead", "Active")
+    body = json.dumps(SAMPLE_PAYLOADS["customer.created"])
+    headers = {
+        "webhook-id": "msg_demo_tampered",
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": signer.sign("msg_demo_tampered", now, body),
+    }
     try:
-        verifier.parse(tampered, headers)
+        verifier.parse(body.replace('"Lead"', '"Active"'), headers)
     except WebhookError as error:
         out.write(f"A tampered body is rejected: {type(error).__name__}: {error}\n")
     return 0

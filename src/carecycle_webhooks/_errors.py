@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from typing import Literal, TypeAlias
 
-
 __all__ = [
     "PayloadErrorDetail",
     "VerificationFailure",

@@ -17,7 +17,7 @@ import enum
 import types
 import uuid
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeVar, Union
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeAlias, TypeVar, cast
 
 from pydantic import (
     AliasGenerator,
@@ -26,6 +26,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    SerializerFunctionWrapHandler,
     Tag,
     TypeAdapter,
     ValidationError,
@@ -35,7 +36,6 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
-from typing_extensions import TypeAlias
 
 __all__ = [
     "AssignedUser",
@@ -133,15 +133,22 @@ _E = TypeVar("_E", bound=enum.Enum)
 
 # An enum field that keeps values this version does not know as their plain string.
 # The enum is tried first, so every documented value arrives as its member.
-_OpenEnum: TypeAlias = Annotated[Union[_E, str], Field(union_mode="left_to_right")]
+_OpenEnum: TypeAlias = Annotated[_E | str, Field(union_mode="left_to_right")]
+
+
+class _PHIMark:
+    """Marks a field as protected health information: redacted by repr(), flagged in the schema."""
+
+    __slots__ = ()
+
 
 # The one place a field is marked as protected health information. The mark lands in
 # the JSON Schema as "x-phi" and drives repr() redaction.
+_PHI_MARK = _PHIMark()
 _PHI_KEY = "x-phi"
-_PHI = Field(json_schema_extra={_PHI_KEY: True})
 
 _T = TypeVar("_T")
-_Phi: TypeAlias = Annotated[_T, _PHI]
+_Phi: TypeAlias = Annotated[_T, Field(json_schema_extra={_PHI_KEY: True}), _PHI_MARK]
 
 # Wire names that are not the plain camelCase of the attribute.
 _WIRE_NAMES = {
@@ -165,7 +172,9 @@ _REDACTED = _Redacted()
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(
+    """Shared configuration and PHI-safe repr of every careCycle model."""
+
+    model_config: ClassVar[ConfigDict] = ConfigDict(
         frozen=True,
         extra="allow",
         # Validation errors never echo input values: they may be PHI.
@@ -175,6 +184,8 @@ class _Model(BaseModel):
         validate_by_name=True,
         use_enum_values=False,
         ser_json_timedelta="iso8601",
+        # Infinity and NaN in a payload survive a round trip instead of becoming null.
+        ser_json_inf_nan="constants",
         defer_build=True,
     )
 
@@ -187,7 +198,7 @@ class _Model(BaseModel):
         cls.phi_fields = frozenset(
             name
             for name, info in cls.model_fields.items()
-            if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get(_PHI_KEY)
+            if any(mark is _PHI_MARK for mark in info.metadata)
         )
 
     if not TYPE_CHECKING:  # keep pydantic's frozen typing for checkers
@@ -367,7 +378,7 @@ class UnknownEvent(_Model):
         payload: The whole JSON object, as a read-only mapping.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config: ClassVar[ConfigDict] = ConfigDict(extra="forbid")
 
     event_type: str
     payload: Mapping[str, Any]
@@ -375,16 +386,17 @@ class UnknownEvent(_Model):
     @model_validator(mode="before")
     @classmethod
     def _from_wire(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        fields = cast("Mapping[str, Any]", data)
+        payload = fields.get("payload")
         if (
-            isinstance(data, Mapping)
-            and data.keys() == {"event_type", "payload"}
-            and isinstance(data["payload"], Mapping)
-            and data["payload"].get("event_type") == data["event_type"]
+            set(fields) == {"event_type", "payload"}
+            and isinstance(payload, Mapping)
+            and cast("Mapping[str, Any]", payload).get("event_type") == fields["event_type"]
         ):
-            return data  # already in attribute form: UnknownEvent(event_type=..., payload=...)
-        if isinstance(data, Mapping):
-            return {"event_type": data.get("event_type"), "payload": data}
-        return data
+            return fields  # already in attribute form: UnknownEvent(event_type=..., payload=...)
+        return {"event_type": fields.get("event_type"), "payload": fields}
 
     @field_validator("payload", mode="after")
     @classmethod
@@ -396,11 +408,9 @@ class UnknownEvent(_Model):
         return dict(value)
 
     @model_serializer(mode="wrap")
-    def _to_wire(self, handler: Any) -> Any:
-        dumped = handler(self)
-        if isinstance(dumped, dict) and isinstance(dumped.get("payload"), dict):
-            return dumped["payload"]
-        return dumped  # pragma: no cover - pydantic always hands back a dict here
+    def _to_wire(self, handler: SerializerFunctionWrapHandler) -> Any:
+        dumped: dict[str, Any] = handler(self)
+        return dumped["payload"]
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         yield "event_type", self.event_type
@@ -416,7 +426,7 @@ def _event_tag(value: Any) -> str | None:
     if isinstance(value, UnknownEvent):
         return "unknown"
     if isinstance(value, Mapping):
-        event_type = value.get("event_type")
+        event_type: object = cast("Mapping[str, Any]", value).get("event_type")
     else:
         event_type = getattr(value, "event_type", None)
     if not isinstance(event_type, str):
@@ -425,12 +435,12 @@ def _event_tag(value: Any) -> str | None:
 
 
 Event: TypeAlias = Annotated[
-    Union[
-        Annotated[CustomerCreatedEvent, Tag("customer.created")],
-        Annotated[CustomerUpdatedEvent, Tag("customer.updated")],
-        Annotated[CallCompletedEvent, Tag("call.completed")],
-        Annotated[UnknownEvent, Tag("unknown")],
-    ],
+    (
+        Annotated[CustomerCreatedEvent, Tag("customer.created")]
+        | Annotated[CustomerUpdatedEvent, Tag("customer.updated")]
+        | Annotated[CallCompletedEvent, Tag("call.completed")]
+        | Annotated[UnknownEvent, Tag("unknown")]
+    ),
     Discriminator(
         _event_tag,
         custom_error_type="missing_event_type",

@@ -49,13 +49,14 @@ def parse_unverified_event(body: bytes | str) -> Event:
 
     from ._models import EVENT_ADAPTER
 
-    if isinstance(body, (bytearray, memoryview)):
-        body = bytes(body)
-    elif not isinstance(body, (bytes, str)):
-        raise WebhookPayloadError(f"the body must be bytes or str, not {type(body).__name__}")
+    data: object = body  # checked at runtime too: callers are not always type-checked
+    if isinstance(data, (bytearray, memoryview)):
+        data = bytes(data)
+    if not isinstance(data, (bytes, str)):
+        raise WebhookPayloadError(f"the body must be bytes or str, not {type(data).__name__}")
     errors: tuple[PayloadErrorDetail, ...]
     try:
-        return EVENT_ADAPTER.validate_json(body)
+        return EVENT_ADAPTER.validate_json(data)
     except ValidationError as exc:
         errors = tuple(
             (tuple(error["loc"]), error["type"])

@@ -18,10 +18,9 @@ import functools
 import hmac
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol, Union
+from typing import TYPE_CHECKING, Protocol, TypeAlias, cast
 
 from standardwebhooks.webhooks import Webhook as _Signer
-from typing_extensions import TypeAlias
 
 from ._errors import VerificationFailure, WebhookConfigurationError, WebhookVerificationError
 
@@ -40,7 +39,7 @@ __all__ = [
 DEFAULT_TOLERANCE = datetime.timedelta(minutes=5)
 """How far a delivery's timestamp may be from the local clock, in either direction."""
 
-_SECRET_PREFIX = "whsec_"
+_SECRET_PREFIX = "whsec_"  # noqa: S105 - the prefix, not a secret
 # Longer header values are not something Svix sends; refusing them early bounds the work.
 _MAX_ID_LENGTH = 256
 _MAX_TIMESTAMP_DIGITS = 12
@@ -65,7 +64,7 @@ class SupportsHeaderItems(Protocol):
         ...
 
 
-Headers: TypeAlias = Union[Mapping[str, str], SupportsHeaderItems]
+Headers: TypeAlias = Mapping[str, str] | SupportsHeaderItems
 """Request headers: a ``Mapping[str, str]`` or any object with ``.items()``.
 
 Flask's, Django's and Starlette's ``request.headers`` and a plain ``dict`` all fit.
@@ -111,7 +110,7 @@ def _decode_secret(secret: object) -> bytes:
     return key
 
 
-def _decode_secrets(secret: str | Sequence[str]) -> tuple[bytes, ...]:
+def _decode_secrets(secret: object) -> tuple[bytes, ...]:
     if isinstance(secret, str):
         return (_decode_secret(secret),)
     if not isinstance(secret, Sequence) or isinstance(secret, (bytes, bytearray)):
@@ -120,7 +119,7 @@ def _decode_secrets(secret: str | Sequence[str]) -> tuple[bytes, ...]:
         )
     if not secret:
         raise WebhookConfigurationError("at least one webhook secret is needed")
-    return tuple(_decode_secret(one) for one in secret)
+    return tuple(_decode_secret(one) for one in cast("Sequence[object]", secret))
 
 
 def _check_tolerance(tolerance: object) -> float:
@@ -133,22 +132,24 @@ def _check_tolerance(tolerance: object) -> float:
     return tolerance.total_seconds()
 
 
-def _read_headers(headers: Headers) -> tuple[str, str, str]:
-    found: dict[str, str] = {}
+def _header_items(headers: Headers) -> list[tuple[object, object]] | None:
     try:
-        items = iter(headers.items())
-    except Exception:  # noqa: BLE001 - any object may be passed in; say what is wrong instead
+        return [(name, value) for name, value in headers.items()]
+    except Exception:  # noqa: BLE001 - any object may be passed in; the caller says what is wrong
+        return None
+
+
+def _read_headers(headers: Headers) -> tuple[str, str, str]:
+    items = _header_items(headers)
+    if items is None:
+        # Raised outside any except block, so no chained cause rides along.
         raise _fail(
-            "headers must be a mapping or have .items(), such as request.headers", "malformed_header"
-        ) from None
-    while True:
-        try:
-            item = next(items, None)
-            if item is None:
-                break
-            name, value = item
-        except Exception:  # noqa: BLE001 - a broken headers object must not crash the caller
-            raise _fail("headers could not be read as (name, value) pairs", "malformed_header") from None
+            "headers must be a mapping or have .items() yielding (name, value) pairs, "
+            "such as request.headers",
+            "malformed_header",
+        )
+    found: dict[str, str] = {}
+    for name, value in items:
         if not isinstance(name, str):
             continue
         canonical = _HEADER_NAMES.get(name.lower())
@@ -159,10 +160,43 @@ def _read_headers(headers: Headers) -> tuple[str, str, str]:
         previous = found.setdefault(canonical, value)
         if previous != value:
             raise _fail(f"header {canonical} is given twice with different values", "conflicting_headers")
-    missing = [name for name in ("webhook-id", "webhook-timestamp", "webhook-signature") if not found.get(name)]
+    missing = [
+        name for name in ("webhook-id", "webhook-timestamp", "webhook-signature") if not found.get(name)
+    ]
     if missing:
         raise _fail(f"missing header {' and '.join(missing)} (or svix-*)", "missing_header")
     return found["webhook-id"], found["webhook-timestamp"], found["webhook-signature"]
+
+
+def _body_text(body: object) -> str:
+    # svix signs text: the body as UTF-8.
+    if isinstance(body, str):
+        if not _is_encodable(body):
+            raise _fail("the body is not valid Unicode text", "invalid_body")
+        return body
+    if isinstance(body, memoryview):
+        body = body.tobytes()
+    if not isinstance(body, (bytes, bytearray)):
+        raise _fail(f"the body must be bytes or str, not {type(body).__name__}", "invalid_body")
+    text: str | None
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None:
+        raise _fail("the body is not UTF-8, so it cannot have been signed", "invalid_body")
+    return text
+
+
+def _is_encodable(text: str) -> bool:
+    # A str body with lone surrogates has no UTF-8 form, so it cannot have been signed.
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _is_visible_ascii(value: str) -> bool:
@@ -266,17 +300,7 @@ class WebhookVerifier:
                 "timestamp_too_new",
             )
         candidates = _signature_candidates(signature_header)
-        if isinstance(body, str):
-            text = body
-        elif isinstance(body, (bytes, bytearray, memoryview)):
-            try:
-                text = bytes(body).decode("utf-8")
-            except UnicodeDecodeError:
-                text = None
-            if text is None:
-                raise _fail("the body is not UTF-8, so it cannot have been signed", "invalid_body")
-        else:
-            raise _fail(f"the body must be bytes or str, not {type(body).__name__}", "invalid_body")
+        text = _body_text(body)
         try:
             signed_at = datetime.datetime.fromtimestamp(timestamp, tz=datetime.timezone.utc)
         except (OverflowError, OSError, ValueError):
@@ -285,11 +309,8 @@ class WebhookVerifier:
             raise _fail("header webhook-timestamp is out of range", "malformed_header")
         matched = False
         for signer in self._signers:
-            try:
-                # "v1,<base64>": svix's own computation of the expected signature.
-                expected = signer.sign(msg_id, signed_at, text)[3:].encode("ascii")
-            except UnicodeEncodeError:
-                raise _fail("the body is not valid Unicode text", "invalid_body") from None
+            # "v1,<base64>": svix's own computation of the expected signature.
+            expected = signer.sign(msg_id, signed_at, text)[3:].encode("ascii")
             for candidate in candidates:
                 # Not short-circuited: every comparison runs in constant time.
                 matched |= hmac.compare_digest(expected, candidate)
@@ -355,12 +376,15 @@ def parse_event(
             tolerance, or no matching signature.
         WebhookPayloadError: Correctly signed, but not JSON or not a valid careCycle event.
     """
-    if isinstance(secret, str):
-        key: tuple[str, ...] = (secret,)
-    elif isinstance(secret, Sequence) and all(isinstance(one, str) for one in secret):
-        key = tuple(secret)
+    # Verifiers are cached per (secrets, tolerance), so the one-call form decodes a
+    # secret once per process, not once per delivery. Anything unhashable or odd goes
+    # straight to WebhookVerifier, whose checks raise the right configuration error.
+    given: object = secret
+    if isinstance(given, str):
+        key: tuple[str, ...] = (given,)
+    elif isinstance(given, Sequence) and all(isinstance(one, str) for one in given):
+        key = tuple(given)
     else:
         return WebhookVerifier(secret, tolerance=tolerance).parse(body, headers)
-    if not isinstance(tolerance, datetime.timedelta):
-        _check_tolerance(tolerance)
+    _check_tolerance(tolerance)
     return _cached_verifier(key, tolerance).parse(body, headers)

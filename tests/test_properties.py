@@ -1,0 +1,168 @@
+"""Properties of parsing untrusted input, checked with hypothesis."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import string
+from typing import Any
+
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from carecycle_webhooks import (
+    WebhookConfigurationError,
+    WebhookError,
+    WebhookVerificationError,
+    WebhookVerifier,
+    parse_event,
+    parse_unverified_event,
+)
+from tests.conftest import EVENT_TYPES, SECRET, load_fixture, svix_headers
+
+NOW = 1_800_000_000
+VERIFIER = WebhookVerifier(SECRET, clock=lambda: NOW)
+HEADER_NAMES = ["webhook-id", "webhook-timestamp", "webhook-signature", "svix-id", "svix-timestamp"]
+
+texts = st.text(alphabet=st.characters(codec="utf-8") | st.sampled_from("\x00\ud800 ,v1"), max_size=60)
+header_values = st.one_of(
+    texts,
+    st.integers().map(str),
+    st.lists(st.sampled_from(["v1", "v2", ",", " ", "g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="])).map(
+        "".join
+    ),
+)
+header_maps = st.dictionaries(
+    st.sampled_from(HEADER_NAMES) | st.sampled_from([n.upper() for n in HEADER_NAMES]) | texts,
+    header_values,
+    max_size=8,
+)
+bodies = st.one_of(st.binary(max_size=300), texts, st.sampled_from([b"{}", b"[]", b"null"]))
+
+
+@given(body=bodies, headers=header_maps)
+def test_only_our_exceptions_escape_verification(body: bytes | str, headers: dict[str, str]) -> None:
+    try:
+        VERIFIER.parse(body, headers)
+    except WebhookError:
+        pass
+
+
+@given(secret=st.one_of(texts, st.binary(max_size=40).map(lambda b: "whsec_" + base64.b64encode(b).decode())))
+def test_only_our_exceptions_escape_for_any_secret(secret: str) -> None:
+    try:
+        verifier = WebhookVerifier(secret)
+    except WebhookConfigurationError:
+        return
+    try:
+        verifier.parse(b"{}", {"webhook-id": "msg_1", "webhook-timestamp": "1", "webhook-signature": "v1,x"})
+    except WebhookError:
+        pass
+
+
+@given(body=bodies)
+def test_only_our_exceptions_escape_unverified_parsing(body: bytes | str) -> None:
+    try:
+        parse_unverified_event(body)
+    except WebhookError:
+        pass
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=10,
+)
+
+
+@given(
+    event_type=st.sampled_from(EVENT_TYPES),
+    changes=st.dictionaries(st.sampled_from(sorted(load_fixture("customer.created"))), json_values, max_size=4),
+)
+def test_only_our_exceptions_escape_signed_mutated_payloads(event_type: str, changes: dict[str, Any]) -> None:
+    body = json.dumps(load_fixture(event_type) | changes)
+    headers = svix_headers(body, timestamp=NOW)
+    try:
+        VERIFIER.parse(body, headers)
+    except WebhookVerificationError as error:  # pragma: no cover - the test fails here
+        raise AssertionError("a correctly signed body failed verification") from error
+    except WebhookError:
+        pass
+
+
+def _flip(data: bytes, index: int, value: int) -> bytes:
+    index %= len(data)
+    assume(data[index] != value)
+    return data[:index] + bytes([value]) + data[index + 1 :]
+
+
+@given(event_type=st.sampled_from(EVENT_TYPES), index=st.integers(min_value=0), value=st.integers(0, 255))
+def test_any_single_byte_change_to_the_body_is_rejected(event_type: str, index: int, value: int) -> None:
+    body = json.dumps(load_fixture(event_type)).encode()
+    headers = svix_headers(body, timestamp=NOW)
+    VERIFIER.verify(body, headers)
+    tampered = _flip(body, index, value)
+    try:
+        VERIFIER.verify(tampered, headers)
+    except WebhookVerificationError:
+        return
+    raise AssertionError("a tampered body verified")  # pragma: no cover
+
+
+@given(
+    header=st.sampled_from(["webhook-id", "webhook-timestamp", "webhook-signature"]),
+    index=st.integers(min_value=0),
+    char=st.sampled_from(string.printable + "é\x00"),
+)
+def test_any_single_character_change_to_a_header_is_rejected(header: str, index: int, char: str) -> None:
+    body = json.dumps(load_fixture("customer.created")).encode()
+    headers = svix_headers(body, timestamp=NOW, msg_id="msg_2Lm1bFf5ZsqHw5e2yd0DgPzm5Tx")
+    value = headers[header]
+    index %= len(value)
+    assume(value[index] != char)
+    # A signature header may hold several space-separated signatures; changing a space
+    # to another space-like separator is not a change of the signature itself.
+    tampered = headers | {header: value[:index] + char + value[index + 1 :]}
+    try:
+        VERIFIER.verify(body, tampered)
+    except WebhookVerificationError:
+        return
+    raise AssertionError(f"a tampered {header} verified")  # pragma: no cover
+
+
+@given(
+    event_type=st.sampled_from(EVENT_TYPES),
+    changes=st.fixed_dictionaries(
+        {},
+        optional={
+            "status": st.sampled_from(["Lead", "Active", "Inactive", "Prospect"]),
+            "lineType": st.sampled_from(["mobile", "fixedVoip", "satellite"]),
+            "gender": st.sampled_from(["Female", "Prefer Not to Say", "Two-Spirit"]),
+            "firstName": st.text(max_size=20),
+            "householdIncome": st.integers(min_value=0, max_value=10**9),
+            "dateOfBirth": st.dates().map(datetime.date.isoformat),
+            "doNotSMS": st.booleans(),
+            "updatedAt": st.datetimes(timezones=st.just(datetime.timezone.utc)).map(datetime.datetime.isoformat),
+            "newField": json_values,
+            "durationMs": st.integers(min_value=0, max_value=10**12),
+            "transcript": st.text(max_size=200),
+        },
+    ),
+)
+def test_every_valid_event_round_trips(event_type: str, changes: dict[str, Any]) -> None:
+    event = parse_unverified_event(json.dumps(load_fixture(event_type) | changes))
+    wire = event.model_dump_json(by_alias=True)
+    again = parse_unverified_event(wire)
+    assert again == event
+    assert again.model_dump_json(by_alias=True) == wire
+    assert parse_event(wire, svix_headers(wire), SECRET) == event
+
+
+@given(event_type=st.text(max_size=30), fields=st.dictionaries(st.text(max_size=8), json_values, max_size=4))
+def test_unknown_events_round_trip(event_type: str, fields: dict[str, Any]) -> None:
+    assume(event_type not in EVENT_TYPES)
+    payload = fields | {"event_type": event_type}
+    event = parse_unverified_event(json.dumps(payload))
+    assert event.event_type == event_type
+    assert parse_unverified_event(event.model_dump_json(by_alias=True)) == event

@@ -1,0 +1,422 @@
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from svix.webhooks import Webhook as SvixWebhook
+
+from carecycle_webhooks import (
+    CallCompletedEvent,
+    CustomerCreatedEvent,
+    CustomerUpdatedEvent,
+    WebhookConfigurationError,
+    WebhookDelivery,
+    WebhookError,
+    WebhookPayloadError,
+    WebhookVerificationError,
+    WebhookVerifier,
+    parse_event,
+)
+from tests.conftest import OTHER_SECRET, SECRET, fixture_bytes, load_fixture, svix_headers
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+# The Standard Webhooks known-answer vector.
+KAT_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+KAT_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"
+KAT_TIMESTAMP = 1614265330
+KAT_BODY = b'{"test": 2432232314}'
+KAT_SIGNATURE = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+KAT_HEADERS = {
+    "webhook-id": KAT_ID,
+    "webhook-timestamp": str(KAT_TIMESTAMP),
+    "webhook-signature": KAT_SIGNATURE,
+}
+
+EXPECTED_TYPES = {
+    "customer.created": CustomerCreatedEvent,
+    "customer.updated": CustomerUpdatedEvent,
+    "call.completed": CallCompletedEvent,
+}
+
+
+def frozen_clock(at: float = KAT_TIMESTAMP) -> WebhookVerifier:
+    return WebhookVerifier(KAT_SECRET, clock=lambda: at)
+
+
+def verification_reason(verifier: WebhookVerifier, body: Any, headers: Any) -> str:
+    with pytest.raises(WebhookVerificationError) as excinfo:
+        verifier.verify(body, headers)
+    assert excinfo.value.__cause__ is None
+    assert excinfo.value.__context__ is None
+    return excinfo.value.reason
+
+
+# --------------------------------------------------------------------------- known answer
+
+
+def test_known_answer_vector() -> None:
+    delivery = frozen_clock().verify(KAT_BODY, KAT_HEADERS)
+    assert delivery == WebhookDelivery(
+        webhook_id=KAT_ID,
+        timestamp=datetime.datetime.fromtimestamp(KAT_TIMESTAMP, tz=datetime.timezone.utc),
+    )
+
+
+def test_known_answer_vector_is_not_a_careCycle_event() -> None:  # noqa: N802
+    with pytest.raises(WebhookPayloadError, match="event_type is missing"):
+        frozen_clock().parse(KAT_BODY, KAT_HEADERS)
+
+
+def test_known_answer_vector_agrees_with_svix() -> None:
+    # Our key decoding and svix's give the same key: svix signs what we verify.
+    when = datetime.datetime.fromtimestamp(KAT_TIMESTAMP, tz=datetime.timezone.utc)
+    assert SvixWebhook(KAT_SECRET).sign(KAT_ID, when, KAT_BODY.decode()) == KAT_SIGNATURE
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"webhook-signature": "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OF="}, "no_matching_signature"),
+        ({"webhook-id": "msg_p5jXN8AQM9LWM0D4loKWxJeK"}, "no_matching_signature"),
+        ({"webhook-timestamp": str(KAT_TIMESTAMP + 1)}, "no_matching_signature"),
+    ],
+)
+def test_known_answer_vector_tampered(change: dict[str, str], reason: str) -> None:
+    assert verification_reason(frozen_clock(), KAT_BODY, KAT_HEADERS | change) == reason
+
+
+def test_known_answer_vector_tampered_body() -> None:
+    assert (
+        verification_reason(frozen_clock(), b'{"test": 2432232315}', KAT_HEADERS) == "no_matching_signature"
+    )
+
+
+# --------------------------------------------------------------------------- svix-signed catalog
+
+
+def test_svix_signed_examples_parse(event_type: str) -> None:
+    body = fixture_bytes(event_type)
+    event = parse_event(body, svix_headers(body), SECRET)
+    assert type(event) is EXPECTED_TYPES[event_type]
+    assert event.model_dump(mode="json", by_alias=True)["id"] == load_fixture(event_type)["id"]
+
+
+@pytest.mark.parametrize("prefix", ["webhook", "svix", "Webhook", "SVIX"])
+def test_both_header_families_any_case(prefix: str) -> None:
+    body = fixture_bytes("customer.created")
+    headers = svix_headers(body, prefix=prefix)
+    assert isinstance(parse_event(body, headers, SECRET), CustomerCreatedEvent)
+
+
+def test_str_body() -> None:
+    body = fixture_bytes("call.completed").decode()
+    assert isinstance(parse_event(body, svix_headers(body), SECRET), CallCompletedEvent)
+
+
+def test_bytearray_and_memoryview_bodies() -> None:
+    body = fixture_bytes("customer.updated")
+    headers = svix_headers(body)
+    verifier = WebhookVerifier(SECRET)
+    assert isinstance(verifier.parse(bytearray(body), headers), CustomerUpdatedEvent)  # type: ignore[arg-type]
+    assert isinstance(verifier.parse(memoryview(body), headers), CustomerUpdatedEvent)  # type: ignore[arg-type]
+
+
+def test_non_ascii_body() -> None:
+    payload = load_fixture("customer.created") | {"firstName": "José", "lastName": "Núñez 李"}
+    body = json.dumps(payload, ensure_ascii=False).encode()
+    event = parse_event(body, svix_headers(body), SECRET)
+    assert isinstance(event, CustomerCreatedEvent)
+    assert event.last_name == "Núñez 李"
+
+
+def test_several_signatures_in_one_header() -> None:
+    body = fixture_bytes("customer.created")
+    headers = svix_headers(body)
+    good = headers["webhook-signature"]
+    bogus = "v1," + base64.b64encode(b"x" * 32).decode()
+    headers["webhook-signature"] = f"v1a,ignored {bogus} {good}"
+    assert isinstance(parse_event(body, headers, SECRET), CustomerCreatedEvent)
+
+
+def test_key_rotation() -> None:
+    body = fixture_bytes("customer.created")
+    old, new = svix_headers(body, secret=SECRET), svix_headers(body, secret=OTHER_SECRET)
+    verifier = WebhookVerifier([OTHER_SECRET, SECRET])
+    assert verifier.verify(body, old).webhook_id == old["webhook-id"]
+    assert verifier.verify(body, new).webhook_id == new["webhook-id"]
+    assert verification_reason(WebhookVerifier(OTHER_SECRET), body, old) == "no_matching_signature"
+    assert isinstance(parse_event(body, old, (OTHER_SECRET, SECRET)), CustomerCreatedEvent)
+
+
+def test_secret_without_prefix_is_accepted() -> None:
+    body = fixture_bytes("customer.created")
+    assert isinstance(
+        parse_event(body, svix_headers(body), SECRET.removeprefix("whsec_")), CustomerCreatedEvent
+    )
+
+
+# --------------------------------------------------------------------------- framework headers
+
+
+def test_werkzeug_headers() -> None:
+    from werkzeug.datastructures import EnvironHeaders, Headers
+
+    body = fixture_bytes("customer.created")
+    signed = svix_headers(body)
+    headers = Headers([("Content-Type", "application/json"), *signed.items()])
+    assert isinstance(parse_event(body, headers, SECRET), CustomerCreatedEvent)
+    environ = {f"HTTP_{name.upper().replace('-', '_')}": value for name, value in signed.items()}
+    assert isinstance(parse_event(body, EnvironHeaders(environ), SECRET), CustomerCreatedEvent)
+
+
+def test_django_headers() -> None:
+    from django.http.request import HttpHeaders
+
+    body = fixture_bytes("customer.created")
+    meta = {f"HTTP_{name.upper().replace('-', '_')}": value for name, value in svix_headers(body).items()}
+    meta["CONTENT_TYPE"] = "application/json"
+    assert isinstance(parse_event(body, HttpHeaders(meta), SECRET), CustomerCreatedEvent)
+
+
+def test_starlette_headers() -> None:
+    from starlette.datastructures import Headers
+
+    body = fixture_bytes("call.completed")
+    raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in svix_headers(body, prefix="svix").items()]
+    assert isinstance(parse_event(body, Headers(raw=raw), SECRET), CallCompletedEvent)
+
+
+# --------------------------------------------------------------------------- tolerance and clock
+
+
+def test_tolerance_in_both_directions() -> None:
+    body = fixture_bytes("customer.created")
+    headers = svix_headers(body, timestamp=1_800_000_000)
+    for offset in (-300, 0, 300):
+        WebhookVerifier(SECRET, clock=lambda offset=offset: 1_800_000_000 + offset).verify(body, headers)
+    late = WebhookVerifier(SECRET, clock=lambda: 1_800_000_301)
+    early = WebhookVerifier(SECRET, clock=lambda: 1_799_999_699)
+    assert verification_reason(late, body, headers) == "timestamp_too_old"
+    assert verification_reason(early, body, headers) == "timestamp_too_new"
+
+
+def test_custom_tolerance() -> None:
+    body = fixture_bytes("customer.created")
+    headers = svix_headers(body, timestamp=1_800_000_000)
+    hour = datetime.timedelta(hours=1)
+    WebhookVerifier(SECRET, tolerance=hour, clock=lambda: 1_800_003_600).verify(body, headers)
+    strict = WebhookVerifier(SECRET, tolerance=datetime.timedelta(0), clock=lambda: 1_800_000_001)
+    assert verification_reason(strict, body, headers) == "timestamp_too_old"
+
+
+def test_parse_event_tolerance_argument() -> None:
+    body = fixture_bytes("customer.created")
+    old = int(datetime.datetime.now(tz=datetime.timezone.utc).timestamp()) - 3600
+    headers = svix_headers(body, timestamp=old)
+    with pytest.raises(WebhookVerificationError, match="in the past"):
+        parse_event(body, headers, SECRET)
+    assert isinstance(
+        parse_event(body, headers, SECRET, tolerance=datetime.timedelta(hours=2)), CustomerCreatedEvent
+    )
+
+
+def test_stale_message_says_how_far() -> None:
+    body = fixture_bytes("customer.created")
+    headers = svix_headers(body, timestamp=1_800_000_000)
+    with pytest.raises(WebhookVerificationError) as excinfo:
+        WebhookVerifier(SECRET, clock=lambda: 1_800_001_000).verify(body, headers)
+    assert str(excinfo.value) == "timestamp is 1000 s in the past, outside the tolerance of 300 s"
+
+
+# --------------------------------------------------------------------------- malformed input
+
+
+def _kat(**change: str | None) -> dict[str, str]:
+    headers = dict(KAT_HEADERS)
+    for name, value in change.items():
+        key = "webhook-" + name
+        if value is None:
+            del headers[key]
+        else:
+            headers[key] = value
+    return headers
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        (_kat(id=None), "missing_header"),
+        (_kat(timestamp=None), "missing_header"),
+        (_kat(signature=None), "missing_header"),
+        (_kat(id=""), "missing_header"),
+        ({}, "missing_header"),
+        (_kat(id="msg with space"), "malformed_header"),
+        (_kat(id="msg_\u00e9"), "malformed_header"),
+        (_kat(id="msg_\n"), "malformed_header"),
+        (_kat(id="m" * 257), "malformed_header"),
+        (_kat(timestamp="1614265330.0"), "malformed_header"),
+        (_kat(timestamp="-1614265330"), "malformed_header"),
+        (_kat(timestamp="١٦١٤٢٦٥٣٣٠"), "malformed_header"),
+        (_kat(timestamp="9" * 13), "malformed_header"),
+        (_kat(timestamp=" 1614265330"), "malformed_header"),
+        (_kat(signature="g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="), "malformed_header"),
+        (_kat(signature="v1,"), "malformed_header"),
+        (_kat(signature=","), "malformed_header"),
+        (_kat(signature="   "), "malformed_header"),
+        (_kat(signature="v1,é"), "malformed_header"),
+        (_kat(signature="v1," + "A" * 9000), "malformed_header"),
+        (_kat(signature="v2,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="), "no_matching_signature"),
+        (_kat(signature="v1,not-base64!!"), "no_matching_signature"),
+        (_kat(signature="v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE"), "no_matching_signature"),
+        (KAT_HEADERS | {"svix-id": "msg_other"}, "conflicting_headers"),
+    ],
+)
+def test_malformed_headers(headers: dict[str, str], reason: str) -> None:
+    assert verification_reason(frozen_clock(), KAT_BODY, headers) == reason
+
+
+def test_same_header_twice_with_the_same_value_is_fine() -> None:
+    pairs = [*KAT_HEADERS.items(), ("svix-id", KAT_ID)]
+
+    class Pairs:
+        def items(self) -> Iterator[tuple[str, str]]:
+            return iter(pairs)
+
+    assert frozen_clock().verify(KAT_BODY, Pairs()).webhook_id == KAT_ID
+
+
+class _Exploding:
+    def items(self) -> Iterator[tuple[str, str]]:
+        yield ("webhook-id", KAT_ID)
+        raise RuntimeError("broken iterator")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [None, 42, "webhook-id: x", [("webhook-id", KAT_ID)], _Exploding(), {"webhook-id": b"bytes"}],
+)
+def test_headers_of_the_wrong_shape(headers: Any) -> None:
+    assert verification_reason(frozen_clock(), KAT_BODY, headers) in {"malformed_header", "missing_header"}
+
+
+def test_header_values_that_are_not_strings() -> None:
+    assert (
+        verification_reason(frozen_clock(), KAT_BODY, KAT_HEADERS | {"webhook-id": 5}) == "malformed_header"
+    )
+
+
+def test_non_string_header_names_are_ignored() -> None:
+    headers: dict[Any, str] = {**KAT_HEADERS, 7: "x", b"webhook-id": "y"}
+    assert frozen_clock().verify(KAT_BODY, headers).webhook_id == KAT_ID
+
+
+@pytest.mark.parametrize("body", [b"\xff\xfe{}", "\ud800", None, 12, {"a": 1}])
+def test_bodies_that_cannot_be_signed(body: Any) -> None:
+    assert verification_reason(frozen_clock(), body, KAT_HEADERS) in {"invalid_body", "no_matching_signature"}
+
+
+def test_huge_tolerance_with_far_future_timestamp() -> None:
+    verifier = WebhookVerifier(KAT_SECRET, tolerance=datetime.timedelta.max, clock=lambda: KAT_TIMESTAMP)
+    assert verification_reason(verifier, KAT_BODY, _kat(timestamp="999999999999")) == "malformed_header"
+
+
+# --------------------------------------------------------------------------- payload errors
+
+
+def _signed_parse(body: bytes) -> WebhookPayloadError:
+    with pytest.raises(WebhookPayloadError) as excinfo:
+        parse_event(body, svix_headers(body), SECRET)
+    assert excinfo.value.__cause__ is None
+    assert excinfo.value.__context__ is None
+    return excinfo.value
+
+
+def test_signed_but_not_json() -> None:
+    error = _signed_parse(b'{"event_type": "customer.created", ')
+    assert str(error) == "the body is not valid JSON"
+    assert error.errors[0][1] == "json_invalid"
+
+
+def test_signed_but_invalid_event_names_locations_not_values() -> None:
+    payload = load_fixture("call.completed")
+    payload["customer"]["dateOfBirth"] = "1958-13-45"
+    payload["customer"]["mbiNumber"] = ["1EG4TE5MK73"]
+    payload["durationMs"] = "about four minutes"
+    del payload["createdAt"]
+    error = _signed_parse(json.dumps(payload).encode())
+    message = str(error)
+    assert message.startswith("invalid careCycle event, 4 errors: ")
+    assert "customer.dateOfBirth" in message
+    assert "call.completed.createdAt: missing" in message
+    for value in ("1958-13-45", "1EG4TE5MK73", "about four minutes", "Marcus"):
+        assert value not in message
+        assert value not in repr(error.errors)
+    assert (("call.completed", "customer", "dateOfBirth"), "date_from_datetime_parsing") in error.errors
+
+
+def test_many_errors_are_summarised() -> None:
+    payload: dict[str, Any] = {"event_type": "customer.created", "id": "x", "createdAt": "x"}
+    payload |= {key: ["x"] for key in ("firstName", "lastName", "email", "city", "state", "address")}
+    error = _signed_parse(json.dumps(payload).encode())
+    assert "and " in str(error)
+    assert "more" in str(error)
+    assert len(error.errors) == 9
+
+
+@pytest.mark.parametrize("body", [b"[]", b"null", b'"customer.created"', b"{}", b'{"event_type": 7}'])
+def test_signed_json_that_is_not_an_event(body: bytes) -> None:
+    error = _signed_parse(body)
+    assert isinstance(error, WebhookError)
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+@pytest.mark.parametrize(
+    ("secret", "message"),
+    [
+        ("", "empty"),
+        ("whsec_", "empty"),
+        ("whsec_not base64!", "not valid"),
+        ("whsec_A", "not valid"),
+        ("whsec_====", "not valid"),
+        (b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "not bytes"),
+        (None, "not NoneType"),
+        ([], "at least one"),
+        (["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", ""], "empty"),
+        ([42], "not int"),
+    ],
+)
+def test_invalid_secrets_fail_when_given(secret: Any, message: str) -> None:
+    with pytest.raises(WebhookConfigurationError, match=message) as excinfo:
+        WebhookVerifier(secret)
+    assert isinstance(excinfo.value, ValueError)
+    assert excinfo.value.__context__ is None
+    with pytest.raises(WebhookConfigurationError, match=message):
+        parse_event(KAT_BODY, KAT_HEADERS, secret)
+
+
+def test_secret_never_in_messages_or_repr() -> None:
+    secret_part = KAT_SECRET.removeprefix("whsec_")
+    verifier = WebhookVerifier([KAT_SECRET, SECRET], tolerance=datetime.timedelta(seconds=30))
+    assert secret_part not in repr(verifier)
+    assert repr(verifier) == "WebhookVerifier(<2 secret(s)>, tolerance=30s)"
+    with pytest.raises(WebhookVerificationError) as excinfo:
+        verifier.verify(KAT_BODY, KAT_HEADERS)
+    assert secret_part not in str(excinfo.value)
+    with pytest.raises(WebhookConfigurationError) as bad:
+        WebhookVerifier(KAT_SECRET + "!")
+    assert secret_part not in str(bad.value)
+
+
+@pytest.mark.parametrize("tolerance", [datetime.timedelta(seconds=-1), 300, None])
+def test_invalid_tolerance(tolerance: Any) -> None:
+    with pytest.raises(WebhookConfigurationError, match="tolerance"):
+        WebhookVerifier(KAT_SECRET, tolerance=tolerance)
+    with pytest.raises(WebhookConfigurationError, match="tolerance"):
+        parse_event(KAT_BODY, KAT_HEADERS, KAT_SECRET, tolerance=tolerance)

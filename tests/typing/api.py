@@ -1,0 +1,137 @@
+"""Type checks of the public API, run by mypy --strict and pyright; never executed."""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import django.http
+import flask
+import starlette.requests
+from typing_extensions import assert_never, assert_type
+from werkzeug.datastructures import EnvironHeaders, Headers
+
+import carecycle_webhooks
+from carecycle_webhooks import (
+    AssignedUser,
+    CallCompletedEvent,
+    CallDirection,
+    Campaign,
+    Customer,
+    CustomerCreatedEvent,
+    CustomerStatus,
+    CustomerUpdatedEvent,
+    Event,
+    EventType,
+    Gender,
+    LineType,
+    MaritalStatus,
+    UnknownEvent,
+    WebhookDelivery,
+    WebhookPayloadError,
+    WebhookVerificationError,
+    WebhookVerifier,
+    parse_event,
+    parse_unverified_event,
+)
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def exhaustive(event: Event) -> str:
+    match event:
+        case CustomerCreatedEvent():
+            return event.event_type
+        case CustomerUpdatedEvent():
+            return event.event_type
+        case CallCompletedEvent():
+            return event.event_type
+        case UnknownEvent():
+            return event.event_type
+        case _:
+            assert_never(event)
+
+
+def field_types(created: CustomerCreatedEvent, call: CallCompletedEvent, customer: Customer) -> None:
+    assert_type(created.event_type, Literal["customer.created"])
+    assert_type(created.id, uuid.UUID)
+    assert_type(created.created_at, datetime.datetime)
+    assert_type(created.updated_at, datetime.datetime)
+    assert_type(created.date_of_birth, datetime.date | None)
+    assert_type(created.medicare_part_a_date, datetime.date | None)
+    assert_type(created.household_income, int | None)
+    assert_type(created.do_not_sms, bool | None)
+    assert_type(created.mbi_number, str | None)
+    assert_type(created.assigned_user, AssignedUser | None)
+    assert_type(customer.created_at, datetime.datetime | None)
+    assert_type(call.event_type, Literal["call.completed"])
+    assert_type(call.duration_ms, int | None)
+    assert_type(call.customer, Customer | None)
+    assert_type(call.campaign, Campaign | None)
+    assert_type(call.start_time, datetime.datetime | None)
+    if call.campaign is not None:
+        assert_type(call.campaign.tags, tuple[str, ...] | None)
+    if created.assigned_user is not None:
+        assert_type(created.assigned_user.licensed_states, tuple[str, ...] | None)
+
+
+def open_enums(created: CustomerCreatedEvent, call: CallCompletedEvent) -> None:
+    # Unknown enum values are kept as str, so the field is `Enum | str`: members still match.
+    status = created.status
+    if status == CustomerStatus.LEAD:
+        pass
+    match created.line_type:
+        case LineType.MOBILE | LineType.LANDLINE:
+            pass
+        case str():
+            pass
+        case None:
+            pass
+    _gender: Gender | str | None = created.gender
+    _marital: MaritalStatus | str | None = created.marital_status
+    _direction: CallDirection | str | None = call.direction
+    _event_type: str = EventType.CALL_COMPLETED
+
+
+def unknown_event(event: UnknownEvent) -> None:
+    assert_type(event.event_type, str)
+    assert_type(event.payload, Mapping[str, Any])
+
+
+def parsing(body: bytes, text: str, headers: dict[str, str]) -> None:
+    assert_type(parse_event(body, headers, SECRET), Event)
+    assert_type(parse_event(text, headers, [SECRET, SECRET]), Event)
+    assert_type(parse_event(body, headers, (SECRET,), tolerance=datetime.timedelta(minutes=1)), Event)
+    assert_type(parse_unverified_event(body), Event)
+    verifier = WebhookVerifier(SECRET, tolerance=datetime.timedelta(seconds=30), clock=lambda: 0.0)
+    assert_type(verifier.verify(body, headers), WebhookDelivery)
+    assert_type(verifier.verify(body, headers).webhook_id, str)
+    assert_type(verifier.verify(body, headers).timestamp, datetime.datetime)
+    assert_type(verifier.parse(body, headers), Event)
+
+
+def flask_view() -> None:
+    # Each framework's request.headers is accepted without a cast.
+    flask_request: flask.Request = flask.request
+    parse_event(flask_request.get_data(), flask_request.headers, SECRET)
+    parse_event(b"", Headers(), SECRET)
+    parse_event(b"", EnvironHeaders({}), SECRET)
+
+
+def django_view(request: django.http.HttpRequest) -> None:
+    parse_event(request.body, request.headers, SECRET)
+
+
+async def starlette_endpoint(request: starlette.requests.Request) -> None:
+    parse_event(await request.body(), request.headers, SECRET)
+
+
+def errors(error: WebhookVerificationError, payload_error: WebhookPayloadError) -> None:
+    assert_type(error.reason, carecycle_webhooks.VerificationFailure)
+    assert_type(payload_error.errors, tuple[carecycle_webhooks.PayloadErrorDetail, ...])
+
+
+def frozen(event: CustomerCreatedEvent) -> None:
+    event.first_name = "x"  # type: ignore[misc]  # pyright: ignore[reportAttributeAccessIssue]
