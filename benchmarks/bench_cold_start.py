@@ -30,7 +30,9 @@ import _payloads as p
 
 _RESIGN_AFTER_S = 120
 
-_READ = "import json, sys\nwith open(sys.argv[1], 'rb') as f:\n    d = json.load(f)\nbody = d['body'].encode()\n"
+_READ = (
+    "import json, sys\nwith open(sys.argv[1], 'rb') as f:\n    d = json.load(f)\nbody = d['body'].encode()\n"
+)
 
 VARIANTS = {
     "floor: pass": "pass",

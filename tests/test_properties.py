@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import json
 import string
@@ -43,10 +44,8 @@ bodies = st.one_of(st.binary(max_size=300), texts, st.sampled_from([b"{}", b"[]"
 
 @given(body=bodies, headers=header_maps)
 def test_only_our_exceptions_escape_verification(body: bytes | str, headers: dict[str, str]) -> None:
-    try:
+    with contextlib.suppress(WebhookError):
         VERIFIER.parse(body, headers)
-    except WebhookError:
-        pass
 
 
 @given(secret=st.one_of(texts, st.binary(max_size=40).map(lambda b: "whsec_" + base64.b64encode(b).decode())))
@@ -55,30 +54,30 @@ def test_only_our_exceptions_escape_for_any_secret(secret: str) -> None:
         verifier = WebhookVerifier(secret)
     except WebhookConfigurationError:
         return
-    try:
+    with contextlib.suppress(WebhookError):
         verifier.parse(b"{}", {"webhook-id": "msg_1", "webhook-timestamp": "1", "webhook-signature": "v1,x"})
-    except WebhookError:
-        pass
 
 
 @given(body=bodies)
 def test_only_our_exceptions_escape_unverified_parsing(body: bytes | str) -> None:
-    try:
+    with contextlib.suppress(WebhookError):
         parse_unverified_event(body)
-    except WebhookError:
-        pass
 
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
     max_leaves=10,
 )
 
 
 @given(
     event_type=st.sampled_from(EVENT_TYPES),
-    changes=st.dictionaries(st.sampled_from(sorted(load_fixture("customer.created"))), json_values, max_size=4),
+    changes=st.dictionaries(
+        st.sampled_from(sorted(load_fixture("customer.created"))), json_values, max_size=4
+    ),
 )
 def test_only_our_exceptions_escape_signed_mutated_payloads(event_type: str, changes: dict[str, Any]) -> None:
     body = json.dumps(load_fixture(event_type) | changes)
@@ -143,7 +142,9 @@ def test_any_single_character_change_to_a_header_is_rejected(header: str, index:
             "householdIncome": st.integers(min_value=0, max_value=10**9),
             "dateOfBirth": st.dates().map(datetime.date.isoformat),
             "doNotSMS": st.booleans(),
-            "updatedAt": st.datetimes(timezones=st.just(datetime.timezone.utc)).map(datetime.datetime.isoformat),
+            "updatedAt": st.datetimes(timezones=st.just(datetime.timezone.utc)).map(
+                datetime.datetime.isoformat
+            ),
             "newField": json_values,
             "durationMs": st.integers(min_value=0, max_value=10**12),
             "transcript": st.text(max_size=200),
