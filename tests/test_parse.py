@@ -36,9 +36,14 @@ def test_unexpected_failure_inside_pydantic_is_still_ours(monkeypatch: pytest.Mo
         def validate_json(self, data: object) -> NoReturn:
             raise RecursionError("deep input")
 
-    monkeypatch.setattr(models, "EVENT_ADAPTER", Exploding())
+    monkeypatch.setattr(models, "KNOWN_EVENT_ADAPTER", Exploding())
     with pytest.raises(WebhookPayloadError, match="unparseable") as excinfo:
         parse_unverified_event(b"{}")
+    assert excinfo.value.__context__ is None
+    monkeypatch.undo()
+    monkeypatch.setattr(models, "UNKNOWN_EVENT_ADAPTER", Exploding())
+    with pytest.raises(WebhookPayloadError, match="unparseable") as excinfo:
+        parse_unverified_event(b'{"event_type": "appointment.booked"}')
     assert excinfo.value.__context__ is None
 
 

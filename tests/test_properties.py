@@ -11,6 +11,7 @@ from typing import Any
 
 from hypothesis import assume, given
 from hypothesis import strategies as st
+from svix.webhooks import Webhook as SvixWebhook
 
 from carecycle_webhooks import (
     WebhookConfigurationError,
@@ -167,3 +168,21 @@ def test_unknown_events_round_trip(event_type: str, fields: dict[str, Any]) -> N
     event = parse_unverified_event(json.dumps(payload))
     assert event.event_type == event_type
     assert parse_unverified_event(event.model_dump_json(by_alias=True)) == event
+
+
+@given(
+    body=st.text(max_size=200),
+    msg_id=st.text(alphabet=string.ascii_letters + string.digits + "_-", min_size=1, max_size=40),
+    offset=st.integers(min_value=-300, max_value=300),
+    key=st.binary(min_size=1, max_size=64),
+)
+def test_expected_signature_is_svix_sign(body: str, msg_id: str, offset: int, key: bytes) -> None:
+    """Our verifier accepts exactly what svix's own Webhook.sign produces."""
+    assume(body.encode("utf-8", "surrogatepass") == body.encode("utf-8", "ignore"))
+    secret = "whsec_" + base64.b64encode(key).decode()
+    when = datetime.datetime.fromtimestamp(NOW + offset, tz=datetime.timezone.utc)
+    signature = SvixWebhook(secret).sign(msg_id, when, body)
+    headers = {"webhook-id": msg_id, "webhook-timestamp": str(NOW + offset), "webhook-signature": signature}
+    verifier = WebhookVerifier(secret, clock=lambda: NOW)
+    assert verifier.verify(body, headers).webhook_id == msg_id
+    assert verifier.verify(body.encode(), headers).timestamp == when

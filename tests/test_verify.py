@@ -420,3 +420,12 @@ def test_invalid_tolerance(tolerance: Any) -> None:
         WebhookVerifier(KAT_SECRET, tolerance=tolerance)
     with pytest.raises(WebhookConfigurationError, match="tolerance"):
         parse_event(KAT_BODY, KAT_HEADERS, KAT_SECRET, tolerance=tolerance)
+
+
+@pytest.mark.parametrize(
+    ("value", "attempt"), [("3", 3), ("1", 1), ("x", None), ("", None), ("9999999", None), ("٣", None)]
+)
+def test_attempt_header(value: str, attempt: int | None) -> None:
+    delivery = frozen_clock().verify(KAT_BODY, KAT_HEADERS | {"Svix-Attempt": value})
+    assert delivery.attempt == attempt
+    assert frozen_clock().verify(KAT_BODY, KAT_HEADERS).attempt is None

@@ -449,4 +449,16 @@ Event: TypeAlias = Annotated[
 ]
 """Any careCycle event: a union discriminated on ``event_type``, with `UnknownEvent` for new types."""
 
-EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event, config=ConfigDict(hide_input_in_errors=True))
+
+# The parse path: the known events under a plain string discriminator, which pydantic-core
+# resolves while reading the JSON. `Event`'s callable discriminator needs the whole body
+# as a Python dict first, which costs as much again. Unknown types fall back to UnknownEvent.
+KnownEvent: TypeAlias = Annotated[
+    CustomerCreatedEvent | CustomerUpdatedEvent | CallCompletedEvent,
+    Field(discriminator="event_type"),
+]
+KNOWN_EVENT_ADAPTER: TypeAdapter[KnownEvent] = TypeAdapter(
+    KnownEvent, config=ConfigDict(hide_input_in_errors=True)
+)
+UNKNOWN_EVENT_ADAPTER: TypeAdapter[UnknownEvent] = TypeAdapter(UnknownEvent)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from ._errors import PayloadErrorDetail, WebhookPayloadError
 
 if TYPE_CHECKING:
-    from ._models import Event
+    import types
+
+    from pydantic import TypeAdapter, ValidationError
+
+    from ._models import Event, KnownEvent, UnknownEvent
 
 __all__ = ["parse_unverified_event"]
 
@@ -45,24 +50,47 @@ def parse_unverified_event(body: bytes | str) -> Event:
         WebhookPayloadError: Not JSON, or not a valid careCycle event. The message and
             ``errors`` name locations and error types only, never values.
     """
-    from pydantic import ValidationError
-
-    from ._models import EVENT_ADAPTER
-
     data: object = body  # checked at runtime too: callers are not always type-checked
     if isinstance(data, (bytearray, memoryview)):
         data = bytes(data)
     if not isinstance(data, (bytes, str)):
         raise WebhookPayloadError(f"the body must be bytes or str, not {type(data).__name__}")
+    models = _models()
+    known: TypeAdapter[KnownEvent] = models.KNOWN_EVENT_ADAPTER
+    unknown: TypeAdapter[UnknownEvent] = models.UNKNOWN_EVENT_ADAPTER
     errors: tuple[PayloadErrorDetail, ...]
     try:
-        return EVENT_ADAPTER.validate_json(data)
-    except ValidationError as exc:
-        errors = tuple(
-            (tuple(error["loc"]), error["type"])
-            for error in exc.errors(include_url=False, include_context=False, include_input=False)
-        )
+        return known.validate_json(data)
+    except models.ValidationError as exc:
+        errors = _details(exc)
     except Exception:  # noqa: BLE001 - whatever the input, only our own exception may escape
         errors = (((), "unparseable"),)
+    if len(errors) == 1 and errors[0] == ((), "union_tag_invalid"):
+        # A well-formed event_type this version does not know (or not a string).
+        try:
+            return unknown.validate_json(data)
+        except models.ValidationError as exc:
+            errors = _details(exc)
+        except Exception:  # noqa: BLE001 - as above
+            errors = (((), "unparseable"),)
+        if errors and errors[0][0] == ("event_type",):
+            errors = (((), "missing_event_type"),)
+    elif len(errors) == 1 and errors[0] == ((), "union_tag_not_found"):
+        errors = (((), "missing_event_type"),)
     # Raised outside the except block: no chained ValidationError that could echo input.
     raise WebhookPayloadError(_describe(errors), errors=errors)
+
+
+def _details(error: ValidationError) -> tuple[PayloadErrorDetail, ...]:
+    return tuple(
+        (tuple(detail["loc"]), detail["type"])
+        for detail in error.errors(include_url=False, include_context=False, include_input=False)
+    )
+
+
+@functools.cache
+def _models() -> types.ModuleType:
+    # pydantic and the models load on the first parse, not on `import carecycle_webhooks`.
+    from . import _models as models  # pyright: ignore[reportPrivateUsage] - our own module
+
+    return models

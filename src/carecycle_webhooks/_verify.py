@@ -1,8 +1,14 @@
 """Svix / Standard Webhooks signature verification.
 
-The expected ``v1`` signature is computed by svix's own signing code (the
-``standardwebhooks`` ``Webhook.sign`` that ``svix.webhooks.Webhook`` delegates to; importing
-it directly skips the half second that ``svix/__init__`` spends loading its API client).
+The expected ``v1`` signature is computed by svix's own signing code: ``hmac_data``,
+the HMAC-SHA256 function of the ``standardwebhooks`` ``Webhook.sign`` that
+``svix.webhooks.Webhook`` delegates to, over the same ``{id}.{timestamp}.{body}`` content
+(the tests check it against ``svix.webhooks.Webhook.sign`` for arbitrary inputs).
+It is applied to the body's bytes as received, because ``sign()`` takes text, and
+decoding then re-encoding a large body costs more than the HMAC itself. Importing
+``standardwebhooks`` directly skips the half second that ``svix/__init__`` spends
+loading its API client.
+
 Everything around it is ours, so that every malformed input ends in a `WebhookError`:
 reading the headers case-insensitively under both ``webhook-*`` and ``svix-*`` names,
 the timestamp tolerance with an injectable clock, and the constant-time comparison.
@@ -20,9 +26,10 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, TypeAlias, cast
 
-from standardwebhooks.webhooks import Webhook as _Signer
+from standardwebhooks.webhooks import hmac_data as _hmac_sha256
 
 from ._errors import VerificationFailure, WebhookConfigurationError, WebhookVerificationError
+from ._parse import parse_unverified_event
 
 if TYPE_CHECKING:
     from ._models import Event
@@ -53,7 +60,14 @@ _HEADER_NAMES = {
     "svix-timestamp": "webhook-timestamp",
     "webhook-signature": "webhook-signature",
     "svix-signature": "webhook-signature",
+    # Not signed and not sent by every sender: informational only.
+    "webhook-attempt": "webhook-attempt",
+    "svix-attempt": "webhook-attempt",
 }
+_MAX_ATTEMPT_DIGITS = 6
+_REQUIRED = ("webhook-id", "webhook-timestamp", "webhook-signature")
+# datetime's range ends in year 9999; a later timestamp is no timestamp.
+_MAX_TIMESTAMP = 253_402_300_799
 
 
 class SupportsHeaderItems(Protocol):
@@ -79,10 +93,14 @@ class WebhookDelivery:
         webhook_id: The ``webhook-id`` (``svix-id``): the same for every retry of one
             message, so it is the idempotency key.
         timestamp: When this attempt was signed (``webhook-timestamp``), timezone-aware UTC.
+        attempt: The attempt number from a ``webhook-attempt`` (``svix-attempt``) header,
+            when the sender adds one; ``None`` otherwise. It is not covered by the
+            signature, so use it for logs and metrics, not for decisions.
     """
 
     webhook_id: str
     timestamp: datetime.datetime
+    attempt: int | None = None
 
 
 def _fail(message: str, reason: VerificationFailure) -> WebhookVerificationError:
@@ -132,71 +150,65 @@ def _check_tolerance(tolerance: object) -> float:
     return tolerance.total_seconds()
 
 
-def _header_items(headers: Headers) -> list[tuple[object, object]] | None:
+def _collect_headers(headers: Headers) -> tuple[dict[str, object], str | None] | None:
+    # Only gathers, so that nothing but a broken headers object can raise in here.
+    found: dict[str, object] = {}
+    conflict: str | None = None
     try:
-        return [(name, value) for name, value in headers.items()]
+        for name, value in headers.items():
+            if isinstance(name, str):
+                canonical = _HEADER_NAMES.get(name.lower())
+                if canonical is not None and found.setdefault(canonical, value) != value:
+                    conflict = canonical
     except Exception:  # noqa: BLE001 - any object may be passed in; the caller says what is wrong
         return None
+    return found, conflict
 
 
-def _read_headers(headers: Headers) -> tuple[str, str, str]:
-    items = _header_items(headers)
-    if items is None:
+def _read_headers(headers: Headers) -> tuple[str, str, str, object]:
+    collected = _collect_headers(headers)
+    if collected is None:
         # Raised outside any except block, so no chained cause rides along.
         raise _fail(
             "headers must be a mapping or have .items() yielding (name, value) pairs, "
             "such as request.headers",
             "malformed_header",
         )
-    found: dict[str, str] = {}
-    for name, value in items:
-        if not isinstance(name, str):
-            continue
-        canonical = _HEADER_NAMES.get(name.lower())
-        if canonical is None:
-            continue
-        if not isinstance(value, str):
-            raise _fail(f"header {canonical} is not a string", "malformed_header")
-        previous = found.setdefault(canonical, value)
-        if previous != value:
-            raise _fail(f"header {canonical} is given twice with different values", "conflicting_headers")
-    missing = [
-        name for name in ("webhook-id", "webhook-timestamp", "webhook-signature") if not found.get(name)
-    ]
-    if missing:
+    found, conflict = collected
+    if conflict is not None:
+        raise _fail(f"header {conflict} is given twice with different values", "conflicting_headers")
+    msg_id = found.get("webhook-id")
+    timestamp = found.get("webhook-timestamp")
+    signature = found.get("webhook-signature")
+    if not (msg_id and timestamp and signature):
+        missing = [name for name in _REQUIRED if not found.get(name)]
         raise _fail(f"missing header {' and '.join(missing)} (or svix-*)", "missing_header")
-    return found["webhook-id"], found["webhook-timestamp"], found["webhook-signature"]
+    if not isinstance(msg_id, str) or not isinstance(timestamp, str) or not isinstance(signature, str):
+        raise _fail("header values must be strings", "malformed_header")
+    return msg_id, timestamp, signature, found.get("webhook-attempt")
 
 
-def _body_text(body: object) -> str:
-    # svix signs text: the body as UTF-8.
-    if isinstance(body, str):
-        if not _is_encodable(body):
-            raise _fail("the body is not valid Unicode text", "invalid_body")
+def _attempt(value: object) -> int | None:
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= _MAX_ATTEMPT_DIGITS:
+        return int(value)
+    return None
+
+
+def _body_bytes(body: object) -> bytes:
+    if isinstance(body, bytes):
         return body
+    if isinstance(body, str):
+        try:
+            return body.encode("utf-8")
+        except UnicodeEncodeError:
+            pass
+        # Lone surrogates have no UTF-8 form, so such a str cannot have been signed.
+        raise _fail("the body is not valid Unicode text", "invalid_body")
     if isinstance(body, memoryview):
-        body = body.tobytes()
-    if not isinstance(body, (bytes, bytearray)):
-        raise _fail(f"the body must be bytes or str, not {type(body).__name__}", "invalid_body")
-    text: str | None
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    if text is None:
-        raise _fail("the body is not UTF-8, so it cannot have been signed", "invalid_body")
-    return text
-
-
-def _is_encodable(text: str) -> bool:
-    # A str body with lone surrogates has no UTF-8 form, so it cannot have been signed.
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+        return body.tobytes()
+    if isinstance(body, bytearray):
+        return bytes(body)
+    raise _fail(f"the body must be bytes or str, not {type(body).__name__}", "invalid_body")
 
 
 def _is_visible_ascii(value: str) -> bool:
@@ -242,7 +254,7 @@ class WebhookVerifier:
         WebhookConfigurationError: A secret is empty or not base64, or the tolerance is negative.
     """
 
-    __slots__ = ("_clock", "_signers", "_tolerance")
+    __slots__ = ("_clock", "_keys", "_tolerance")
 
     def __init__(
         self,
@@ -251,13 +263,13 @@ class WebhookVerifier:
         tolerance: datetime.timedelta = DEFAULT_TOLERANCE,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._signers = tuple(_Signer(key) for key in _decode_secrets(secret))
+        self._keys = _decode_secrets(secret)
         self._tolerance = _check_tolerance(tolerance)
         self._clock = clock
 
     def __repr__(self) -> str:
         # Never the secrets.
-        return f"WebhookVerifier(<{len(self._signers)} secret(s)>, tolerance={self._tolerance:g}s)"
+        return f"WebhookVerifier(<{len(self._keys)} secret(s)>, tolerance={self._tolerance:g}s)"
 
     def verify(self, body: bytes | str, headers: Headers) -> WebhookDelivery:
         """Check a delivery's signature and timestamp, without parsing the body.
@@ -267,13 +279,21 @@ class WebhookVerifier:
             headers: The request headers (names are case-insensitive; ``webhook-*`` or ``svix-*``).
 
         Returns:
-            The delivery's id and timestamp.
+            The delivery's id, timestamp and attempt number.
 
         Raises:
             WebhookVerificationError: Headers missing or malformed, timestamp outside the
                 tolerance, or no signature made with any of the secrets.
         """
-        msg_id, timestamp_header, signature_header = _read_headers(headers)
+        msg_id, timestamp, attempt = self._check(body, headers)
+        return WebhookDelivery(
+            webhook_id=msg_id,
+            timestamp=datetime.datetime.fromtimestamp(timestamp, tz=datetime.timezone.utc),
+            attempt=_attempt(attempt),
+        )
+
+    def _check(self, body: bytes | str, headers: Headers) -> tuple[str, int, object]:
+        msg_id, timestamp_header, signature_header, attempt = _read_headers(headers)
         if len(msg_id) > _MAX_ID_LENGTH or not _is_visible_ascii(msg_id):
             raise _fail("header webhook-id is malformed", "malformed_header")
         if not (
@@ -286,6 +306,8 @@ class WebhookVerifier:
                 "malformed_header",
             )
         timestamp = int(timestamp_header)
+        if timestamp > _MAX_TIMESTAMP:
+            raise _fail("header webhook-timestamp is out of range", "malformed_header")
         now = self._clock()
         if timestamp < now - self._tolerance:
             raise _fail(
@@ -300,23 +322,18 @@ class WebhookVerifier:
                 "timestamp_too_new",
             )
         candidates = _signature_candidates(signature_header)
-        text = _body_text(body)
-        try:
-            signed_at = datetime.datetime.fromtimestamp(timestamp, tz=datetime.timezone.utc)
-        except (OverflowError, OSError, ValueError):
-            signed_at = None
-        if signed_at is None:
-            raise _fail("header webhook-timestamp is out of range", "malformed_header")
+        # What svix's Webhook.sign(msg_id, timestamp, body) computes, with its own HMAC
+        # function, over the body's bytes as received (see the module docstring).
+        signed_content = f"{msg_id}.{timestamp}.".encode("ascii") + _body_bytes(body)
         matched = False
-        for signer in self._signers:
-            # "v1,<base64>": svix's own computation of the expected signature.
-            expected = signer.sign(msg_id, signed_at, text)[3:].encode("ascii")
+        for key in self._keys:
+            expected = binascii.b2a_base64(_hmac_sha256(key, signed_content), newline=False)
             for candidate in candidates:
                 # Not short-circuited: every comparison runs in constant time.
                 matched |= hmac.compare_digest(expected, candidate)
         if not matched:
             raise _fail("no signature matches the webhook secret(s)", "no_matching_signature")
-        return WebhookDelivery(webhook_id=msg_id, timestamp=signed_at)
+        return msg_id, timestamp, attempt
 
     def parse(self, body: bytes | str, headers: Headers) -> Event:
         """Verify a delivery, then parse its body into a typed event.
@@ -333,9 +350,7 @@ class WebhookVerifier:
             WebhookVerificationError: The delivery is not correctly signed (see `verify`).
             WebhookPayloadError: Correctly signed, but not a valid careCycle event.
         """
-        from ._parse import parse_unverified_event
-
-        self.verify(body, headers)
+        self._check(body, headers)
         return parse_unverified_event(body)
 
 
