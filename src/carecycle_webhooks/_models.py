@@ -449,11 +449,10 @@ Event: TypeAlias = Annotated[
 ]
 """Any careCycle event: a union discriminated on ``event_type``, with `UnknownEvent` for new types."""
 
-EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event, config=ConfigDict(hide_input_in_errors=True))
-
 # The parse path: the known events under a plain string discriminator, which pydantic-core
 # resolves while reading the JSON. `Event`'s callable discriminator needs the whole body
-# as a Python dict first, which costs as much again. Unknown types fall back to UnknownEvent.
+# as a Python dict first, which costs as much again. Unknown types fall back to
+# UnknownEvent, whose validator is only built when one arrives.
 KnownEvent: TypeAlias = Annotated[
     CustomerCreatedEvent | CustomerUpdatedEvent | CallCompletedEvent,
     Field(discriminator="event_type"),
@@ -461,4 +460,3 @@ KnownEvent: TypeAlias = Annotated[
 KNOWN_EVENT_ADAPTER: TypeAdapter[KnownEvent] = TypeAdapter(
     KnownEvent, config=ConfigDict(hide_input_in_errors=True)
 )
-UNKNOWN_EVENT_ADAPTER: TypeAdapter[UnknownEvent] = TypeAdapter(UnknownEvent)

@@ -57,7 +57,7 @@ def parse_unverified_event(body: bytes | str) -> Event:
         raise WebhookPayloadError(f"the body must be bytes or str, not {type(data).__name__}")
     models = _models()
     known: TypeAdapter[KnownEvent] = models.KNOWN_EVENT_ADAPTER
-    unknown: TypeAdapter[UnknownEvent] = models.UNKNOWN_EVENT_ADAPTER
+    unknown: type[UnknownEvent] = models.UnknownEvent
     errors: tuple[PayloadErrorDetail, ...]
     try:
         return known.validate_json(data)
@@ -68,7 +68,7 @@ def parse_unverified_event(body: bytes | str) -> Event:
     if len(errors) == 1 and errors[0] == ((), "union_tag_invalid"):
         # A well-formed event_type this version does not know (or not a string).
         try:
-            return unknown.validate_json(data)
+            return unknown.model_validate_json(data)
         except models.ValidationError as exc:
             errors = _details(exc)
         except Exception:  # noqa: BLE001 - as above
