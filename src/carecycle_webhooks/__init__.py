@@ -18,6 +18,13 @@ from ._errors import (
 )
 
 if _typing.TYPE_CHECKING:
+    from ._dispatch import Dispatcher as Dispatcher
+    from ._dispatch import WebhookResponse as WebhookResponse
+    from ._dispatch import current_delivery as current_delivery
+    from ._idempotency import Claim as Claim
+    from ._idempotency import IdempotencyStore as IdempotencyStore
+    from ._idempotency import InMemoryIdempotencyStore as InMemoryIdempotencyStore
+    from ._idempotency import RedisIdempotencyStore as RedisIdempotencyStore
     from ._models import AssignedUser as AssignedUser
     from ._models import CallCompletedEvent as CallCompletedEvent
     from ._models import CallDirection as CallDirection
@@ -46,17 +53,22 @@ __all__ = [
     "CallCompletedEvent",
     "CallDirection",
     "Campaign",
+    "Claim",
     "Customer",
     "CustomerCreatedEvent",
     "CustomerStatus",
     "CustomerUpdatedEvent",
+    "Dispatcher",
     "Event",
     "EventType",
     "Gender",
     "Headers",
+    "IdempotencyStore",
+    "InMemoryIdempotencyStore",
     "LineType",
     "MaritalStatus",
     "PayloadErrorDetail",
+    "RedisIdempotencyStore",
     "SupportsHeaderItems",
     "UnknownEvent",
     "VerificationFailure",
@@ -64,15 +76,24 @@ __all__ = [
     "WebhookDelivery",
     "WebhookError",
     "WebhookPayloadError",
+    "WebhookResponse",
     "WebhookVerificationError",
     "WebhookVerifier",
     "__version__",
+    "current_delivery",
     "parse_event",
     "parse_unverified_event",
 ]
 
 # Where each lazily loaded public name lives.
 _LAZY = {
+    "Claim": "._idempotency",
+    "Dispatcher": "._dispatch",
+    "IdempotencyStore": "._idempotency",
+    "InMemoryIdempotencyStore": "._idempotency",
+    "RedisIdempotencyStore": "._idempotency",
+    "WebhookResponse": "._dispatch",
+    "current_delivery": "._dispatch",
     "AssignedUser": "._models",
     "CallCompletedEvent": "._models",
     "CallDirection": "._models",

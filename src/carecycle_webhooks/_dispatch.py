@@ -1,0 +1,534 @@
+"""The dispatcher: verify, parse, deduplicate and route deliveries to typed handlers.
+
+Framework-neutral: `Dispatcher.handle` and `Dispatcher.handle_async` take the raw body
+and the headers and return a `WebhookResponse`; the framework adapters only convert
+requests and responses around them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import dataclasses
+import datetime
+import inspect
+import json
+import logging
+import threading
+import time
+import traceback
+import types
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Literal, TypeVar, overload
+
+from ._errors import WebhookConfigurationError, WebhookPayloadError, WebhookVerificationError
+from ._idempotency import DEFAULT_DONE_TTL, DEFAULT_LEASE, Claim, IdempotencyStore
+from ._models import (
+    CallCompletedEvent,
+    CustomerCreatedEvent,
+    CustomerUpdatedEvent,
+    EventType,
+    UnknownEvent,
+)
+from ._parse import parse_unverified_event
+from ._verify import DEFAULT_TOLERANCE, Headers, WebhookDelivery, WebhookVerifier
+
+if TYPE_CHECKING:
+    from ._models import Event
+
+__all__ = ["DEFAULT_MAX_BODY_SIZE", "Dispatcher", "WebhookResponse", "current_delivery"]
+
+logger = logging.getLogger("carecycle_webhooks")
+
+DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
+"""Bodies larger than this (10 MiB) are answered 413 before any parsing."""
+
+_JSON_HEADERS: Mapping[str, str] = types.MappingProxyType({"content-type": "application/json"})
+
+_EVENT_CLASSES: Mapping[type, str] = {
+    CustomerCreatedEvent: EventType.CUSTOMER_CREATED.value,
+    CustomerUpdatedEvent: EventType.CUSTOMER_UPDATED.value,
+    CallCompletedEvent: EventType.CALL_COMPLETED.value,
+}
+
+_CreatedHandler = TypeVar("_CreatedHandler", bound=Callable[[CustomerCreatedEvent], object])
+_UpdatedHandler = TypeVar("_UpdatedHandler", bound=Callable[[CustomerUpdatedEvent], object])
+_CallHandler = TypeVar("_CallHandler", bound=Callable[[CallCompletedEvent], object])
+_UnknownHandler = TypeVar("_UnknownHandler", bound=Callable[[UnknownEvent], object])
+_AnyHandler = TypeVar(
+    "_AnyHandler",
+    bound=Callable[[CustomerCreatedEvent | CustomerUpdatedEvent | CallCompletedEvent | UnknownEvent], object],
+)
+
+_Handler = Callable[..., object]
+_H = TypeVar("_H", bound=_Handler)
+
+_current: contextvars.ContextVar[WebhookDelivery] = contextvars.ContextVar("carecycle_webhooks_delivery")
+
+
+def current_delivery() -> WebhookDelivery:
+    """The delivery whose handlers are running: its ``webhook-id``, timestamp and attempt.
+
+    Call it from inside a handler, sync or async (it follows the handler into worker
+    threads and tasks)::
+
+        @webhooks.on("call.completed")
+        def store_call(event: CallCompletedEvent) -> None:
+            delivery = current_delivery()
+            save(event, idempotency_key=delivery.webhook_id)
+
+    Raises:
+        LookupError: Called outside a handler run by a `Dispatcher`.
+    """
+    try:
+        return _current.get()
+    except LookupError:
+        pass
+    raise LookupError("current_delivery() is only available inside a webhook handler")
+
+
+@dataclasses.dataclass(frozen=True)
+class WebhookResponse:
+    """What to answer Svix, whatever the framework.
+
+    Attributes:
+        status_code: 2xx when handled (or nothing to do), 4xx/5xx as in the status table.
+        body: A small JSON document saying what happened; never PHI.
+        headers: Response headers (``content-type``).
+    """
+
+    status_code: int
+    body: bytes
+    headers: Mapping[str, str] = dataclasses.field(default_factory=lambda: _JSON_HEADERS)
+
+
+def _respond(status_code: int, **fields: object) -> WebhookResponse:
+    return WebhookResponse(status_code, json.dumps(fields).encode(), _JSON_HEADERS)
+
+
+_IGNORED = _respond(200, status="ignored")
+_PROCESSED = _respond(200, status="processed")
+_DUPLICATE = _respond(200, status="duplicate")
+_IN_FLIGHT = _respond(409, error="in_flight", detail="this delivery is being processed by another worker")
+_HANDLER_FAILED = _respond(500, error="handler_failed")
+_STORE_UNAVAILABLE = _respond(503, error="idempotency_store_unavailable")
+
+
+def _handler_name(handler: _Handler) -> str:
+    module = getattr(handler, "__module__", None)
+    name = getattr(handler, "__qualname__", None) or type(handler).__qualname__
+    return f"{module}.{name}" if module else str(name)
+
+
+def _safe_label(value: str) -> str:
+    # Event types come from a signed payload, but logs deserve printable, bounded text.
+    label = value[:100]
+    return label if label.isprintable() else repr(label)
+
+
+def _frames(error: BaseException) -> str:
+    # Where it failed, without the exception's message, which may hold PHI.
+    return "".join(traceback.format_list(traceback.extract_tb(error.__traceback__))).rstrip()
+
+
+async def _await(awaitable: Awaitable[object]) -> object:
+    return await awaitable
+
+
+def _run_to_completion(awaitable: Awaitable[object]) -> None:
+    """Run an async handler's awaitable from synchronous code."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(_await(awaitable))
+        return
+    # A loop is already running in this thread (handle() called from async code):
+    # asyncio.run() cannot nest, so the coroutine gets a loop in a helper thread.
+    failure: list[BaseException] = []
+    context = contextvars.copy_context()
+
+    def run() -> None:
+        try:
+            context.run(asyncio.run, _await(awaitable))
+        except BaseException as error:  # noqa: BLE001 - handed back to the caller's thread
+            failure.append(error)
+
+    thread = threading.Thread(target=run, name="carecycle-webhooks-async-handler")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+
+
+class Dispatcher:
+    """Receives careCycle deliveries and routes each event to its typed handlers.
+
+    Build one per endpoint, register handlers with `on` (and optionally `catch_all`), and
+    call `handle` or `handle_async` from your framework, or use a framework adapter::
+
+        webhooks = Dispatcher("whsec_...", idempotency_store=InMemoryIdempotencyStore())
+
+        @webhooks.on("customer.created")
+        def created(event: CustomerCreatedEvent) -> None: ...
+
+    Several handlers may be registered for one event type: they run one after the
+    other, in registration order, and the first that raises stops the rest and makes
+    the delivery fail (500), so that Svix retries it and every handler runs again: keep
+    handlers idempotent, or register one per event type. The catch-all runs for events
+    with no handler of their own, `UnknownEvent` included.
+
+    Args:
+        secret: The endpoint's ``whsec_...`` secret, or several during a rotation.
+        tolerance: How far a delivery's timestamp may be from now.
+        idempotency_store: Where processed ``webhook-id`` s are remembered; ``None``
+            runs the handlers for every delivery, duplicates included.
+        max_body_size: Larger bodies are answered 413 before any parsing.
+        lease: How long one worker holds a delivery while its handlers run.
+        done_ttl: How long a processed ``webhook-id`` is remembered.
+        log_exception_messages: Also log handlers' exception messages and tracebacks
+            in full. Off by default: messages may hold PHI.
+        clock: Current time in seconds since the epoch, for the tolerance; for tests.
+
+    Raises:
+        WebhookConfigurationError: An invalid secret, tolerance or option.
+    """
+
+    def __init__(  # noqa: PLR0913 - every option is keyword-only and has a safe default
+        self,
+        secret: str | Sequence[str],
+        *,
+        tolerance: datetime.timedelta = DEFAULT_TOLERANCE,
+        idempotency_store: IdempotencyStore | None = None,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        lease: datetime.timedelta = DEFAULT_LEASE,
+        done_ttl: datetime.timedelta = DEFAULT_DONE_TTL,
+        log_exception_messages: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.verifier = WebhookVerifier(secret, tolerance=tolerance, clock=clock)
+        if idempotency_store is not None and not isinstance(idempotency_store, IdempotencyStore):
+            raise WebhookConfigurationError(
+                "idempotency_store must implement IdempotencyStore "
+                "(InMemoryIdempotencyStore, RedisIdempotencyStore, or your own)"
+            )
+        size: object = max_body_size  # options are checked at runtime too
+        if not isinstance(size, int) or size < 1:
+            raise WebhookConfigurationError("max_body_size must be a positive number of bytes")
+        durations: dict[str, object] = {"lease": lease, "done_ttl": done_ttl}
+        for name, value in durations.items():
+            if not isinstance(value, datetime.timedelta) or value <= datetime.timedelta(0):
+                raise WebhookConfigurationError(f"{name} must be a positive datetime.timedelta")
+        self.idempotency_store = idempotency_store
+        self.max_body_size = max_body_size
+        self.lease = lease
+        self.done_ttl = done_ttl
+        self.log_exception_messages = log_exception_messages
+        self._handlers: dict[str, list[_Handler]] = {}
+        self._catch_all: list[_Handler] = []
+
+    def __repr__(self) -> str:
+        types_ = ", ".join(sorted(self._handlers)) or "none"
+        return f"Dispatcher(handlers for: {types_}; catch-all: {bool(self._catch_all)})"
+
+    # ------------------------------------------------------------------ registration
+
+    @overload
+    def on(  # type: ignore[overload-overlap]
+        self,
+        event_type: Literal["customer.created", EventType.CUSTOMER_CREATED] | type[CustomerCreatedEvent],
+        /,
+    ) -> Callable[[_CreatedHandler], _CreatedHandler]: ...
+    @overload
+    def on(  # type: ignore[overload-overlap]
+        self,
+        event_type: Literal["customer.updated", EventType.CUSTOMER_UPDATED] | type[CustomerUpdatedEvent],
+        /,
+    ) -> Callable[[_UpdatedHandler], _UpdatedHandler]: ...
+    @overload
+    def on(  # type: ignore[overload-overlap]
+        self,
+        event_type: Literal["call.completed", EventType.CALL_COMPLETED] | type[CallCompletedEvent],
+        /,
+    ) -> Callable[[_CallHandler], _CallHandler]: ...
+    @overload
+    def on(self, event_type: EventType, /) -> Callable[[_AnyHandler], _AnyHandler]: ...  # type: ignore[overload-overlap]
+    @overload
+    def on(self, event_type: str, /) -> Callable[[_UnknownHandler], _UnknownHandler]: ...
+    def on(self, event_type: str | type[object], /) -> Callable[[_H], _H]:
+        """Register the decorated function as a handler of one event type.
+
+        Args:
+            event_type: ``"customer.created"``, ``EventType.CUSTOMER_CREATED`` or
+                ``CustomerCreatedEvent`` (likewise for the other events). A string this
+                version does not know registers a handler of `UnknownEvent` s of that type.
+
+        Returns:
+            A decorator that registers the handler and returns it unchanged. Type checkers
+            reject a handler whose parameter does not accept the event.
+
+        Raises:
+            WebhookConfigurationError: Not an event type, or the decorated object is not callable.
+        """
+        key = self._key(event_type)
+
+        def register(handler: _H) -> _H:
+            if not callable(handler):
+                raise WebhookConfigurationError(f"a handler must be callable, not {type(handler).__name__}")
+            self._handlers.setdefault(key, []).append(handler)
+            return handler
+
+        return register
+
+    @staticmethod
+    def _key(event_type: object) -> str:
+        if isinstance(event_type, EventType):
+            return event_type.value
+        if isinstance(event_type, str) and event_type:
+            return event_type
+        if isinstance(event_type, type) and event_type in _EVENT_CLASSES:
+            return _EVENT_CLASSES[event_type]
+        raise WebhookConfigurationError(
+            "on() takes an event type such as 'customer.created', EventType.CUSTOMER_CREATED "
+            f"or CustomerCreatedEvent, not {event_type!r}; use catch_all for everything else"
+        )
+
+    def catch_all(self, handler: _AnyHandler) -> _AnyHandler:
+        """Register the decorated function for every event that has no handler of its own.
+
+        That includes `UnknownEvent` s, so the handler's parameter must accept `Event`.
+
+        Returns:
+            The handler, unchanged.
+
+        Raises:
+            WebhookConfigurationError: The decorated object is not callable.
+        """
+        if not callable(handler):
+            raise WebhookConfigurationError(f"a handler must be callable, not {type(handler).__name__}")
+        self._catch_all.append(handler)
+        return handler
+
+    def handlers_for(self, event: Event) -> tuple[Callable[..., object], ...]:
+        """The handlers a delivery of ``event`` runs, in order."""
+        return tuple(self._handlers.get(event.event_type) or self._catch_all)
+
+    # ------------------------------------------------------------------ handling
+
+    def _prepare(
+        self, body: bytes | str, headers: Headers
+    ) -> WebhookResponse | tuple[Event, WebhookDelivery, tuple[_Handler, ...]]:
+        data: object = body  # checked at runtime too: callers are not always type-checked
+        if not isinstance(data, (bytes, str, bytearray, memoryview)):
+            return _respond(400, error="invalid_body", detail="the body must be bytes or str")
+        if len(body) > self.max_body_size:
+            return _respond(413, error="body_too_large", limit=self.max_body_size)
+        try:
+            delivery = self.verifier.verify(body, headers)
+        except WebhookVerificationError as error:
+            logger.warning("webhook rejected (%s): %s", error.reason, error)
+            return _respond(400, error=error.reason, detail=str(error))
+        try:
+            event = parse_unverified_event(body)
+        except WebhookPayloadError as error:
+            logger.warning(
+                "webhook %s is correctly signed but not a valid event: %s", delivery.webhook_id, error
+            )
+            return _respond(422, error="invalid_payload", detail=str(error))
+        handlers = self.handlers_for(event)
+        if not handlers:
+            logger.debug("webhook %s: no handler for %s", delivery.webhook_id, _safe_label(event.event_type))
+        return event, delivery, handlers
+
+    def _log_failure(
+        self, error: BaseException, handler: _Handler, event: Event, delivery: WebhookDelivery
+    ) -> None:
+        extra = {"webhook_id": delivery.webhook_id, "event_type": event.event_type}
+        if self.log_exception_messages:
+            logger.error(
+                "handler %s failed on %s %s (attempt %s)",
+                _handler_name(handler),
+                _safe_label(event.event_type),
+                delivery.webhook_id,
+                delivery.attempt,
+                exc_info=error,
+                extra=extra,
+            )
+            return
+        logger.error(
+            "handler %s failed on %s %s (attempt %s): %s (message hidden: it may hold PHI)\n%s",
+            _handler_name(handler),
+            _safe_label(event.event_type),
+            delivery.webhook_id,
+            delivery.attempt,
+            type(error).__qualname__,
+            _frames(error),
+            extra=extra,
+        )
+
+    def _store_failed(self, action: str, error: BaseException, delivery: WebhookDelivery) -> None:
+        logger.error(
+            "idempotency store failed to %s %s: %s: %s",
+            action,
+            delivery.webhook_id,
+            type(error).__qualname__,
+            error,
+            extra={"webhook_id": delivery.webhook_id},
+        )
+
+    def _claim_response(self, claim: Claim, delivery: WebhookDelivery) -> WebhookResponse | None:
+        if claim.status == "done":
+            logger.info("webhook %s already processed: handlers not run again", delivery.webhook_id)
+            return _DUPLICATE
+        if claim.status == "in_flight":
+            logger.info("webhook %s is being processed by another worker: 409", delivery.webhook_id)
+            return _IN_FLIGHT
+        return None
+
+    def _failed(
+        self, failure: tuple[_Handler, Exception], event: Event, delivery: WebhookDelivery
+    ) -> WebhookResponse:
+        handler, error = failure
+        self._log_failure(error, handler, event, delivery)
+        return _HANDLER_FAILED
+
+    def handle(self, body: bytes | str, headers: Headers) -> WebhookResponse:
+        """Verify, parse, deduplicate and dispatch one delivery, synchronously.
+
+        Async handlers run too: with ``asyncio.run`` when no event loop is running in this
+        thread, otherwise on a loop of their own in a helper thread (this call blocks
+        until they finish). Under an event loop, prefer `handle_async`.
+
+        Args:
+            body: The raw request body, exactly as received.
+            headers: The request headers.
+
+        Returns:
+            The response for Svix; see the status table in the docs. Never raises for
+            any delivery: bad input and failing handlers become 4xx/5xx responses.
+        """
+        prepared = self._prepare(body, headers)
+        if isinstance(prepared, WebhookResponse):
+            return prepared
+        event, delivery, handlers = prepared
+        if not handlers:
+            return _IGNORED
+        store = self.idempotency_store
+        if store is None:
+            failure = self._run(handlers, event, delivery)
+            return _PROCESSED if failure is None else self._failed(failure, event, delivery)
+        try:
+            claim = store.acquire(delivery.webhook_id, lease=self.lease)
+        except Exception as error:  # noqa: BLE001 - any store failure: answer 503, run nothing
+            self._store_failed("acquire", error, delivery)
+            return _STORE_UNAVAILABLE
+        if (response := self._claim_response(claim, delivery)) is not None:
+            return response
+        try:
+            failure = self._run(handlers, event, delivery)
+        except BaseException:
+            self._release(store, claim, delivery)  # KeyboardInterrupt and the like
+            raise
+        if failure is not None:
+            self._release(store, claim, delivery)
+            return self._failed(failure, event, delivery)
+        try:
+            store.complete(delivery.webhook_id, claim.token, ttl=self.done_ttl)
+        except Exception as error:  # noqa: BLE001 - handled already; Svix must not retry it
+            self._store_failed("complete", error, delivery)
+        return _PROCESSED
+
+    def _release(self, store: IdempotencyStore, claim: Claim, delivery: WebhookDelivery) -> None:
+        try:
+            store.release(delivery.webhook_id, claim.token)
+        except Exception as error:  # noqa: BLE001 - the lease expires on its own
+            self._store_failed("release", error, delivery)
+
+    @staticmethod
+    def _run(
+        handlers: tuple[_Handler, ...], event: Event, delivery: WebhookDelivery
+    ) -> tuple[_Handler, Exception] | None:
+        token = _current.set(delivery)
+        handler = handlers[0]
+        try:
+            for handler in handlers:
+                result = handler(event)
+                if inspect.isawaitable(result):
+                    _run_to_completion(result)
+        except Exception as error:  # noqa: BLE001 - reported as a 500, never raised to the caller
+            return handler, error
+        finally:
+            _current.reset(token)
+        return None
+
+    async def handle_async(self, body: bytes | str, headers: Headers) -> WebhookResponse:
+        """Verify, parse, deduplicate and dispatch one delivery, on the event loop.
+
+        Async handlers are awaited; sync handlers run in a worker thread
+        (``asyncio.to_thread``), so they never block the loop.
+
+        Args:
+            body: The raw request body, exactly as received.
+            headers: The request headers.
+
+        Returns:
+            The response for Svix. Never raises for any delivery.
+        """
+        prepared = self._prepare(body, headers)
+        if isinstance(prepared, WebhookResponse):
+            return prepared
+        event, delivery, handlers = prepared
+        if not handlers:
+            return _IGNORED
+        store = self.idempotency_store
+        if store is None:
+            failure = await self._run_async(handlers, event, delivery)
+            return _PROCESSED if failure is None else self._failed(failure, event, delivery)
+        try:
+            claim = await store.acquire_async(delivery.webhook_id, lease=self.lease)
+        except Exception as error:  # noqa: BLE001 - any store failure: answer 503, run nothing
+            self._store_failed("acquire", error, delivery)
+            return _STORE_UNAVAILABLE
+        if (response := self._claim_response(claim, delivery)) is not None:
+            return response
+        try:
+            failure = await self._run_async(handlers, event, delivery)
+        except BaseException:
+            # Cancelled (the client went away) or interrupted: free the lease, shielded
+            # from the cancellation, so that Svix's retry can run the handlers.
+            await asyncio.shield(self._release_async(store, claim, delivery))
+            raise
+        if failure is not None:
+            await self._release_async(store, claim, delivery)
+            return self._failed(failure, event, delivery)
+        try:
+            await store.complete_async(delivery.webhook_id, claim.token, ttl=self.done_ttl)
+        except Exception as error:  # noqa: BLE001 - handled already; Svix must not retry it
+            self._store_failed("complete", error, delivery)
+        return _PROCESSED
+
+    async def _release_async(self, store: IdempotencyStore, claim: Claim, delivery: WebhookDelivery) -> None:
+        try:
+            await store.release_async(delivery.webhook_id, claim.token)
+        except Exception as error:  # noqa: BLE001 - the lease expires on its own
+            self._store_failed("release", error, delivery)
+
+    @staticmethod
+    async def _run_async(
+        handlers: tuple[_Handler, ...], event: Event, delivery: WebhookDelivery
+    ) -> tuple[_Handler, Exception] | None:
+        token = _current.set(delivery)
+        handler = handlers[0]
+        try:
+            for handler in handlers:
+                if inspect.iscoroutinefunction(handler):
+                    await handler(event)
+                else:
+                    # Sync handlers never block the loop; to_thread carries the context.
+                    result = await asyncio.to_thread(handler, event)
+                    if inspect.isawaitable(result):
+                        await result
+        except Exception as error:  # noqa: BLE001 - reported as a 500, never raised to the caller
+            return handler, error
+        finally:
+            _current.reset(token)
+        return None

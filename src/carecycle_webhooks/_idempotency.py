@@ -1,0 +1,290 @@
+"""Handling each delivery once: a small store protocol, in memory and in Redis.
+
+Svix delivers at least once and retries any non-2xx for about 28 hours, so one
+``webhook-id`` can arrive many times, and two attempts can reach two workers at once.
+The dispatcher asks the store for a *lease* on the id before running handlers:
+
+- ``acquire``: take the lease (``SET NX`` with an expiry). Another holder means the id
+  is in flight (answer 409, Svix retries later); a finished id means a duplicate
+  (answer 2xx, run nothing).
+- ``complete``: the handlers succeeded: keep the id as done for longer than Svix's
+  whole retry window.
+- ``release``: a handler failed: free the id so that Svix's retry runs it again.
+
+A worker that dies mid-handler never releases its lease; it expires after ``lease``,
+and the next retry runs the handlers. Only the lease's holder (its token) can complete
+or release it, so a worker whose lease expired cannot clobber another's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import datetime
+import inspect
+import secrets
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+__all__ = [
+    "DEFAULT_DONE_TTL",
+    "DEFAULT_LEASE",
+    "Claim",
+    "IdempotencyStore",
+    "InMemoryIdempotencyStore",
+    "RedisIdempotencyStore",
+]
+
+DEFAULT_LEASE = datetime.timedelta(minutes=2)
+"""How long a worker holds a delivery while its handlers run; longer than any handler should take."""
+
+DEFAULT_DONE_TTL = datetime.timedelta(hours=48)
+"""How long a processed ``webhook-id`` is remembered: longer than Svix's ~28 hours of retries."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """The answer of `IdempotencyStore.acquire`.
+
+    Attributes:
+        status: ``"acquired"``: run the handlers; ``"in_flight"``: another worker holds the
+            lease right now; ``"done"``: this id was already processed successfully.
+        token: Proves ownership of an acquired lease to `complete` and `release`.
+    """
+
+    status: Literal["acquired", "in_flight", "done"]
+    token: str = ""
+
+
+@runtime_checkable
+class IdempotencyStore(Protocol):
+    """Where the dispatcher records which deliveries are in flight or done.
+
+    Every method has a synchronous and an ``async`` form: `Dispatcher.handle` uses the
+    first, `Dispatcher.handle_async` the second. Any exception a method raises (a Redis
+    outage, say) makes the dispatcher answer 503, so that Svix retries; no handler runs.
+    """
+
+    def acquire(self, key: str, *, lease: datetime.timedelta) -> Claim:
+        """Take the lease on ``key`` for ``lease``, or say who has it."""
+        ...
+
+    def complete(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
+        """Mark ``key`` as done for ``ttl``, if ``token`` still holds its lease."""
+        ...
+
+    def release(self, key: str, token: str) -> None:
+        """Free ``key``, if ``token`` still holds its lease."""
+        ...
+
+    async def acquire_async(self, key: str, *, lease: datetime.timedelta) -> Claim:
+        """`acquire`, for the event loop."""
+        ...
+
+    async def complete_async(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
+        """`complete`, for the event loop."""
+        ...
+
+    async def release_async(self, key: str, token: str) -> None:
+        """`release`, for the event loop."""
+        ...
+
+
+_DONE = "done"
+
+
+class InMemoryIdempotencyStore:
+    """An idempotency store for one process: thread-safe, bounded, with expiry.
+
+    Enough for a single worker process. With several processes or machines behind a
+    load balancer, use `RedisIdempotencyStore`: each process would otherwise have its own memory.
+
+    Args:
+        max_entries: At most this many ids are remembered; the oldest are forgotten first.
+        clock: Returns monotonic seconds; for tests.
+    """
+
+    def __init__(self, *, max_entries: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
+        if max_entries < 1:
+            from ._errors import WebhookConfigurationError
+
+            raise WebhookConfigurationError("max_entries must be at least 1")
+        self._max_entries = max_entries
+        self._clock = clock
+        self._lock = threading.Lock()
+        # key -> (holder token or "done", expiry); insertion order is age order.
+        self._entries: collections.OrderedDict[str, tuple[str, float]] = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        """The number of ids remembered, in flight or done (expired ones may still count)."""
+        return len(self._entries)
+
+    def _live(self, key: str, now: float) -> str | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[1] <= now:
+            del self._entries[key]
+            return None
+        return entry[0]
+
+    def _set(self, key: str, value: str, expires: float) -> None:
+        self._entries[key] = (value, expires)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+
+    def acquire(self, key: str, *, lease: datetime.timedelta) -> Claim:
+        """Take the lease on ``key``, or report it in flight or done."""
+        with self._lock:
+            now = self._clock()
+            holder = self._live(key, now)
+            if holder == _DONE:
+                return Claim("done")
+            if holder is not None:
+                return Claim("in_flight")
+            token = secrets.token_hex(8)
+            self._set(key, token, now + lease.total_seconds())
+            return Claim("acquired", token)
+
+    def complete(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
+        """Mark ``key`` done, if ``token`` still holds it."""
+        with self._lock:
+            now = self._clock()
+            if self._live(key, now) == token:
+                self._set(key, _DONE, now + ttl.total_seconds())
+
+    def release(self, key: str, token: str) -> None:
+        """Free ``key``, if ``token`` still holds it."""
+        with self._lock:
+            if self._live(key, self._clock()) == token:
+                del self._entries[key]
+
+    # The lock is only held for dictionary operations, so the event loop may take it.
+    async def acquire_async(self, key: str, *, lease: datetime.timedelta) -> Claim:
+        """`acquire`, for the event loop."""
+        return self.acquire(key, lease=lease)
+
+    async def complete_async(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
+        """`complete`, for the event loop."""
+        self.complete(key, token, ttl=ttl)
+
+    async def release_async(self, key: str, token: str) -> None:
+        """`release`, for the event loop."""
+        self.release(key, token)
+
+
+# One round trip each, atomic in Redis.
+_ACQUIRE = """
+local value = redis.call('GET', KEYS[1])
+if value then return value end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+"""
+_COMPLETE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('SET', KEYS[1], 'done', 'PX', ARGV[2])
+end
+return false
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _milliseconds(delta: datetime.timedelta) -> int:
+    return max(1, int(delta.total_seconds() * 1000))
+
+
+def _as_text(value: object) -> str | None:
+    if value is None or value is False:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+class RedisIdempotencyStore:
+    """An idempotency store shared by many workers and machines, in Redis.
+
+    Each id is one Redis key (``SET NX PX`` semantics, through small Lua scripts so that
+    every step is one atomic round trip). Works with a synchronous ``redis.Redis`` and an
+    asyncio ``redis.asyncio.Redis`` client (``pip install 'carecycle-webhooks[redis]'``):
+    a synchronous client serves `Dispatcher.handle` and, in a worker thread,
+    `Dispatcher.handle_async`; an asyncio client serves only `Dispatcher.handle_async`.
+
+    Configure the client with socket timeouts, so that an unreachable Redis answers 503
+    quickly rather than holding the request.
+
+    Args:
+        client: A ``redis.Redis`` or ``redis.asyncio.Redis`` (or a compatible client).
+        prefix: Prepended to every key, to share a Redis database with other data.
+    """
+
+    def __init__(self, client: Any, *, prefix: str = "carecycle-webhooks:") -> None:  # noqa: ANN401 - any redis-py compatible client
+        self._client = client
+        self._prefix = prefix
+        self._is_async = inspect.iscoroutinefunction(getattr(client, "eval", None))
+
+    @property
+    def is_async(self) -> bool:
+        """Whether the client is an asyncio client (usable only from `Dispatcher.handle_async`)."""
+        return self._is_async
+
+    def _sync_client(self) -> Any:  # noqa: ANN401 - the client is duck-typed
+        if self._is_async:
+            from ._errors import WebhookConfigurationError
+
+            raise WebhookConfigurationError(
+                "this RedisIdempotencyStore has an asyncio client: use Dispatcher.handle_async "
+                "(or a synchronous redis.Redis client)"
+            )
+        return self._client
+
+    def acquire(self, key: str, *, lease: datetime.timedelta) -> Claim:
+        """Take the lease on ``key``, or report it in flight or done."""
+        token = secrets.token_hex(8)
+        value = self._sync_client().eval(_ACQUIRE, 1, self._prefix + key, token, _milliseconds(lease))
+        return _claim(_as_text(value), token)
+
+    def complete(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
+        """Mark ``key`` done, if ``token`` still holds it."""
+        self._sync_client().eval(_COMPLETE, 1, self._prefix + key, token, _milliseconds(ttl))
+
+    def release(self, key: str, token: str) -> None:
+        """Free ``key``, if ``token`` still holds it."""
+        self._sync_client().eval(_RELEASE, 1, self._prefix + key, token)
+
+    async def _eval(self, *args: object) -> object:
+        if self._is_async:
+            result: Awaitable[object] = self._client.eval(*args)
+            return await result
+        return await asyncio.to_thread(self._client.eval, *args)
+
+    async def acquire_async(self, key: str, *, lease: datetime.timedelta) -> Claim:
+        """`acquire`, for the event loop."""
+        token = secrets.token_hex(8)
+        value = await self._eval(_ACQUIRE, 1, self._prefix + key, token, _milliseconds(lease))
+        return _claim(_as_text(value), token)
+
+    async def complete_async(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
+        """`complete`, for the event loop."""
+        await self._eval(_COMPLETE, 1, self._prefix + key, token, _milliseconds(ttl))
+
+    async def release_async(self, key: str, token: str) -> None:
+        """`release`, for the event loop."""
+        await self._eval(_RELEASE, 1, self._prefix + key, token)
+
+
+def _claim(existing: str | None, token: str) -> Claim:
+    if existing is None:
+        return Claim("acquired", token)
+    if existing == _DONE:
+        return Claim("done")
+    return Claim("in_flight")
