@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Literal
 
 import django.http
@@ -19,20 +19,27 @@ from carecycle_webhooks import (
     CallCompletedEvent,
     CallDirection,
     Campaign,
+    Claim,
     Customer,
     CustomerCreatedEvent,
     CustomerStatus,
     CustomerUpdatedEvent,
+    Dispatcher,
     Event,
     EventType,
     Gender,
+    IdempotencyStore,
+    InMemoryIdempotencyStore,
     LineType,
     MaritalStatus,
+    RedisIdempotencyStore,
     UnknownEvent,
     WebhookDelivery,
     WebhookPayloadError,
+    WebhookResponse,
     WebhookVerificationError,
     WebhookVerifier,
+    current_delivery,
     parse_event,
     parse_unverified_event,
 )
@@ -135,3 +142,64 @@ def errors(error: WebhookVerificationError, payload_error: WebhookPayloadError) 
 
 def frozen(event: CustomerCreatedEvent) -> None:
     event.first_name = "x"  # type: ignore[misc]  # pyright: ignore[reportAttributeAccessIssue]
+
+
+# --------------------------------------------------------------------------- dispatcher
+
+webhooks = Dispatcher(SECRET, idempotency_store=InMemoryIdempotencyStore())
+
+
+@webhooks.on("customer.created")
+def on_created(event: CustomerCreatedEvent) -> None: ...
+
+
+@webhooks.on(EventType.CUSTOMER_UPDATED)
+def on_updated(event: CustomerUpdatedEvent) -> None: ...
+
+
+@webhooks.on(CallCompletedEvent)
+async def on_call(event: CallCompletedEvent) -> None: ...
+
+
+@webhooks.on("customer.created")
+@webhooks.on("customer.updated")
+def on_either(event: CustomerCreatedEvent | CustomerUpdatedEvent) -> None: ...
+
+
+@webhooks.on("appointment.booked")
+def on_new_type(event: UnknownEvent) -> None: ...
+
+
+@webhooks.catch_all
+def on_anything(event: Event) -> None: ...
+
+
+def some_event_type() -> EventType:
+    return EventType.CALL_COMPLETED
+
+
+@webhooks.on(some_event_type())
+def on_any_known(event: Event) -> None: ...
+
+
+def dispatcher_types(body: bytes, headers: dict[str, str], created: CustomerCreatedEvent) -> None:
+    # The decorators return the handlers unchanged: parameter names survive, too.
+    assert_type(on_created(event=created), None)
+    _call: Callable[[CallCompletedEvent], Coroutine[Any, Any, None]] = on_call
+    response = webhooks.handle(body, headers)
+    assert_type(response, WebhookResponse)
+    assert_type(response.status_code, int)
+    assert_type(response.body, bytes)
+    assert_type(response.headers, Mapping[str, str])
+    assert_type(current_delivery(), WebhookDelivery)
+    assert_type(current_delivery().attempt, int | None)
+
+
+async def dispatcher_async(body: bytes, headers: dict[str, str]) -> None:
+    assert_type(await webhooks.handle_async(body, headers), WebhookResponse)
+
+
+def stores(redis_client: object) -> None:
+    store: IdempotencyStore = RedisIdempotencyStore(redis_client)
+    store = InMemoryIdempotencyStore(max_entries=10)
+    assert_type(store.acquire("msg", lease=datetime.timedelta(seconds=30)), Claim)

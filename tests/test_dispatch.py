@@ -1,0 +1,533 @@
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import logging
+import threading
+from typing import Any
+
+import pytest
+
+from carecycle_webhooks import (
+    CallCompletedEvent,
+    Claim,
+    CustomerCreatedEvent,
+    CustomerUpdatedEvent,
+    Dispatcher,
+    Event,
+    EventType,
+    InMemoryIdempotencyStore,
+    UnknownEvent,
+    WebhookConfigurationError,
+    WebhookDelivery,
+    WebhookResponse,
+    current_delivery,
+)
+from tests.conftest import SECRET, fixture_bytes, load_fixture, svix_headers
+
+
+def signed(
+    event_type: str = "customer.created", *, msg_id: str = "msg_1", **headers: str
+) -> tuple[bytes, dict[str, str]]:
+    body = fixture_bytes(event_type)
+    return body, svix_headers(body, msg_id=msg_id) | headers
+
+
+def status(response: WebhookResponse) -> tuple[int, dict[str, Any]]:
+    assert response.headers["content-type"] == "application/json"
+    return response.status_code, json.loads(response.body)
+
+
+class BrokenStore(InMemoryIdempotencyStore):
+    def __init__(self, *, fail: set[str]) -> None:
+        super().__init__()
+        self.fail = fail
+
+    def _maybe_fail(self, action: str) -> None:
+        if action in self.fail:
+            raise ConnectionError("store unreachable at 127.0.0.1:6379")
+
+    def acquire(self, key: str, *, lease: datetime.timedelta) -> Claim:
+        self._maybe_fail("acquire")
+        return super().acquire(key, lease=lease)
+
+    def complete(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
+        self._maybe_fail("complete")
+        super().complete(key, token, ttl=ttl)
+
+    def release(self, key: str, token: str) -> None:
+        self._maybe_fail("release")
+        super().release(key, token)
+
+
+# --------------------------------------------------------------------------- status table
+
+
+def test_handled() -> None:
+    webhooks = Dispatcher(SECRET)
+    seen: list[Event] = []
+    webhooks.on("customer.created")(seen.append)
+    assert status(webhooks.handle(*signed())) == (200, {"status": "processed"})
+    assert len(seen) == 1
+    assert isinstance(seen[0], CustomerCreatedEvent)
+
+
+def test_no_handler_and_unknown_events_are_2xx() -> None:
+    webhooks = Dispatcher(SECRET)
+    assert status(webhooks.handle(*signed("call.completed"))) == (200, {"status": "ignored"})
+    body = b'{"event_type": "appointment.booked", "id": 1}'
+    assert status(webhooks.handle(body, svix_headers(body))) == (200, {"status": "ignored"})
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"webhook-signature": "v1,AAAA"},
+        {"webhook-timestamp": "1"},
+        {"webhook-timestamp": "soon"},
+        {"webhook-id": ""},
+    ],
+)
+def test_bad_deliveries_are_400(change: dict[str, str]) -> None:
+    webhooks = Dispatcher(SECRET)
+    ran: list[object] = []
+    webhooks.on("customer.created")(ran.append)
+    body, headers = signed()
+    code, payload = status(webhooks.handle(body, headers | change))
+    assert code == 400
+    assert payload["error"] in {
+        "no_matching_signature",
+        "timestamp_too_old",
+        "malformed_header",
+        "missing_header",
+    }
+    assert ran == []
+
+
+def test_body_too_large_is_413_before_parsing() -> None:
+    webhooks = Dispatcher(SECRET, max_body_size=100)
+    body, headers = signed()
+    assert status(webhooks.handle(body, headers)) == (413, {"error": "body_too_large", "limit": 100})
+    # Not even verified: a garbage body of that size gets the same answer.
+    assert webhooks.handle(b"x" * 101, {}).status_code == 413
+
+
+def test_default_body_limit_is_10_mib() -> None:
+    webhooks = Dispatcher(SECRET)
+    assert webhooks.max_body_size == 10 * 1024 * 1024
+    assert webhooks.handle(b" " * (10 * 1024 * 1024 + 1), {}).status_code == 413
+
+
+def test_signed_but_invalid_is_422() -> None:
+    webhooks = Dispatcher(SECRET)
+    payload = load_fixture("customer.created") | {"createdAt": "yesterday"}
+    body = json.dumps(payload).encode()
+    code, answer = status(webhooks.handle(body, svix_headers(body)))
+    assert code == 422
+    assert answer["error"] == "invalid_payload"
+    assert "createdAt" in answer["detail"]
+    assert "yesterday" not in answer["detail"]
+
+
+def test_body_of_the_wrong_type_is_400() -> None:
+    assert Dispatcher(SECRET).handle(None, {}).status_code == 400  # type: ignore[arg-type]
+
+
+def test_handler_failure_is_500_and_logged_without_message(caplog: pytest.LogCaptureFixture) -> None:
+    webhooks = Dispatcher(SECRET)
+
+    @webhooks.on("customer.created")
+    def explode(event: CustomerCreatedEvent) -> None:
+        raise ValueError(f"cannot sync {event.mbi_number} born {event.date_of_birth}")
+
+    with caplog.at_level(logging.ERROR, logger="carecycle_webhooks"):
+        assert status(webhooks.handle(*signed(msg_id="msg_fail"))) == (500, {"error": "handler_failed"})
+    [record] = caplog.records
+    text = record.getMessage()
+    assert "test_dispatch.test_handler_failure_is_500_and_logged_without_message.<locals>.explode" in text
+    assert "customer.created" in text
+    assert "msg_fail" in text
+    assert "ValueError" in text
+    assert "test_dispatch.py" in text  # the traceback frames
+    assert "1EG4TE5MK73" not in text
+    assert "1958" not in text
+    assert record.exc_info is None
+    assert record.__dict__["webhook_id"] == "msg_fail"
+    assert record.__dict__["event_type"] == "customer.created"
+
+
+def test_exception_messages_can_be_logged_when_asked(caplog: pytest.LogCaptureFixture) -> None:
+    webhooks = Dispatcher(SECRET, log_exception_messages=True)
+
+    @webhooks.on("customer.created")
+    def explode(event: CustomerCreatedEvent) -> None:
+        raise ValueError("full detail")
+
+    with caplog.at_level(logging.ERROR, logger="carecycle_webhooks"):
+        webhooks.handle(*signed())
+    assert caplog.records[0].exc_info is not None
+    assert "full detail" in caplog.text
+
+
+def test_verification_failures_are_logged_without_secrets(caplog: pytest.LogCaptureFixture) -> None:
+    body, headers = signed()
+    with caplog.at_level(logging.WARNING, logger="carecycle_webhooks"):
+        Dispatcher(SECRET).handle(body, headers | {"webhook-signature": "v1,AAAA"})
+    assert "no_matching_signature" in caplog.text
+    assert SECRET.removeprefix("whsec_") not in caplog.text
+
+
+# --------------------------------------------------------------------------- idempotency
+
+
+def test_duplicate_is_2xx_and_not_run_again() -> None:
+    store = InMemoryIdempotencyStore()
+    webhooks = Dispatcher(SECRET, idempotency_store=store)
+    ran: list[object] = []
+    webhooks.on("customer.created")(ran.append)
+    assert status(webhooks.handle(*signed(msg_id="msg_dup"))) == (200, {"status": "processed"})
+    assert status(webhooks.handle(*signed(msg_id="msg_dup"))) == (200, {"status": "duplicate"})
+    assert len(ran) == 1
+    assert status(webhooks.handle(*signed(msg_id="msg_other"))) == (200, {"status": "processed"})
+    assert len(ran) == 2
+
+
+def test_in_flight_is_409() -> None:
+    store = InMemoryIdempotencyStore()
+    webhooks = Dispatcher(SECRET, idempotency_store=store)
+    ran: list[object] = []
+    webhooks.on("customer.created")(ran.append)
+    claim = store.acquire("msg_busy", lease=datetime.timedelta(minutes=1))
+    assert claim.status == "acquired"
+    code, answer = status(webhooks.handle(*signed(msg_id="msg_busy")))
+    assert code == 409
+    assert answer["error"] == "in_flight"
+    assert ran == []
+
+
+def test_failed_handler_frees_the_id_for_the_retry() -> None:
+    store = InMemoryIdempotencyStore()
+    webhooks = Dispatcher(SECRET, idempotency_store=store)
+    attempts: list[int] = []
+
+    @webhooks.on("customer.created")
+    def flaky(event: CustomerCreatedEvent) -> None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError("downstream CRM timed out")
+
+    assert webhooks.handle(*signed(msg_id="msg_retry")).status_code == 500
+    assert webhooks.handle(*signed(msg_id="msg_retry")).status_code == 200
+    assert webhooks.handle(*signed(msg_id="msg_retry")).status_code == 200
+    assert len(attempts) == 2
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_store_unreachable_is_503_and_nothing_runs(use_async: bool, caplog: pytest.LogCaptureFixture) -> None:
+    webhooks = Dispatcher(SECRET, idempotency_store=BrokenStore(fail={"acquire"}))
+    ran: list[object] = []
+    webhooks.on("customer.created")(ran.append)
+    with caplog.at_level(logging.ERROR, logger="carecycle_webhooks"):
+        response = asyncio.run(webhooks.handle_async(*signed())) if use_async else webhooks.handle(*signed())
+    assert status(response) == (503, {"error": "idempotency_store_unavailable"})
+    assert ran == []
+    assert "ConnectionError" in caplog.text
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_complete_failure_still_answers_2xx(use_async: bool) -> None:
+    webhooks = Dispatcher(SECRET, idempotency_store=BrokenStore(fail={"complete"}))
+    ran: list[object] = []
+    webhooks.on("customer.created")(ran.append)
+    response = asyncio.run(webhooks.handle_async(*signed())) if use_async else webhooks.handle(*signed())
+    assert response.status_code == 200
+    assert len(ran) == 1
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_release_failure_still_answers_500(use_async: bool) -> None:
+    webhooks = Dispatcher(SECRET, idempotency_store=BrokenStore(fail={"release"}))
+
+    @webhooks.on("customer.created")
+    def explode(event: CustomerCreatedEvent) -> None:
+        raise RuntimeError
+
+    response = asyncio.run(webhooks.handle_async(*signed())) if use_async else webhooks.handle(*signed())
+    assert response.status_code == 500
+
+
+def test_keyboard_interrupt_propagates_and_frees_the_lease() -> None:
+    store = InMemoryIdempotencyStore()
+    webhooks = Dispatcher(SECRET, idempotency_store=store)
+
+    @webhooks.on("customer.created")
+    def interrupted(event: CustomerCreatedEvent) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        webhooks.handle(*signed(msg_id="msg_ki"))
+    assert store.acquire("msg_ki", lease=datetime.timedelta(seconds=5)).status == "acquired"
+
+
+def test_cancelled_async_delivery_frees_the_lease() -> None:
+    store = InMemoryIdempotencyStore()
+    webhooks = Dispatcher(SECRET, idempotency_store=store)
+    started = asyncio.Event()
+
+    @webhooks.on("customer.created")
+    async def slow(event: CustomerCreatedEvent) -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(webhooks.handle_async(*signed(msg_id="msg_cancel")))
+        await asyncio.wait_for(started.wait(), timeout=5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    assert store.acquire("msg_cancel", lease=datetime.timedelta(seconds=5)).status == "acquired"
+
+
+def test_concurrent_deliveries_of_one_id_run_handlers_once() -> None:
+    store = InMemoryIdempotencyStore()
+    webhooks = Dispatcher(SECRET, idempotency_store=store)
+    ran: list[int] = []
+    gate = threading.Barrier(8, timeout=10)
+
+    @webhooks.on("customer.created")
+    def slow(event: CustomerCreatedEvent) -> None:
+        ran.append(1)
+
+    body, headers = signed(msg_id="msg_race")
+    codes: list[int] = []
+
+    def deliver() -> None:
+        gate.wait()
+        codes.append(webhooks.handle(body, headers).status_code)
+
+    threads = [threading.Thread(target=deliver) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert len(ran) == 1
+    assert sorted(set(codes)) <= [200, 409]
+    assert len(codes) == 8
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+def test_registration_forms_and_order() -> None:
+    webhooks = Dispatcher(SECRET)
+    order: list[str] = []
+
+    @webhooks.on("customer.updated")
+    def first(event: CustomerUpdatedEvent) -> None:
+        order.append("first")
+
+    @webhooks.on(EventType.CUSTOMER_UPDATED)
+    def second(event: CustomerUpdatedEvent) -> None:
+        order.append("second")
+
+    @webhooks.on(CustomerUpdatedEvent)
+    def third(event: CustomerUpdatedEvent) -> None:
+        order.append("third")
+
+    assert webhooks.handle(*signed("customer.updated")).status_code == 200
+    assert order == ["first", "second", "third"]
+    assert "customer.updated" in repr(webhooks)
+
+
+def test_the_first_failing_handler_stops_the_rest() -> None:
+    webhooks = Dispatcher(SECRET)
+    order: list[str] = []
+
+    @webhooks.on("call.completed")
+    def boom(event: CallCompletedEvent) -> None:
+        order.append("boom")
+        raise RuntimeError
+
+    @webhooks.on("call.completed")
+    def after(event: CallCompletedEvent) -> None:
+        order.append("after")
+
+    assert webhooks.handle(*signed("call.completed")).status_code == 500
+    assert order == ["boom"]
+
+
+def test_decorator_returns_the_handler_unchanged() -> None:
+    webhooks = Dispatcher(SECRET)
+
+    def handler(event: CallCompletedEvent) -> None:
+        return None
+
+    assert webhooks.on("call.completed")(handler) is handler
+    assert webhooks.catch_all(handler) is handler  # type: ignore[arg-type]
+
+
+def test_catch_all_runs_for_events_without_handlers_only() -> None:
+    webhooks = Dispatcher(SECRET)
+    specific: list[Event] = []
+    fallback: list[Event] = []
+    webhooks.on("customer.created")(specific.append)
+    webhooks.catch_all(fallback.append)
+    webhooks.handle(*signed("customer.created"))
+    webhooks.handle(*signed("call.completed"))
+    body = b'{"event_type": "appointment.booked"}'
+    webhooks.handle(body, svix_headers(body))
+    assert [type(e) for e in specific] == [CustomerCreatedEvent]
+    assert [type(e) for e in fallback] == [CallCompletedEvent, UnknownEvent]
+
+
+def test_handler_for_an_event_type_this_version_does_not_know() -> None:
+    webhooks = Dispatcher(SECRET)
+    seen: list[UnknownEvent] = []
+    webhooks.on("appointment.booked")(seen.append)
+    body = b'{"event_type": "appointment.booked", "when": "tomorrow"}'
+    assert webhooks.handle(body, svix_headers(body)).status_code == 200
+    assert seen[0].payload["when"] == "tomorrow"
+
+
+@pytest.mark.parametrize("bad", ["", 42, None, UnknownEvent, dict])
+def test_on_rejects_what_is_not_an_event_type(bad: Any) -> None:
+    with pytest.raises(WebhookConfigurationError, match="event type"):
+        Dispatcher(SECRET).on(bad)
+
+
+def test_handlers_must_be_callable() -> None:
+    webhooks = Dispatcher(SECRET)
+    with pytest.raises(WebhookConfigurationError, match="callable"):
+        webhooks.on("customer.created")(42)  # type: ignore[type-var]
+    with pytest.raises(WebhookConfigurationError, match="callable"):
+        webhooks.catch_all(42)  # type: ignore[type-var]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"max_body_size": 0}, "max_body_size"),
+        ({"lease": datetime.timedelta(0)}, "lease"),
+        ({"done_ttl": 60}, "done_ttl"),
+        ({"idempotency_store": object()}, "IdempotencyStore"),
+        ({"tolerance": -1}, "tolerance"),
+    ],
+)
+def test_invalid_options(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(WebhookConfigurationError, match=message):
+        Dispatcher(SECRET, **options)
+
+
+def test_handlers_see_the_delivery() -> None:
+    webhooks = Dispatcher(SECRET)
+    seen: list[WebhookDelivery] = []
+
+    @webhooks.on("customer.created")
+    def handler(event: CustomerCreatedEvent) -> None:
+        seen.append(current_delivery())
+
+    body, headers = signed(msg_id="msg_seen", **{"webhook-attempt": "2"})
+    webhooks.handle(body, headers)
+    assert seen[0].webhook_id == "msg_seen"
+    assert seen[0].attempt == 2
+    assert int(seen[0].timestamp.timestamp()) == int(headers["webhook-timestamp"])
+    with pytest.raises(LookupError, match="inside a webhook handler"):
+        current_delivery()
+
+
+def test_async_handler_from_sync_handle() -> None:
+    webhooks = Dispatcher(SECRET)
+    seen: list[str] = []
+
+    @webhooks.on("call.completed")
+    async def handler(event: CallCompletedEvent) -> None:
+        await asyncio.sleep(0)
+        seen.append(current_delivery().webhook_id)
+
+    assert webhooks.handle(*signed("call.completed", msg_id="msg_async")).status_code == 200
+    assert seen == ["msg_async"]
+
+
+def test_async_handler_from_sync_handle_inside_a_running_loop() -> None:
+    webhooks = Dispatcher(SECRET)
+    seen: list[str] = []
+
+    @webhooks.on("call.completed")
+    async def handler(event: CallCompletedEvent) -> None:
+        seen.append(current_delivery().webhook_id)
+
+    @webhooks.on("call.completed")
+    async def failing(event: CallCompletedEvent) -> None:
+        raise RuntimeError
+
+    async def scenario() -> int:
+        return webhooks.handle(*signed("call.completed", msg_id="msg_nested")).status_code
+
+    assert asyncio.run(scenario()) == 500
+    assert seen == ["msg_nested"]
+
+
+def test_handle_async_runs_sync_handlers_off_the_loop() -> None:
+    webhooks = Dispatcher(SECRET)
+    threads: dict[str, int] = {}
+    deliveries: list[str] = []
+
+    @webhooks.on("customer.created")
+    def blocking(event: CustomerCreatedEvent) -> None:
+        threads["handler"] = threading.get_ident()
+        deliveries.append(current_delivery().webhook_id)
+
+    @webhooks.on("customer.created")
+    async def awaiting(event: CustomerCreatedEvent) -> None:
+        threads["async"] = threading.get_ident()
+
+    async def scenario() -> WebhookResponse:
+        threads["loop"] = threading.get_ident()
+        return await webhooks.handle_async(*signed(msg_id="msg_thread"))
+
+    assert asyncio.run(scenario()).status_code == 200
+    assert threads["handler"] != threads["loop"]
+    assert threads["async"] == threads["loop"]
+    assert deliveries == ["msg_thread"]
+
+
+def test_handle_async_status_table_rows() -> None:
+    store = InMemoryIdempotencyStore()
+    webhooks = Dispatcher(SECRET, idempotency_store=store, max_body_size=5000)
+    ran: list[object] = []
+    webhooks.on("customer.created")(ran.append)
+
+    async def scenario() -> list[int]:
+        body, headers = signed(msg_id="msg_a")
+        codes = [
+            (await webhooks.handle_async(body, headers)).status_code,
+            (await webhooks.handle_async(body, headers)).status_code,
+            (await webhooks.handle_async(body, headers | {"webhook-signature": "v1,AA"})).status_code,
+            (await webhooks.handle_async(b"x" * 5001, headers)).status_code,
+        ]
+        store.acquire("msg_b", lease=datetime.timedelta(minutes=1))
+        codes.append((await webhooks.handle_async(*signed(msg_id="msg_b"))).status_code)
+        return codes
+
+    assert asyncio.run(scenario()) == [200, 200, 400, 413, 409]
+    assert len(ran) == 1
+
+
+def test_callable_object_returning_an_awaitable() -> None:
+    webhooks = Dispatcher(SECRET)
+    seen: list[str] = []
+
+    class Handler:
+        def __call__(self, event: CustomerCreatedEvent) -> Any:
+            async def later() -> None:
+                seen.append(event.event_type)
+
+            return later()
+
+    webhooks.on("customer.created")(Handler())
+    assert webhooks.handle(*signed()).status_code == 200
+    assert asyncio.run(webhooks.handle_async(*signed(msg_id="msg_2"))).status_code == 200
+    assert seen == ["customer.created", "customer.created"]

@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import asyncio
+import datetime
+import threading
+
+import pytest
+
+from carecycle_webhooks import (
+    Claim,
+    IdempotencyStore,
+    InMemoryIdempotencyStore,
+    RedisIdempotencyStore,
+    WebhookConfigurationError,
+)
+
+LEASE = datetime.timedelta(seconds=60)
+DAY = datetime.timedelta(days=1)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_both_stores_implement_the_protocol() -> None:
+    assert isinstance(InMemoryIdempotencyStore(), IdempotencyStore)
+    assert isinstance(RedisIdempotencyStore(object()), IdempotencyStore)
+
+
+def test_acquire_in_flight_done() -> None:
+    store = InMemoryIdempotencyStore()
+    claim = store.acquire("a", lease=LEASE)
+    assert claim.status == "acquired"
+    assert claim.token
+    assert store.acquire("a", lease=LEASE) == Claim("in_flight")
+    store.complete("a", claim.token, ttl=DAY)
+    assert store.acquire("a", lease=LEASE) == Claim("done")
+
+
+def test_release_frees_the_id() -> None:
+    store = InMemoryIdempotencyStore()
+    claim = store.acquire("a", lease=LEASE)
+    store.release("a", claim.token)
+    assert store.acquire("a", lease=LEASE).status == "acquired"
+
+
+def test_only_the_holder_completes_or_releases() -> None:
+    clock = Clock()
+    store = InMemoryIdempotencyStore(clock=clock)
+    first = store.acquire("a", lease=LEASE)
+    clock.now += 61  # the first worker's lease expired (it died, or is very slow)
+    second = store.acquire("a", lease=LEASE)
+    assert second.status == "acquired"
+    store.release("a", first.token)  # the stale holder cannot free it...
+    store.complete("a", first.token, ttl=DAY)  # ...nor mark it done
+    assert store.acquire("a", lease=LEASE).status == "in_flight"
+    store.complete("a", second.token, ttl=DAY)
+    assert store.acquire("a", lease=LEASE).status == "done"
+
+
+def test_done_expires_after_its_ttl() -> None:
+    clock = Clock()
+    store = InMemoryIdempotencyStore(clock=clock)
+    claim = store.acquire("a", lease=LEASE)
+    store.complete("a", claim.token, ttl=DAY)
+    clock.now += DAY.total_seconds() - 1
+    assert store.acquire("a", lease=LEASE).status == "done"
+    clock.now += 2
+    assert store.acquire("a", lease=LEASE).status == "acquired"
+
+
+def test_memory_is_bounded() -> None:
+    store = InMemoryIdempotencyStore(max_entries=100)
+    for number in range(1000):
+        claim = store.acquire(f"id-{number}", lease=LEASE)
+        store.complete(f"id-{number}", claim.token, ttl=DAY)
+    assert len(store) == 100
+    assert store.acquire("id-999", lease=LEASE).status == "done"
+    assert store.acquire("id-0", lease=LEASE).status == "acquired"  # the oldest were forgotten
+
+
+def test_invalid_size() -> None:
+    with pytest.raises(WebhookConfigurationError):
+        InMemoryIdempotencyStore(max_entries=0)
+
+
+def test_thread_safety() -> None:
+    store = InMemoryIdempotencyStore()
+    barrier = threading.Barrier(16, timeout=10)
+    claims: list[Claim] = []
+
+    def grab() -> None:
+        barrier.wait()
+        claims.extend(store.acquire(f"key-{n}", lease=LEASE) for n in range(200))
+
+    threads = [threading.Thread(target=grab) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert len(claims) == 16 * 200
+    assert sum(claim.status == "acquired" for claim in claims) == 200
+
+
+def test_async_methods() -> None:
+    store = InMemoryIdempotencyStore()
+
+    async def scenario() -> list[str]:
+        claim = await store.acquire_async("a", lease=LEASE)
+        second = await store.acquire_async("a", lease=LEASE)
+        await store.release_async("a", claim.token)
+        third = await store.acquire_async("a", lease=LEASE)
+        await store.complete_async("a", third.token, ttl=DAY)
+        fourth = await store.acquire_async("a", lease=LEASE)
+        return [claim.status, second.status, third.status, fourth.status]
+
+    assert asyncio.run(scenario()) == ["acquired", "in_flight", "acquired", "done"]
