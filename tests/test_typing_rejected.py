@@ -25,20 +25,10 @@ def expected_errors(path: Path) -> dict[int, str]:
 @pytest.fixture(scope="module")
 def mypy_output(tmp_path_factory: pytest.TempPathFactory) -> str:
     cache = tmp_path_factory.mktemp("mypy-cache")
+    options = ["--strict", "--no-error-summary", "--show-error-codes", "--cache-dir", str(cache)]
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mypy",
-            "--strict",
-            "--no-error-summary",
-            "--show-error-codes",
-            "--cache-dir",
-            str(cache),
-            "--config-file",
-            str(ROOT / "pyproject.toml"),
-            *map(str, sorted(REJECTED.glob("*.py"))),
-        ],  # fmt: skip
+        [sys.executable, "-m", "mypy", *options, "--config-file", str(ROOT / "pyproject.toml")]
+        + [str(path) for path in sorted(REJECTED.glob("*.py"))],
         capture_output=True,
         text=True,
         cwd=ROOT,
