@@ -57,3 +57,80 @@ def svix_headers(
 @pytest.fixture(params=EVENT_TYPES)
 def event_type(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+# --------------------------------------------------------------------------- redis
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A real ``redis-server`` on a free loopback port for the whole session (see tests/redis_server.py).
+
+    Tests may stop and restart it; `redis_client` starts it again if a test left it stopped.
+    """
+    from tests.redis_server import RedisServer, find_redis_server
+
+    server = RedisServer(find_redis_server())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def _redis_options() -> dict[str, Any]:
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # No retries: an outage surfaces at once (redis-py's default retries take seconds).
+    return {
+        "host": "127.0.0.1",
+        "socket_timeout": 1,
+        "socket_connect_timeout": 1,
+        "retry": Retry(NoBackoff(), 0),
+    }
+
+
+@pytest.fixture
+def redis_client(redis_server):
+    """A synchronous ``redis.Redis`` on `redis_server`, its database flushed before the test."""
+    import redis
+
+    redis_server.ensure_running()
+    client = redis.Redis(port=redis_server.port, **_redis_options())
+    client.flushdb()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def async_redis_client(redis_server, redis_client):
+    """Connects a ``redis.asyncio.Redis`` on `redis_server`, inside the test's own event loop.
+
+    An asyncio client belongs to the loop it first runs on, and the tests call
+    ``asyncio.run`` themselves, so this is a factory of async context managers::
+
+        async def main() -> None:
+            async with async_redis_client() as client:
+                ...
+
+        asyncio.run(main())
+
+    The database is flushed before the test (by `redis_client`); the client is closed
+    (``aclose``) when the block exits.
+    """
+    import contextlib
+
+    import redis.asyncio
+
+    @contextlib.asynccontextmanager
+    async def connect():
+        client = redis.asyncio.Redis(port=redis_server.port, **_redis_options())
+        try:
+            yield client
+        finally:
+            await client.aclose()
+
+    return connect

@@ -230,42 +230,48 @@ class RedisIdempotencyStore:
     def __init__(self, client: Any, *, prefix: str = "carecycle-webhooks:") -> None:  # noqa: ANN401 - any redis-py compatible client
         self._client = client
         self._prefix = prefix
-        self._is_async = inspect.iscoroutinefunction(getattr(client, "eval", None))
+        self._is_async = _is_async_client(client)
 
     @property
     def is_async(self) -> bool:
         """Whether the client is an asyncio client (usable only from `Dispatcher.handle_async`)."""
         return self._is_async
 
-    def _sync_client(self) -> Any:  # noqa: ANN401 - the client is duck-typed
+    def _eval_sync(self, *args: object) -> object:
         if self._is_async:
-            from ._errors import WebhookConfigurationError
-
-            raise WebhookConfigurationError(
-                "this RedisIdempotencyStore has an asyncio client: use Dispatcher.handle_async "
-                "(or a synchronous redis.Redis client)"
-            )
-        return self._client
+            raise _asyncio_client_error()
+        result: object = self._client.eval(*args)
+        if inspect.isawaitable(result):
+            # An asyncio client that the constructor did not recognise: never sent.
+            if inspect.iscoroutine(result):
+                result.close()
+            self._is_async = True
+            raise _asyncio_client_error()
+        return result
 
     def acquire(self, key: str, *, lease: datetime.timedelta) -> Claim:
         """Take the lease on ``key``, or report it in flight or done."""
         token = secrets.token_hex(8)
-        value = self._sync_client().eval(_ACQUIRE, 1, self._prefix + key, token, _milliseconds(lease))
+        value = self._eval_sync(_ACQUIRE, 1, self._prefix + key, token, _milliseconds(lease))
         return _claim(_as_text(value), token)
 
     def complete(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
         """Mark ``key`` done, if ``token`` still holds it."""
-        self._sync_client().eval(_COMPLETE, 1, self._prefix + key, token, _milliseconds(ttl))
+        self._eval_sync(_COMPLETE, 1, self._prefix + key, token, _milliseconds(ttl))
 
     def release(self, key: str, token: str) -> None:
         """Free ``key``, if ``token`` still holds it."""
-        self._sync_client().eval(_RELEASE, 1, self._prefix + key, token)
+        self._eval_sync(_RELEASE, 1, self._prefix + key, token)
 
     async def _eval(self, *args: object) -> object:
         if self._is_async:
-            result: Awaitable[object] = self._client.eval(*args)
-            return await result
-        return await asyncio.to_thread(self._client.eval, *args)
+            result: object = self._client.eval(*args)
+        else:
+            result = await asyncio.to_thread(self._client.eval, *args)
+        if inspect.isawaitable(result):
+            awaitable: Awaitable[object] = result
+            return await awaitable
+        return result
 
     async def acquire_async(self, key: str, *, lease: datetime.timedelta) -> Claim:
         """`acquire`, for the event loop."""
@@ -280,6 +286,23 @@ class RedisIdempotencyStore:
     async def release_async(self, key: str, token: str) -> None:
         """`release`, for the event loop."""
         await self._eval(_RELEASE, 1, self._prefix + key, token)
+
+
+def _is_async_client(client: object) -> bool:
+    # redis.asyncio.Redis.eval is a plain method that returns a coroutine (so is its
+    # cluster client's): its execute_command is the coroutine function that tells.
+    return any(
+        inspect.iscoroutinefunction(getattr(client, name, None)) for name in ("eval", "execute_command")
+    )
+
+
+def _asyncio_client_error() -> Exception:
+    from ._errors import WebhookConfigurationError
+
+    return WebhookConfigurationError(
+        "this RedisIdempotencyStore has an asyncio client: use Dispatcher.handle_async "
+        "(or a synchronous redis.Redis client)"
+    )
 
 
 def _claim(existing: str | None, token: str) -> Claim:

@@ -1,0 +1,817 @@
+"""RedisIdempotencyStore against a real redis-server: sync and asyncio clients, and the dispatcher.
+
+The server is started by the ``redis_server`` fixture (tests/redis_server.py) on a free
+loopback port; some tests stop it to see the dispatcher answer 503, then start it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import redis
+import redis.asyncio
+
+from carecycle_webhooks import (
+    Dispatcher,
+    RedisIdempotencyStore,
+    WebhookConfigurationError,
+    WebhookResponse,
+)
+from carecycle_webhooks._idempotency import DEFAULT_DONE_TTL, Claim
+from tests.conftest import SECRET, fixture_bytes, svix_headers
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from carecycle_webhooks import CustomerCreatedEvent
+    from tests.redis_server import RedisServer
+
+PREFIX = "carecycle-webhooks:"
+LEASE = datetime.timedelta(minutes=2)
+TTL = datetime.timedelta(hours=1)
+SHORT_LEASE = datetime.timedelta(milliseconds=200)
+WAIT = 5.0  # upper bound of every polling loop, in seconds
+
+
+def wait_until(condition: Callable[[], bool], *, timeout: float = WAIT) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` seconds pass; whether it held."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+async def wait_until_async(condition: Callable[[], Any], *, timeout: float = WAIT) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await condition():
+            return True
+        await asyncio.sleep(0.02)
+    return bool(await condition())
+
+
+def body_of(response: WebhookResponse) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(response.body)
+    return result
+
+
+def delivery(msg_id: str, event_type: str = "customer.created") -> tuple[bytes, dict[str, str]]:
+    body = fixture_bytes(event_type)
+    return body, svix_headers(body, msg_id=msg_id)
+
+
+class Recorder:
+    """A dispatcher with one customer.created handler that records (and may fail) each run."""
+
+    def __init__(self, store: RedisIdempotencyStore, **options: Any) -> None:
+        self.dispatcher = Dispatcher(SECRET, idempotency_store=store, **options)
+        self.calls: list[str] = []
+        self.fail_next = 0
+        self.during: Callable[[], None] | None = None
+
+        @self.dispatcher.on("customer.created")
+        def record(event: CustomerCreatedEvent) -> None:
+            self.calls.append(event.event_type)
+            if self.during is not None:
+                self.during()
+            if self.fail_next:
+                self.fail_next -= 1
+                raise RuntimeError("handler failed")
+
+
+# --------------------------------------------------------------------------- store, sync client
+
+
+def test_client_kind_is_detected(redis_client) -> None:
+    assert RedisIdempotencyStore(redis_client).is_async is False
+    assert RedisIdempotencyStore(redis.asyncio.Redis(host="127.0.0.1", port=1)).is_async is True
+
+
+def test_acquire_then_in_flight_then_done(redis_client) -> None:
+    store = RedisIdempotencyStore(redis_client)
+    claim = store.acquire("msg_1", lease=LEASE)
+    assert claim.status == "acquired"
+    assert claim.token
+    assert store.acquire("msg_1", lease=LEASE) == Claim("in_flight")
+    assert redis_client.get(PREFIX + "msg_1") == claim.token.encode()
+    store.complete("msg_1", claim.token, ttl=TTL)
+    assert redis_client.get(PREFIX + "msg_1") == b"done"
+    assert store.acquire("msg_1", lease=LEASE) == Claim("done")
+    assert store.acquire("msg_1", lease=LEASE) == Claim("done")
+    # Another id is independent.
+    assert store.acquire("msg_2", lease=LEASE).status == "acquired"
+
+
+def test_each_acquire_gets_its_own_token(redis_client) -> None:
+    store = RedisIdempotencyStore(redis_client)
+    tokens = {store.acquire(f"msg_{i}", lease=LEASE).token for i in range(20)}
+    assert len(tokens) == 20
+    assert "" not in tokens
+
+
+def test_lease_ttl_is_set(redis_client) -> None:
+    store = RedisIdempotencyStore(redis_client)
+    store.acquire("msg_1", lease=LEASE)
+    pttl = redis_client.pttl(PREFIX + "msg_1")
+    assert LEASE.total_seconds() * 1000 - 5000 < pttl <= LEASE.total_seconds() * 1000
+
+
+@pytest.mark.parametrize("ttl", [TTL, DEFAULT_DONE_TTL])
+def test_done_ttl_is_set(redis_client, ttl) -> None:
+    store = RedisIdempotencyStore(redis_client)
+    claim = store.acquire("msg_1", lease=LEASE)
+    store.complete("msg_1", claim.token, ttl=ttl)
+    pttl = redis_client.pttl(PREFIX + "msg_1")
+    assert ttl.total_seconds() * 1000 - 5000 < pttl <= ttl.total_seconds() * 1000
+
+
+def test_complete_only_by_the_lease_holder(redis_client) -> None:
+    store = RedisIdempotencyStore(redis_client)
+    claim = store.acquire("msg_1", lease=LEASE)
+    store.complete("msg_1", "not-the-token", ttl=TTL)
+    assert redis_client.get(PREFIX + "msg_1") == claim.token.encode()
+    assert store.acquire("msg_1", lease=LEASE).status == "in_flight"
+    # Completing an id nobody holds records nothing.
+    store.complete("msg_none", claim.token, ttl=TTL)
+    assert redis_client.exists(PREFIX + "msg_none") == 0
+
+
+def test_release_only_by_the_lease_holder(redis_client) -> None:
+    store = RedisIdempotencyStore(redis_client)
+    claim = store.acquire("msg_1", lease=LEASE)
+    store.release("msg_1", "not-the-token")
+    assert store.acquire("msg_1", lease=LEASE).status == "in_flight"
+    store.release("msg_1", claim.token)
+    assert redis_client.exists(PREFIX + "msg_1") == 0
+    again = store.acquire("msg_1", lease=LEASE)
+    assert again.status == "acquired"
+    assert again.token != claim.token
+
+
+def test_release_after_complete_keeps_done(redis_client) -> None:
+    store = RedisIdempotencyStore(redis_client)
+    claim = store.acquire("msg_1", lease=LEASE)
+    store.complete("msg_1", claim.token, ttl=TTL)
+    store.release("msg_1", claim.token)
+    store.complete("msg_1", claim.token, ttl=datetime.timedelta(seconds=1))  # no longer its lease
+    assert store.acquire("msg_1", lease=LEASE) == Claim("done")
+    assert redis_client.pttl(PREFIX + "msg_1") > 60_000
+
+
+def test_expired_lease_can_be_acquired_again(redis_client) -> None:
+    # A worker that died mid-handler never releases: its lease expires, the retry runs.
+    store = RedisIdempotencyStore(redis_client)
+    dead = store.acquire("msg_1", lease=SHORT_LEASE)
+    assert dead.status == "acquired"
+    assert store.acquire("msg_1", lease=SHORT_LEASE).status == "in_flight"
+    assert wait_until(lambda: redis_client.exists(PREFIX + "msg_1") == 0)
+    retry = store.acquire("msg_1", lease=LEASE)
+    assert retry.status == "acquired"
+    # The dead worker, come back, can neither complete nor release the new holder's lease.
+    store.complete("msg_1", dead.token, ttl=TTL)
+    store.release("msg_1", dead.token)
+    assert redis_client.get(PREFIX + "msg_1") == retry.token.encode()
+    store.complete("msg_1", retry.token, ttl=TTL)
+    assert store.acquire("msg_1", lease=LEASE) == Claim("done")
+
+
+def test_keys_use_the_prefix(redis_client) -> None:
+    redis_client.set("unrelated", "kept")
+    RedisIdempotencyStore(redis_client).acquire("msg_1", lease=LEASE)
+    custom = RedisIdempotencyStore(redis_client, prefix="tenant-a:webhooks:")
+    custom.acquire("msg_1", lease=LEASE)
+    assert sorted(redis_client.keys("*")) == [
+        PREFIX.encode() + b"msg_1",
+        b"tenant-a:webhooks:msg_1",
+        b"unrelated",
+    ]
+    # Different prefixes are different namespaces: the same id is acquired in each.
+    assert RedisIdempotencyStore(redis_client, prefix="tenant-b:").acquire("msg_1", lease=LEASE).status == (
+        "acquired"
+    )
+
+
+def test_existing_value_under_the_key_is_not_overwritten(redis_client) -> None:
+    # Whatever holds the key (another worker's token) means in flight, never acquired.
+    redis_client.set(PREFIX + "msg_1", "someone-elses-token", px=60_000)
+    store = RedisIdempotencyStore(redis_client)
+    assert store.acquire("msg_1", lease=LEASE) == Claim("in_flight")
+    assert redis_client.get(PREFIX + "msg_1") == b"someone-elses-token"
+
+
+def test_decode_responses_client(redis_server, redis_client) -> None:
+    client = redis.Redis(host="127.0.0.1", port=redis_server.port, socket_timeout=1, decode_responses=True)
+    try:
+        store = RedisIdempotencyStore(client)
+        claim = store.acquire("msg_1", lease=LEASE)
+        assert claim.status == "acquired"
+        assert store.acquire("msg_1", lease=LEASE) == Claim("in_flight")
+        store.complete("msg_1", claim.token, ttl=TTL)
+        assert store.acquire("msg_1", lease=LEASE) == Claim("done")
+    finally:
+        client.close()
+
+
+def test_concurrent_acquire_has_exactly_one_winner(redis_server, redis_client) -> None:
+    workers = 20
+    store = RedisIdempotencyStore(redis_client)
+    barrier = threading.Barrier(workers, timeout=WAIT)
+    claims: list[Claim] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        try:
+            barrier.wait()
+            claim = store.acquire("msg_race", lease=LEASE)
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            with lock:
+                errors.append(error)
+            return
+        with lock:
+            claims.append(claim)
+
+    threads = [threading.Thread(target=worker) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=WAIT)
+    assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
+    statuses = sorted(claim.status for claim in claims)
+    assert statuses == ["acquired"] + ["in_flight"] * (workers - 1)
+    winner = next(claim for claim in claims if claim.status == "acquired")
+    assert redis_client.get(PREFIX + "msg_race") == winner.token.encode()
+
+
+def test_concurrent_acquire_with_one_client_per_thread(redis_server, redis_client) -> None:
+    # As with separate worker processes: one connection each.
+    workers = 20
+    clients = [
+        redis.Redis(host="127.0.0.1", port=redis_server.port, socket_timeout=1) for _ in range(workers)
+    ]
+    barrier = threading.Barrier(workers, timeout=WAIT)
+    statuses: list[str] = []
+    lock = threading.Lock()
+
+    def worker(client: redis.Redis) -> None:
+        store = RedisIdempotencyStore(client)
+        barrier.wait()
+        status = store.acquire("msg_race", lease=LEASE).status
+        with lock:
+            statuses.append(status)
+
+    threads = [threading.Thread(target=worker, args=(client,)) for client in clients]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=WAIT)
+    finally:
+        for client in clients:
+            client.close()
+    assert not any(thread.is_alive() for thread in threads)
+    assert sorted(statuses) == ["acquired"] + ["in_flight"] * (workers - 1)
+
+
+def test_store_raises_when_redis_is_down(redis_server: RedisServer, redis_client) -> None:
+    store = RedisIdempotencyStore(redis_client)
+    redis_server.stop()
+    try:
+        with pytest.raises(redis.ConnectionError):
+            store.acquire("msg_1", lease=LEASE)
+        with pytest.raises(redis.ConnectionError):
+            store.complete("msg_1", "token", ttl=TTL)
+        with pytest.raises(redis.ConnectionError):
+            store.release("msg_1", "token")
+    finally:
+        redis_server.start()
+    assert store.acquire("msg_1", lease=LEASE).status == "acquired"
+
+
+# --------------------------------------------------------------------------- store, asyncio client
+
+
+def test_async_store_lifecycle(async_redis_client, redis_client) -> None:
+    async def main() -> None:
+        async with async_redis_client() as client:
+            store = RedisIdempotencyStore(client)
+            assert store.is_async
+            claim = await store.acquire_async("msg_1", lease=LEASE)
+            assert claim.status == "acquired"
+            assert await store.acquire_async("msg_1", lease=LEASE) == Claim("in_flight")
+            await store.complete_async("msg_1", "not-the-token", ttl=TTL)
+            await store.release_async("msg_1", "not-the-token")
+            assert await client.get(PREFIX + "msg_1") == claim.token.encode()
+            await store.complete_async("msg_1", claim.token, ttl=TTL)
+            assert await store.acquire_async("msg_1", lease=LEASE) == Claim("done")
+            pttl = await client.pttl(PREFIX + "msg_1")
+            assert TTL.total_seconds() * 1000 - 5000 < pttl <= TTL.total_seconds() * 1000
+
+            other = await store.acquire_async("msg_2", lease=LEASE)
+            await store.release_async("msg_2", other.token)
+            assert await client.exists(PREFIX + "msg_2") == 0
+            assert (await store.acquire_async("msg_2", lease=LEASE)).status == "acquired"
+
+    asyncio.run(main())
+    assert redis_client.get(PREFIX + "msg_1") == b"done"
+
+
+def test_async_store_expired_lease_can_be_acquired_again(async_redis_client) -> None:
+    async def main() -> None:
+        async with async_redis_client() as client:
+            store = RedisIdempotencyStore(client)
+            dead = await store.acquire_async("msg_1", lease=SHORT_LEASE)
+            assert dead.status == "acquired"
+            assert (await store.acquire_async("msg_1", lease=SHORT_LEASE)).status == "in_flight"
+
+            async def gone() -> bool:
+                return await client.exists(PREFIX + "msg_1") == 0
+
+            assert await wait_until_async(gone)
+            retry = await store.acquire_async("msg_1", lease=LEASE)
+            assert retry.status == "acquired"
+            await store.complete_async("msg_1", dead.token, ttl=TTL)
+            await store.release_async("msg_1", dead.token)
+            assert await client.get(PREFIX + "msg_1") == retry.token.encode()
+
+    asyncio.run(main())
+
+
+def test_async_concurrent_acquire_has_exactly_one_winner(async_redis_client) -> None:
+    async def main() -> list[str]:
+        async with async_redis_client() as client:
+            store = RedisIdempotencyStore(client)
+            claims = await asyncio.gather(*(store.acquire_async("msg_race", lease=LEASE) for _ in range(20)))
+            return sorted(claim.status for claim in claims)
+
+    assert asyncio.run(main()) == ["acquired"] + ["in_flight"] * 19
+
+
+def test_sync_client_store_from_the_event_loop(redis_client) -> None:
+    # A synchronous client serves the async methods too, in a worker thread.
+    store = RedisIdempotencyStore(redis_client)
+    loop_thread: list[int] = []
+
+    async def main() -> None:
+        loop_thread.append(threading.get_ident())
+        claim = await store.acquire_async("msg_1", lease=LEASE)
+        assert claim.status == "acquired"
+        assert await store.acquire_async("msg_1", lease=LEASE) == Claim("in_flight")
+        await store.complete_async("msg_1", claim.token, ttl=TTL)
+        assert await store.acquire_async("msg_1", lease=LEASE) == Claim("done")
+        other = await store.acquire_async("msg_2", lease=LEASE)
+        await store.release_async("msg_2", other.token)
+
+    asyncio.run(main())
+    assert redis_client.get(PREFIX + "msg_1") == b"done"
+    assert redis_client.exists(PREFIX + "msg_2") == 0
+
+
+def test_async_client_store_refuses_sync_calls(async_redis_client, redis_client) -> None:
+    async def main() -> None:
+        async with async_redis_client() as client:
+            store = RedisIdempotencyStore(client)
+            with pytest.raises(WebhookConfigurationError, match="handle_async"):
+                store.acquire("msg_1", lease=LEASE)
+            with pytest.raises(WebhookConfigurationError, match="handle_async"):
+                store.complete("msg_1", "token", ttl=TTL)
+            with pytest.raises(WebhookConfigurationError, match="handle_async"):
+                store.release("msg_1", "token")
+
+    asyncio.run(main())
+    assert redis_client.keys("*") == []
+
+
+class _UndetectedAsyncClient:
+    """An asyncio-style client whose ``eval`` is a plain method returning a coroutine."""
+
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        self._client = client
+
+    def eval(self, *args: Any) -> Any:
+        return self._client.eval(*args)
+
+
+def test_undetected_async_client_is_refused_by_sync_calls_and_awaited_by_async_ones(
+    async_redis_client, redis_client
+) -> None:
+    async def main() -> None:
+        async with async_redis_client() as client:
+            store = RedisIdempotencyStore(_UndetectedAsyncClient(client))
+            assert store.is_async is False
+            claim = await store.acquire_async("msg_1", lease=LEASE)
+            assert claim.status == "acquired"
+            await store.complete_async("msg_1", claim.token, ttl=TTL)
+            assert await store.acquire_async("msg_1", lease=LEASE) == Claim("done")
+            # Used synchronously, its coroutine is closed unsent (no "never awaited"
+            # warning: warnings are errors here) and the store says what is wrong.
+            with pytest.raises(WebhookConfigurationError, match="handle_async"):
+                store.acquire("msg_2", lease=LEASE)
+            assert store.is_async is True
+
+    asyncio.run(main())
+    assert redis_client.exists(PREFIX + "msg_2") == 0
+
+
+# --------------------------------------------------------------------------- dispatcher, sync
+
+
+def test_dispatcher_duplicate_runs_the_handler_once(redis_client) -> None:
+    recorder = Recorder(RedisIdempotencyStore(redis_client))
+    body, headers = delivery("msg_dup")
+    first = recorder.dispatcher.handle(body, headers)
+    assert (first.status_code, body_of(first)) == (200, {"status": "processed"})
+    assert redis_client.get(PREFIX + "msg_dup") == b"done"
+    pttl = redis_client.pttl(PREFIX + "msg_dup")
+    assert DEFAULT_DONE_TTL.total_seconds() * 1000 - 5000 < pttl <= DEFAULT_DONE_TTL.total_seconds() * 1000
+    for _ in range(3):
+        again = recorder.dispatcher.handle(body, svix_headers(body, msg_id="msg_dup"))
+        assert (again.status_code, body_of(again)) == (200, {"status": "duplicate"})
+    assert recorder.calls == ["customer.created"]
+    # A different webhook-id with the same body is a different delivery.
+    other = recorder.dispatcher.handle(*delivery("msg_other"))
+    assert body_of(other) == {"status": "processed"}
+    assert len(recorder.calls) == 2
+
+
+def test_dispatcher_done_ttl_and_lease_options(redis_client) -> None:
+    done_ttl = datetime.timedelta(hours=30)
+    recorder = Recorder(RedisIdempotencyStore(redis_client), done_ttl=done_ttl, lease=SHORT_LEASE)
+    pttls: list[int] = []
+    recorder.during = lambda: pttls.append(redis_client.pttl(PREFIX + "msg_1"))
+    assert recorder.dispatcher.handle(*delivery("msg_1")).status_code == 200
+    assert len(pttls) == 1
+    assert 0 < pttls[0] <= 200  # the lease, while the handler runs
+    pttl = redis_client.pttl(PREFIX + "msg_1")
+    assert done_ttl.total_seconds() * 1000 - 5000 < pttl <= done_ttl.total_seconds() * 1000
+
+
+def test_dispatcher_in_flight_answers_409(redis_client) -> None:
+    # Another worker holds the lease: 409, the handler does not run, the lease is untouched.
+    redis_client.set(PREFIX + "msg_busy", "other-worker-token", px=60_000)
+    recorder = Recorder(RedisIdempotencyStore(redis_client))
+    response = recorder.dispatcher.handle(*delivery("msg_busy"))
+    assert response.status_code == 409
+    assert body_of(response)["error"] == "in_flight"
+    assert recorder.calls == []
+    assert redis_client.get(PREFIX + "msg_busy") == b"other-worker-token"
+
+
+def test_dispatcher_handler_failure_releases_so_the_retry_runs(redis_client) -> None:
+    recorder = Recorder(RedisIdempotencyStore(redis_client))
+    recorder.fail_next = 1
+    body, headers = delivery("msg_fail")
+    failed = recorder.dispatcher.handle(body, headers)
+    assert failed.status_code == 500
+    assert body_of(failed) == {"error": "handler_failed"}
+    assert redis_client.exists(PREFIX + "msg_fail") == 0  # released, not left to expire
+    retried = recorder.dispatcher.handle(body, svix_headers(body, msg_id="msg_fail"))
+    assert (retried.status_code, body_of(retried)) == (200, {"status": "processed"})
+    duplicate = recorder.dispatcher.handle(body, svix_headers(body, msg_id="msg_fail"))
+    assert body_of(duplicate) == {"status": "duplicate"}
+    assert len(recorder.calls) == 2
+
+
+def test_dispatcher_worker_died_mid_handler(redis_client) -> None:
+    # A worker took the lease and died: until the lease expires the retry gets 409,
+    # then it runs the handler.
+    store = RedisIdempotencyStore(redis_client)
+    assert store.acquire("msg_dead", lease=SHORT_LEASE).status == "acquired"
+    recorder = Recorder(store)
+    body, _ = delivery("msg_dead")
+    assert recorder.dispatcher.handle(body, svix_headers(body, msg_id="msg_dead")).status_code == 409
+    assert wait_until(lambda: redis_client.exists(PREFIX + "msg_dead") == 0)
+    response = recorder.dispatcher.handle(body, svix_headers(body, msg_id="msg_dead"))
+    assert body_of(response) == {"status": "processed"}
+    assert recorder.calls == ["customer.created"]
+
+
+def test_dispatcher_redis_down_answers_503_then_the_retry_runs_once(
+    redis_server: RedisServer, redis_client, caplog
+) -> None:
+    recorder = Recorder(RedisIdempotencyStore(redis_client))
+    body, _ = delivery("msg_outage")
+    redis_server.stop()
+    try:
+        with caplog.at_level(logging.ERROR, logger="carecycle_webhooks"):
+            for _ in range(2):
+                response = recorder.dispatcher.handle(body, svix_headers(body, msg_id="msg_outage"))
+                assert response.status_code == 503
+                assert body_of(response) == {"error": "idempotency_store_unavailable"}
+        assert recorder.calls == []
+        assert "failed to acquire msg_outage" in caplog.text
+    finally:
+        redis_server.start()
+    retried = recorder.dispatcher.handle(body, svix_headers(body, msg_id="msg_outage"))
+    assert (retried.status_code, body_of(retried)) == (200, {"status": "processed"})
+    again = recorder.dispatcher.handle(body, svix_headers(body, msg_id="msg_outage"))
+    assert (again.status_code, body_of(again)) == (200, {"status": "duplicate"})
+    assert recorder.calls == ["customer.created"]
+
+
+def test_dispatcher_redis_lost_during_the_handler(redis_server: RedisServer, redis_client, caplog) -> None:
+    # The handler ran: the delivery is answered 200 even though it cannot be marked done
+    # (a 5xx would make Svix deliver it again, on purpose).
+    recorder = Recorder(RedisIdempotencyStore(redis_client))
+    recorder.during = redis_server.stop
+    try:
+        with caplog.at_level(logging.ERROR, logger="carecycle_webhooks"):
+            response = recorder.dispatcher.handle(*delivery("msg_lost"))
+    finally:
+        redis_server.start()
+    assert (response.status_code, body_of(response)) == (200, {"status": "processed"})
+    assert recorder.calls == ["customer.created"]
+    assert "failed to complete msg_lost" in caplog.text
+
+
+def test_dispatcher_redis_lost_during_a_failing_handler(
+    redis_server: RedisServer, redis_client, caplog
+) -> None:
+    recorder = Recorder(RedisIdempotencyStore(redis_client))
+    recorder.during = redis_server.stop
+    recorder.fail_next = 1
+    try:
+        with caplog.at_level(logging.ERROR, logger="carecycle_webhooks"):
+            response = recorder.dispatcher.handle(*delivery("msg_lost"))
+    finally:
+        redis_server.start()
+    assert response.status_code == 500
+    assert "failed to release msg_lost" in caplog.text
+
+
+def test_dispatcher_concurrent_duplicates_run_the_handler_once(redis_client) -> None:
+    # The same delivery reaching several workers at once: one processes it, the others
+    # get 409 (while it runs) or "duplicate" (after).
+    workers = 10
+    store = RedisIdempotencyStore(redis_client)
+    dispatcher = Dispatcher(SECRET, idempotency_store=store)
+    runs: list[int] = []
+    started = threading.Event()
+    release = threading.Event()
+
+    @dispatcher.on("customer.created")
+    def slow(event: CustomerCreatedEvent) -> None:
+        runs.append(1)
+        started.set()
+        release.wait(WAIT)
+
+    body = fixture_bytes("customer.created")
+    responses: list[WebhookResponse] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(workers, timeout=WAIT)
+
+    def worker() -> None:
+        headers = svix_headers(body, msg_id="msg_concurrent")
+        barrier.wait()
+        response = dispatcher.handle(body, headers)
+        with lock:
+            responses.append(response)
+
+    threads = [threading.Thread(target=worker) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    assert started.wait(WAIT)
+    assert wait_until(lambda: len(responses) == workers - 1)
+    release.set()
+    for thread in threads:
+        thread.join(timeout=WAIT)
+    assert not any(thread.is_alive() for thread in threads)
+    assert len(runs) == 1
+    codes = sorted(response.status_code for response in responses)
+    assert codes == [200] + [409] * (workers - 1)
+    assert body_of(next(r for r in responses if r.status_code == 200)) == {"status": "processed"}
+
+
+def test_dispatcher_handle_with_asyncio_client_answers_503(async_redis_client, redis_client, caplog) -> None:
+    # An asyncio client cannot serve the synchronous handle(): the store raises
+    # WebhookConfigurationError, which the dispatcher answers 503 with no handler run.
+    async def main() -> tuple[WebhookResponse, list[str]]:
+        async with async_redis_client() as client:
+            recorder = Recorder(RedisIdempotencyStore(client))
+            with caplog.at_level(logging.ERROR, logger="carecycle_webhooks"):
+                response = recorder.dispatcher.handle(*delivery("msg_wrong"))
+            return response, recorder.calls
+
+    response, calls = asyncio.run(main())
+    assert response.status_code == 503
+    assert body_of(response) == {"error": "idempotency_store_unavailable"}
+    assert calls == []
+    assert "WebhookConfigurationError" in caplog.text
+    assert "handle_async" in caplog.text
+    assert redis_client.keys("*") == []
+
+
+# --------------------------------------------------------------------------- dispatcher, async
+
+
+def test_dispatcher_async_duplicate_runs_the_handler_once(async_redis_client, redis_client) -> None:
+    async def main() -> list[WebhookResponse]:
+        async with async_redis_client() as client:
+            dispatcher = Dispatcher(SECRET, idempotency_store=RedisIdempotencyStore(client))
+            calls: list[str] = []
+
+            @dispatcher.on("customer.created")
+            async def record(event: CustomerCreatedEvent) -> None:
+                calls.append(event.event_type)
+
+            body = fixture_bytes("customer.created")
+            responses = [
+                await dispatcher.handle_async(body, svix_headers(body, msg_id="msg_dup")) for _ in range(3)
+            ]
+            assert calls == ["customer.created"]
+            return responses
+
+    responses = asyncio.run(main())
+    assert [body_of(r) for r in responses] == [
+        {"status": "processed"},
+        {"status": "duplicate"},
+        {"status": "duplicate"},
+    ]
+    assert all(r.status_code == 200 for r in responses)
+    assert redis_client.get(PREFIX + "msg_dup") == b"done"
+    pttl = redis_client.pttl(PREFIX + "msg_dup")
+    assert DEFAULT_DONE_TTL.total_seconds() * 1000 - 5000 < pttl <= DEFAULT_DONE_TTL.total_seconds() * 1000
+
+
+def test_dispatcher_async_handler_failure_releases_so_the_retry_runs(
+    async_redis_client, redis_client
+) -> None:
+    async def main() -> None:
+        async with async_redis_client() as client:
+            recorder = Recorder(RedisIdempotencyStore(client))
+            recorder.fail_next = 1
+            body = fixture_bytes("customer.created")
+            failed = await recorder.dispatcher.handle_async(body, svix_headers(body, msg_id="msg_fail"))
+            assert failed.status_code == 500
+            assert await client.exists(PREFIX + "msg_fail") == 0
+            retried = await recorder.dispatcher.handle_async(body, svix_headers(body, msg_id="msg_fail"))
+            assert body_of(retried) == {"status": "processed"}
+            duplicate = await recorder.dispatcher.handle_async(body, svix_headers(body, msg_id="msg_fail"))
+            assert body_of(duplicate) == {"status": "duplicate"}
+            assert len(recorder.calls) == 2
+
+    asyncio.run(main())
+    assert redis_client.get(PREFIX + "msg_fail") == b"done"
+
+
+def test_dispatcher_async_in_flight_answers_409(async_redis_client, redis_client) -> None:
+    redis_client.set(PREFIX + "msg_busy", "other-worker-token", px=60_000)
+
+    async def main() -> tuple[WebhookResponse, list[str]]:
+        async with async_redis_client() as client:
+            recorder = Recorder(RedisIdempotencyStore(client))
+            return await recorder.dispatcher.handle_async(*delivery("msg_busy")), recorder.calls
+
+    response, calls = asyncio.run(main())
+    assert response.status_code == 409
+    assert calls == []
+    assert redis_client.get(PREFIX + "msg_busy") == b"other-worker-token"
+
+
+def test_dispatcher_async_redis_down_answers_503_then_the_retry_runs_once(
+    redis_server: RedisServer, async_redis_client, caplog
+) -> None:
+    async def main() -> list[str]:
+        async with async_redis_client() as client:
+            recorder = Recorder(RedisIdempotencyStore(client))
+            body = fixture_bytes("customer.created")
+            # A connection in the pool before the outage, as in a long-running worker.
+            assert await client.ping()
+            redis_server.stop()
+            try:
+                with caplog.at_level(logging.ERROR, logger="carecycle_webhooks"):
+                    for _ in range(2):
+                        down = await recorder.dispatcher.handle_async(
+                            body, svix_headers(body, msg_id="msg_outage")
+                        )
+                        assert down.status_code == 503
+                        assert body_of(down) == {"error": "idempotency_store_unavailable"}
+                assert recorder.calls == []
+            finally:
+                redis_server.start()
+            retried = await recorder.dispatcher.handle_async(body, svix_headers(body, msg_id="msg_outage"))
+            assert body_of(retried) == {"status": "processed"}
+            again = await recorder.dispatcher.handle_async(body, svix_headers(body, msg_id="msg_outage"))
+            assert body_of(again) == {"status": "duplicate"}
+            return recorder.calls
+
+    assert asyncio.run(main()) == ["customer.created"]
+    assert "failed to acquire msg_outage" in caplog.text
+
+
+def test_dispatcher_async_concurrent_duplicates_run_the_handler_once(async_redis_client) -> None:
+    async def main() -> tuple[list[int], list[WebhookResponse]]:
+        async with async_redis_client() as client:
+            dispatcher = Dispatcher(SECRET, idempotency_store=RedisIdempotencyStore(client))
+            runs: list[int] = []
+            release = asyncio.Event()
+
+            @dispatcher.on("customer.created")
+            async def slow(event: CustomerCreatedEvent) -> None:
+                runs.append(1)
+                await asyncio.wait_for(release.wait(), WAIT)
+
+            body = fixture_bytes("customer.created")
+            tasks = [
+                asyncio.ensure_future(dispatcher.handle_async(body, svix_headers(body, msg_id="msg_c")))
+                for _ in range(10)
+            ]
+
+            async def others_done() -> bool:
+                return sum(task.done() for task in tasks) == 9
+
+            assert await wait_until_async(others_done)
+            release.set()
+            responses = await asyncio.wait_for(asyncio.gather(*tasks), WAIT)
+            return runs, responses
+
+    runs, responses = asyncio.run(main())
+    assert runs == [1]
+    assert sorted(r.status_code for r in responses) == [200] + [409] * 9
+
+
+def test_dispatcher_async_with_sync_client(redis_server: RedisServer, redis_client) -> None:
+    # A synchronous client serves handle_async through a worker thread.
+    recorder = Recorder(RedisIdempotencyStore(redis_client))
+    body = fixture_bytes("customer.created")
+
+    async def handle() -> WebhookResponse:
+        return await recorder.dispatcher.handle_async(body, svix_headers(body, msg_id="msg_sync"))
+
+    assert body_of(asyncio.run(handle())) == {"status": "processed"}
+    assert body_of(asyncio.run(handle())) == {"status": "duplicate"}
+    assert recorder.calls == ["customer.created"]
+    assert redis_client.get(PREFIX + "msg_sync") == b"done"
+
+    recorder.fail_next = 1
+    failing = fixture_bytes("customer.created")
+    failed = asyncio.run(
+        recorder.dispatcher.handle_async(failing, svix_headers(failing, msg_id="msg_sync_fail"))
+    )
+    assert failed.status_code == 500
+    assert redis_client.exists(PREFIX + "msg_sync_fail") == 0
+
+    redis_server.stop()
+    try:
+        down = asyncio.run(recorder.dispatcher.handle_async(body, svix_headers(body, msg_id="msg_sync_2")))
+    finally:
+        redis_server.start()
+    assert down.status_code == 503
+    assert len(recorder.calls) == 2
+    up = asyncio.run(recorder.dispatcher.handle_async(body, svix_headers(body, msg_id="msg_sync_2")))
+    assert body_of(up) == {"status": "processed"}
+    assert len(recorder.calls) == 3
+
+
+def test_server_helper_restarts_on_the_same_port(redis_server: RedisServer, redis_client) -> None:
+    from tests.redis_server import ping
+
+    port = redis_server.port
+    redis_client.set("key", "value")
+    redis_server.stop()
+    assert not redis_server.running
+    assert not ping(port)
+    redis_server.stop()  # stopping twice is harmless
+    redis_server.start()
+    assert redis_server.port == port
+    assert ping(port)
+    assert redis_client.get("key") is None  # nothing persisted
+    with pytest.raises(RuntimeError, match="already running"):
+        redis_server.start()
+
+
+class _Pending:
+    """An awaitable that is not a coroutine (like a future), resolving to Redis' nil."""
+
+    def __await__(self) -> Any:
+        yield from ()
+
+
+class _FutureClient:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def eval(self, *args: Any) -> _Pending:
+        self.calls += 1
+        return _Pending()
+
+
+def test_client_returning_other_awaitables() -> None:
+    client = _FutureClient()
+    store = RedisIdempotencyStore(client)
+    assert store.is_async is False
+    assert asyncio.run(store.acquire_async("msg_1", lease=LEASE)).status == "acquired"
+    with pytest.raises(WebhookConfigurationError, match="handle_async"):
+        store.release("msg_1", "token")
+    assert store.is_async is True
+    assert client.calls == 2
