@@ -68,10 +68,13 @@ class RedisServer:
         binary: The ``redis-server`` executable.
         port: The port to listen on; a free one by default. It stays the same across
             `stop` and `start`.
+        persistent: Keep the data across `stop` and `start` (an append-only file synced on
+            every write), as a production Redis does.
     """
 
-    def __init__(self, binary: str, *, port: int | None = None) -> None:
+    def __init__(self, binary: str, *, port: int | None = None, persistent: bool = False) -> None:
         self.binary = binary
+        self.persistent = persistent
         self.host = HOST
         self.port = free_port() if port is None else port
         self._tmp = tempfile.TemporaryDirectory(prefix="carecycle-redis-")
@@ -104,7 +107,9 @@ class RedisServer:
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes" if self.persistent else "no",
+            "--appendfsync",
+            "always",
             "--dir",
             str(self.directory),
             "--daemonize",
@@ -172,7 +177,7 @@ class RedisServer:
                 process.wait(timeout=timeout)
 
     def restart(self) -> None:
-        """`stop`, then `start` on the same port (all data is gone: nothing is persisted)."""
+        """`stop`, then `start` on the same port (the data survives only when ``persistent``)."""
         self.stop()
         self.start()
 
