@@ -1,0 +1,132 @@
+"""Django adapter: receive careCycle webhooks in a Django project.
+
+::
+
+    # urls.py
+    from django.urls import path
+
+    from carecycle_webhooks.django import webhook_view
+    from myproject.webhooks import webhooks  # a carecycle_webhooks.Dispatcher
+
+    urlpatterns = [path("webhooks/", webhook_view(webhooks))]
+
+The view is CSRF-exempt (Svix signs its deliveries; it has no CSRF token) and answers
+only ``POST``. It reads the raw request body, at most ``dispatcher.max_body_size`` bytes
+of it (10 MiB by default), hands it to `Dispatcher.handle` and turns the answer into an
+``HttpResponse``: the status codes are the dispatcher's, the same in every adapter.
+"""
+
+from __future__ import annotations
+
+try:
+    from django.http import HttpRequest, HttpResponse
+    from django.views.decorators.csrf import csrf_exempt
+    from django.views.decorators.http import require_POST
+except ImportError:
+    raise ImportError(
+        "carecycle_webhooks.django needs Django: pip install 'carecycle-webhooks[django]'"
+    ) from None
+
+import json
+from typing import TYPE_CHECKING
+
+from ._dispatch import Dispatcher, WebhookResponse
+from ._errors import WebhookConfigurationError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["webhook_view"]
+
+# Reading in pieces: one read(max_body_size + 1) of a raw stream would allocate the
+# whole limit up front, for every delivery, however small.
+_CHUNK = 64 * 1024
+
+
+def _read_at_most(read: Callable[[int], bytes], size: int) -> bytes:
+    """Read up to ``size`` bytes, however short each read is; never more."""
+    chunks: list[bytes] = []
+    remaining = size
+    while remaining > 0:
+        chunk = read(min(remaining, _CHUNK))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def _declared_length(request: HttpRequest) -> int | None:
+    """The request's ``Content-Length``, or ``None`` when absent or not a number."""
+    value: object = request.META.get("CONTENT_LENGTH")
+    try:
+        length = int(str(value))
+    except ValueError:
+        return None
+    return length if length >= 0 else None
+
+
+def _to_django(response: WebhookResponse) -> HttpResponse:
+    django_response = HttpResponse(response.body, status=response.status_code)
+    for name, value in response.headers.items():
+        django_response[name] = value
+    return django_response
+
+
+def _too_large(limit: int) -> HttpResponse:
+    # The same small JSON document the dispatcher answers with.
+    body = json.dumps({"error": "body_too_large", "limit": limit}).encode()
+    return _to_django(WebhookResponse(413, body))
+
+
+def webhook_view(dispatcher: Dispatcher) -> Callable[[HttpRequest], HttpResponse]:
+    """A CSRF-exempt, POST-only Django view that verifies and dispatches careCycle deliveries.
+
+    Route it like any view: ``path("webhooks/", webhook_view(webhooks))``. Other methods
+    are answered 405 with an ``Allow: POST`` header.
+
+    The body size limit is ``dispatcher.max_body_size``, not Django's
+    ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (2.5 MB by default): the view never touches
+    ``request.body`` (which enforces that setting) but reads the request stream itself.
+    A ``Content-Length`` above the limit is answered 413 before anything is read, and
+    no more than ``max_body_size + 1`` bytes are ever read, so a chunked or lying
+    request cannot make the view read more. (A middleware that reads ``request.body``
+    or ``request.POST`` before the view still applies Django's limit.)
+
+    The view is synchronous; under ASGI Django runs it in a worker thread.
+
+    Args:
+        dispatcher: The `Dispatcher` whose handlers run. Its idempotency store must be
+            usable synchronously (not a `RedisIdempotencyStore` with an asyncio client).
+
+    Returns:
+        The view.
+
+    Raises:
+        WebhookConfigurationError: ``dispatcher`` is not a `Dispatcher`, or its
+            idempotency store only works under asyncio.
+    """
+    checked: object = dispatcher  # checked at runtime too: urls.py is rarely type-checked
+    if not isinstance(checked, Dispatcher):
+        raise WebhookConfigurationError(
+            f"webhook_view() takes a carecycle_webhooks.Dispatcher, not {type(checked).__name__}"
+        )
+    if getattr(dispatcher.idempotency_store, "is_async", False) is True:
+        raise WebhookConfigurationError(
+            "Django views built by webhook_view() are synchronous, but this dispatcher's "
+            "idempotency store has an asyncio Redis client: give RedisIdempotencyStore a "
+            "redis.Redis client instead"
+        )
+
+    def carecycle_webhook(request: HttpRequest) -> HttpResponse:
+        """Receive a careCycle webhook delivery."""
+        limit = dispatcher.max_body_size
+        declared = _declared_length(request)
+        if declared is not None and declared > limit:
+            return _too_large(limit)
+        # request.read(), not request.body: the latter enforces DATA_UPLOAD_MAX_MEMORY_SIZE.
+        # One byte past the limit is enough for the dispatcher to answer 413.
+        body = _read_at_most(request.read, limit + 1)
+        return _to_django(dispatcher.handle(body, request.headers))
+
+    return csrf_exempt(require_POST(carecycle_webhook))

@@ -1,0 +1,127 @@
+"""FastAPI and Starlette adapter: receive careCycle webhooks in an ASGI application.
+
+::
+
+    from fastapi import FastAPI
+
+    from carecycle_webhooks import Dispatcher
+    from carecycle_webhooks.fastapi import webhook_view
+
+    webhooks = Dispatcher("whsec_...")
+    app = FastAPI()
+    app.add_api_route("/webhooks", webhook_view(webhooks), methods=["POST"])
+
+or, with plain Starlette, ``Route("/webhooks", webhook_view(webhooks), methods=["POST"])``.
+Only Starlette is imported, so the adapter works without FastAPI too.
+
+The endpoint streams the raw request body, at most ``dispatcher.max_body_size`` bytes of
+it, into `Dispatcher.handle_async` and turns the answer into a Starlette ``Response``:
+the status codes are the dispatcher's, the same in every adapter.
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads the endpoint's annotations
+# at runtime to see that `request` is the Request, not a query parameter or a body.
+
+try:
+    from starlette.requests import Request
+    from starlette.responses import Response
+except ImportError:
+    raise ImportError(
+        "carecycle_webhooks.fastapi needs FastAPI or Starlette: pip install 'carecycle-webhooks[fastapi]'"
+    ) from None
+
+import contextlib
+import json
+from collections.abc import Awaitable, Callable
+
+from ._dispatch import Dispatcher, WebhookResponse
+from ._errors import WebhookConfigurationError
+
+__all__ = ["webhook_view"]
+
+
+def _to_starlette(response: WebhookResponse) -> Response:
+    return Response(response.body, status_code=response.status_code, headers=dict(response.headers))
+
+
+def _error(status_code: int, **fields: object) -> WebhookResponse:
+    # The same small JSON document the dispatcher answers with.
+    return WebhookResponse(status_code, json.dumps(fields).encode())
+
+
+def _too_large(limit: int) -> Response:
+    return _to_starlette(_error(413, error="body_too_large", limit=limit))
+
+
+def _declared_length(request: Request) -> int | None:
+    """The request's ``Content-Length``, or ``None`` when absent or not a number."""
+    try:
+        length = int(request.headers.get("content-length", ""))
+    except ValueError:
+        return None
+    return length if length >= 0 else None
+
+
+async def _read_at_most(request: Request, size: int) -> bytes:
+    """Read the body until it ends or is longer than ``size`` bytes, then stop receiving."""
+    chunks: list[bytes] = []
+    received = 0
+    # aclosing: stopping early must close the stream's generator now, not at garbage collection.
+    async with contextlib.aclosing(request.stream()) as stream:
+        async for chunk in stream:
+            chunks.append(chunk)
+            received += len(chunk)
+            if received >= size:
+                break
+    return b"".join(chunks)
+
+
+def webhook_view(dispatcher: Dispatcher) -> Callable[[Request], Awaitable[Response]]:
+    """An async FastAPI/Starlette endpoint that verifies and dispatches careCycle deliveries.
+
+    Register it for ``POST`` (both FastAPI and Starlette default to ``GET`` otherwise)::
+
+        app.add_api_route("/webhooks", webhook_view(webhooks), methods=["POST"])
+
+    Its only parameter is the Starlette ``Request``, so FastAPI documents no query
+    parameters and no request body for it, and validates nothing: the raw body is what is
+    signed. Pass ``include_in_schema=False`` to ``add_api_route`` to leave the route out
+    of the OpenAPI document altogether.
+
+    A ``Content-Length`` above ``dispatcher.max_body_size`` is answered 413 before
+    anything is read; the body is read as a stream and reading stops as soon as it
+    exceeds the limit (413), so a chunked or lying request cannot make the endpoint
+    buffer more. Handlers run through `Dispatcher.handle_async`: async handlers on the
+    event loop, sync handlers in worker threads.
+
+    Args:
+        dispatcher: The `Dispatcher` whose handlers run. Any idempotency store works,
+            including a `RedisIdempotencyStore` with an asyncio client.
+
+    Returns:
+        The endpoint, an ``async`` function of the request.
+
+    Raises:
+        WebhookConfigurationError: ``dispatcher`` is not a `Dispatcher`.
+    """
+    checked: object = dispatcher  # checked at runtime too: routing code is rarely type-checked
+    if not isinstance(checked, Dispatcher):
+        raise WebhookConfigurationError(
+            f"webhook_view() takes a carecycle_webhooks.Dispatcher, not {type(checked).__name__}"
+        )
+
+    async def carecycle_webhook(request: Request) -> Response:
+        """Receive a careCycle webhook delivery (signed by Svix; the raw body is verified)."""
+        if request.method != "POST":  # routed for more methods than POST
+            response = _to_starlette(_error(405, error="method_not_allowed"))
+            response.headers["Allow"] = "POST"
+            return response
+        limit = dispatcher.max_body_size
+        declared = _declared_length(request)
+        if declared is not None and declared > limit:
+            return _too_large(limit)
+        # One byte past the limit is enough for the dispatcher to answer 413.
+        body = await _read_at_most(request, limit + 1)
+        return _to_starlette(await dispatcher.handle_async(body, request.headers))
+
+    return carecycle_webhook
