@@ -531,3 +531,48 @@ def test_callable_object_returning_an_awaitable() -> None:
     assert webhooks.handle(*signed()).status_code == 200
     assert asyncio.run(webhooks.handle_async(*signed(msg_id="msg_2"))).status_code == 200
     assert seen == ["customer.created", "customer.created"]
+
+
+def test_cancelled_while_a_sync_handler_runs_keeps_the_lease_until_it_ends() -> None:
+    store = InMemoryIdempotencyStore()
+    webhooks = Dispatcher(SECRET, idempotency_store=store)
+    started = threading.Event()
+    finish = threading.Event()
+    lease = datetime.timedelta(seconds=30)
+
+    @webhooks.on("customer.created")
+    def blocking(event: CustomerCreatedEvent) -> None:
+        started.set()
+        finish.wait(timeout=10)
+
+    async def scenario() -> list[str]:
+        task = asyncio.create_task(webhooks.handle_async(*signed(msg_id="msg_thread_cancel")))
+        await asyncio.to_thread(started.wait, 10)
+        task.cancel()
+        await asyncio.sleep(0.05)
+        # The handler's thread still runs: the lease must still be held.
+        during = store.acquire("msg_thread_cancel", lease=lease).status
+        assert not task.done()
+        finish.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        after = store.acquire("msg_thread_cancel", lease=lease).status
+        return [during, after]
+
+    assert asyncio.run(scenario()) == ["in_flight", "acquired"]
+
+
+def test_large_bodies_are_prepared_off_the_loop() -> None:
+    webhooks = Dispatcher(SECRET)
+    seen: list[int] = []
+
+    @webhooks.on("call.completed")
+    async def handler(event: CallCompletedEvent) -> None:
+        seen.append(len(event.transcript or ""))
+
+    payload = load_fixture("call.completed") | {"transcript": "Agent: hello\n" * 30_000}
+    body = json.dumps(payload).encode()
+    assert len(body) > 256 * 1024
+    response = asyncio.run(webhooks.handle_async(body, svix_headers(body)))
+    assert response.status_code == 200
+    assert seen == [len("Agent: hello\n" * 30_000)]

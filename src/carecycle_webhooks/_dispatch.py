@@ -43,6 +43,9 @@ logger = logging.getLogger("carecycle_webhooks")
 DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
 """Bodies larger than this (10 MiB) are answered 413 before any parsing."""
 
+# Bodies above this are verified and parsed in a worker thread by handle_async.
+_PREPARE_IN_THREAD_ABOVE = 256 * 1024
+
 _JSON_HEADERS: Mapping[str, str] = types.MappingProxyType({"content-type": "application/json"})
 
 _EVENT_CLASSES: Mapping[type, str] = {
@@ -102,16 +105,24 @@ class WebhookResponse:
     headers: Mapping[str, str] = dataclasses.field(default_factory=lambda: _JSON_HEADERS)
 
 
-def _respond(status_code: int, **fields: object) -> WebhookResponse:
+def json_response(status_code: int, **fields: object) -> WebhookResponse:
+    """A response with a small JSON document, the form of every answer of the dispatcher."""
     return WebhookResponse(status_code, json.dumps(fields).encode(), _JSON_HEADERS)
 
 
-_IGNORED = _respond(200, status="ignored")
-_PROCESSED = _respond(200, status="processed")
-_DUPLICATE = _respond(200, status="duplicate")
-_IN_FLIGHT = _respond(409, error="in_flight", detail="this delivery is being processed by another worker")
-_HANDLER_FAILED = _respond(500, error="handler_failed")
-_STORE_UNAVAILABLE = _respond(503, error="idempotency_store_unavailable")
+def body_too_large(limit: int) -> WebhookResponse:
+    """The 413 answer, also given by the adapters before they read a body declared too large."""
+    return json_response(413, error="body_too_large", limit=limit)
+
+
+_IGNORED = json_response(200, status="ignored")
+_PROCESSED = json_response(200, status="processed")
+_DUPLICATE = json_response(200, status="duplicate")
+_IN_FLIGHT = json_response(
+    409, error="in_flight", detail="this delivery is being processed by another worker"
+)
+_HANDLER_FAILED = json_response(500, error="handler_failed")
+_STORE_UNAVAILABLE = json_response(503, error="idempotency_store_unavailable")
 
 
 def _handler_name(handler: _Handler) -> str:
@@ -129,6 +140,20 @@ def _safe_label(value: str) -> str:
 def _frames(error: BaseException) -> str:
     # Where it failed, without the exception's message, which may hold PHI.
     return "".join(traceback.format_list(traceback.extract_tb(error.__traceback__))).rstrip()
+
+
+async def _finish_even_if_cancelled(work: Awaitable[object]) -> object:
+    """Await a sync handler's thread; if cancelled meanwhile, still wait for it, then re-raise.
+
+    A thread cannot be stopped: releasing the delivery's lease while it still runs would
+    let Svix's retry run the same handler concurrently on another worker.
+    """
+    future = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await asyncio.wait([future])  # the cancellation was delivered; this wait is not cancelled by it
+        raise
 
 
 async def _await(awaitable: Awaitable[object]) -> object:
@@ -319,21 +344,21 @@ class Dispatcher:
     ) -> WebhookResponse | tuple[Event, WebhookDelivery, tuple[_Handler, ...]]:
         data: object = body  # checked at runtime too: callers are not always type-checked
         if not isinstance(data, (bytes, str, bytearray, memoryview)):
-            return _respond(400, error="invalid_body", detail="the body must be bytes or str")
+            return json_response(400, error="invalid_body", detail="the body must be bytes or str")
         if len(body) > self.max_body_size:
-            return _respond(413, error="body_too_large", limit=self.max_body_size)
+            return body_too_large(self.max_body_size)
         try:
             delivery = self.verifier.verify(body, headers)
         except WebhookVerificationError as error:
             logger.warning("webhook rejected (%s): %s", error.reason, error)
-            return _respond(400, error=error.reason, detail=str(error))
+            return json_response(400, error=error.reason, detail=str(error))
         try:
             event = parse_unverified_event(body)
         except WebhookPayloadError as error:
             logger.warning(
                 "webhook %s is correctly signed but not a valid event: %s", delivery.webhook_id, error
             )
-            return _respond(422, error="invalid_payload", detail=str(error))
+            return json_response(422, error="invalid_payload", detail=str(error))
         handlers = self.handlers_for(event)
         if not handlers:
             logger.debug("webhook %s: no handler for %s", delivery.webhook_id, _safe_label(event.event_type))
@@ -464,7 +489,10 @@ class Dispatcher:
         """Verify, parse, deduplicate and dispatch one delivery, on the event loop.
 
         Async handlers are awaited; sync handlers run in a worker thread
-        (``asyncio.to_thread``), so they never block the loop.
+        (``asyncio.to_thread``), so they never block the loop. Bodies over 256 KiB are
+        verified and parsed in a worker thread too. If the request is cancelled while a
+        sync handler runs, the delivery's lease is only released once that handler's
+        thread has finished, so a retry never runs it concurrently.
 
         Args:
             body: The raw request body, exactly as received.
@@ -473,7 +501,11 @@ class Dispatcher:
         Returns:
             The response for Svix. Never raises for any delivery.
         """
-        prepared = self._prepare(body, headers)
+        if isinstance(body, (bytes, str)) and len(body) > _PREPARE_IN_THREAD_ABOVE:
+            # The HMAC and the parse of a large body take milliseconds: not on the loop.
+            prepared = await asyncio.to_thread(self._prepare, body, headers)
+        else:
+            prepared = self._prepare(body, headers)
         if isinstance(prepared, WebhookResponse):
             return prepared
         event, delivery, handlers = prepared
@@ -524,7 +556,7 @@ class Dispatcher:
                     await handler(event)
                 else:
                     # Sync handlers never block the loop; to_thread carries the context.
-                    result = await asyncio.to_thread(handler, event)
+                    result = await _finish_even_if_cancelled(asyncio.to_thread(handler, event))
                     if inspect.isawaitable(result):
                         await result
         except Exception as error:  # noqa: BLE001 - reported as a 500, never raised to the caller

@@ -27,43 +27,16 @@ except ImportError:
         "carecycle_webhooks.django needs Django: pip install 'carecycle-webhooks[django]'"
     ) from None
 
-import json
 from typing import TYPE_CHECKING
 
-from ._dispatch import Dispatcher, WebhookResponse
-from ._errors import WebhookConfigurationError
+from ._adapters import body_too_large, check_dispatcher, declared_length, read_at_most
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ._dispatch import Dispatcher, WebhookResponse
+
 __all__ = ["webhook_view"]
-
-# Reading in pieces: one read(max_body_size + 1) of a raw stream would allocate the
-# whole limit up front, for every delivery, however small.
-_CHUNK = 64 * 1024
-
-
-def _read_at_most(read: Callable[[int], bytes], size: int) -> bytes:
-    """Read up to ``size`` bytes, however short each read is; never more."""
-    chunks: list[bytes] = []
-    remaining = size
-    while remaining > 0:
-        chunk = read(min(remaining, _CHUNK))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
-
-
-def _declared_length(request: HttpRequest) -> int | None:
-    """The request's ``Content-Length``, or ``None`` when absent or not a number."""
-    value: object = request.META.get("CONTENT_LENGTH")
-    try:
-        length = int(str(value))
-    except ValueError:
-        return None
-    return length if length >= 0 else None
 
 
 def _to_django(response: WebhookResponse) -> HttpResponse:
@@ -71,12 +44,6 @@ def _to_django(response: WebhookResponse) -> HttpResponse:
     for name, value in response.headers.items():
         django_response[name] = value
     return django_response
-
-
-def _too_large(limit: int) -> HttpResponse:
-    # The same small JSON document the dispatcher answers with.
-    body = json.dumps({"error": "body_too_large", "limit": limit}).encode()
-    return _to_django(WebhookResponse(413, body))
 
 
 def webhook_view(dispatcher: Dispatcher) -> Callable[[HttpRequest], HttpResponse]:
@@ -106,27 +73,17 @@ def webhook_view(dispatcher: Dispatcher) -> Callable[[HttpRequest], HttpResponse
         WebhookConfigurationError: ``dispatcher`` is not a `Dispatcher`, or its
             idempotency store only works under asyncio.
     """
-    checked: object = dispatcher  # checked at runtime too: urls.py is rarely type-checked
-    if not isinstance(checked, Dispatcher):
-        raise WebhookConfigurationError(
-            f"webhook_view() takes a carecycle_webhooks.Dispatcher, not {type(checked).__name__}"
-        )
-    if getattr(dispatcher.idempotency_store, "is_async", False) is True:
-        raise WebhookConfigurationError(
-            "Django views built by webhook_view() are synchronous, but this dispatcher's "
-            "idempotency store has an asyncio Redis client: give RedisIdempotencyStore a "
-            "redis.Redis client instead"
-        )
+    dispatcher = check_dispatcher(dispatcher, "Django", synchronous=True)
 
     def carecycle_webhook(request: HttpRequest) -> HttpResponse:
         """Receive a careCycle webhook delivery."""
         limit = dispatcher.max_body_size
-        declared = _declared_length(request)
+        declared = declared_length(request.META.get("CONTENT_LENGTH"))
         if declared is not None and declared > limit:
-            return _too_large(limit)
+            return _to_django(body_too_large(limit))
         # request.read(), not request.body: the latter enforces DATA_UPLOAD_MAX_MEMORY_SIZE.
         # One byte past the limit is enough for the dispatcher to answer 413.
-        body = _read_at_most(request.read, limit + 1)
+        body = read_at_most(request.read, limit + 1)
         return _to_django(dispatcher.handle(body, request.headers))
 
     return csrf_exempt(require_POST(carecycle_webhook))

@@ -31,35 +31,16 @@ except ImportError:
     ) from None
 
 import contextlib
-import json
 from collections.abc import Awaitable, Callable
 
+from ._adapters import METHOD_NOT_ALLOWED, body_too_large, check_dispatcher, declared_length
 from ._dispatch import Dispatcher, WebhookResponse
-from ._errors import WebhookConfigurationError
 
 __all__ = ["webhook_view"]
 
 
 def _to_starlette(response: WebhookResponse) -> Response:
     return Response(response.body, status_code=response.status_code, headers=dict(response.headers))
-
-
-def _error(status_code: int, **fields: object) -> WebhookResponse:
-    # The same small JSON document the dispatcher answers with.
-    return WebhookResponse(status_code, json.dumps(fields).encode())
-
-
-def _too_large(limit: int) -> Response:
-    return _to_starlette(_error(413, error="body_too_large", limit=limit))
-
-
-def _declared_length(request: Request) -> int | None:
-    """The request's ``Content-Length``, or ``None`` when absent or not a number."""
-    try:
-        length = int(request.headers.get("content-length", ""))
-    except ValueError:
-        return None
-    return length if length >= 0 else None
 
 
 async def _read_at_most(request: Request, size: int) -> bytes:
@@ -104,22 +85,18 @@ def webhook_view(dispatcher: Dispatcher) -> Callable[[Request], Awaitable[Respon
     Raises:
         WebhookConfigurationError: ``dispatcher`` is not a `Dispatcher`.
     """
-    checked: object = dispatcher  # checked at runtime too: routing code is rarely type-checked
-    if not isinstance(checked, Dispatcher):
-        raise WebhookConfigurationError(
-            f"webhook_view() takes a carecycle_webhooks.Dispatcher, not {type(checked).__name__}"
-        )
+    dispatcher = check_dispatcher(dispatcher, "FastAPI", synchronous=False)
 
     async def carecycle_webhook(request: Request) -> Response:
         """Receive a careCycle webhook delivery (signed by Svix; the raw body is verified)."""
         if request.method != "POST":  # routed for more methods than POST
-            response = _to_starlette(_error(405, error="method_not_allowed"))
+            response = _to_starlette(METHOD_NOT_ALLOWED)
             response.headers["Allow"] = "POST"
             return response
         limit = dispatcher.max_body_size
-        declared = _declared_length(request)
+        declared = declared_length(request.headers.get("content-length"))
         if declared is not None and declared > limit:
-            return _too_large(limit)
+            return _to_starlette(body_too_large(limit))
         # One byte past the limit is enough for the dispatcher to answer 413.
         body = await _read_at_most(request, limit + 1)
         return _to_starlette(await dispatcher.handle_async(body, request.headers))

@@ -26,58 +26,20 @@ except ImportError:
         "carecycle_webhooks.flask needs Flask: pip install 'carecycle-webhooks[flask]'"
     ) from None
 
-import json
 from typing import TYPE_CHECKING
 
-from ._dispatch import Dispatcher, WebhookResponse
-from ._errors import WebhookConfigurationError
+from ._adapters import METHOD_NOT_ALLOWED, body_too_large, check_dispatcher, read_at_most
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ._dispatch import Dispatcher, WebhookResponse
+
 __all__ = ["webhook_view"]
-
-# Reading in pieces: one read(max_body_size + 1) of a raw stream would allocate the
-# whole limit up front, for every delivery, however small.
-_CHUNK = 64 * 1024
-
-
-def _read_at_most(read: Callable[[int], bytes], size: int) -> bytes:
-    """Read up to ``size`` bytes, however short each read is; never more."""
-    chunks: list[bytes] = []
-    remaining = size
-    while remaining > 0:
-        chunk = read(min(remaining, _CHUNK))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
-
-
-def _error(status_code: int, **fields: object) -> WebhookResponse:
-    # The same small JSON document the dispatcher answers with.
-    return WebhookResponse(status_code, json.dumps(fields).encode())
-
-
-def _too_large(limit: int) -> WebhookResponse:
-    return _error(413, error="body_too_large", limit=limit)
 
 
 def _to_flask(response: WebhookResponse) -> flask.Response:
     return flask.Response(response.body, status=response.status_code, headers=dict(response.headers))
-
-
-def _check_sync_store(dispatcher: object, framework: str) -> None:
-    if not isinstance(dispatcher, Dispatcher):
-        raise WebhookConfigurationError(
-            f"webhook_view() takes a carecycle_webhooks.Dispatcher, not {type(dispatcher).__name__}"
-        )
-    if getattr(dispatcher.idempotency_store, "is_async", False) is True:
-        raise WebhookConfigurationError(
-            f"{framework} views are synchronous, but this dispatcher's idempotency store has an "
-            "asyncio Redis client: give RedisIdempotencyStore a redis.Redis client instead"
-        )
 
 
 def webhook_view(
@@ -110,25 +72,25 @@ def webhook_view(
         WebhookConfigurationError: ``dispatcher`` is not a `Dispatcher`, or its
             idempotency store only works under asyncio.
     """
-    _check_sync_store(dispatcher, "Flask")
+    dispatcher = check_dispatcher(dispatcher, "Flask", synchronous=True)
 
     def carecycle_webhook(**_url_values: object) -> flask.Response:
         """Receive a careCycle webhook delivery."""
         request = flask.request
         if request.method != "POST":  # routed for more methods than POST
-            response = _to_flask(_error(405, error="method_not_allowed"))
+            response = _to_flask(METHOD_NOT_ALLOWED)
             response.headers["Allow"] = "POST"
             return response
         limit = dispatcher.max_body_size
         declared = request.content_length  # None when absent or chunked
         if declared is not None and declared > limit:
-            return _to_flask(_too_large(limit))
+            return _to_flask(body_too_large(limit))
         try:
             # One byte past the limit is enough for the dispatcher to answer 413.
-            body = _read_at_most(request.stream.read, limit + 1)
+            body = read_at_most(request.stream.read, limit + 1)
         except RequestEntityTooLarge:
             # The application's MAX_CONTENT_LENGTH is lower than our limit.
-            return _to_flask(_too_large(min(limit, request.max_content_length or limit)))
+            return _to_flask(body_too_large(min(limit, request.max_content_length or limit)))
         return _to_flask(dispatcher.handle(body, request.headers))
 
     view = carecycle_webhook
