@@ -576,3 +576,7 @@ def test_large_bodies_are_prepared_off_the_loop() -> None:
     response = asyncio.run(webhooks.handle_async(body, svix_headers(body)))
     assert response.status_code == 200
     assert seen == [len("Agent: hello\n" * 30_000)]
+
+
+def test_handle_async_with_a_body_of_the_wrong_type() -> None:
+    assert asyncio.run(Dispatcher(SECRET).handle_async(None, {})).status_code == 400  # type: ignore[arg-type]

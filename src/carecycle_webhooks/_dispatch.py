@@ -501,7 +501,8 @@ class Dispatcher:
         Returns:
             The response for Svix. Never raises for any delivery.
         """
-        if isinstance(body, (bytes, str)) and len(body) > _PREPARE_IN_THREAD_ABOVE:
+        data: object = body  # checked at runtime too: callers are not always type-checked
+        if isinstance(data, (bytes, str, bytearray)) and len(data) > _PREPARE_IN_THREAD_ABOVE:
             # The HMAC and the parse of a large body take milliseconds: not on the loop.
             prepared = await asyncio.to_thread(self._prepare, body, headers)
         else:
