@@ -230,7 +230,7 @@ class Dispatcher:
         log_exception_messages: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.verifier = WebhookVerifier(secret, tolerance=tolerance, clock=clock)
+        self.verifier: WebhookVerifier = WebhookVerifier(secret, tolerance=tolerance, clock=clock)
         if idempotency_store is not None and not isinstance(idempotency_store, IdempotencyStore):
             raise WebhookConfigurationError(
                 "idempotency_store must implement IdempotencyStore "
@@ -243,11 +243,11 @@ class Dispatcher:
         for name, value in durations.items():
             if not isinstance(value, datetime.timedelta) or value <= datetime.timedelta(0):
                 raise WebhookConfigurationError(f"{name} must be a positive datetime.timedelta")
-        self.idempotency_store = idempotency_store
-        self.max_body_size = max_body_size
-        self.lease = lease
-        self.done_ttl = done_ttl
-        self.log_exception_messages = log_exception_messages
+        self.idempotency_store: IdempotencyStore | None = idempotency_store
+        self.max_body_size: int = max_body_size
+        self.lease: datetime.timedelta = lease
+        self.done_ttl: datetime.timedelta = done_ttl
+        self.log_exception_messages: bool = log_exception_messages
         self._handlers: dict[str, list[_Handler]] = {}
         self._catch_all: list[_Handler] = []
 
