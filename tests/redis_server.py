@@ -68,8 +68,8 @@ class RedisServer:
         binary: The ``redis-server`` executable.
         port: The port to listen on; a free one by default. It stays the same across
             `stop` and `start`.
-        persistent: Keep the data across `stop` and `start` (an append-only file synced on
-            every write), as a production Redis does.
+        persistent: Keep the data across `stop` and `start` (an append-only file, synced
+            every second and on shutdown), as a production Redis does.
     """
 
     def __init__(self, binary: str, *, port: int | None = None, persistent: bool = False) -> None:
@@ -109,7 +109,7 @@ class RedisServer:
             "--appendonly",
             "yes" if self.persistent else "no",
             "--appendfsync",
-            "always",
+            "everysec",
             "--dir",
             str(self.directory),
             "--daemonize",

@@ -580,3 +580,38 @@ def test_large_bodies_are_prepared_off_the_loop() -> None:
 
 def test_handle_async_with_a_body_of_the_wrong_type() -> None:
     assert asyncio.run(Dispatcher(SECRET).handle_async(None, {})).status_code == 400  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_done_marks_the_store_missed_are_recorded_later(use_async: bool) -> None:
+    store = BrokenStore(fail={"complete"})
+    webhooks = Dispatcher(SECRET, idempotency_store=store)
+    ran: list[str] = []
+
+    @webhooks.on("customer.created")
+    def handler(event: CustomerCreatedEvent) -> None:
+        ran.append(current_delivery().webhook_id)
+
+    def deliver(msg_id: str) -> int:
+        body, headers = signed(msg_id=msg_id)
+        if use_async:
+            return asyncio.run(webhooks.handle_async(body, headers)).status_code
+        return webhooks.handle(body, headers).status_code
+
+    assert deliver("msg_gap_1") == 200  # handled; the store could not record it as done
+    assert deliver("msg_gap_2") == 200  # still down: both wait
+    store.fail = set()  # the store is back
+    assert deliver("msg_after") == 200  # records the two missed marks first
+    assert deliver("msg_gap_1") == 200  # a duplicate: not run again
+    assert deliver("msg_gap_2") == 200
+    assert ran == ["msg_gap_1", "msg_gap_2", "msg_after"]
+    assert store.acquire("msg_gap_1", lease=datetime.timedelta(seconds=1)) == Claim("done")
+
+
+def test_missed_done_marks_are_bounded() -> None:
+    webhooks = Dispatcher(SECRET, idempotency_store=InMemoryIdempotencyStore())
+    for number in range(10_050):
+        webhooks._remember_unrecorded(f"msg_{number}", "token")
+    assert len(webhooks._unrecorded) == 10_000
+    assert "msg_0" not in webhooks._unrecorded
+    assert "msg_10049" in webhooks._unrecorded

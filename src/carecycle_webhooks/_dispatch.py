@@ -8,6 +8,7 @@ requests and responses around them.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import dataclasses
 import datetime
@@ -42,6 +43,9 @@ logger = logging.getLogger("carecycle_webhooks")
 
 DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
 """Bodies larger than this (10 MiB) are answered 413 before any parsing."""
+
+# At most this many "done" marks wait for the store to come back.
+_MAX_UNRECORDED = 10_000
 
 # Bodies above this are verified and parsed in a worker thread by handle_async.
 _PREPARE_IN_THREAD_ABOVE = 256 * 1024
@@ -202,6 +206,11 @@ class Dispatcher:
     handlers idempotent, or register one per event type. The catch-all runs for events
     with no handler of their own, `UnknownEvent` included.
 
+    With an idempotency store, a delivery is handled once: see the docs' status table.
+    When the store goes down after the handlers succeeded, the delivery is still answered
+    2xx (it was handled), and its "done" mark is recorded on a later delivery, once the
+    store is back, while the lease still keeps duplicates out.
+
     Args:
         secret: The endpoint's ``whsec_...`` secret, or several during a rotation.
         tolerance: How far a delivery's timestamp may be from now.
@@ -249,6 +258,11 @@ class Dispatcher:
         self.done_ttl: datetime.timedelta = done_ttl
         self.log_exception_messages: bool = log_exception_messages
         self._handlers: dict[str, list[_Handler]] = {}
+        # Deliveries whose handlers succeeded but whose "done" mark the store could not
+        # record (it went down meanwhile): webhook-id -> lease token. Recorded on a later
+        # delivery, while the lease still stands, so that a duplicate is not run again.
+        self._unrecorded: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self._unrecorded_lock = threading.Lock()
         self._catch_all: list[_Handler] = []
 
     def __repr__(self) -> str:
@@ -441,6 +455,8 @@ class Dispatcher:
         if store is None:
             failure = self._run(handlers, event, delivery)
             return _PROCESSED if failure is None else self._failed(failure, event, delivery)
+        if self._unrecorded:
+            self._record_unrecorded(store)
         try:
             claim = store.acquire(delivery.webhook_id, lease=self.lease)
         except Exception as error:  # noqa: BLE001 - any store failure: answer 503, run nothing
@@ -460,7 +476,40 @@ class Dispatcher:
             store.complete(delivery.webhook_id, claim.token, ttl=self.done_ttl)
         except Exception as error:  # noqa: BLE001 - handled already; Svix must not retry it
             self._store_failed("complete", error, delivery)
+            self._remember_unrecorded(delivery.webhook_id, claim.token)
         return _PROCESSED
+
+    def _remember_unrecorded(self, webhook_id: str, token: str) -> None:
+        with self._unrecorded_lock:
+            self._unrecorded[webhook_id] = token
+            while len(self._unrecorded) > _MAX_UNRECORDED:
+                self._unrecorded.popitem(last=False)
+
+    def _take_unrecorded(self) -> list[tuple[str, str]]:
+        with self._unrecorded_lock:
+            pending = list(self._unrecorded.items())
+            self._unrecorded.clear()
+        return pending
+
+    def _record_unrecorded(self, store: IdempotencyStore) -> None:
+        for position, (webhook_id, token) in enumerate(pending := self._take_unrecorded()):
+            try:
+                store.complete(webhook_id, token, ttl=self.done_ttl)
+            except Exception:  # noqa: BLE001 - still down: keep them for the next delivery
+                for later_id, later_token in pending[position:]:
+                    self._remember_unrecorded(later_id, later_token)
+                return
+            logger.info("webhook %s: its done mark is recorded now", webhook_id)
+
+    async def _record_unrecorded_async(self, store: IdempotencyStore) -> None:
+        for position, (webhook_id, token) in enumerate(pending := self._take_unrecorded()):
+            try:
+                await store.complete_async(webhook_id, token, ttl=self.done_ttl)
+            except Exception:  # noqa: BLE001 - still down: keep them for the next delivery
+                for later_id, later_token in pending[position:]:
+                    self._remember_unrecorded(later_id, later_token)
+                return
+            logger.info("webhook %s: its done mark is recorded now", webhook_id)
 
     def _release(self, store: IdempotencyStore, claim: Claim, delivery: WebhookDelivery) -> None:
         try:
@@ -501,12 +550,7 @@ class Dispatcher:
         Returns:
             The response for Svix. Never raises for any delivery.
         """
-        data: object = body  # checked at runtime too: callers are not always type-checked
-        if isinstance(data, (bytes, str, bytearray)) and len(data) > _PREPARE_IN_THREAD_ABOVE:
-            # The HMAC and the parse of a large body take milliseconds: not on the loop.
-            prepared = await asyncio.to_thread(self._prepare, body, headers)
-        else:
-            prepared = self._prepare(body, headers)
+        prepared = await self._prepare_async(body, headers)
         if isinstance(prepared, WebhookResponse):
             return prepared
         event, delivery, handlers = prepared
@@ -516,6 +560,8 @@ class Dispatcher:
         if store is None:
             failure = await self._run_async(handlers, event, delivery)
             return _PROCESSED if failure is None else self._failed(failure, event, delivery)
+        if self._unrecorded:
+            await self._record_unrecorded_async(store)
         try:
             claim = await store.acquire_async(delivery.webhook_id, lease=self.lease)
         except Exception as error:  # noqa: BLE001 - any store failure: answer 503, run nothing
@@ -537,7 +583,17 @@ class Dispatcher:
             await store.complete_async(delivery.webhook_id, claim.token, ttl=self.done_ttl)
         except Exception as error:  # noqa: BLE001 - handled already; Svix must not retry it
             self._store_failed("complete", error, delivery)
+            self._remember_unrecorded(delivery.webhook_id, claim.token)
         return _PROCESSED
+
+    async def _prepare_async(
+        self, body: bytes | str, headers: Headers
+    ) -> WebhookResponse | tuple[Event, WebhookDelivery, tuple[_Handler, ...]]:
+        data: object = body  # checked at runtime too: callers are not always type-checked
+        if isinstance(data, (bytes, str, bytearray)) and len(data) > _PREPARE_IN_THREAD_ABOVE:
+            # The HMAC and the parse of a large body take milliseconds: not on the loop.
+            return await asyncio.to_thread(self._prepare, body, headers)
+        return self._prepare(body, headers)
 
     async def _release_async(self, store: IdempotencyStore, claim: Claim, delivery: WebhookDelivery) -> None:
         try:
