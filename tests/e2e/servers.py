@@ -87,7 +87,10 @@ def server(
 ) -> Server:
     """A gunicorn (``kind="gunicorn"``) or uvicorn server for ``module:attribute`` in ``app_dir``."""
     port = free_port()
-    full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+    # Not measured by coverage: pytest-cov would trace the servers' workers too, which
+    # slows them down by an order of magnitude (the library's code is covered in-process).
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("COV_CORE_", "COVERAGE_"))}
+    full_env = {**inherited, **env, "PYTHONUNBUFFERED": "1"}
     if kind == "gunicorn":
         command = [
             str(BIN / "gunicorn"), "--chdir", str(app_dir), "-b", f"127.0.0.1:{port}",

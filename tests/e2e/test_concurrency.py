@@ -79,21 +79,38 @@ def body_for(number: int) -> bytes:
     return json.dumps(payload).encode()
 
 
+# Requests in flight at once, at most. Thousands of requests queued inside httpx's pool
+# cost the client quadratic time (httpcore scans the whole queue on every event).
+IN_FLIGHT = 48
+
+
 async def deliver_until_2xx(
-    client: httpx.AsyncClient, url: str, body: bytes, msg_id: str, log: list[tuple[float, int]]
+    client: httpx.AsyncClient,
+    url: str,
+    body: bytes,
+    msg_id: str,
+    log: list[tuple[float, int]],
+    *,
+    gate: asyncio.Semaphore,
 ) -> int:
     """Svix's behaviour: retry anything but a 2xx, each attempt signed anew; bounded."""
     deadline = time.monotonic() + DEADLINE
+    errors: collections.Counter[str] = collections.Counter()
     while time.monotonic() < deadline:
         try:
-            response = await client.post(url, **signed_request(body, SECRET, msg_id))
+            async with gate:
+                response = await client.post(url, **signed_request(body, SECRET, msg_id))
             log.append((time.monotonic(), response.status_code))
             if response.is_success:
                 return response.status_code
-        except httpx.TransportError:
+        except httpx.TransportError as error:
             log.append((time.monotonic(), 0))
+            errors[repr(error)[:200]] += 1
         await asyncio.sleep(0.1)
-    raise AssertionError(f"{msg_id} was never accepted: {collections.Counter(code for _, code in log)}")
+    statuses = collections.Counter(code for _, code in log)
+    raise AssertionError(
+        f"{msg_id} was never accepted: {statuses}; transport errors: {errors.most_common(3)}"
+    )
 
 
 def test_300_deliveries_sent_three_times_concurrently_run_once(receiver: tuple[Server, Path]) -> None:
@@ -102,12 +119,13 @@ def test_300_deliveries_sent_three_times_concurrently_run_once(receiver: tuple[S
     statuses: list[tuple[float, int]] = []
 
     async def scenario() -> None:
-        limits = httpx.Limits(max_connections=60, max_keepalive_connections=60)
+        gate = asyncio.Semaphore(IN_FLIGHT)
+        limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT)
         async with httpx.AsyncClient(timeout=30, limits=limits) as client:
             jobs = [
-                deliver_until_2xx(client, url, body_for(number), f"msg_conc_{number}", statuses)
+                deliver_until_2xx(client, url, body_for(number), f"msg_conc_{number}", statuses, gate=gate)
                 for number in range(300)
-                for _copy in range(3)
+                for _copy in range(3)  # the three copies of one delivery are next to each other
             ]
             await asyncio.gather(*jobs)
 
@@ -140,7 +158,7 @@ def test_worker_killed_mid_handler_is_run_once_by_the_retry(receiver: tuple[Serv
             os.kill(int(marker.read_text()), signal.SIGKILL)  # the worker dies mid-handler
             with pytest.raises(httpx.TransportError):
                 await first
-            await deliver_until_2xx(client, url, body, "msg_killed", statuses)
+            await deliver_until_2xx(client, url, body, "msg_killed", statuses, gate=asyncio.Semaphore(1))
         return statuses
 
     statuses = asyncio.run(scenario())
@@ -167,14 +185,15 @@ def test_redis_outage_answers_non_2xx_and_loses_nothing(
         await asyncio.to_thread(durable_redis.start)
 
     async def scenario() -> None:
+        gate = asyncio.Semaphore(IN_FLIGHT)
         async with httpx.AsyncClient(timeout=30) as client:
 
             async def sender(number: int) -> None:
                 await asyncio.sleep(number * 0.02)  # spread over ~4 s, across the outage
                 body = body_for(number)
-                await deliver_until_2xx(client, url, body, f"msg_out_{number}", statuses)
+                await deliver_until_2xx(client, url, body, f"msg_out_{number}", statuses, gate=gate)
                 # Svix's at-least-once: the same message again, later: never run twice.
-                await deliver_until_2xx(client, url, body, f"msg_out_{number}", statuses)
+                await deliver_until_2xx(client, url, body, f"msg_out_{number}", statuses, gate=gate)
 
             await asyncio.gather(outage(), *(sender(number) for number in range(200)))
 
