@@ -23,6 +23,7 @@ import collections
 import dataclasses
 import datetime
 import inspect
+import itertools
 import secrets
 import threading
 import time
@@ -44,6 +45,15 @@ DEFAULT_LEASE = datetime.timedelta(minutes=2)
 """How long a worker holds a delivery while its handlers run; longer than any handler should take."""
 
 DEFAULT_DONE_TTL = datetime.timedelta(hours=48)
+
+# Lease tokens: unique across processes and machines (a random prefix per process) and
+# cheap (a counter, not a system call per delivery).
+_TOKEN_PREFIX = secrets.token_hex(8)
+_token_numbers = itertools.count()
+
+
+def _new_token() -> str:
+    return f"{_TOKEN_PREFIX}-{next(_token_numbers)}"
 """How long a processed ``webhook-id`` is remembered: longer than Svix's ~28 hours of retries."""
 
 
@@ -148,7 +158,7 @@ class InMemoryIdempotencyStore:
                 return Claim("done")
             if holder is not None:
                 return Claim("in_flight")
-            token = secrets.token_hex(8)
+            token = _new_token()
             self._set(key, token, now + lease.total_seconds())
             return Claim("acquired", token)
 
@@ -251,7 +261,7 @@ class RedisIdempotencyStore:
 
     def acquire(self, key: str, *, lease: datetime.timedelta) -> Claim:
         """Take the lease on ``key``, or report it in flight or done."""
-        token = secrets.token_hex(8)
+        token = _new_token()
         value = self._eval_sync(_ACQUIRE, 1, self._prefix + key, token, _milliseconds(lease))
         return _claim(_as_text(value), token)
 
@@ -275,7 +285,7 @@ class RedisIdempotencyStore:
 
     async def acquire_async(self, key: str, *, lease: datetime.timedelta) -> Claim:
         """`acquire`, for the event loop."""
-        token = secrets.token_hex(8)
+        token = _new_token()
         value = await self._eval(_ACQUIRE, 1, self._prefix + key, token, _milliseconds(lease))
         return _claim(_as_text(value), token)
 

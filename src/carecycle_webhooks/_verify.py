@@ -165,8 +165,28 @@ def _collect_headers(headers: Headers) -> tuple[dict[str, object], str | None] |
     return found, conflict
 
 
+_ENVIRON_KEYS = tuple(
+    ("HTTP_" + name.upper().replace("-", "_"), canonical) for name, canonical in _HEADER_NAMES.items()
+)
+
+
+def _collect_from_environ(headers: Headers) -> tuple[dict[str, object], str | None] | None:
+    # Werkzeug's EnvironHeaders (Flask's request.headers) rebuilds every header name from
+    # the WSGI environ while iterating; its environ answers our eight names directly.
+    environ = getattr(headers, "environ", None)
+    if type(environ) is not dict:
+        return None
+    found: dict[str, object] = {}
+    conflict: str | None = None
+    for key, canonical in _ENVIRON_KEYS:
+        value = environ.get(key)
+        if value is not None and found.setdefault(canonical, value) != value:
+            conflict = canonical
+    return found, conflict
+
+
 def _read_headers(headers: Headers) -> tuple[str, str, str, object]:
-    collected = _collect_headers(headers)
+    collected = _collect_from_environ(headers) or _collect_headers(headers)
     if collected is None:
         # Raised outside any except block, so no chained cause rides along.
         raise _fail(

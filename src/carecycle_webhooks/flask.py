@@ -39,7 +39,14 @@ __all__ = ["webhook_view"]
 
 
 def _to_flask(response: WebhookResponse) -> flask.Response:
-    return flask.Response(response.body, status=response.status_code, headers=dict(response.headers))
+    headers = response.headers
+    converted = flask.Response(
+        response.body, status=response.status_code, content_type=headers.get("content-type")
+    )
+    for name, value in headers.items():
+        if name != "content-type":
+            converted.headers[name] = value
+    return converted
 
 
 def webhook_view(
