@@ -54,6 +54,8 @@ _token_numbers = itertools.count()
 
 def _new_token() -> str:
     return f"{_TOKEN_PREFIX}-{next(_token_numbers)}"
+
+
 """How long a processed ``webhook-id`` is remembered: longer than Svix's ~28 hours of retries."""
 
 

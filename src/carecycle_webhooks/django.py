@@ -40,10 +40,14 @@ __all__ = ["webhook_view"]
 
 
 def _to_django(response: WebhookResponse) -> HttpResponse:
-    django_response = HttpResponse(response.body, status=response.status_code)
-    for name, value in response.headers.items():
-        django_response[name] = value
-    return django_response
+    headers = response.headers
+    converted = HttpResponse(
+        response.body, status=response.status_code, content_type=headers.get("content-type")
+    )
+    for name, value in headers.items():
+        if name != "content-type":
+            converted[name] = value
+    return converted
 
 
 def webhook_view(dispatcher: Dispatcher) -> Callable[[HttpRequest], HttpResponse]:

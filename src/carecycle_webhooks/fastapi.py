@@ -40,7 +40,14 @@ __all__ = ["webhook_view"]
 
 
 def _to_starlette(response: WebhookResponse) -> Response:
-    return Response(response.body, status_code=response.status_code, headers=dict(response.headers))
+    headers = response.headers
+    converted = Response(
+        response.body, status_code=response.status_code, media_type=headers.get("content-type")
+    )
+    for name, value in headers.items():
+        if name != "content-type":
+            converted.headers[name] = value
+    return converted
 
 
 async def _read_at_most(request: Request, size: int) -> bytes:
@@ -97,8 +104,12 @@ def webhook_view(dispatcher: Dispatcher) -> Callable[[Request], Awaitable[Respon
         declared = declared_length(request.headers.get("content-length"))
         if declared is not None and declared > limit:
             return _to_starlette(body_too_large(limit))
-        # One byte past the limit is enough for the dispatcher to answer 413.
-        body = await _read_at_most(request, limit + 1)
+        if declared is not None:
+            # The server delivers no more than the declared Content-Length (HTTP framing).
+            body = await request.body()
+        else:
+            # Chunked: one byte past the limit is enough for the dispatcher to answer 413.
+            body = await _read_at_most(request, limit + 1)
         return _to_starlette(await dispatcher.handle_async(body, request.headers))
 
     return carecycle_webhook
