@@ -128,7 +128,7 @@ def _decode_secret(secret: object) -> bytes:
     return key
 
 
-def _decode_secrets(secret: object) -> tuple[bytes, ...]:
+def decode_secrets(secret: object) -> tuple[bytes, ...]:
     if isinstance(secret, str):
         return (_decode_secret(secret),)
     if not isinstance(secret, Sequence) or isinstance(secret, (bytes, bytearray)):
@@ -173,13 +173,14 @@ _ENVIRON_KEYS = tuple(
 def _collect_from_environ(headers: Headers) -> tuple[dict[str, object], str | None] | None:
     # Werkzeug's EnvironHeaders (Flask's request.headers) rebuilds every header name from
     # the WSGI environ while iterating; its environ answers our eight names directly.
-    environ = getattr(headers, "environ", None)
+    environ: object = getattr(headers, "environ", None)
     if type(environ) is not dict:
         return None
+    variables = cast("dict[str, object]", environ)
     found: dict[str, object] = {}
     conflict: str | None = None
     for key, canonical in _ENVIRON_KEYS:
-        value = environ.get(key)
+        value = variables.get(key)
         if value is not None and found.setdefault(canonical, value) != value:
             conflict = canonical
     return found, conflict
@@ -283,7 +284,7 @@ class WebhookVerifier:
         tolerance: datetime.timedelta = DEFAULT_TOLERANCE,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._keys = _decode_secrets(secret)
+        self._keys = decode_secrets(secret)
         self._tolerance = _check_tolerance(tolerance)
         self._clock = clock
 
