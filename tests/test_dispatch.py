@@ -615,3 +615,26 @@ def test_missed_done_marks_are_bounded() -> None:
     assert len(webhooks._unrecorded) == 10_000
     assert "msg_0" not in webhooks._unrecorded
     assert "msg_10049" in webhooks._unrecorded
+
+
+def test_dispatch_runs_an_already_verified_event_once() -> None:
+    from carecycle_webhooks import parse_unverified_event
+
+    store = InMemoryIdempotencyStore()
+    webhooks = Dispatcher(SECRET, idempotency_store=store)
+    ran: list[str] = []
+
+    @webhooks.on("customer.created")
+    def handler(event: CustomerCreatedEvent) -> None:
+        ran.append(current_delivery().webhook_id)
+
+    body, headers = signed(msg_id="msg_queued")
+    delivery = webhooks.verifier.verify(body, headers)  # at the endpoint
+    event = parse_unverified_event(body)  # in the worker
+    assert status(webhooks.dispatch(event, delivery)) == (200, {"status": "processed"})
+    assert status(webhooks.dispatch(event, delivery)) == (200, {"status": "duplicate"})
+    again = asyncio.run(webhooks.dispatch_async(event, delivery))
+    assert status(again) == (200, {"status": "duplicate"})
+    assert ran == ["msg_queued"]
+    unknown = parse_unverified_event(b'{"event_type": "a.b"}')
+    assert status(webhooks.dispatch(unknown, delivery)) == (200, {"status": "ignored"})

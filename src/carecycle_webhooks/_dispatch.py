@@ -355,7 +355,7 @@ class Dispatcher:
 
     def _prepare(
         self, body: bytes | str, headers: Headers
-    ) -> WebhookResponse | tuple[Event, WebhookDelivery, tuple[_Handler, ...]]:
+    ) -> WebhookResponse | tuple[Event, WebhookDelivery]:
         data: object = body  # checked at runtime too: callers are not always type-checked
         if not isinstance(data, (bytes, str, bytearray, memoryview)):
             return json_response(400, error="invalid_body", detail="the body must be bytes or str")
@@ -373,10 +373,7 @@ class Dispatcher:
                 "webhook %s is correctly signed but not a valid event: %s", delivery.webhook_id, error
             )
             return json_response(422, error="invalid_payload", detail=str(error))
-        handlers = self.handlers_for(event)
-        if not handlers:
-            logger.debug("webhook %s: no handler for %s", delivery.webhook_id, _safe_label(event.event_type))
-        return event, delivery, handlers
+        return event, delivery
 
     def _log_failure(
         self, error: BaseException, handler: _Handler, event: Event, delivery: WebhookDelivery
@@ -448,8 +445,27 @@ class Dispatcher:
         prepared = self._prepare(body, headers)
         if isinstance(prepared, WebhookResponse):
             return prepared
-        event, delivery, handlers = prepared
+        return self.dispatch(*prepared)
+
+    def dispatch(self, event: Event, delivery: WebhookDelivery) -> WebhookResponse:
+        """Deduplicate and run the handlers of an event that was verified already.
+
+        For work queues: the endpoint verifies the delivery (`WebhookVerifier.verify`) and
+        queues the raw body with its `WebhookDelivery`; a worker parses the body with
+        `parse_unverified_event` and calls this. The answer says what happened: 2xx done
+        (or a duplicate), 409 in flight elsewhere, 500 a handler failed, 503 store down:
+        retry the job on anything but 2xx.
+
+        Args:
+            event: The parsed event.
+            delivery: Its delivery's id, timestamp and attempt, as verified.
+
+        Returns:
+            The response `handle` would have given after verification and parsing.
+        """
+        handlers = self.handlers_for(event)
         if not handlers:
+            logger.debug("webhook %s: no handler for %s", delivery.webhook_id, _safe_label(event.event_type))
             return _IGNORED
         store = self.idempotency_store
         if store is None:
@@ -553,8 +569,21 @@ class Dispatcher:
         prepared = await self._prepare_async(body, headers)
         if isinstance(prepared, WebhookResponse):
             return prepared
-        event, delivery, handlers = prepared
+        return await self.dispatch_async(*prepared)
+
+    async def dispatch_async(self, event: Event, delivery: WebhookDelivery) -> WebhookResponse:
+        """`dispatch`, on the event loop (as `handle_async` runs handlers).
+
+        Args:
+            event: The parsed event.
+            delivery: Its delivery's id, timestamp and attempt, as verified.
+
+        Returns:
+            The response `handle_async` would have given after verification and parsing.
+        """
+        handlers = self.handlers_for(event)
         if not handlers:
+            logger.debug("webhook %s: no handler for %s", delivery.webhook_id, _safe_label(event.event_type))
             return _IGNORED
         store = self.idempotency_store
         if store is None:
@@ -588,7 +617,7 @@ class Dispatcher:
 
     async def _prepare_async(
         self, body: bytes | str, headers: Headers
-    ) -> WebhookResponse | tuple[Event, WebhookDelivery, tuple[_Handler, ...]]:
+    ) -> WebhookResponse | tuple[Event, WebhookDelivery]:
         data: object = body  # checked at runtime too: callers are not always type-checked
         if isinstance(data, (bytes, str, bytearray)) and len(data) > _PREPARE_IN_THREAD_ABOVE:
             # The HMAC and the parse of a large body take milliseconds: not on the loop.
