@@ -18,6 +18,7 @@ __all__ = [
     "METHOD_NOT_ALLOWED",
     "body_too_large",
     "check_dispatcher",
+    "content_type_and_headers",
     "declared_length",
     "read_at_most",
 ]
@@ -42,6 +43,12 @@ def check_dispatcher(dispatcher: object, framework: str, *, synchronous: bool) -
             "redis.Redis client instead"
         )
     return dispatcher
+
+
+def content_type_and_headers(response: WebhookResponse) -> tuple[str | None, list[tuple[str, str]]]:
+    """The response's content type, which frameworks take apart, and its other headers."""
+    headers = response.headers
+    return headers.get("content-type"), [(k, v) for k, v in headers.items() if k != "content-type"]
 
 
 def declared_length(value: object) -> int | None:

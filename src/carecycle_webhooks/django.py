@@ -29,7 +29,13 @@ except ImportError:
 
 from typing import TYPE_CHECKING
 
-from ._adapters import body_too_large, check_dispatcher, declared_length, read_at_most
+from ._adapters import (
+    body_too_large,
+    check_dispatcher,
+    content_type_and_headers,
+    declared_length,
+    read_at_most,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -40,13 +46,10 @@ __all__ = ["webhook_view"]
 
 
 def _to_django(response: WebhookResponse) -> HttpResponse:
-    headers = response.headers
-    converted = HttpResponse(
-        response.body, status=response.status_code, content_type=headers.get("content-type")
-    )
-    for name, value in headers.items():
-        if name != "content-type":
-            converted[name] = value
+    content_type, headers = content_type_and_headers(response)
+    converted = HttpResponse(response.body, status=response.status_code, content_type=content_type)
+    for name, value in headers:
+        converted[name] = value
     return converted
 
 

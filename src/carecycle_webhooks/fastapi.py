@@ -33,20 +33,23 @@ except ImportError:
 import contextlib
 from collections.abc import Awaitable, Callable
 
-from ._adapters import METHOD_NOT_ALLOWED, body_too_large, check_dispatcher, declared_length
+from ._adapters import (
+    METHOD_NOT_ALLOWED,
+    body_too_large,
+    check_dispatcher,
+    content_type_and_headers,
+    declared_length,
+)
 from ._dispatch import Dispatcher, WebhookResponse
 
 __all__ = ["webhook_view"]
 
 
 def _to_starlette(response: WebhookResponse) -> Response:
-    headers = response.headers
-    converted = Response(
-        response.body, status_code=response.status_code, media_type=headers.get("content-type")
-    )
-    for name, value in headers.items():
-        if name != "content-type":
-            converted.headers[name] = value
+    content_type, headers = content_type_and_headers(response)
+    converted = Response(response.body, status_code=response.status_code, media_type=content_type)
+    for name, value in headers:
+        converted.headers[name] = value
     return converted
 
 

@@ -28,7 +28,13 @@ except ImportError:
 
 from typing import TYPE_CHECKING
 
-from ._adapters import METHOD_NOT_ALLOWED, body_too_large, check_dispatcher, read_at_most
+from ._adapters import (
+    METHOD_NOT_ALLOWED,
+    body_too_large,
+    check_dispatcher,
+    content_type_and_headers,
+    read_at_most,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -39,13 +45,10 @@ __all__ = ["webhook_view"]
 
 
 def _to_flask(response: WebhookResponse) -> flask.Response:
-    headers = response.headers
-    converted = flask.Response(
-        response.body, status=response.status_code, content_type=headers.get("content-type")
-    )
-    for name, value in headers.items():
-        if name != "content-type":
-            converted.headers[name] = value
+    content_type, headers = content_type_and_headers(response)
+    converted = flask.Response(response.body, status=response.status_code, content_type=content_type)
+    for name, value in headers:
+        converted.headers[name] = value
     return converted
 
 
