@@ -257,13 +257,14 @@ class Dispatcher:
         self.lease: datetime.timedelta = lease
         self.done_ttl: datetime.timedelta = done_ttl
         self.log_exception_messages: bool = log_exception_messages
-        self._handlers: dict[str, list[_Handler]] = {}
+        # Tuples, rebuilt on registration: a delivery only looks its handlers up.
+        self._handlers: dict[str, tuple[_Handler, ...]] = {}
         # Deliveries whose handlers succeeded but whose "done" mark the store could not
         # record (it went down meanwhile): webhook-id -> lease token. Recorded on a later
         # delivery, while the lease still stands, so that a duplicate is not run again.
         self._unrecorded: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._unrecorded_lock = threading.Lock()
-        self._catch_all: list[_Handler] = []
+        self._catch_all: tuple[_Handler, ...] = ()
 
     def __repr__(self) -> str:
         types_ = ", ".join(sorted(self._handlers)) or "none"
@@ -313,7 +314,7 @@ class Dispatcher:
         def register(handler: _H) -> _H:
             if not callable(handler):
                 raise WebhookConfigurationError(f"a handler must be callable, not {type(handler).__name__}")
-            self._handlers.setdefault(key, []).append(handler)
+            self._handlers[key] = (*self._handlers.get(key, ()), handler)
             return handler
 
         return register
@@ -344,12 +345,12 @@ class Dispatcher:
         """
         if not callable(handler):
             raise WebhookConfigurationError(f"a handler must be callable, not {type(handler).__name__}")
-        self._catch_all.append(handler)
+        self._catch_all = (*self._catch_all, handler)
         return handler
 
     def handlers_for(self, event: Event) -> tuple[Callable[..., object], ...]:
         """The handlers a delivery of ``event`` runs, in order."""
-        return tuple(self._handlers.get(event.event_type) or self._catch_all)
+        return self._handlers.get(event.event_type) or self._catch_all
 
     # ------------------------------------------------------------------ handling
 
