@@ -203,3 +203,32 @@ def stores(redis_client: object) -> None:
     store: IdempotencyStore = RedisIdempotencyStore(redis_client)
     store = InMemoryIdempotencyStore(max_entries=10)
     assert_type(store.acquire("msg", lease=datetime.timedelta(seconds=30)), Claim)
+
+
+# --------------------------------------------------------------------------- testing helpers
+
+
+def testing_helpers() -> None:
+    from carecycle_webhooks import testing
+
+    secret = testing.generate_secret()
+    assert_type(secret, str)
+    assert_type(testing.customer_created(first_name="Ana"), CustomerCreatedEvent)
+    assert_type(testing.customer_updated(), CustomerUpdatedEvent)
+    assert_type(testing.call_completed(customer={"first_name": "Ana"}), CallCompletedEvent)
+    assert_type(testing.unknown_event("a.b", x=1), UnknownEvent)
+    assert_type(testing.make_event("customer.created"), Event)
+    delivery = testing.sign(testing.customer_created(), secret=[secret, secret], header_prefix="webhook")
+    assert_type(delivery, testing.SignedDelivery)
+    assert_type(delivery.body, bytes)
+    assert_type(delivery.headers, Mapping[str, str])
+    parse_event(delivery.body, delivery.headers, secret)
+
+
+def plugin_fixtures(carecycle_sign: Any, carecycle_delivery: Any) -> None:
+    from carecycle_webhooks.testing import DeliveryFactory, Signer
+
+    signer: Signer = carecycle_sign
+    factory: DeliveryFactory = carecycle_delivery
+    assert_type(signer(b"{}", webhook_id="msg_1").webhook_id, str)
+    assert_type(factory("call.completed", disposition="Busy").body, bytes)
