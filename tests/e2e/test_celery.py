@@ -1,4 +1,4 @@
-"""The Celery example (examples/celery): a real Redis, a real Celery worker and a real web endpoint.
+"""The Celery example (examples/celery_queue): a real Redis, a real Celery worker and a real web endpoint.
 
 Celery is never imported here (it would warn under ``filterwarnings = error``): the test
 talks to the endpoint over HTTP and reads what the worker leaves behind, its log and the
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from tests.redis_server import RedisServer
 
-CELERY_DIR = EXAMPLES / "celery"
+CELERY_DIR = EXAMPLES / "celery_queue"
 START_TIMEOUT = 30.0
 PROCESSED_TIMEOUT = 30.0  # the retried job runs 1-2 s after its first try
 STOP_TIMEOUT = 20.0
@@ -39,7 +39,7 @@ PHI = ("1EG4TE5MK73", "Delacroix", "1958-04-12", "+13128471928", "marcus.delacro
 
 
 class Worker:
-    """``celery -A celery_tasks worker`` in examples/celery, in a process group of its own."""
+    """``celery -A celery_tasks worker`` in examples/celery_queue, in a process group of its own."""
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.env = env

@@ -8,7 +8,7 @@ delivery in Redis and runs the typed handlers, retrying the job with backoff whe
 fail. Run a worker (from the repository root)::
 
     CARECYCLE_WEBHOOK_SECRET=whsec_... REDIS_URL=redis://127.0.0.1:6379/0 \\
-        celery --workdir examples/celery -A celery_tasks worker --concurrency 2 -l info
+        celery --workdir examples/celery_queue -A celery_tasks worker --concurrency 2 -l info
 
 Environment:
     CARECYCLE_WEBHOOK_SECRET: the endpoint's ``whsec_...`` secret (several, space-separated,

@@ -3,7 +3,7 @@
 Run it (from the repository root)::
 
     CARECYCLE_WEBHOOK_SECRET=whsec_... REDIS_URL=redis://127.0.0.1:6379/0 \\
-        gunicorn --chdir examples/celery celery_web:app -b 127.0.0.1:8000
+        gunicorn --chdir examples/celery_queue celery_web:app -b 127.0.0.1:8000
 
 and a worker beside it (see ``celery_tasks.py`` and this directory's README.md).
 
