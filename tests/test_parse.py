@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import io
 from typing import Any, NoReturn
 
 import pydantic
@@ -14,7 +13,6 @@ from carecycle_webhooks import (
     parse_unverified_event,
 )
 from carecycle_webhooks import _models as models
-from carecycle_webhooks._demo import main as demo_main
 from carecycle_webhooks._samples import SAMPLE_PAYLOADS
 from tests.conftest import EVENT_TYPES, fixture_bytes, load_fixture
 
@@ -80,15 +78,3 @@ def test_samples_are_the_catalog_examples() -> None:
     assert list(SAMPLE_PAYLOADS) == list(EVENT_TYPES)
     for event_type in EVENT_TYPES:
         assert SAMPLE_PAYLOADS[event_type] == load_fixture(event_type)
-
-
-def test_demo_prints_typed_events_and_rejects_tampering() -> None:
-    out = io.StringIO()
-    assert demo_main(out) == 0
-    text = out.getvalue()
-    assert "-> CustomerCreatedEvent: customer b1f7c0e2-3a4d-4e5f-8a9b-0c1d2e3f4a5b, status Lead" in text
-    assert "-> CustomerUpdatedEvent: customer b1f7c0e2-3a4d-4e5f-8a9b-0c1d2e3f4a5b, status Active" in text
-    assert "-> CallCompletedEvent: call dca4a483-af54-4899-a804-766ee5812537, inbound" in text
-    assert "A tampered body is rejected: WebhookVerificationError" in text
-    assert "1EG4TE5MK73" not in text
-    assert "Marcus" not in text

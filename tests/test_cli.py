@@ -1,0 +1,1031 @@
+"""The carecycle-webhooks command: send against a real local receiver, verify, schema, demo."""
+
+from __future__ import annotations
+
+import datetime
+import http.server
+import importlib
+import io
+import json
+import logging
+import runpy
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from carecycle_webhooks import (
+    CallCompletedEvent,
+    CustomerCreatedEvent,
+    Dispatcher,
+    EventType,
+    LineType,
+    UnknownEvent,
+    _cli,
+    current_delivery,
+)
+from carecycle_webhooks._cli import CATALOG, SECRET_ENV, main
+from carecycle_webhooks.testing import make_event, sign
+from tests.conftest import OTHER_SECRET, SECRET, fixture_bytes
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+EXECUTABLE = Path(sys.executable).parent / "carecycle-webhooks"
+# Values of the catalog's examples that are PHI: no command may print them.
+PHI_VALUES = ("Marcus", "Delacroix", "1EG4TE5MK73", "marcus.delacroix", "+13128471928", "4427 Westbrook")
+
+
+# --------------------------------------------------------------------------- a real receiver
+
+
+class Receiver:
+    """A Dispatcher behind http.server on a free loopback port, recording what arrives."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self.bodies: list[bytes] = []
+        self.headers: list[dict[str, str]] = []
+        dispatcher = Dispatcher(SECRET)
+
+        @dispatcher.catch_all
+        def record(event: Any) -> None:
+            self.events.append(event)
+            self.webhook_ids.append(current_delivery().webhook_id)
+
+        self.webhook_ids: list[str] = []
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                receiver.bodies.append(body)
+                receiver.headers.append({name.lower(): value for name, value in self.headers.items()})
+                if self.path == "/big":
+                    self.send_response(500)
+                    self.send_header("content-type", "text/plain; charset=utf-8")
+                    self.end_headers()
+                    self.wfile.write("é".encode() * 3000)
+                    return
+                if self.path == "/hang-up":
+                    self.close_connection = True
+                    return
+                if self.path == "/moved":
+                    self.send_response(308)
+                    self.send_header("location", "https://example.com/webhooks")
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
+                response = dispatcher.handle(body, self.headers)
+                self.send_response(response.status_code)
+                for name, value in response.headers.items():
+                    self.send_header(name, value)
+                self.send_header("content-length", str(len(response.body)))
+                self.end_headers()
+                self.wfile.write(response.body)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/webhooks"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05})
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    running = Receiver()
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def send(capsys: pytest.CaptureFixture[str], url: str, *argv: str) -> tuple[int, str, str]:
+    return run(capsys, "send", *argv[:1], "--url", url, "--secret", SECRET, *argv[1:])
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def test_catalog_and_defaults_are_the_library_s() -> None:
+    from carecycle_webhooks._verify import DEFAULT_TOLERANCE
+
+    assert tuple(member.value for member in EventType) == CATALOG
+    assert DEFAULT_TOLERANCE.total_seconds() == _cli.DEFAULT_TOLERANCE
+
+
+@pytest.mark.parametrize("command", [[], ["send"], ["verify"], ["schema"], ["demo"]])
+def test_help_of_every_command_has_examples(capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
+    code, out, _ = run(capsys, *command, "--help")
+    assert code == 0
+    assert "examples:" in out or "example:" in out
+    assert "carecycle-webhooks" in out
+
+
+def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys)
+    assert code == 2
+    assert "COMMAND" in err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    code, out, _ = run(capsys, "--version")
+    assert code == 0
+    assert out.strip() == f"carecycle-webhooks {version('carecycle-webhooks')}"
+
+
+def test_help_loads_neither_pydantic_nor_svix() -> None:
+    code = (
+        "import sys, contextlib, io\n"
+        "from carecycle_webhooks._cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    for command in ([], ['send'], ['verify'], ['schema'], ['demo']):\n"
+        "        main([*command, '--help'])\n"
+        "print(sorted({'pydantic', 'svix', 'standardwebhooks'} & {m.split('.')[0] for m in sys.modules}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_python_dash_m_runs_the_command(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # pytest's assertion rewriting claims the package (it ships a pytest plugin), and its
+    # import hook cannot give runpy the module's code: take it out for this test.
+    finders = [finder for finder in sys.meta_path if type(finder).__name__ != "AssertionRewritingHook"]
+    monkeypatch.setattr(sys, "meta_path", finders)
+    monkeypatch.setattr(sys, "argv", ["carecycle_webhooks", "schema", "call.completed"])
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_module("carecycle_webhooks", run_name="__main__", alter_sys=True)
+    assert stop.value.code == 0
+    assert json.loads(capsys.readouterr().out)["title"] == "careCycle call.completed event"
+    importlib.import_module("carecycle_webhooks.__main__")  # imported, not run: it does nothing
+    assert capsys.readouterr().out == ""
+
+
+def test_installed_executable_help_and_demo() -> None:
+    assert EXECUTABLE.exists(), "run: .venv/bin/pip install --no-deps -e ."
+    result = subprocess.run([EXECUTABLE, "--help"], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0
+    assert "send" in result.stdout
+    assert "verify" in result.stdout
+    result = subprocess.run([EXECUTABLE, "demo"], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "HTTP 200 OK" in result.stdout
+    assert "400 Bad Request" in result.stdout
+    assert not any(value in result.stdout + result.stderr for value in PHI_VALUES)
+
+
+# --------------------------------------------------------------------------- send
+
+
+def test_send_applies_snake_wire_and_nested_overrides(
+    receiver: Receiver, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = send(
+        capsys,
+        receiver.url,
+        "customer.created",
+        "--set",
+        "first_name=Ana",
+        "--set",
+        "doNotCall=true",
+        "--set",
+        "assignedUser.npn=123",
+        "--set",
+        'assigned_user.licensed_states=["TX", "NM"]',
+        "--set",
+        "dependentCount=2",
+        "--set",
+        "middle_name=null",
+        "--set",
+        "status=42",
+        "--set",
+        "lineType=landline",
+        "--set",
+        'externalId="42"',
+    )
+    assert code == 0, err
+    [event] = receiver.events
+    assert isinstance(event, CustomerCreatedEvent)
+    assert event.first_name == "Ana"
+    assert event.do_not_call is True
+    assert event.assigned_user is not None
+    assert event.assigned_user.npn == "123"  # digits stay text in a text field
+    assert event.assigned_user.licensed_states == ("TX", "NM")
+    assert event.assigned_user.name == "Priya Raman"  # the rest of the example is kept
+    assert event.dependent_count == 2
+    assert event.middle_name is None
+    assert event.status == "42"  # an unknown enum value is kept as its string
+    assert event.line_type is LineType.LANDLINE
+    assert event.external_id == "42"
+    assert event.last_name == "Delacroix"
+    assert "POST " + receiver.url in out
+    assert "customer.created" in out
+    assert f"webhook-id  {receiver.webhook_ids[0]}" in out
+    assert f"{len(receiver.bodies[0])} bytes" in out
+    assert "HTTP 200 OK" in out
+    assert "content-type: application/json" in out
+    assert '{"status": "processed"}' in out
+    assert SECRET not in out + err
+    assert not any(value in out + err for value in PHI_VALUES)
+    assert receiver.headers[0]["svix-signature"].startswith("v1,")
+
+
+def test_send_call_completed_with_nested_customer(
+    receiver: Receiver, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = send(
+        capsys,
+        receiver.url,
+        "call.completed",
+        "--set",
+        "customer.first_name=Ana",
+        "--set",
+        "customer.dateOfBirth=1960-01-02",
+        "--set",
+        "customer.assignedUser.npn=77",
+        "--set",
+        "durationMs=0",
+        "--set",
+        "disposition=No Answer",
+        "--webhook-id",
+        "msg_cli_1",
+        "--header-prefix",
+        "webhook",
+    )
+    assert code == 0, err
+    [event] = receiver.events
+    assert isinstance(event, CallCompletedEvent)
+    assert event.customer is not None
+    assert event.customer.first_name == "Ana"
+    assert event.customer.date_of_birth == datetime.date(1960, 1, 2)
+    assert event.customer.assigned_user is not None
+    assert event.customer.assigned_user.npn == "77"
+    assert event.customer.last_name == "Delacroix"
+    assert event.duration_ms == 0
+    assert event.disposition == "No Answer"
+    assert event.campaign is not None
+    assert event.campaign.name == "MA Inbound Receptionist"
+    assert receiver.webhook_ids == ["msg_cli_1"]
+    assert receiver.headers[0]["webhook-id"] == "msg_cli_1"
+    assert "svix-id" not in receiver.headers[0]
+    assert "webhook-id  msg_cli_1" in out
+
+
+def test_send_an_event_type_not_in_the_catalog(
+    receiver: Receiver, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = send(
+        capsys,
+        receiver.url,
+        "customer.deleted",
+        "--set",
+        "reason=merged",
+        "--set",
+        "location.room=12",
+        "--set",
+        "location.floor=two",
+    )
+    assert code == 0
+    assert "'customer.deleted' is not in the careCycle event catalog" in err
+    assert "(did you mean customer.updated or customer.created?)" in err
+    [event] = receiver.events
+    assert isinstance(event, UnknownEvent)
+    assert event.event_type == "customer.deleted"
+    assert event.payload["reason"] == "merged"
+    assert event.payload["location"] == {"room": 12, "floor": "two"}
+    assert {"id", "createdAt"} <= set(event.payload)
+
+
+def test_send_with_the_secret_from_the_environment(
+    receiver: Receiver, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    code, _, _ = run(capsys, "send", "customer.updated", "--url", receiver.url)
+    assert code == 0
+    assert receiver.events[0].event_type == "customer.updated"
+
+
+def test_send_a_file_byte_for_byte(
+    receiver: Receiver, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    payload = tmp_path / "payload.json"
+    payload.write_bytes(fixture_bytes("customer.created"))
+    code, out, _ = send(capsys, receiver.url, "customer.created", "--file", str(payload))
+    assert code == 0
+    assert receiver.bodies == [fixture_bytes("customer.created")]
+    assert f"{len(fixture_bytes('customer.created'))} bytes" in out
+
+
+def test_send_a_file_with_overrides_uses_wire_names(
+    receiver: Receiver, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    payload = tmp_path / "payload.json"
+    payload.write_bytes(fixture_bytes("call.completed"))
+    code, _, err = send(
+        capsys,
+        receiver.url,
+        "call.completed",
+        "--file",
+        str(payload),
+        "--set",
+        "customer.do_not_sms=true",
+        "--set",
+        "duration_ms=5",
+        "--set",
+        "campaign.name=Renewals",
+    )
+    assert code == 0, err
+    sent = json.loads(receiver.bodies[0])
+    assert sent["customer"]["doNotSMS"] is True
+    assert "do_not_sms" not in sent["customer"]
+    assert sent["durationMs"] == 5
+    assert "duration_ms" not in sent
+    assert sent["campaign"]["name"] == "Renewals"
+    [event] = receiver.events
+    assert isinstance(event, CallCompletedEvent)
+    assert event.customer is not None
+    assert event.customer.do_not_sms is True
+
+
+def test_send_a_file_without_event_type(
+    receiver: Receiver, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    payload = tmp_path / "payload.json"
+    data = json.loads(fixture_bytes("customer.updated"))
+    del data["event_type"]
+    payload.write_text(json.dumps(data))
+    code, _, err = send(capsys, receiver.url, "customer.updated", "--file", str(payload))
+    assert code == 0
+    assert "has no event_type: sending it as customer.updated" in err
+    assert receiver.events[0].event_type == "customer.updated"
+
+
+def test_send_an_invalid_file_payload_warns_and_gets_422(
+    receiver: Receiver, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    payload = tmp_path / "payload.json"
+    data = json.loads(fixture_bytes("call.completed"))
+    del data["id"]
+    data["durationMs"] = "long"
+    payload.write_text(json.dumps(data))
+    code, out, err = send(capsys, receiver.url, "call.completed", "--file", str(payload))
+    assert code == 1
+    assert "the payload is not a valid call.completed event" in err
+    assert "durationMs" in err
+    assert "HTTP 422 Unprocessable Entity" in out
+    assert "hint: the receiver verified the signature but could not read the event" in out
+    assert receiver.events == []
+
+
+def test_send_with_the_wrong_secret_exits_1(receiver: Receiver, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "send", "customer.created", "--url", receiver.url, "--secret", OTHER_SECRET)
+    assert code == 1
+    assert "HTTP 400 Bad Request" in out
+    assert "no_matching_signature" in out
+    assert "same secret" in out
+    assert OTHER_SECRET not in out + err
+    assert receiver.events == []
+
+
+def test_send_shows_a_redirect_without_following_it(
+    receiver: Receiver, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = receiver.url.replace("/webhooks", "/moved")
+    code, out, _ = send(capsys, url, "customer.created")
+    assert code == 1
+    assert "HTTP 308" in out
+    assert "location: https://example.com/webhooks" in out
+    assert "do not follow redirects" in out
+    assert len(receiver.bodies) == 1
+
+
+def test_send_shows_the_start_of_a_long_answer(
+    receiver: Receiver, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = send(capsys, receiver.url.replace("/webhooks", "/big"), "call.completed")
+    assert code == 1
+    assert "HTTP 500 Internal Server Error" in out
+    assert "content-type: text/plain; charset=utf-8" in out
+    assert "é" * 2000 in out
+    assert "é" * 2001 not in out
+    assert "... (2000 more bytes)" in out
+    assert "hint: a handler raised" in out
+
+
+def test_send_to_a_server_that_hangs_up_exits_3(
+    receiver: Receiver, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = receiver.url.replace("/webhooks", "/hang-up")
+    code, _, err = send(capsys, url, "customer.created")
+    assert code == 3
+    assert f"could not reach {url}: the server closed the connection without answering" in err
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (ssl.SSLError(1, "CERTIFICATE_VERIFY_FAILED"), "TLS failed"),
+        (ConnectionResetError(104, "Connection reset by peer"), "the connection was reset"),
+        (OSError(101, "Network is unreachable"), "network is unreachable"),
+        (OSError("odd"), "odd"),
+        (ValueError(), "ValueError"),
+    ],
+)
+def test_reasons_a_url_is_unreachable(error: BaseException, reason: str) -> None:
+    assert _cli._unreachable_reason(error, 1.0).startswith(reason)
+
+
+def test_interrupted(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_cli, "_run_schema", interrupted)
+    code, _, err = run(capsys, "schema")
+    assert code == 130
+    assert "carecycle-webhooks schema: interrupted" in err
+
+
+def test_send_to_a_closed_port_exits_3(capsys: pytest.CaptureFixture[str], closed_port: int) -> None:
+    url = f"http://127.0.0.1:{closed_port}/webhooks"
+    code, _, err = send(capsys, url, "customer.created")
+    assert code == 3
+    assert f"could not reach {url}: connection refused" in err
+
+
+def test_send_to_a_server_that_never_answers_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)  # accepted by the kernel, never answered
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/webhooks"
+        code, _, err = send(capsys, url, "customer.created", "--timeout", "0.2")
+    assert code == 3
+    assert f"could not reach {url}: no answer within 0.2 s" in err
+
+
+def test_send_to_an_unknown_host_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = send(capsys, "http://carecycle-webhooks-test.invalid/webhooks", "customer.created")
+    assert code == 3
+    assert "could not reach http://carecycle-webhooks-test.invalid/webhooks" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--set", "firstName"], "--set expects FIELD=VALUE, got 'firstName'"),
+        (["--set", "=Ana"], "--set expects FIELD=VALUE"),
+        (["--set", "customer..x=1"], "empty field name"),
+        (["--set", "frist_name=Ana"], "has no field 'frist_name' (did you mean first_name (firstName)"),
+        (["--set", "FIRSTNAME=Ana"], "did you mean first_name (firstName)?"),
+        (["--set", "assignedUser.npm=1"], "assignedUser has no field 'npm' (did you mean npn?)"),
+        (["--set", "favouriteColour=red"], "put them in a --file payload"),
+        (["--set", "firstName.x=1"], "--set firstName.x: firstName is not an object"),
+        (["--set", "event_type=call.completed"], "the event type is the EVENT_TYPE argument"),
+        (["--set", "durationMs=abc"], "has no field 'durationMs'"),
+        (["--set", "dependentCount=many"], "--set dependentCount: Input should be a valid integer"),
+        (["--set", "dateOfBirth=yesterday", "--set", "veteran=maybe"], "--set dateOfBirth: Input should be"),
+        (["--set", "assignedUser.id=nope"], "--set assignedUser.id: Input should be a valid UUID"),
+        (["--webhook-id", "msg 1"], "--webhook-id must not contain spaces"),
+        (["--webhook-id", "msg_\u00e9"], "--webhook-id must be 1 to 256 printable ASCII characters"),
+        (["--timeout", "0"], "expected a positive number of seconds"),
+        (["--timeout", "soon"], "expected a number of seconds"),
+        (["--header-prefix", "x"], "invalid choice"),
+    ],
+)
+def test_send_usage_errors_exit_2(
+    capsys: pytest.CaptureFixture[str], closed_port: int, argv: list[str], message: str
+) -> None:
+    code, out, err = send(capsys, f"http://127.0.0.1:{closed_port}/webhooks", "customer.created", *argv)
+    assert code == 2
+    assert message in err
+    assert out == ""
+    assert SECRET not in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--url", "ftp://example.com/x"], "--url must be an http:// or https:// URL"),
+        (["--url", "http://127.0.0.1:99999/x"], "is not a valid URL"),
+        (
+            ["--url", "http://x", "--secret", "whsec_not*base64"],
+            "the secret: the webhook secret is not valid",
+        ),
+        (
+            ["--url", "http://x", "--secret", SECRET, "--secret", "whsec_"],
+            "secret #2: the webhook secret is empty",
+        ),
+        (["--url", "http://x", "--secret", "  "], "the webhook secret is empty"),
+        (["--url", "http://x", "--secret", SECRET, "--file", "/nonexistent/p.json"], "cannot read --file"),
+        ([], "the following arguments are required: --url"),
+    ],
+)
+def test_send_argument_errors_exit_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, _, err = run(capsys, "send", "customer.created", *argv)
+    assert code == 2
+    assert message in err
+
+
+def test_send_without_any_secret(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SECRET_ENV, raising=False)
+    code, _, err = run(capsys, "send", "customer.created", "--url", "http://127.0.0.1:9/")
+    assert code == 2
+    assert f"--secret whsec_... (or set ${SECRET_ENV})" in err
+
+
+def test_send_rejects_an_empty_event_type(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "send", " ", "--url", "http://127.0.0.1:9/", "--secret", SECRET)
+    assert code == 2
+    assert "EVENT_TYPE must be a name" in err
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"{not json", "is not valid JSON: Expecting property name enclosed in double quotes at line 1"),
+        (b"[1, 2]", "must hold a JSON object (one event), not list"),
+        (b"\xff\xfe{}", "is not UTF-8 text"),
+        (
+            b'{"event_type": "call.completed"}',
+            "holds a 'call.completed' event, but EVENT_TYPE is 'customer.created'",
+        ),
+    ],
+)
+def test_send_bad_files_exit_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, content: bytes, message: str
+) -> None:
+    payload = tmp_path / "payload.json"
+    payload.write_bytes(content)
+    code, _, err = send(capsys, "http://127.0.0.1:9/", "customer.created", "--file", str(payload))
+    assert code == 2
+    assert message in err
+
+
+# --------------------------------------------------------------------------- verify
+
+SIGNED_AT = 1_781_723_243
+
+
+def delivery(
+    body: bytes | None = None, *, secret: str = SECRET, prefix: str = "svix"
+) -> tuple[bytes, dict[str, str]]:
+    signed = sign(
+        fixture_bytes("customer.created") if body is None else body,
+        secret=secret,
+        webhook_id="msg_verify_1",
+        timestamp=SIGNED_AT,
+        header_prefix="svix" if prefix == "svix" else "webhook",
+    )
+    headers = {name: value for name, value in signed.headers.items() if name != "content-type"}
+    return signed.body, headers
+
+
+def verify(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    body: bytes,
+    headers: dict[str, str],
+    *argv: str,
+    secrets: tuple[str, ...] = (SECRET,),
+) -> tuple[int, str, str]:
+    body_file = tmp_path / "body.json"
+    body_file.write_bytes(body)
+    headers_file = tmp_path / "headers.json"
+    headers_file.write_text(json.dumps(headers))
+    options = [item for secret in secrets for item in ("--secret", secret)]
+    code, out, err = run(
+        capsys,
+        "verify",
+        *options,
+        "--body-file",
+        str(body_file),
+        "--headers-file",
+        str(headers_file),
+        *(argv or ("--now", str(SIGNED_AT + 4))),
+    )
+    assert not any(secret in out + err for secret in secrets)
+    return code, out, err
+
+
+def test_verify_valid_says_which_secret_matched(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    body, headers = delivery()
+    code, out, _ = verify(capsys, tmp_path, body, headers, secrets=(OTHER_SECRET, SECRET))
+    assert code == 0
+    assert "valid: signed with secret #2 (of 2)" in out
+    assert "webhook-id  msg_verify_1" in out
+    assert f"timestamp   {SIGNED_AT} (2026-06-17 19:07:23 UTC, 4 s before now; tolerance 300 s)" in out
+    assert "event       customer.created (CustomerCreatedEvent)" in out
+    assert not any(value in out for value in PHI_VALUES)
+
+
+def test_verify_valid_signature_of_a_payload_that_is_no_event(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    body, headers = delivery(b'{"event_type": "call.completed", "id": "nope"}')
+    code, out, _ = verify(capsys, tmp_path, body, headers)
+    assert code == 0
+    assert "valid: signed with secret #1 (of 1)" in out
+    assert "not a valid careCycle event" in out
+    assert "id: uuid_parsing" in out
+    assert "422" in out
+
+
+def test_verify_valid_unknown_event(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    body, headers = delivery(b'{"event_type": "appointment.booked"}')
+    code, out, _ = verify(capsys, tmp_path, body, headers, "--now", str(SIGNED_AT - 2))
+    assert code == 0
+    assert "2 s after now" in out
+    assert "appointment.booked (UnknownEvent: not in this version's catalog)" in out
+
+
+def test_verify_missing_header(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    body, headers = delivery()
+    del headers["svix-signature"]
+    code, out, _ = verify(capsys, tmp_path, body, headers)
+    assert code == 1
+    assert "invalid: missing header webhook-signature (or svix-*)" in out
+    assert "headers given: svix-id, svix-timestamp" in out
+
+
+def test_verify_misnamed_header(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    body, headers = delivery()
+    headers["X-Svix-Id"] = headers.pop("svix-id")
+    headers["Host"] = "localhost"
+    code, out, _ = verify(capsys, tmp_path, body, headers)
+    assert code == 1
+    assert "missing header webhook-id" in out
+    assert "hint: header 'x-svix-id' looks like svix-id: the name must be exactly svix-id" in out
+    assert "'host'" not in out
+
+
+def test_verify_malformed_headers(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    body, headers = delivery()
+    headers["svix-timestamp"] = str(SIGNED_AT * 1000)
+    code, out, _ = verify(capsys, tmp_path, body, headers)
+    assert code == 1
+    assert "invalid: header webhook-timestamp is malformed" in out
+    assert "the timestamp looks like milliseconds" in out
+    body, headers = delivery()
+    headers["svix-signature"] = headers["svix-signature"].removeprefix("v1,")
+    code, out, _ = verify(capsys, tmp_path, body, headers)
+    assert code == 1
+    assert "invalid: header webhook-signature is malformed" in out
+    assert "'v1,<base64>' entries separated by spaces" in out
+
+
+def test_verify_signature_without_v1(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    body, headers = delivery()
+    headers["svix-signature"] = headers["svix-signature"].replace("v1,", "v2,")
+    code, out, _ = verify(capsys, tmp_path, body, headers)
+    assert code == 1
+    assert "invalid: header webhook-signature has no v1 signature" in out
+
+
+def test_verify_conflicting_headers(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    body, headers = delivery()
+    headers["webhook-id"] = "msg_other"
+    code, out, _ = verify(capsys, tmp_path, body, headers)
+    assert code == 1
+    assert "header webhook-id is given twice with different values" in out
+
+
+def test_verify_stale_says_by_how_much_and_that_it_would_match(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    body, headers = delivery()
+    code, out, _ = verify(capsys, tmp_path, body, headers, "--now", str(SIGNED_AT + 1000))
+    assert code == 1
+    assert "is 1000 s (about 17 minutes) in the past: 700 s outside the tolerance of 300 s" in out
+    assert "The signature would otherwise match: it was made with secret #1 (of 1)" in out
+    assert f"--now {SIGNED_AT}" in out
+
+
+def test_verify_future_timestamp(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    body, headers = delivery()
+    code, out, _ = verify(capsys, tmp_path, body, headers, "--now", str(SIGNED_AT - 100), "--tolerance", "60")
+    assert code == 1
+    assert "is 100 s in the future: 40 s outside the tolerance of 60 s" in out
+    assert "clock" in out
+
+
+def test_verify_long_stale_delivery(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    body, headers = delivery()
+    code, out, _ = verify(capsys, tmp_path, body, headers, "--now", str(SIGNED_AT + 3 * 86400))
+    assert code == 1
+    assert "is 259200 s (about 3 days) in the past" in out
+    code, out, _ = verify(capsys, tmp_path, body, headers, "--now", str(SIGNED_AT + 3 * 3600))
+    assert "(about 3 hours)" in out
+
+
+def test_verify_stale_and_wrong_secret(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    body, headers = delivery(secret=OTHER_SECRET)
+    code, out, _ = verify(capsys, tmp_path, body, headers, "--now", str(SIGNED_AT + 1000))
+    assert code == 1
+    assert "700 s outside the tolerance" in out
+    assert "And the signature would not match either: no signature matches" in out
+    assert "would otherwise match" not in out
+
+
+def test_verify_wrong_secret(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    body, headers = delivery(secret=OTHER_SECRET)
+    code, out, _ = verify(capsys, tmp_path, body, headers)
+    assert code == 1
+    assert "invalid: no signature matches: the header carries 1 v1 signature" in out
+    assert "Either the secret is wrong" in out
+    assert "re-serialised" not in out.splitlines()[0]
+
+
+def test_verify_re_serialised_body(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    body, headers = delivery(json.dumps(json.loads(fixture_bytes("customer.created"))).encode())
+    pretty = json.dumps(json.loads(body), indent=2).encode()
+    code, out, _ = verify(capsys, tmp_path, pretty, headers)
+    assert code == 1
+    assert "the body was changed after signing: it looks re-serialised" in out
+    assert "json.dumps spacing" in out
+    assert "secret #1 (of 1)" in out
+    compact, headers = delivery(json.dumps(json.loads(body), separators=(",", ":")).encode())
+    code, out, _ = verify(capsys, tmp_path, json.dumps(json.loads(compact)).encode(), headers)
+    assert code == 1
+    assert "compact JSON, as JavaScript's JSON.stringify writes it" in out
+
+
+def test_verify_trailing_newline(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    body, headers = delivery()
+    code, out, _ = verify(capsys, tmp_path, body + b"\n", headers)
+    assert code == 1
+    assert "the body was changed after signing: a trailing newline was added" in out
+    body, headers = delivery(b'{"event_type": "appointment.booked"}\n')
+    code, out, _ = verify(capsys, tmp_path, body[:-1], headers)
+    assert code == 1
+    assert "its trailing newline was removed" in out
+
+
+def test_verify_crlf(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    original = json.dumps({"event_type": "appointment.booked", "a": [1, 2]}, indent=2).encode()
+    body, headers = delivery(original)
+    code, out, _ = verify(capsys, tmp_path, body.replace(b"\n", b"\r\n"), headers)
+    assert code == 1
+    assert "its line endings were changed to CRLF" in out
+    crlf, headers = delivery(original.replace(b"\n", b"\r\n"))
+    code, out, _ = verify(capsys, tmp_path, crlf.replace(b"\r\n", b"\n"), headers)
+    assert code == 1
+    assert "changed from CRLF to LF" in out
+
+
+def test_verify_trailing_crlf(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    body, headers = delivery(b'{"event_type":"x"}')
+    code, out, _ = verify(capsys, tmp_path, body + b"\r\n", headers)
+    assert code == 1
+    assert "the body was changed after signing: a trailing CRLF was added" in out
+
+
+def test_verify_headers_file_of_header_lines_only(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    body, headers = delivery()
+    headers_file = tmp_path / "headers.txt"
+    headers_file.write_text("".join(f"{name}: {value}\n" for name, value in headers.items()))
+    body_file = tmp_path / "body.json"
+    body_file.write_bytes(body)
+    files = ("--body-file", str(body_file), "--headers-file", str(headers_file))
+    code, out, _ = run(capsys, "verify", "--secret", SECRET, *files, "--now", str(SIGNED_AT))
+    assert code == 0
+    assert "valid" in out
+
+
+def test_verify_byte_order_mark_and_whitespace(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    body, headers = delivery()
+    code, out, _ = verify(capsys, tmp_path, b"\xef\xbb\xbf" + body, headers)
+    assert "a UTF-8 byte order mark was added" in out
+    code, out, _ = verify(capsys, tmp_path, b"  " + body, headers)
+    assert code == 1
+    assert "whitespace was added before it" in out
+
+
+def test_verify_not_json_and_wrong(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    _, headers = delivery(b"hello")
+    code, out, _ = verify(capsys, tmp_path, b"hullo", headers)
+    assert code == 1
+    assert "no signature matches" in out
+
+
+def test_verify_headers_as_raw_request_lines_and_header_options(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    body, headers = delivery(prefix="webhook")
+    raw = tmp_path / "request.txt"
+    raw.write_text(
+        "\nPOST /webhooks HTTP/1.1\r\nHost: localhost\r\n"
+        + "".join(f"{name.title()}: {value}\r\n" for name, value in headers.items())
+        + "\r\n"
+        + body.decode()
+    )
+    body_file = tmp_path / "body.json"
+    body_file.write_bytes(body)
+    now = ("--now", str(SIGNED_AT))
+    code, out, _ = run(
+        capsys, "verify", "--secret", SECRET, "--body-file", str(body_file), "--headers-file", str(raw), *now
+    )
+    assert code == 0, out
+    assert "valid: signed with secret #1 (of 1)" in out
+    lines = [item for name, value in headers.items() for item in ("--header", f"{name}: {value}")]
+    code, out, _ = run(capsys, "verify", "--secret", SECRET, "--body", body.decode(), *lines, *now)
+    assert code == 0
+    assert "valid" in out
+
+
+def test_verify_body_from_stdin(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body, headers = delivery()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(body)))
+    lines = [item for name, value in headers.items() for item in ("--header", f"{name}: {value}")]
+    monkeypatch.setenv(SECRET_ENV, f"{OTHER_SECRET} {SECRET}")
+    code, out, _ = run(capsys, "verify", "--body-file", "-", *lines, "--now", str(SIGNED_AT))
+    assert code == 0
+    assert "valid: signed with secret #2 (of 2)" in out
+
+
+@pytest.mark.parametrize(
+    ("headers_text", "message"),
+    [
+        ('{"svix-id": 1.5}', "the value of 'svix-id' must be a string"),
+        ('{"svix-id": ', "is not valid JSON"),
+        ("svix-id msg_1\n", "line 1: expected 'Name: value'"),
+        (" svix-id: msg_1\n", "expected 'Name: value'"),
+    ],
+)
+def test_verify_bad_headers_files_exit_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, headers_text: str, message: str
+) -> None:
+    headers_file = tmp_path / "headers"
+    headers_file.write_text(headers_text)
+    code, _, err = run(
+        capsys, "verify", "--secret", SECRET, "--body", "{}", "--headers-file", str(headers_file)
+    )
+    assert code == 2
+    assert message in err
+
+
+def test_verify_headers_file_json_with_numbers(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    body, headers = delivery()
+    numeric: dict[str, object] = {**headers, "svix-timestamp": SIGNED_AT}
+    code, out, _ = verify(capsys, tmp_path, body, headers)
+    assert code == 0
+    headers_file = tmp_path / "numeric.json"
+    headers_file.write_text(json.dumps(numeric))
+    code, out, _ = run(
+        capsys, "verify", "--secret", SECRET, "--body", body.decode(), "--headers-file", str(headers_file),
+        "--now", str(SIGNED_AT),
+    )  # fmt: skip
+    assert code == 0, out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--secret", SECRET, "--body", "{}", "--header", "svix-id=msg_1"],
+            "--header: expected 'Name: value'",
+        ),
+        (
+            ["--secret", SECRET, "--secret", "nope!", "--body", "{}", "--header", "a: b"],
+            "secret #2: the webhook",
+        ),
+        (["--secret", SECRET, "--body-file", "/nonexistent", "--header", "a: b"], "cannot read --body-file"),
+        (
+            ["--secret", SECRET, "--body", "{}", "--headers-file", "/nonexistent"],
+            "cannot read --headers-file",
+        ),
+        (
+            ["--secret", SECRET, "--body", "{}", "--header", "a: b", "--now", "soon"],
+            "seconds since the epoch",
+        ),
+        (["--secret", SECRET, "--body", "{}", "--header", "a: b", "--now", "-5"], "seconds since the epoch"),
+        (["--secret", SECRET, "--body", "{}", "--header", "a: b", "--tolerance", "-1"], "non-negative"),
+        (["--secret", SECRET, "--body", "{}", "--header", "a: b", "--tolerance", "inf"], "non-negative"),
+        (["--secret", SECRET, "--header", "a: b"], "one of the arguments --body-file --body is required"),
+        (["--secret", SECRET, "--body", "{}", "--body-file", "x", "--header", "a: b"], "not allowed with"),
+    ],
+)
+def test_verify_usage_errors_exit_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, _, err = run(capsys, "verify", *argv)
+    assert code == 2
+    assert message in err
+    assert SECRET not in err
+
+
+def test_verify_headers_file_not_utf8(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    headers_file = tmp_path / "headers"
+    headers_file.write_bytes(b"svix-id: \xff\n")
+    code, _, err = run(
+        capsys, "verify", "--secret", SECRET, "--body", "{}", "--headers-file", str(headers_file)
+    )
+    assert code == 2
+    assert "is not UTF-8 text" in err
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def test_schema_of_all_events(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "schema")
+    assert code == 0
+    schema = json.loads(out)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert set(schema["discriminator"]["mapping"]) == set(CATALOG)
+    assert out.startswith('{\n  "$schema"')
+
+
+def test_schema_of_one_event_on_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "schema", "call.completed", "--indent", "0")
+    assert code == 0
+    assert out.count("\n") == 1
+    schema = json.loads(out)
+    assert schema["properties"]["event_type"]["const"] == "call.completed"
+    assert schema["properties"]["transcript"]["x-phi"] is True
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["customer.create"], "no event type 'customer.create' in the careCycle catalog"),
+        (["customer.create"], "did you mean customer.created"),
+        (["x", "--indent", "99"], "expected 0 (one line) to 16 spaces"),
+        (["x", "--indent", "two"], "expected a number of spaces"),
+    ],
+)
+def test_schema_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+    code, out, err = run(capsys, "schema", *argv)
+    assert code == 2
+    assert out == ""
+    assert message in err
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def test_demo_sends_every_event_over_http(capsys: pytest.CaptureFixture[str]) -> None:
+    logger = logging.getLogger("carecycle_webhooks")
+    before = (logger.level, logger.propagate, list(logger.handlers))
+    code, out, err = run(capsys, "demo")
+    assert code == 0, out + err
+    out = " ".join(out.split())  # long lines are wrapped
+    assert "listens on http://127.0.0.1:" in out
+    customer = "customer b1f7c0e2-3a4d-4e5f-8a9b-0c1d2e3f4a5b"
+    assert f"customer_created got CustomerCreatedEvent: {customer}, status Lead" in out
+    assert f"customer_updated got CustomerUpdatedEvent: {customer}, status Active" in out
+    assert "call_completed got CallCompletedEvent: call dca4a483-af54-4899-a804-766ee5812537, inbound" in out
+    assert "anything_else (catch-all) got UnknownEvent: event type 'appointment.booked'" in out
+    assert out.count("-> HTTP 200 OK") == 5
+    assert '-> HTTP 200 OK {"status": "duplicate"}' in out
+    assert '-> HTTP 400 Bad Request {"error": "no_matching_signature"' in out
+    assert '-> HTTP 400 Bad Request {"error": "timestamp_too_old"' in out
+    assert "first_name=<redacted>" in out
+    assert "phone_number=<redacted>" in out
+    assert "receiver log: WARNING webhook rejected (no_matching_signature)" in out
+    assert "The handlers ran 4 times for 7 deliveries" in out
+    assert not any(value in out + err for value in PHI_VALUES)
+    assert not [thread for thread in threading.enumerate() if thread.name == "carecycle-webhooks-demo"]
+    assert (logger.level, logger.propagate, list(logger.handlers)) == before
+
+
+def test_demo_events_are_the_factory_events() -> None:
+    # The demo's customer is the catalog's: the PHI it must hide is really there.
+    event = make_event("customer.created")
+    assert isinstance(event, CustomerCreatedEvent)
+    assert event.first_name == "Marcus"
