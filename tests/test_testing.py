@@ -185,3 +185,13 @@ def test_plugin_fixtures(
 
 def test_plugin_is_registered_as_an_entry_point(pytestconfig: pytest.Config) -> None:
     assert pytestconfig.pluginmanager.has_plugin("carecycle_webhooks")
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [(b"\xff\xfe{}", "UTF-8"), ({"x": float("nan")}, "ValueError"), ({"x": object()}, "TypeError")],
+)
+def test_sign_rejects_what_svix_would_not_send(payload: object, message: str) -> None:
+    with pytest.raises(WebhookConfigurationError, match=message) as excinfo:
+        sign(payload, secret=generate_secret())  # type: ignore[arg-type]
+    assert excinfo.value.__context__ is None

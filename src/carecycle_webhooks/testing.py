@@ -104,7 +104,12 @@ def _body_bytes(payload: object) -> bytes:
     if isinstance(payload, BaseModel):
         return payload.model_dump_json(by_alias=True).encode()
     if isinstance(payload, Mapping):
-        return json.dumps(payload).encode()
+        try:
+            # Svix sends JSON: no NaN or Infinity, which json.dumps would otherwise write.
+            return json.dumps(payload, allow_nan=False).encode()
+        except (TypeError, ValueError) as error:
+            message = f"sign() could not serialise the payload as JSON: {type(error).__name__}"
+        raise WebhookConfigurationError(message)
     raise WebhookConfigurationError(
         f"sign() takes an event, a JSON object (dict), str or bytes, not {type(payload).__name__}"
     )
@@ -150,7 +155,12 @@ def sign(  # noqa: PLR0913 - every option is keyword-only with a sensible defaul
     else:
         signed_at = datetime.datetime.fromtimestamp(timestamp, tz=datetime.timezone.utc)
     msg_id = webhook_id or f"msg_{uuid.uuid4().hex}"
-    text = body.decode("utf-8")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None:
+        raise WebhookConfigurationError("sign() takes a UTF-8 body: Svix signs JSON text")
     # The secrets are checked as the verifier checks them, then svix's own code signs.
     signatures = [_SvixSigner(key).sign(msg_id, signed_at, text) for key in decode_secrets(secrets_)]
     headers = {
