@@ -1,0 +1,226 @@
+"""Every ```python block of README.md and docs/**/*.md runs, so the docs never rot.
+
+Each block is one test (id ``path:line``), executed as a fresh module in a temporary
+working directory; its tracebacks point at the Markdown file's own lines. As for a
+deployed receiver, ``CARECYCLE_WEBHOOK_SECRET`` holds a fresh endpoint secret. Kinds:
+
+- most blocks are executed as they are, and fail the test if they raise;
+- a block whose first line is ``# <name>.py`` is a file of the reader's project: it runs
+  as module ``<name>``, and the blocks after it on the same page can import it;
+- a block whose first line is ``# test_<name>.py`` is a pytest module: it is written to
+  that file and run by pytest in a subprocess (the package's pytest plugin loads as it
+  does for users), and every test in it must pass;
+- a block made only of ``--8<-- "path"`` lines shows a real file of the repository
+  (pymdownx.snippets includes it at build time): the file must exist and compile, and
+  its own tests run it.
+
+The blocks of ``docs/typing.md`` are also type-checked: mypy --strict must report an
+error on exactly the lines marked ``# rejected by mypy [code]``, with that code, and the
+error messages the page quotes must be mypy's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import subprocess
+import sys
+import textwrap
+import types
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from carecycle_webhooks.testing import generate_secret
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+with warnings.catch_warnings():
+    # Starlette 1.x prefers httpx2 for its test client, and warns once, on import, when it
+    # finds httpx (what the dev extra installs): import it here, not in the first block.
+    warnings.filterwarnings("ignore", message=r"Using `httpx` with `starlette\.testclient` is deprecated")
+    import starlette.testclient  # noqa: F401
+
+ROOT = Path(__file__).parent.parent
+SOURCES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+OPENING = re.compile(r"^(?P<indent> *)(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*)$")
+SNIPPET = re.compile(r'^--8<-- "(?P<path>[^"]+)"$')
+FILE_NAME = re.compile(r"^# (?P<name>\w+)\.py$")
+REJECTED = re.compile(r"#\s*rejected by mypy \[(?P<code>[a-z-]+)\]")
+# Fences whose language is Python in all but name would escape these tests.
+UNTESTED_PYTHON = {"py", "py3", "python3", "pycon", "ipython", "pyi"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    """One fenced code block of a Markdown file."""
+
+    path: Path
+    line: int  # 1-based line of the opening fence
+    language: str
+    code: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.path.relative_to(ROOT)}:{self.line}"
+
+    @property
+    def file_name(self) -> str | None:
+        """``app`` for a block that starts with ``# app.py``."""
+        match = FILE_NAME.match(self.code.splitlines()[0])
+        return match["name"] if match else None
+
+    def padded(self) -> str:
+        """The code, preceded by blank lines so that its line numbers are the file's."""
+        return "\n" * self.line + self.code
+
+
+def read_blocks(path: Path) -> list[Block]:
+    blocks: list[Block] = []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    number = 0
+    while number < len(lines):
+        opening = OPENING.match(lines[number])
+        number += 1
+        if not opening:
+            continue
+        indent, fence = opening["indent"], opening["fence"]
+        info = opening["info"].strip()
+        language = info.split()[0].lstrip(".").lower() if info else ""
+        start = number
+        while number < len(lines) and not re.fullmatch(rf" *{re.escape(fence)}\s*", lines[number]):
+            number += 1
+        body = "\n".join(line.removeprefix(indent) for line in lines[start:number])
+        blocks.append(Block(path, start, language, textwrap.dedent(body) + "\n"))
+        number += 1  # the closing fence
+    return blocks
+
+
+ALL_BLOCKS = [block for path in SOURCES for block in read_blocks(path)]
+PYTHON_BLOCKS = [block for block in ALL_BLOCKS if block.language == "python"]
+
+
+def snippet_paths(block: Block) -> list[str] | None:
+    """The files a block includes, when it is made only of snippet lines."""
+    lines = [line for line in block.code.splitlines() if line.strip()]
+    matches = [SNIPPET.match(line.strip()) for line in lines]
+    if lines and all(matches):
+        return [match["path"] for match in matches if match]
+    return None
+
+
+def test_sources_are_found() -> None:
+    assert (ROOT / "README.md") in SOURCES
+    assert len(SOURCES) > 10
+    assert len(PYTHON_BLOCKS) > 20
+
+
+def test_every_python_block_is_marked_python() -> None:
+    untested = [block.name for block in ALL_BLOCKS if block.language in UNTESTED_PYTHON]
+    assert not untested, f"use ```python (tested) or ```text: {untested}"
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A temporary project directory: the working directory, importable, and the secret set."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("CARECYCLE_WEBHOOK_SECRET", generate_secret())
+    before = set(sys.modules)
+    yield tmp_path
+    for name in set(sys.modules) - before:
+        if (getattr(sys.modules[name], "__file__", None) or "").startswith(str(tmp_path)):
+            del sys.modules[name]
+
+
+@pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=lambda block: block.name)
+def test_python_block_runs(block: Block, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if (included := snippet_paths(block)) is not None:
+        for relative in included:
+            source = ROOT / relative
+            assert source.is_file(), f"{block.name} includes {relative}, which does not exist"
+            compile(source.read_text(encoding="utf-8"), str(source), "exec")
+        return
+    # The files that the page's earlier blocks stand for.
+    for earlier in PYTHON_BLOCKS:
+        if earlier.path == block.path and earlier.line < block.line and earlier.file_name:
+            (project / f"{earlier.file_name}.py").write_text(earlier.code, encoding="utf-8")
+    name = block.file_name
+    if name and name.startswith("test_"):
+        run_pytest_module(block, project / f"{name}.py")
+        return
+    # A module of its own, importable by name (Django's ROOT_URLCONF = __name__ needs that).
+    name = name or "docs_block_" + re.sub(r"\W", "_", block.name)
+    module = types.ModuleType(name)
+    module.__file__ = str(block.path)
+    monkeypatch.setitem(sys.modules, name, module)
+    code = compile(block.padded(), str(block.path), "exec")
+    exec(code, module.__dict__)  # noqa: S102 - running the docs' own code is the point
+
+
+def run_pytest_module(block: Block, path: Path) -> None:
+    path.write_text(block.code, encoding="utf-8")
+    (path.parent / "pytest.ini").write_text("[pytest]\nfilterwarnings = error\n", encoding="utf-8")
+    options = ["-q", "-p", "no:cacheprovider", "--rootdir", str(path.parent)]
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", *options, path.name],
+        capture_output=True,
+        text=True,
+        cwd=path.parent,
+        check=False,
+        timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"{block.name}:\n{output}"
+    assert re.search(r"\b\d+ passed\b", output), output
+    assert not re.search(r"\b(failed|skipped|xfailed|error)\b", output), output
+
+
+TYPED_BLOCKS = [block for block in PYTHON_BLOCKS if block.path == ROOT / "docs" / "typing.md"]
+
+
+def test_typing_page_is_what_mypy_says(tmp_path: Path) -> None:
+    assert TYPED_BLOCKS
+    files: dict[str, Block] = {}
+    for number, block in enumerate(TYPED_BLOCKS):
+        name = f"typing_block_{number}.py"
+        (tmp_path / name).write_text(block.padded(), encoding="utf-8")
+        files[name] = block
+    options = ["--strict", "--no-error-summary", "--show-error-codes", "--cache-dir", str(tmp_path / ".mypy")]
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", *options, "--config-file", str(ROOT / "pyproject.toml"), *files],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+        timeout=600,
+    )
+    reported: set[tuple[str, int, str]] = set()
+    for line in result.stdout.splitlines():
+        match = re.match(r"(typing_block_\d+\.py):(\d+): error: .*\[([a-z-]+)\]$", line)
+        if match:
+            reported.add((match[1], int(match[2]), match[3]))
+        else:
+            assert ": note: " in line, result.stdout + result.stderr
+    expected = {
+        (name, block.line + offset, marker["code"])
+        for name, block in files.items()
+        for offset, line in enumerate(block.code.splitlines(), start=1)
+        if (marker := REJECTED.search(line))
+    }
+    assert expected, "docs/typing.md shows no rejected line"
+    assert reported == expected, result.stdout + result.stderr
+    # The messages the page quotes are mypy's own.
+    quoted = [
+        line
+        for block in ALL_BLOCKS
+        if block.path == ROOT / "docs" / "typing.md" and block.language == "text"
+        for line in block.code.splitlines()
+        if line.startswith("error: ")
+    ]
+    assert quoted
+    for line in quoted:
+        assert f": {line}" in result.stdout, line
