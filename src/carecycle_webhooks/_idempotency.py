@@ -44,6 +44,7 @@ DEFAULT_LEASE = datetime.timedelta(minutes=2)
 """How long a worker holds a delivery while its handlers run; longer than any handler should take."""
 
 DEFAULT_DONE_TTL = datetime.timedelta(hours=48)
+"""How long a processed ``webhook-id`` is remembered: longer than Svix's ~28 hours of retries."""
 
 # Lease tokens: unique across processes and machines (a random prefix per process) and
 # cheap (a counter, not a system call per delivery).
@@ -53,9 +54,6 @@ _token_numbers = itertools.count()
 
 def _new_token() -> str:
     return f"{_TOKEN_PREFIX}-{next(_token_numbers)}"
-
-
-"""How long a processed ``webhook-id`` is remembered: longer than Svix's ~28 hours of retries."""
 
 
 class Claim(NamedTuple):

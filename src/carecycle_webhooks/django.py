@@ -21,7 +21,6 @@ from __future__ import annotations
 try:
     from django.http import HttpRequest, HttpResponse
     from django.views.decorators.csrf import csrf_exempt
-    from django.views.decorators.http import require_POST
 except ImportError:
     raise ImportError(
         "carecycle_webhooks.django needs Django: pip install 'carecycle-webhooks[django]'"
@@ -30,6 +29,7 @@ except ImportError:
 from typing import TYPE_CHECKING
 
 from ._adapters import (
+    METHOD_NOT_ALLOWED,
     body_too_large,
     check_dispatcher,
     content_type_and_headers,
@@ -84,6 +84,10 @@ def webhook_view(dispatcher: Dispatcher) -> Callable[[HttpRequest], HttpResponse
 
     def carecycle_webhook(request: HttpRequest) -> HttpResponse:
         """Receive a careCycle webhook delivery."""
+        if request.method != "POST":  # the same JSON 405 as the other adapters
+            response = _to_django(METHOD_NOT_ALLOWED)
+            response["Allow"] = "POST"
+            return response
         limit = dispatcher.max_body_size
         declared = declared_length(request.META.get("CONTENT_LENGTH"))
         if declared is not None and declared > limit:
@@ -93,4 +97,4 @@ def webhook_view(dispatcher: Dispatcher) -> Callable[[HttpRequest], HttpResponse
         body = read_at_most(request.read, limit + 1)
         return _to_django(dispatcher.handle(body, request.headers))
 
-    return csrf_exempt(require_POST(carecycle_webhook))
+    return csrf_exempt(carecycle_webhook)

@@ -1,4 +1,4 @@
-"""Flask adapter: receive careCycle webhooks in a Flask (or any Werkzeug) application.
+"""Flask adapter: receive careCycle webhooks in a Flask application.
 
 ::
 
