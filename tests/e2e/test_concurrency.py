@@ -120,7 +120,9 @@ def test_300_deliveries_sent_three_times_concurrently_run_once(receiver: tuple[S
 
     async def scenario() -> None:
         gate = asyncio.Semaphore(IN_FLIGHT)
-        limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT)
+        # A new connection per request: each is accepted by whichever worker is free, so both
+        # workers serve copies of the same deliveries.
+        limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=0)
         async with httpx.AsyncClient(timeout=30, limits=limits) as client:
             jobs = [
                 deliver_until_2xx(client, url, body_for(number), f"msg_conc_{number}", statuses, gate=gate)
