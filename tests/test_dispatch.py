@@ -24,14 +24,16 @@ from carecycle_webhooks import (
     WebhookResponse,
     current_delivery,
 )
+from carecycle_webhooks.testing import sign
 from tests.conftest import SECRET, fixture_bytes, load_fixture, svix_headers
 
 
 def signed(
     event_type: str = "customer.created", *, msg_id: str = "msg_1", **headers: str
 ) -> tuple[bytes, dict[str, str]]:
-    body = fixture_bytes(event_type)
-    return body, svix_headers(body, msg_id=msg_id) | headers
+    # The package's own testing helper signs here (svix's signing code underneath).
+    delivery = sign(fixture_bytes(event_type), secret=SECRET, webhook_id=msg_id, header_prefix="webhook")
+    return delivery.body, dict(delivery.headers) | headers
 
 
 def status(response: WebhookResponse) -> tuple[int, dict[str, Any]]:
