@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import types
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -429,3 +430,63 @@ def test_attempt_header(value: str, attempt: int | None) -> None:
     delivery = frozen_clock().verify(KAT_BODY, KAT_HEADERS | {"Svix-Attempt": value})
     assert delivery.attempt == attempt
     assert frozen_clock().verify(KAT_BODY, KAT_HEADERS).attempt is None
+
+
+class RawHeaders:
+    """Starlette-shaped headers: ``raw`` pairs of bytes, and ``items()`` for the general path."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+
+    def items(self) -> list[tuple[str, str]]:
+        return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.raw if isinstance(k, bytes)]
+
+
+def _raw(headers: dict[str, str], *, upper: bool = False) -> list[tuple[bytes, bytes]]:
+    return [((k.upper() if upper else k).encode(), v.encode()) for k, v in headers.items()]
+
+
+def test_asgi_raw_headers_fast_path_and_its_fallbacks() -> None:
+    verifier = frozen_clock()
+    assert verifier.verify(KAT_BODY, RawHeaders(_raw(KAT_HEADERS))).webhook_id == KAT_ID
+    # Names not in lower case (not ASGI-conformant): the general scan still finds them.
+    assert verifier.verify(KAT_BODY, RawHeaders(_raw(KAT_HEADERS, upper=True))).webhook_id == KAT_ID
+    conflicting = [*_raw(KAT_HEADERS), (b"svix-id", b"msg_other")]
+    assert verification_reason(verifier, KAT_BODY, RawHeaders(conflicting)) == "conflicting_headers"
+    assert verification_reason(verifier, KAT_BODY, RawHeaders(_raw({}))) == "missing_header"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        (("webhook-id", KAT_ID),),  # not a list
+        [(b"webhook-id", KAT_ID.encode(), b"extra")],  # not a pair
+        [[b"webhook-id", KAT_ID.encode()]],  # not a tuple
+        [(b"webhook-id", KAT_ID)],  # value not bytes
+    ],
+)
+def test_odd_raw_attributes_fall_back_to_items(raw: Any) -> None:
+    class Odd:
+        def __init__(self) -> None:
+            self.raw = raw
+
+        def items(self) -> list[tuple[str, str]]:
+            return list(KAT_HEADERS.items())
+
+    assert frozen_clock().verify(KAT_BODY, Odd()).webhook_id == KAT_ID
+
+
+def test_wsgi_environ_fast_path() -> None:
+    class Environ:
+        def __init__(self, environ: Any) -> None:
+            self.environ = environ
+
+        def items(self) -> list[tuple[str, str]]:
+            return list(KAT_HEADERS.items())
+
+    environ = {f"HTTP_{k.upper().replace('-', '_')}": v for k, v in KAT_HEADERS.items()}
+    assert frozen_clock().verify(KAT_BODY, Environ(environ)).webhook_id == KAT_ID
+    conflicting = environ | {"HTTP_SVIX_ID": "msg_other"}
+    assert verification_reason(frozen_clock(), KAT_BODY, Environ(conflicting)) == "conflicting_headers"
+    # Not a plain dict: the general path.
+    assert frozen_clock().verify(KAT_BODY, Environ(types.MappingProxyType(environ))).webhook_id == KAT_ID

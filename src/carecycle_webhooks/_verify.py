@@ -186,8 +186,39 @@ def _collect_from_environ(headers: Headers) -> tuple[dict[str, object], str | No
     return found, conflict
 
 
+_RAW_NAMES = {name.encode("ascii"): canonical for name, canonical in _HEADER_NAMES.items()}
+
+
+def _collect_from_raw(headers: Headers) -> tuple[dict[str, object], str | None] | None:
+    # Starlette's Headers (FastAPI's request.headers) keep the ASGI pairs as sent, names
+    # in lower case (the ASGI spec): only our headers' values need decoding.
+    raw: object = getattr(headers, "raw", None)
+    if type(raw) is not list:
+        return None
+    found: dict[str, object] = {}
+    conflict: str | None = None
+    for pair in cast("list[object]", raw):
+        if type(pair) is not tuple:
+            return None
+        items = cast("tuple[object, ...]", pair)
+        if len(items) != 2:
+            return None
+        name, value = items
+        canonical = _RAW_NAMES.get(name) if type(name) is bytes else None
+        if canonical is None:
+            continue
+        if type(value) is not bytes:
+            return None
+        text = value.decode("latin-1")
+        if found.setdefault(canonical, text) != text:
+            conflict = canonical
+    if not all(found.get(name) for name in _REQUIRED):
+        return None  # names not in lower case, or missing: the scan decides and explains
+    return found, conflict
+
+
 def _read_headers(headers: Headers) -> tuple[str, str, str, object]:
-    collected = _collect_from_environ(headers) or _collect_headers(headers)
+    collected = _collect_from_environ(headers) or _collect_from_raw(headers) or _collect_headers(headers)
     if collected is None:
         # Raised outside any except block, so no chained cause rides along.
         raise _fail(
