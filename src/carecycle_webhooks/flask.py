@@ -26,7 +26,7 @@ except ImportError:
         "carecycle_webhooks.flask needs Flask: pip install 'carecycle-webhooks[flask]'"
     ) from None
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from ._adapters import (
     METHOD_NOT_ALLOWED,
@@ -42,6 +42,13 @@ if TYPE_CHECKING:
     from ._dispatch import Dispatcher, WebhookResponse
 
 __all__ = ["webhook_view"]
+
+
+def _current_request() -> flask.Request:
+    # Unwrapped once: every attribute read through Flask's request proxy costs a lookup.
+    # _get_current_object() is Werkzeug's documented way to unwrap a LocalProxy.
+    proxy: Any = flask.request
+    return cast("flask.Request", proxy._get_current_object())  # noqa: SLF001
 
 
 def _to_flask(response: WebhookResponse) -> flask.Response:
@@ -86,7 +93,7 @@ def webhook_view(
 
     def carecycle_webhook(**_url_values: object) -> flask.Response:
         """Receive a careCycle webhook delivery."""
-        request = flask.request
+        request = _current_request()
         if request.method != "POST":  # routed for more methods than POST
             response = _to_flask(METHOD_NOT_ALLOWED)
             response.headers["Allow"] = "POST"
