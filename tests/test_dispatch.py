@@ -237,6 +237,47 @@ def test_store_unreachable_is_503_and_nothing_runs(use_async: bool, caplog: pyte
     assert "ConnectionError" in caplog.text
 
 
+class StatusStore(InMemoryIdempotencyStore):
+    """A store that breaks the protocol: acquire answers a status it does not define."""
+
+    def acquire(self, key: str, *, lease: datetime.timedelta) -> Claim:
+        return Claim("ACQUIRED", "token")  # type: ignore[arg-type]  # the point of the test
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_an_unknown_claim_status_is_a_store_failure(
+    use_async: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    webhooks = Dispatcher(SECRET, idempotency_store=StatusStore())
+    ran: list[object] = []
+    webhooks.on("customer.created")(ran.append)
+    with caplog.at_level(logging.ERROR, logger="carecycle_webhooks"):
+        response = asyncio.run(webhooks.handle_async(*signed())) if use_async else webhooks.handle(*signed())
+    assert status(response) == (503, {"error": "idempotency_store_unavailable"})
+    assert ran == []
+    assert "unknown status 'ACQUIRED'" in caplog.text
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_a_subclass_of_the_in_memory_store_is_called_through_its_async_methods(use_async: bool) -> None:
+    calls: list[str] = []
+
+    class Recording(InMemoryIdempotencyStore):
+        async def acquire_async(self, key: str, *, lease: datetime.timedelta) -> Claim:
+            calls.append("acquire_async")
+            return await super().acquire_async(key, lease=lease)
+
+        async def complete_async(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
+            calls.append("complete_async")
+            await super().complete_async(key, token, ttl=ttl)
+
+    webhooks = Dispatcher(SECRET, idempotency_store=Recording())
+    webhooks.on("customer.created")(lambda event: None)
+    response = asyncio.run(webhooks.handle_async(*signed())) if use_async else webhooks.handle(*signed())
+    assert response.status_code == 200
+    assert calls == (["acquire_async", "complete_async"] if use_async else [])
+
+
 @pytest.mark.parametrize("use_async", [False, True])
 def test_complete_failure_still_answers_2xx(use_async: bool) -> None:
     webhooks = Dispatcher(SECRET, idempotency_store=BrokenStore(fail={"complete"}))

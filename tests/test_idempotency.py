@@ -62,6 +62,27 @@ def test_only_the_holder_completes_or_releases() -> None:
     assert store.acquire("a", lease=LEASE).status == "done"
 
 
+def test_a_holder_whose_lease_expired_cannot_mark_it_done() -> None:
+    clock = Clock()
+    store = InMemoryIdempotencyStore(clock=clock)
+    slow = store.acquire("a", lease=LEASE)
+    clock.now += 61  # expired, and nobody took it since
+    store.complete("a", slow.token, ttl=DAY)
+    assert len(store) == 0  # the expired lease is gone, and no done mark replaced it
+    assert store.acquire("a", lease=LEASE).status == "acquired"
+
+
+def test_done_marks_are_kept_in_completion_order() -> None:
+    store = InMemoryIdempotencyStore(max_entries=2)
+    first = store.acquire("first", lease=LEASE)
+    second = store.acquire("second", lease=LEASE)
+    store.complete("second", second.token, ttl=DAY)
+    store.complete("first", first.token, ttl=DAY)  # done last: the youngest now
+    store.acquire("third", lease=LEASE)  # over the bound: the oldest, "second", goes
+    assert store.acquire("first", lease=LEASE) == Claim("done")
+    assert store.acquire("second", lease=LEASE).status == "acquired"
+
+
 def test_done_expires_after_its_ttl() -> None:
     clock = Clock()
     store = InMemoryIdempotencyStore(clock=clock)

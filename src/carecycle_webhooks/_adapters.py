@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._dispatch import Dispatcher, WebhookResponse, body_too_large, json_response
+from ._dispatch import JSON_HEADERS, Dispatcher, WebhookResponse, body_too_large, json_response
 from ._errors import WebhookConfigurationError
 
 if TYPE_CHECKING:
@@ -48,6 +48,8 @@ def check_dispatcher(dispatcher: object, framework: str, *, synchronous: bool) -
 def content_type_and_headers(response: WebhookResponse) -> tuple[str | None, list[tuple[str, str]]]:
     """The response's content type, which frameworks take apart, and its other headers."""
     headers = response.headers
+    if headers is JSON_HEADERS:  # every answer of the dispatcher
+        return "application/json", []
     return headers.get("content-type"), [(k, v) for k, v in headers.items() if k != "content-type"]
 
 

@@ -20,10 +20,16 @@ import time
 import traceback
 import types
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Literal, TypeVar, cast, overload
 
 from ._errors import WebhookConfigurationError, WebhookPayloadError, WebhookVerificationError
-from ._idempotency import DEFAULT_DONE_TTL, DEFAULT_LEASE, Claim, IdempotencyStore
+from ._idempotency import (
+    DEFAULT_DONE_TTL,
+    DEFAULT_LEASE,
+    Claim,
+    IdempotencyStore,
+    InMemoryIdempotencyStore,
+)
 from ._models import (
     CallCompletedEvent,
     CustomerCreatedEvent,
@@ -37,7 +43,7 @@ from ._verify import DEFAULT_TOLERANCE, Headers, WebhookDelivery, WebhookVerifie
 if TYPE_CHECKING:
     from ._models import Event
 
-__all__ = ["DEFAULT_MAX_BODY_SIZE", "Dispatcher", "WebhookResponse", "current_delivery"]
+__all__ = ["DEFAULT_MAX_BODY_SIZE", "JSON_HEADERS", "Dispatcher", "WebhookResponse", "current_delivery"]
 
 logger = logging.getLogger("carecycle_webhooks")
 
@@ -50,7 +56,7 @@ _MAX_UNRECORDED = 10_000
 # Bodies above this are verified and parsed in a worker thread by handle_async.
 _PREPARE_IN_THREAD_ABOVE = 256 * 1024
 
-_JSON_HEADERS: Mapping[str, str] = types.MappingProxyType({"content-type": "application/json"})
+JSON_HEADERS: Mapping[str, str] = types.MappingProxyType({"content-type": "application/json"})
 
 _EVENT_CLASSES: Mapping[type, str] = {
     CustomerCreatedEvent: EventType.CUSTOMER_CREATED.value,
@@ -106,12 +112,12 @@ class WebhookResponse:
 
     status_code: int
     body: bytes
-    headers: Mapping[str, str] = dataclasses.field(default_factory=lambda: _JSON_HEADERS)
+    headers: Mapping[str, str] = dataclasses.field(default_factory=lambda: JSON_HEADERS)
 
 
 def json_response(status_code: int, **fields: object) -> WebhookResponse:
     """A response with a small JSON document, the form of every answer of the dispatcher."""
-    return WebhookResponse(status_code, json.dumps(fields).encode(), _JSON_HEADERS)
+    return WebhookResponse(status_code, json.dumps(fields).encode(), JSON_HEADERS)
 
 
 def body_too_large(limit: int) -> WebhookResponse:
@@ -265,6 +271,7 @@ class Dispatcher:
         self._unrecorded: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._unrecorded_lock = threading.Lock()
         self._catch_all: tuple[_Handler, ...] = ()
+        self._coroutine_functions: set[int] = set()  # id() of the async def handlers
 
     def __repr__(self) -> str:
         types_ = ", ".join(sorted(self._handlers)) or "none"
@@ -315,6 +322,7 @@ class Dispatcher:
             if not callable(handler):
                 raise WebhookConfigurationError(f"a handler must be callable, not {type(handler).__name__}")
             self._handlers[key] = (*self._handlers.get(key, ()), handler)
+            self._note_coroutine_function(handler)
             return handler
 
         return register
@@ -346,7 +354,14 @@ class Dispatcher:
         if not callable(handler):
             raise WebhookConfigurationError(f"a handler must be callable, not {type(handler).__name__}")
         self._catch_all = (*self._catch_all, handler)
+        self._note_coroutine_function(handler)
         return handler
+
+    def _note_coroutine_function(self, handler: _Handler) -> None:
+        # Looked up once here rather than on every delivery by handle_async. The
+        # handler tuples keep every handler alive, so its id() stays its own.
+        if inspect.iscoroutinefunction(handler):
+            self._coroutine_functions.add(id(handler))
 
     def handlers_for(self, event: Event) -> tuple[Callable[..., object], ...]:
         """The handlers a delivery of ``event`` runs, in order."""
@@ -412,14 +427,23 @@ class Dispatcher:
             extra={"webhook_id": delivery.webhook_id},
         )
 
-    def _claim_response(self, claim: Claim, delivery: WebhookDelivery) -> WebhookResponse | None:
-        if claim.status == "done":
+    def _not_acquired(self, claim: Claim, delivery: WebhookDelivery) -> WebhookResponse:
+        """The answer when the store did not hand this delivery's lease over."""
+        status: object = claim.status
+        if status == "done":
             logger.info("webhook %s already processed: handlers not run again", delivery.webhook_id)
             return _DUPLICATE
-        if claim.status == "in_flight":
+        if status == "in_flight":
             logger.info("webhook %s is being processed by another worker: 409", delivery.webhook_id)
             return _IN_FLIGHT
-        return None
+        # A store that breaks the protocol is a store failure: run nothing, Svix retries.
+        logger.error(
+            "idempotency store answered acquire %s with an unknown status %s",
+            delivery.webhook_id,
+            _safe_label(repr(status)),
+            extra={"webhook_id": delivery.webhook_id},
+        )
+        return _STORE_UNAVAILABLE
 
     def _failed(
         self, failure: tuple[_Handler, Exception], event: Event, delivery: WebhookDelivery
@@ -464,7 +488,7 @@ class Dispatcher:
         Returns:
             The response `handle` would have given after verification and parsing.
         """
-        handlers = self.handlers_for(event)
+        handlers = self._handlers.get(event.event_type) or self._catch_all
         if not handlers:
             logger.debug("webhook %s: no handler for %s", delivery.webhook_id, _safe_label(event.event_type))
             return _IGNORED
@@ -479,8 +503,8 @@ class Dispatcher:
         except Exception as error:  # noqa: BLE001 - any store failure: answer 503, run nothing
             self._store_failed("acquire", error, delivery)
             return _STORE_UNAVAILABLE
-        if (response := self._claim_response(claim, delivery)) is not None:
-            return response
+        if claim.status != "acquired":
+            return self._not_acquired(claim, delivery)
         try:
             failure = self._run(handlers, event, delivery)
         except BaseException:
@@ -543,7 +567,7 @@ class Dispatcher:
         try:
             for handler in handlers:
                 result = handler(event)
-                if inspect.isawaitable(result):
+                if result is not None and inspect.isawaitable(result):
                     _run_to_completion(result)
         except Exception as error:  # noqa: BLE001 - reported as a 500, never raised to the caller
             return handler, error
@@ -567,12 +591,19 @@ class Dispatcher:
         Returns:
             The response for Svix. Never raises for any delivery.
         """
-        prepared = await self._prepare_async(body, headers)
+        data: object = body  # checked at runtime too: callers are not always type-checked
+        if isinstance(data, (bytes, str, bytearray)) and len(data) > _PREPARE_IN_THREAD_ABOVE:
+            # The HMAC and the parse of a large body take milliseconds: not on the loop.
+            prepared = await asyncio.to_thread(self._prepare, body, headers)
+        else:
+            prepared = self._prepare(body, headers)
         if isinstance(prepared, WebhookResponse):
             return prepared
         return await self.dispatch_async(*prepared)
 
-    async def dispatch_async(self, event: Event, delivery: WebhookDelivery) -> WebhookResponse:
+    async def dispatch_async(  # noqa: C901 - the whole path written out: no coroutine per step
+        self, event: Event, delivery: WebhookDelivery
+    ) -> WebhookResponse:
         """`dispatch`, on the event loop (as `handle_async` runs handlers).
 
         Args:
@@ -582,7 +613,7 @@ class Dispatcher:
         Returns:
             The response `handle_async` would have given after verification and parsing.
         """
-        handlers = self.handlers_for(event)
+        handlers = self._handlers.get(event.event_type) or self._catch_all
         if not handlers:
             logger.debug("webhook %s: no handler for %s", delivery.webhook_id, _safe_label(event.event_type))
             return _IGNORED
@@ -592,13 +623,18 @@ class Dispatcher:
             return _PROCESSED if failure is None else self._failed(failure, event, delivery)
         if self._unrecorded:
             await self._record_unrecorded_async(store)
+        # The in-memory store never waits: called directly, without a coroutine per call.
+        direct = type(store) is InMemoryIdempotencyStore
         try:
-            claim = await store.acquire_async(delivery.webhook_id, lease=self.lease)
+            if direct:
+                claim = store.acquire(delivery.webhook_id, lease=self.lease)
+            else:
+                claim = await store.acquire_async(delivery.webhook_id, lease=self.lease)
         except Exception as error:  # noqa: BLE001 - any store failure: answer 503, run nothing
             self._store_failed("acquire", error, delivery)
             return _STORE_UNAVAILABLE
-        if (response := self._claim_response(claim, delivery)) is not None:
-            return response
+        if claim.status != "acquired":
+            return self._not_acquired(claim, delivery)
         try:
             failure = await self._run_async(handlers, event, delivery)
         except BaseException:
@@ -610,20 +646,14 @@ class Dispatcher:
             await self._release_async(store, claim, delivery)
             return self._failed(failure, event, delivery)
         try:
-            await store.complete_async(delivery.webhook_id, claim.token, ttl=self.done_ttl)
+            if direct:
+                store.complete(delivery.webhook_id, claim.token, ttl=self.done_ttl)
+            else:
+                await store.complete_async(delivery.webhook_id, claim.token, ttl=self.done_ttl)
         except Exception as error:  # noqa: BLE001 - handled already; Svix must not retry it
             self._store_failed("complete", error, delivery)
             self._remember_unrecorded(delivery.webhook_id, claim.token)
         return _PROCESSED
-
-    async def _prepare_async(
-        self, body: bytes | str, headers: Headers
-    ) -> WebhookResponse | tuple[Event, WebhookDelivery]:
-        data: object = body  # checked at runtime too: callers are not always type-checked
-        if isinstance(data, (bytes, str, bytearray)) and len(data) > _PREPARE_IN_THREAD_ABOVE:
-            # The HMAC and the parse of a large body take milliseconds: not on the loop.
-            return await asyncio.to_thread(self._prepare, body, headers)
-        return self._prepare(body, headers)
 
     async def _release_async(self, store: IdempotencyStore, claim: Claim, delivery: WebhookDelivery) -> None:
         try:
@@ -631,16 +661,16 @@ class Dispatcher:
         except Exception as error:  # noqa: BLE001 - the lease expires on its own
             self._store_failed("release", error, delivery)
 
-    @staticmethod
     async def _run_async(
-        handlers: tuple[_Handler, ...], event: Event, delivery: WebhookDelivery
+        self, handlers: tuple[_Handler, ...], event: Event, delivery: WebhookDelivery
     ) -> tuple[_Handler, Exception] | None:
+        coroutine_functions = self._coroutine_functions
         token = _current.set(delivery)
         handler = handlers[0]
         try:
             for handler in handlers:
-                if inspect.iscoroutinefunction(handler):
-                    await handler(event)
+                if id(handler) in coroutine_functions:  # async def: noted at registration
+                    await cast("Awaitable[object]", handler(event))
                 else:
                     # Sync handlers never block the loop; to_thread carries the context.
                     result = await _finish_even_if_cancelled(asyncio.to_thread(handler, event))

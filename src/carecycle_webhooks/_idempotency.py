@@ -104,6 +104,8 @@ class IdempotencyStore(Protocol):
 
 
 _DONE = "done"
+_CLAIM_DONE = Claim("done")
+_CLAIM_IN_FLIGHT = Claim("in_flight")
 
 
 class InMemoryIdempotencyStore:
@@ -132,45 +134,46 @@ class InMemoryIdempotencyStore:
         """The number of ids remembered, in flight or done (expired ones may still count)."""
         return len(self._entries)
 
-    def _live(self, key: str, now: float) -> str | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if entry[1] <= now:
-            del self._entries[key]
-            return None
-        return entry[0]
-
-    def _set(self, key: str, value: str, expires: float) -> None:
-        self._entries[key] = (value, expires)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+    # acquire/complete/release run on every delivery: each is one lock and a few
+    # dictionary operations, written out rather than split into helpers.
 
     def acquire(self, key: str, *, lease: datetime.timedelta) -> Claim:
         """Take the lease on ``key``, or report it in flight or done."""
+        seconds = lease.total_seconds()
         with self._lock:
+            entries = self._entries
             now = self._clock()
-            holder = self._live(key, now)
-            if holder == _DONE:
-                return Claim("done")
-            if holder is not None:
-                return Claim("in_flight")
-            token = _new_token()
-            self._set(key, token, now + lease.total_seconds())
+            entry = entries.get(key)
+            if entry is not None:
+                if entry[1] > now:
+                    return _CLAIM_DONE if entry[0] == _DONE else _CLAIM_IN_FLIGHT
+                del entries[key]  # expired
+            token = f"{_TOKEN_PREFIX}-{next(_token_numbers)}"
+            entries[key] = (token, now + seconds)  # a new key: appended, the youngest
+            if len(entries) > self._max_entries:
+                entries.popitem(last=False)
             return Claim("acquired", token)
 
     def complete(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
         """Mark ``key`` done, if ``token`` still holds it."""
+        seconds = ttl.total_seconds()
         with self._lock:
+            entries = self._entries
+            entry = entries.get(key)
+            if entry is None or entry[0] != token:
+                return
             now = self._clock()
-            if self._live(key, now) == token:
-                self._set(key, _DONE, now + ttl.total_seconds())
+            if entry[1] > now:
+                entries[key] = (_DONE, now + seconds)
+                entries.move_to_end(key)
+            else:
+                del entries[key]  # the lease expired: it is no longer this token's
 
     def release(self, key: str, token: str) -> None:
         """Free ``key``, if ``token`` still holds it."""
         with self._lock:
-            if self._live(key, self._clock()) == token:
+            entry = self._entries.get(key)
+            if entry is not None and entry[0] == token:
                 del self._entries[key]
 
     # The lock is only held for dictionary operations, so the event loop may take it.
@@ -316,6 +319,4 @@ def _asyncio_client_error() -> Exception:
 def _claim(existing: str | None, token: str) -> Claim:
     if existing is None:
         return Claim("acquired", token)
-    if existing == _DONE:
-        return Claim("done")
-    return Claim("in_flight")
+    return _CLAIM_DONE if existing == _DONE else _CLAIM_IN_FLIGHT

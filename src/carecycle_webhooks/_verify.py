@@ -197,13 +197,12 @@ def _collect_from_raw(headers: Headers) -> tuple[dict[str, object], str | None] 
         return None
     found: dict[str, object] = {}
     conflict: str | None = None
-    for pair in cast("list[object]", raw):
-        if type(pair) is not tuple:
+    # Cast once, not per pair (a function call each): every element is checked below.
+    pairs = cast("list[tuple[object, object]]", raw)
+    for pair in pairs:
+        if type(pair) is not tuple or len(pair) != 2:
             return None
-        items = cast("tuple[object, ...]", pair)
-        if len(items) != 2:
-            return None
-        name, value = items
+        name, value = pair
         canonical = _RAW_NAMES.get(name) if type(name) is bytes else None
         if canonical is None:
             continue
@@ -212,7 +211,7 @@ def _collect_from_raw(headers: Headers) -> tuple[dict[str, object], str | None] 
         text = value.decode("latin-1")
         if found.setdefault(canonical, text) != text:
             conflict = canonical
-    if not all(found.get(name) for name in _REQUIRED):
+    if not (found.get("webhook-id") and found.get("webhook-timestamp") and found.get("webhook-signature")):
         return None  # names not in lower case, or missing: the scan decides and explains
     return found, conflict
 

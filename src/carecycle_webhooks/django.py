@@ -93,8 +93,9 @@ def webhook_view(dispatcher: Dispatcher) -> Callable[[HttpRequest], HttpResponse
         if declared is not None and declared > limit:
             return _to_django(body_too_large(limit))
         # request.read(), not request.body: the latter enforces DATA_UPLOAD_MAX_MEMORY_SIZE.
-        # One byte past the limit is enough for the dispatcher to answer 413.
-        body = read_at_most(request.read, limit + 1)
+        # A declared length bounds Django's stream: read exactly that. Otherwise one byte
+        # past the limit is enough for the dispatcher to answer 413.
+        body = read_at_most(request.read, limit + 1 if declared is None else declared)
         return _to_django(dispatcher.handle(body, request.headers))
 
     return csrf_exempt(carecycle_webhook)

@@ -103,8 +103,10 @@ def webhook_view(
         if declared is not None and declared > limit:
             return _to_flask(body_too_large(limit))
         try:
-            # One byte past the limit is enough for the dispatcher to answer 413.
-            body = read_at_most(request.stream.read, limit + 1)
+            # A declared length bounds the stream (Werkzeug and WSGI servers stop there):
+            # read exactly that. Otherwise one byte past the limit is enough for the
+            # dispatcher to answer 413.
+            body = read_at_most(request.stream.read, limit + 1 if declared is None else declared)
         except RequestEntityTooLarge:
             # The application's MAX_CONTENT_LENGTH is lower than our limit.
             return _to_flask(body_too_large(min(limit, request.max_content_length or limit)))
