@@ -104,6 +104,23 @@ def test_memory_is_bounded() -> None:
     assert store.acquire("id-0", lease=LEASE).status == "acquired"  # the oldest were forgotten
 
 
+def test_the_oldest_are_forgotten_in_batches_of_one_percent() -> None:
+    store = InMemoryIdempotencyStore(max_entries=1000)
+    for number in range(1000):
+        store.acquire(f"id-{number}", lease=LEASE)
+    assert len(store) == 1000
+    store.acquire("id-1000", lease=LEASE)  # one over: the oldest 10 go at once
+    assert len(store) == 991
+    assert [store.acquire(f"id-{n}", lease=LEASE).status for n in (9, 10, 1000)] == [
+        "acquired",
+        "in_flight",
+        "in_flight",
+    ]
+    for number in range(1001, 5000):
+        store.acquire(f"id-{number}", lease=LEASE)
+        assert len(store) <= 1000
+
+
 def test_invalid_size() -> None:
     with pytest.raises(WebhookConfigurationError):
         InMemoryIdempotencyStore(max_entries=0)

@@ -47,6 +47,7 @@ def health(_request: HttpRequest) -> HttpResponse:
 
 urlpatterns = [
     path("bare", bare),
+    path("bare-again", bare),  # the A/A control: the same endpoint twice shows the measurement's spread
     path("ours", webhook_view(sync_dispatcher())),
     path("health", health),
 ]

@@ -28,6 +28,10 @@ def bare() -> Response:
     return Response(BARE_RESPONSE, status=200, content_type="application/json")
 
 
+# The A/A control: the same endpoint at a second path shows the measurement's own spread.
+app.add_url_rule("/bare-again", view_func=bare, endpoint="bare_again", methods=["POST"])
+
+
 @app.get("/health")
 def health() -> str:
     return "ok"

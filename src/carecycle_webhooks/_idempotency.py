@@ -19,7 +19,6 @@ or release it, so a worker whose lease expired cannot clobber another's.
 from __future__ import annotations
 
 import asyncio
-import collections
 import datetime
 import inspect
 import itertools
@@ -115,7 +114,7 @@ class InMemoryIdempotencyStore:
     load balancer, use `RedisIdempotencyStore`: each process would otherwise have its own memory.
 
     Args:
-        max_entries: At most this many ids are remembered; the oldest are forgotten first.
+        max_entries: At most this many ids are remembered; past it, the oldest 1 % are forgotten.
         clock: Returns monotonic seconds; for tests.
     """
 
@@ -127,8 +126,12 @@ class InMemoryIdempotencyStore:
         self._max_entries = max_entries
         self._clock = clock
         self._lock = threading.Lock()
-        # key -> (holder token or "done", expiry); insertion order is age order.
-        self._entries: collections.OrderedDict[str, tuple[str, float]] = collections.OrderedDict()
+        # key -> (holder token or "done", expiry). A plain dict, whose insertion order is
+        # age order: half the memory of an OrderedDict per id, and fewer writes per delivery.
+        self._entries: dict[str, tuple[str, float]] = {}
+        # The oldest are forgotten in batches of 1 %: a dict deleted from the front one
+        # key at a time would scan ever more deleted slots to find its oldest key.
+        self._forget_batch = max(1, max_entries // 100)
 
     def __len__(self) -> int:
         """The number of ids remembered, in flight or done (expired ones may still count)."""
@@ -151,7 +154,8 @@ class InMemoryIdempotencyStore:
             token = f"{_TOKEN_PREFIX}-{next(_token_numbers)}"
             entries[key] = (token, now + seconds)  # a new key: appended, the youngest
             if len(entries) > self._max_entries:
-                entries.popitem(last=False)
+                for oldest in list(itertools.islice(entries, self._forget_batch)):
+                    del entries[oldest]
             return Claim("acquired", token)
 
     def complete(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
@@ -163,11 +167,9 @@ class InMemoryIdempotencyStore:
             if entry is None or entry[0] != token:
                 return
             now = self._clock()
+            del entries[key]  # then re-added as the youngest; or the lease expired: gone
             if entry[1] > now:
                 entries[key] = (_DONE, now + seconds)
-                entries.move_to_end(key)
-            else:
-                del entries[key]  # the lease expired: it is no longer this token's
 
     def release(self, key: str, token: str) -> None:
         """Free ``key``, if ``token`` still holds it."""
