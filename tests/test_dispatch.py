@@ -237,6 +237,40 @@ def test_store_unreachable_is_503_and_nothing_runs(use_async: bool, caplog: pyte
     assert "ConnectionError" in caplog.text
 
 
+def test_handlers_for_lists_the_handlers_a_delivery_runs_in_order() -> None:
+    webhooks = Dispatcher(SECRET)
+
+    def first(event: CustomerCreatedEvent) -> None: ...
+    async def second(event: CustomerCreatedEvent) -> None: ...
+    def fallback(event: Event) -> None: ...
+
+    webhooks.on("customer.created")(first)
+    webhooks.on(CustomerCreatedEvent)(second)
+    webhooks.catch_all(fallback)
+    created = CustomerCreatedEvent.model_validate(load_fixture("customer.created"))
+    call = CallCompletedEvent.model_validate(load_fixture("call.completed"))
+    assert webhooks.handlers_for(created) == (first, second)
+    assert webhooks.handlers_for(call) == (fallback,)
+
+
+def test_a_failing_async_handler_frees_the_lease_under_handle_async() -> None:
+    store = InMemoryIdempotencyStore()
+    webhooks = Dispatcher(SECRET, idempotency_store=store)
+    attempts: list[str] = []
+
+    @webhooks.on("customer.created")
+    async def flaky(event: CustomerCreatedEvent) -> None:
+        attempts.append(current_delivery().webhook_id)
+        if len(attempts) == 1:
+            raise RuntimeError
+
+    body, headers = signed(msg_id="msg_async_retry")
+    assert asyncio.run(webhooks.handle_async(body, headers)).status_code == 500
+    assert len(store) == 0  # released: the retry may run it
+    assert status(asyncio.run(webhooks.handle_async(body, headers))) == (200, {"status": "processed"})
+    assert attempts == ["msg_async_retry", "msg_async_retry"]
+
+
 class StatusStore(InMemoryIdempotencyStore):
     """A store that breaks the protocol: acquire answers a status it does not define."""
 

@@ -24,11 +24,14 @@ from carecycle_webhooks import (
     Event,
     InMemoryIdempotencyStore,
     UnknownEvent,
+    WebhookResponse,
 )
 from tests.conftest import OTHER_SECRET, SECRET, fixture_bytes, load_fixture, svix_headers
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+    from carecycle_webhooks import Headers
 
 MSG_ID = "msg_2Lm1bFf5ZsqHw5e2yd0DgPzm5Tx"
 UNKNOWN_BODY = b'{"event_type": "appointment.booked", "id": "a9b5cc1e-2f3c-4a0e-9d53-1c2b3d4e5f60"}'
@@ -55,6 +58,20 @@ class Recorder:
         @self.dispatcher.on("customer.created")
         def record(event: CustomerCreatedEvent) -> None:
             self.events.append(event)
+
+
+class CustomAnswer(Dispatcher):
+    """A dispatcher (subclassed by an application) answering with headers of its own."""
+
+    ANSWER = WebhookResponse(
+        202, b"queued", {"content-type": "text/plain; charset=utf-8", "x-queue-position": "7"}
+    )
+
+    def handle(self, body: bytes | str, headers: Headers) -> WebhookResponse:
+        return self.ANSWER
+
+    async def handle_async(self, body: bytes | str, headers: Headers) -> WebhookResponse:
+        return self.ANSWER
 
 
 class UnreachableStore:
@@ -128,6 +145,14 @@ class AdapterContract:
         assert reply.json() == {"status": "processed"}
         assert reply.headers["content-type"] == "application/json"
         assert [type(event) for event in recorder.events] == [CustomerCreatedEvent]
+
+    def test_every_header_of_the_dispatchers_answer_reaches_the_client(self) -> None:
+        body = fixture_bytes("customer.created")
+        reply = self.send(CustomAnswer(SECRET), body, svix_headers(body))
+        assert reply.status == 202
+        assert reply.body == b"queued"
+        assert reply.headers["content-type"] == "text/plain; charset=utf-8"
+        assert reply.headers["x-queue-position"] == "7"
 
     def test_no_handler_for_the_event_type(self) -> None:
         recorder = Recorder()
