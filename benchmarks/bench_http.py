@@ -1,6 +1,6 @@
 """Requests per second through ``webhook_view`` vs a bare svix endpoint of the same framework.
 
-Run: ``.venv/bin/python benchmarks/bench_http.py [--rounds 24] [--seconds 2] [--warmup 2]
+Run: ``.venv/bin/python benchmarks/bench_http.py [--rounds 12] [--seconds 2] [--warmup 2]
 [--connections 8] [--frameworks flask,django,fastapi] [--min-ids 20000] [--no-pin]
 [--loadgen auto|wrk|python]``
 
@@ -21,11 +21,13 @@ Lua script that sends the ``customer.created`` fixture under pre-signed headers 
 ``Webhook.sign``, current timestamp), each request with its own ``webhook-id``: fresh ids
 for every wrk run, never reused within a run (sized from the warm-up's rate), so no
 delivery is a duplicate. On a machine with 2+ cores the server is pinned to CPU 0 and the
-load generator to CPU 1. The endpoints are measured in interleaved rounds (the order
-rotates every round) after a warm-up. The ratio judged is the median, over the rounds, of
-ours / bare within one round: a round's endpoints run seconds apart, so this cancels the
-machine's drift between rounds, which on a shared VM moves one endpoint's requests per
-second by 20 % or more; the A/A control shows how much noise is left. The ratio of the
+load generator to CPU 1. After a warm-up, the endpoints are measured in rounds: a round
+runs each endpoint twice, in an order and then in its reverse (A B C C B A), so that a
+steady drift of the machine's speed during the round weighs on every endpoint alike, and
+the order rotates from round to round. The ratio judged is the median, over the rounds,
+of ours / bare within one round: this cancels the drift between rounds, which on a shared
+VM moves one endpoint's requests per second by 20 % or more; the A/A control shows how
+much noise is left. The ratio of the
 median requests per second, of all requests over all time, and of server CPU time per
 request are printed too.
 Every response must be 2xx: any other status, or a repeated id, invalidates the result
@@ -327,6 +329,26 @@ class LoadGenerator:
         sys.exit(f"load generator failed ({completed.returncode}):\n{completed.stdout}\n{completed.stderr}")
 
 
+def _combine(results: list[LoadResult]) -> LoadResult:
+    """Several runs of one endpoint as one: their requests over their time."""
+    statuses = ",".join(r.statuses for r in results if r.statuses)
+    return LoadResult(
+        requests=sum(r.requests for r in results),
+        duration_s=sum(r.duration_s for r in results),
+        non2xx=sum(r.non2xx for r in results),
+        socket_errors={
+            name: sum(r.socket_errors.get(name, 0) for r in results) for name in results[0].socket_errors
+        },
+        issued=sum(r.issued for r in results),
+        lines=sum(r.lines for r in results),
+        wrapped=sum(r.wrapped for r in results),
+        p50_ms=p.median([r.p50_ms for r in results]),
+        p99_ms=max(r.p99_ms for r in results),
+        statuses=statuses,
+        server_cpu_s=sum(r.server_cpu_s for r in results),
+    )
+
+
 def _parse_result(line: str) -> LoadResult:
     values = dict(item.split("=", 1) for item in line.split()[1:])
     return LoadResult(
@@ -410,19 +432,24 @@ def bench_framework(
             warm = _measure(server, loadgen, server.url + framework.endpoints[label], ids, args.warmup)
             estimate[label] = warm.rps
             print(f"  warm-up  {label:<20} {_fmt_result(warm)}")
-        # Each endpoint takes each place in the order equally often: the place matters
-        # (on the VM this was developed on, the third run of a round was slower).
+        # A round runs the endpoints in an order and then in its reverse (A B C C B A), so
+        # that a drift of the machine's speed during the round weighs on each endpoint
+        # alike; the order rotates from round to round, each endpoint starting equally often.
         rounds = math.ceil(args.rounds / len(labels)) * len(labels)
         for r in range(rounds):
             order = labels[r % len(labels) :] + labels[: r % len(labels)]
-            for label in order:
+            runs: dict[str, list[LoadResult]] = {label: [] for label in labels}
+            for label in order + order[::-1]:
                 ids = signer.ids_file(
                     _ids_needed(estimate[label], args.seconds, args.min_ids, args.connections)
                 )
                 result = _measure(server, loadgen, server.url + framework.endpoints[label], ids, args.seconds)
-                samples[label].results.append(result)
+                runs[label].append(result)
                 estimate[label] = max(estimate[label], result.rps)
-                print(f"  round {r + 1:<2} {label:<20} {_fmt_result(result)}")
+            for label in labels:
+                combined = _combine(runs[label])
+                samples[label].results.append(combined)
+                print(f"  round {r + 1:<2} {label:<20} {_fmt_result(combined)}")
         if server.process is not None and server.process.poll() is not None:
             print(f"  !! the server exited during the run:\n{server.log_tail()}")
     return samples
@@ -472,7 +499,7 @@ def _report(framework: Framework, samples: dict[str, Samples]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--rounds", type=int, default=24, help="timed runs per endpoint (up to a multiple of the endpoints)"
+        "--rounds", type=int, default=12, help="rounds, each timing every endpoint twice (A B C C B A)"
     )
     parser.add_argument("--seconds", type=int, default=2, help="duration of one timed run")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up run per endpoint, seconds")
@@ -521,8 +548,8 @@ def main() -> None:
             "webhook-id, signed by svix's Webhook.sign"
         )
         print(
-            f"Rounds: {args.rounds} (up to a multiple of the endpoints) x {args.seconds:g} s per endpoint, "
-            "interleaved (the order rotates), "
+            f"Rounds: {args.rounds} (up to a multiple of the endpoints), each running every endpoint "
+            f"twice for {args.seconds:g} s, in an order and its reverse (A B C C B A; the order rotates), "
             f"after a {args.warmup:g} s warm-up each; median of the per-round ratios judged"
         )
 
