@@ -23,13 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal, TypeVar, cast, overload
 
 from ._errors import WebhookConfigurationError, WebhookPayloadError, WebhookVerificationError
-from ._idempotency import (
-    DEFAULT_DONE_TTL,
-    DEFAULT_LEASE,
-    Claim,
-    IdempotencyStore,
-    InMemoryIdempotencyStore,
-)
+from ._idempotency import DEFAULT_DONE_TTL, DEFAULT_LEASE, Claim, IdempotencyStore
 from ._models import (
     CallCompletedEvent,
     CustomerCreatedEvent,
@@ -488,7 +482,7 @@ class Dispatcher:
         Returns:
             The response `handle` would have given after verification and parsing.
         """
-        handlers = self._handlers.get(event.event_type) or self._catch_all
+        handlers = self.handlers_for(event)
         if not handlers:
             logger.debug("webhook %s: no handler for %s", delivery.webhook_id, _safe_label(event.event_type))
             return _IGNORED
@@ -601,9 +595,7 @@ class Dispatcher:
             return prepared
         return await self.dispatch_async(*prepared)
 
-    async def dispatch_async(  # noqa: C901 - the whole path written out: no coroutine per step
-        self, event: Event, delivery: WebhookDelivery
-    ) -> WebhookResponse:
+    async def dispatch_async(self, event: Event, delivery: WebhookDelivery) -> WebhookResponse:
         """`dispatch`, on the event loop (as `handle_async` runs handlers).
 
         Args:
@@ -613,7 +605,7 @@ class Dispatcher:
         Returns:
             The response `handle_async` would have given after verification and parsing.
         """
-        handlers = self._handlers.get(event.event_type) or self._catch_all
+        handlers = self.handlers_for(event)
         if not handlers:
             logger.debug("webhook %s: no handler for %s", delivery.webhook_id, _safe_label(event.event_type))
             return _IGNORED
@@ -623,13 +615,8 @@ class Dispatcher:
             return _PROCESSED if failure is None else self._failed(failure, event, delivery)
         if self._unrecorded:
             await self._record_unrecorded_async(store)
-        # The in-memory store never waits: called directly, without a coroutine per call.
-        direct = type(store) is InMemoryIdempotencyStore
         try:
-            if direct:
-                claim = store.acquire(delivery.webhook_id, lease=self.lease)
-            else:
-                claim = await store.acquire_async(delivery.webhook_id, lease=self.lease)
+            claim = await store.acquire_async(delivery.webhook_id, lease=self.lease)
         except Exception as error:  # noqa: BLE001 - any store failure: answer 503, run nothing
             self._store_failed("acquire", error, delivery)
             return _STORE_UNAVAILABLE
@@ -646,10 +633,7 @@ class Dispatcher:
             await self._release_async(store, claim, delivery)
             return self._failed(failure, event, delivery)
         try:
-            if direct:
-                store.complete(delivery.webhook_id, claim.token, ttl=self.done_ttl)
-            else:
-                await store.complete_async(delivery.webhook_id, claim.token, ttl=self.done_ttl)
+            await store.complete_async(delivery.webhook_id, claim.token, ttl=self.done_ttl)
         except Exception as error:  # noqa: BLE001 - handled already; Svix must not retry it
             self._store_failed("complete", error, delivery)
             self._remember_unrecorded(delivery.webhook_id, claim.token)

@@ -151,7 +151,7 @@ class InMemoryIdempotencyStore:
                 if entry[1] > now:
                     return _CLAIM_DONE if entry[0] == _DONE else _CLAIM_IN_FLIGHT
                 del entries[key]  # expired
-            token = f"{_TOKEN_PREFIX}-{next(_token_numbers)}"
+            token = _new_token()
             entries[key] = (token, now + seconds)  # a new key: appended, the youngest
             if len(entries) > self._max_entries:
                 for oldest in list(itertools.islice(entries, self._forget_batch)):

@@ -211,7 +211,7 @@ def _collect_from_raw(headers: Headers) -> tuple[dict[str, object], str | None] 
         text = value.decode("latin-1")
         if found.setdefault(canonical, text) != text:
             conflict = canonical
-    if not (found.get("webhook-id") and found.get("webhook-timestamp") and found.get("webhook-signature")):
+    if not all(found.get(name) for name in _REQUIRED):
         return None  # names not in lower case, or missing: the scan decides and explains
     return found, conflict
 
