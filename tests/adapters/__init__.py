@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import importlib
+import io
 import json
 import sys
 import time
@@ -72,6 +73,22 @@ class CustomAnswer(Dispatcher):
 
     async def handle_async(self, body: bytes | str, headers: Headers) -> WebhookResponse:
         return self.ANSWER
+
+
+class EndlessStream(io.RawIOBase):
+    """A request body that never ends, counting what is read of it."""
+
+    def __init__(self) -> None:
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        size = len(buffer)
+        buffer[:size] = b" " * size
+        self.bytes_read += size
+        return size
 
 
 class UnreachableStore:

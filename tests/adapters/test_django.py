@@ -26,7 +26,7 @@ from django.test import AsyncClient, Client, RequestFactory
 
 from carecycle_webhooks import RedisIdempotencyStore, WebhookConfigurationError
 from carecycle_webhooks.django import webhook_view
-from tests.adapters import AdapterContract, AsyncRedisClient, Recorder, Reply, import_without
+from tests.adapters import AdapterContract, AsyncRedisClient, EndlessStream, Recorder, Reply, import_without
 from tests.adapters.django_urls import serve
 from tests.conftest import fixture_bytes, load_fixture, svix_headers
 
@@ -97,28 +97,12 @@ def test_view_is_csrf_exempt() -> None:
     assert getattr(webhook_view(recorder.dispatcher), "csrf_exempt", False) is True
 
 
-class CountingStream(io.RawIOBase):
-    """A request body that never ends, counting what is read of it."""
-
-    def __init__(self) -> None:
-        self.bytes_read = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        size = len(buffer)
-        buffer[:size] = b" " * size
-        self.bytes_read += size
-        return size
-
-
 def test_body_without_length_is_read_no_further_than_the_limit() -> None:
     # As under ASGI with a chunked request: no Content-Length, a stream of any length.
     recorder = Recorder(max_body_size=1000)
     request = RequestFactory().post("/webhooks/", data=b"", content_type="application/json")
     request.META.pop("CONTENT_LENGTH", None)
-    stream = CountingStream()
+    stream = EndlessStream()
     request._stream = cast("BinaryIO", stream)
     response = webhook_view(recorder.dispatcher)(request)
     assert response.status_code == 413

@@ -11,7 +11,14 @@ from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from carecycle_webhooks import RedisIdempotencyStore, WebhookConfigurationError
 from carecycle_webhooks.flask import webhook_view
-from tests.adapters import AdapterContract, AsyncRedisClient, Recorder, Reply, import_without
+from tests.adapters import (
+    AdapterContract,
+    AsyncRedisClient,
+    EndlessStream,
+    Recorder,
+    Reply,
+    import_without,
+)
 from tests.conftest import fixture_bytes, svix_headers
 
 if TYPE_CHECKING:
@@ -41,22 +48,6 @@ class TestFlaskStatusTable(AdapterContract):
             "/webhooks", method=method, data=body, headers=dict(headers), content_type="application/json"
         )
         return reply(response)
-
-
-class EndlessStream(io.RawIOBase):
-    """A request body that never ends, counting what is read of it."""
-
-    def __init__(self) -> None:
-        self.bytes_read = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        size = len(buffer)
-        buffer[:size] = b" " * size
-        self.bytes_read += size
-        return size
 
 
 class Unreadable(io.RawIOBase):
