@@ -446,14 +446,70 @@ def _raw(headers: dict[str, str], *, upper: bool = False) -> list[tuple[bytes, b
     return [((k.upper() if upper else k).encode(), v.encode()) for k, v in headers.items()]
 
 
+class RawOnly:
+    """ASGI pairs whose ``items()`` must not be called: only the fast path can read them."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+
+    def items(self) -> list[tuple[str, str]]:
+        raise AssertionError("the general reading was used")
+
+
+def _svix_named(headers: dict[str, str]) -> dict[str, str]:
+    return {name.replace("webhook-", "svix-"): value for name, value in headers.items()}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        KAT_HEADERS,
+        _svix_named(KAT_HEADERS),
+        KAT_HEADERS | _svix_named(KAT_HEADERS),  # both names, alike
+        KAT_HEADERS | {"host": "example.org", "content-type": "application/json"},
+    ],
+    ids=["webhook", "svix", "both", "others"],
+)
+def test_asgi_raw_headers_are_read_without_the_general_scan(headers: dict[str, str]) -> None:
+    delivery = frozen_clock().verify(KAT_BODY, RawOnly(_raw(headers)))
+    assert (delivery.webhook_id, delivery.attempt) == (KAT_ID, None)
+    attempt = {f"{prefix}-attempt": "4" for prefix in ("webhook", "svix") if f"{prefix}-id" in headers}
+    with_attempt = frozen_clock().verify(KAT_BODY, RawOnly(_raw(headers | attempt)))
+    assert with_attempt.attempt == 4
+
+
+def test_starlette_headers_of_a_real_request_take_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    from starlette.datastructures import Headers
+
+    headers = Headers(raw=_raw(KAT_HEADERS | {"webhook-attempt": "2"}))
+
+    def no_general_reading(_self: object) -> object:
+        raise AssertionError("the general reading was used")
+
+    monkeypatch.setattr(Headers, "items", no_general_reading)
+    delivery = frozen_clock().verify(KAT_BODY, headers)
+    assert (delivery.webhook_id, delivery.attempt) == (KAT_ID, 2)
+
+
 def test_asgi_raw_headers_fast_path_and_its_fallbacks() -> None:
     verifier = frozen_clock()
     assert verifier.verify(KAT_BODY, RawHeaders(_raw(KAT_HEADERS))).webhook_id == KAT_ID
     # Names not in lower case (not ASGI-conformant): the general scan still finds them.
     assert verifier.verify(KAT_BODY, RawHeaders(_raw(KAT_HEADERS, upper=True))).webhook_id == KAT_ID
+    # Another header given twice: the general scan, which still accepts the delivery.
+    repeated = [*_raw(KAT_HEADERS), (b"accept", b"*/*"), (b"accept", b"text/plain")]
+    assert verifier.verify(KAT_BODY, RawHeaders(repeated)).webhook_id == KAT_ID
+    # The same header twice, or under both names, with different values: refused.
     conflicting = [*_raw(KAT_HEADERS), (b"svix-id", b"msg_other")]
     assert verification_reason(verifier, KAT_BODY, RawHeaders(conflicting)) == "conflicting_headers"
+    twice = [*_raw(KAT_HEADERS), (b"webhook-id", b"msg_other")]
+    assert verification_reason(verifier, KAT_BODY, RawHeaders(twice)) == "conflicting_headers"
+    # Both names, each header under only one of them: the general scan merges them.
+    mixed = {"webhook-id": KAT_ID, "svix-timestamp": str(KAT_TIMESTAMP), "svix-signature": KAT_SIGNATURE}
+    assert verifier.verify(KAT_BODY, RawHeaders(_raw(mixed))).webhook_id == KAT_ID
     assert verification_reason(verifier, KAT_BODY, RawHeaders(_raw({}))) == "missing_header"
+    empty_id = _raw(KAT_HEADERS | {"webhook-id": ""})
+    assert verification_reason(verifier, KAT_BODY, RawHeaders(empty_id)) == "missing_header"
 
 
 @pytest.mark.parametrize(
@@ -463,6 +519,10 @@ def test_asgi_raw_headers_fast_path_and_its_fallbacks() -> None:
         [(b"webhook-id", KAT_ID.encode(), b"extra")],  # not a pair
         [[b"webhook-id", KAT_ID.encode()]],  # not a tuple
         [(b"webhook-id", KAT_ID)],  # value not bytes
+        [(name.encode(), value) for name, value in KAT_HEADERS.items()],  # values not bytes
+        [*_raw(KAT_HEADERS), (b"webhook-attempt", 3)],  # an attempt that is not bytes
+        [([b"unhashable"], b"x"), *_raw(KAT_HEADERS)],  # a name dict() refuses
+        [b"ab", *_raw(KAT_HEADERS)],  # not a pair of name and value
     ],
 )
 def test_odd_raw_attributes_fall_back_to_items(raw: Any) -> None:

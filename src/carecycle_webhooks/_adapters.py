@@ -58,7 +58,8 @@ def declared_length(value: object) -> int | None:
     if value is None:
         return None
     try:
-        length = int(str(value))
+        # bytes as ASGI servers give header values; int() reads ASCII digits from them.
+        length = int(value) if isinstance(value, (str, bytes)) else int(str(value))
     except ValueError:
         return None
     return length if length >= 0 else None

@@ -186,38 +186,63 @@ def _collect_from_environ(headers: Headers) -> tuple[dict[str, object], str | No
     return found, conflict
 
 
-_RAW_NAMES = {name.encode("ascii"): canonical for name, canonical in _HEADER_NAMES.items()}
+# Our headers as ASGI servers give their names: bytes, in lower case. The Standard
+# Webhooks names, then Svix's own, in the order _read_raw unpacks them.
+_RAW_NAMES = tuple(
+    name.encode("ascii")
+    for prefix in ("webhook-", "svix-")
+    for name in (f"{prefix}id", f"{prefix}timestamp", f"{prefix}signature", f"{prefix}attempt")
+)
 
 
-def _collect_from_raw(headers: Headers) -> tuple[dict[str, object], str | None] | None:
-    # Starlette's Headers (FastAPI's request.headers) keep the ASGI pairs as sent, names
-    # in lower case (the ASGI spec): only our headers' values need decoding.
+def _read_raw(headers: Headers) -> tuple[str, str, str, str | None] | None:
+    """Starlette's Headers (FastAPI's request.headers): the id, timestamp, signature and attempt.
+
+    They keep the ASGI pairs as sent, names in lower case (the ASGI spec), so one
+    C-level dict() of the pairs finds our headers, and only their values are decoded.
+    Anything unusual (a name given twice, names not in lower case, a missing header,
+    values that are not bytes) is left to the general reading, which explains what is
+    wrong: ``None``.
+    """
     raw: object = getattr(headers, "raw", None)
     if type(raw) is not list:
         return None
-    found: dict[str, object] = {}
-    conflict: str | None = None
-    # Cast once, not per pair (a function call each): every element is checked below.
     pairs = cast("list[tuple[object, object]]", raw)
-    for pair in pairs:
-        if type(pair) is not tuple or len(pair) != 2:
-            return None
-        name, value = pair
-        canonical = _RAW_NAMES.get(name) if type(name) is bytes else None
-        if canonical is None:
-            continue
-        if type(value) is not bytes:
-            return None
-        text = value.decode("latin-1")
-        if found.setdefault(canonical, text) != text:
-            conflict = canonical
-    if not all(found.get(name) for name in _REQUIRED):
-        return None  # names not in lower case, or missing: the scan decides and explains
-    return found, conflict
+    try:
+        table = dict(pairs)
+    except Exception:  # noqa: BLE001 - not pairs of hashable names: the general reading decides
+        return None
+    if len(table) != len(pairs):
+        return None  # a header given twice: the general reading compares the values
+    msg_id, timestamp, signature, attempt, *svix = map(table.get, _RAW_NAMES)
+    if svix != [None, None, None, None]:
+        if msg_id is None and timestamp is None and signature is None and attempt is None:
+            msg_id, timestamp, signature, attempt = svix  # Svix's names only
+        elif [msg_id, timestamp, signature, attempt] != svix:
+            return None  # both names, not all alike: the general reading compares them
+    if not (
+        type(msg_id) is bytes
+        and type(timestamp) is bytes
+        and type(signature) is bytes
+        and msg_id
+        and timestamp
+        and signature
+        and (attempt is None or type(attempt) is bytes)
+    ):
+        return None
+    return (
+        msg_id.decode("latin-1"),
+        timestamp.decode("latin-1"),
+        signature.decode("latin-1"),
+        None if attempt is None else attempt.decode("latin-1"),
+    )
 
 
 def _read_headers(headers: Headers) -> tuple[str, str, str, object]:
-    collected = _collect_from_environ(headers) or _collect_from_raw(headers) or _collect_headers(headers)
+    fast = _read_raw(headers)
+    if fast is not None:
+        return fast
+    collected = _collect_from_environ(headers) or _collect_headers(headers)
     if collected is None:
         # Raised outside any except block, so no chained cause rides along.
         raise _fail(

@@ -104,7 +104,9 @@ def webhook_view(dispatcher: Dispatcher) -> Callable[[Request], Awaitable[Respon
             response.headers["Allow"] = "POST"
             return response
         limit = dispatcher.max_body_size
-        declared = declared_length(request.headers.get("content-length"))
+        headers = request.headers
+        # A C-level dict of the ASGI pairs (lower-case bytes names) rather than a scan in Python.
+        declared = declared_length(dict(headers.raw).get(b"content-length"))
         if declared is not None and declared > limit:
             return _to_starlette(body_too_large(limit))
         if declared is not None:
@@ -113,6 +115,6 @@ def webhook_view(dispatcher: Dispatcher) -> Callable[[Request], Awaitable[Respon
         else:
             # Chunked: one byte past the limit is enough for the dispatcher to answer 413.
             body = await _read_at_most(request, limit + 1)
-        return _to_starlette(await dispatcher.handle_async(body, request.headers))
+        return _to_starlette(await dispatcher.handle_async(body, headers))
 
     return carecycle_webhook
