@@ -536,17 +536,61 @@ def test_odd_raw_attributes_fall_back_to_items(raw: Any) -> None:
     assert frozen_clock().verify(KAT_BODY, Odd()).webhook_id == KAT_ID
 
 
-def test_wsgi_environ_fast_path() -> None:
-    class Environ:
-        def __init__(self, environ: Any) -> None:
-            self.environ = environ
+class Environ:
+    """Werkzeug-shaped headers: the WSGI ``environ``, and ``items()`` derived from it."""
 
-        def items(self) -> list[tuple[str, str]]:
-            return list(KAT_HEADERS.items())
+    def __init__(self, environ: Any) -> None:
+        self.environ = environ
 
-    environ = {f"HTTP_{k.upper().replace('-', '_')}": v for k, v in KAT_HEADERS.items()}
+    def items(self) -> list[tuple[str, str]]:
+        return [
+            (key[5:].replace("_", "-").title(), value)
+            for key, value in self.environ.items()
+            if key.startswith("HTTP_")
+        ]
+
+
+class EnvironOnly(Environ):
+    """An environ whose ``items()`` must not be called: only the fast path can read it."""
+
+    def items(self) -> list[tuple[str, str]]:
+        raise AssertionError("the general reading was used")
+
+
+def _environ(headers: dict[str, str]) -> dict[str, Any]:
+    return {f"HTTP_{k.upper().replace('-', '_')}": v for k, v in headers.items()} | {"CONTENT_LENGTH": "20"}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [KAT_HEADERS, _svix_named(KAT_HEADERS), KAT_HEADERS | _svix_named(KAT_HEADERS)],
+    ids=["webhook", "svix", "both"],
+)
+def test_wsgi_environ_is_read_without_the_general_scan(headers: dict[str, str]) -> None:
+    delivery = frozen_clock().verify(KAT_BODY, EnvironOnly(_environ(headers)))
+    assert (delivery.webhook_id, delivery.attempt) == (KAT_ID, None)
+    attempt = {f"{prefix}-attempt": "5" for prefix in ("webhook", "svix") if f"{prefix}-id" in headers}
+    assert frozen_clock().verify(KAT_BODY, EnvironOnly(_environ(headers | attempt))).attempt == 5
+
+
+def test_wsgi_environ_fast_path_and_its_fallbacks() -> None:
+    environ = _environ(KAT_HEADERS)
     assert frozen_clock().verify(KAT_BODY, Environ(environ)).webhook_id == KAT_ID
     conflicting = environ | {"HTTP_SVIX_ID": "msg_other"}
     assert verification_reason(frozen_clock(), KAT_BODY, Environ(conflicting)) == "conflicting_headers"
+    # Each header under one of the names only: the general scan merges them.
+    mixed = _environ(
+        {"webhook-id": KAT_ID, "svix-timestamp": str(KAT_TIMESTAMP), "svix-signature": KAT_SIGNATURE}
+    )
+    assert frozen_clock().verify(KAT_BODY, Environ(mixed)).webhook_id == KAT_ID
     # Not a plain dict: the general path.
     assert frozen_clock().verify(KAT_BODY, Environ(types.MappingProxyType(environ))).webhook_id == KAT_ID
+    # A value that is not a string, an empty one, a missing one: the general path says what is wrong.
+    not_text = environ | {"HTTP_WEBHOOK_ID": 3}
+    assert verification_reason(frozen_clock(), KAT_BODY, Environ(not_text)) == "malformed_header"
+    # The attempt is informational: one that is not a string is no attempt number.
+    assert frozen_clock().verify(KAT_BODY, Environ(environ | {"HTTP_WEBHOOK_ATTEMPT": 3})).attempt is None
+    empty = environ | {"HTTP_WEBHOOK_ID": ""}
+    assert verification_reason(frozen_clock(), KAT_BODY, Environ(empty)) == "missing_header"
+    missing = {key: value for key, value in environ.items() if key != "HTTP_WEBHOOK_SIGNATURE"}
+    assert verification_reason(frozen_clock(), KAT_BODY, Environ(missing)) == "missing_header"

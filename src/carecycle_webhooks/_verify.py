@@ -165,44 +165,71 @@ def _collect_headers(headers: Headers) -> tuple[dict[str, object], str | None] |
     return found, conflict
 
 
-_ENVIRON_KEYS = tuple(
-    ("HTTP_" + name.upper().replace("-", "_"), canonical) for name, canonical in _HEADER_NAMES.items()
+# Our headers' names, the Standard Webhooks ones then Svix's own, as the fast paths
+# below look them up: _pick unpacks the values in this order.
+_NAMES = tuple(
+    f"{prefix}-{name}"
+    for prefix in ("webhook", "svix")
+    for name in ("id", "timestamp", "signature", "attempt")
 )
+_ENVIRON_NAMES = tuple("HTTP_" + name.upper().replace("-", "_") for name in _NAMES)  # WSGI
+_RAW_NAMES = tuple(name.encode("ascii") for name in _NAMES)  # ASGI: bytes, in lower case
+
+_Picked: TypeAlias = "tuple[object, object, object, object]"
 
 
-def _collect_from_environ(headers: Headers) -> tuple[dict[str, object], str | None] | None:
-    # Werkzeug's EnvironHeaders (Flask's request.headers) rebuilds every header name from
-    # the WSGI environ while iterating; its environ answers our eight names directly.
+def _pick(values: Iterable[object]) -> _Picked | None:
+    """The id, timestamp, signature and attempt among the values found under `_NAMES`.
+
+    Either set of names may be used, or both with the same values; anything else (both
+    sets, not all alike) is ``None``: the general reading compares them one by one.
+    """
+    msg_id, timestamp, signature, attempt, *svix = values
+    if svix == [None, None, None, None]:
+        return msg_id, timestamp, signature, attempt
+    if msg_id is None and timestamp is None and signature is None and attempt is None:
+        return svix[0], svix[1], svix[2], svix[3]
+    if [msg_id, timestamp, signature, attempt] == svix:
+        return msg_id, timestamp, signature, attempt
+    return None
+
+
+def _read_environ(headers: Headers) -> tuple[str, str, str, str | None] | None:
+    """Werkzeug's EnvironHeaders (Flask's request.headers), or Django's META: our headers.
+
+    Iterating EnvironHeaders rebuilds every header name from the WSGI environ; the
+    environ itself answers our eight names directly. ``None`` for anything the general
+    reading must judge (a header missing, empty or not a string, or given under both
+    names with different values): it says what is wrong.
+    """
     environ: object = getattr(headers, "environ", None)
     if type(environ) is not dict:
         return None
-    variables = cast("dict[str, object]", environ)
-    found: dict[str, object] = {}
-    conflict: str | None = None
-    for key, canonical in _ENVIRON_KEYS:
-        value = variables.get(key)
-        if value is not None and found.setdefault(canonical, value) != value:
-            conflict = canonical
-    return found, conflict
-
-
-# Our headers as ASGI servers give their names: bytes, in lower case. The Standard
-# Webhooks names, then Svix's own, in the order _read_raw unpacks them.
-_RAW_NAMES = tuple(
-    name.encode("ascii")
-    for prefix in ("webhook-", "svix-")
-    for name in (f"{prefix}id", f"{prefix}timestamp", f"{prefix}signature", f"{prefix}attempt")
-)
+    picked = _pick(map(cast("dict[str, object]", environ).get, _ENVIRON_NAMES))
+    if picked is None:
+        return None
+    msg_id, timestamp, signature, attempt = picked
+    if (
+        type(msg_id) is str
+        and type(timestamp) is str
+        and type(signature) is str
+        and msg_id
+        and timestamp
+        and signature
+        and (attempt is None or type(attempt) is str)
+    ):
+        return msg_id, timestamp, signature, attempt
+    return None
 
 
 def _read_raw(headers: Headers) -> tuple[str, str, str, str | None] | None:
-    """Starlette's Headers (FastAPI's request.headers): the id, timestamp, signature and attempt.
+    """Starlette's Headers (FastAPI's request.headers): our headers.
 
     They keep the ASGI pairs as sent, names in lower case (the ASGI spec), so one
     C-level dict() of the pairs finds our headers, and only their values are decoded.
-    Anything unusual (a name given twice, names not in lower case, a missing header,
-    values that are not bytes) is left to the general reading, which explains what is
-    wrong: ``None``.
+    ``None`` for anything the general reading must judge (a name given twice, names not
+    in lower case, a header missing, empty or not bytes, both names with different
+    values): it says what is wrong.
     """
     raw: object = getattr(headers, "raw", None)
     if type(raw) is not list:
@@ -214,12 +241,10 @@ def _read_raw(headers: Headers) -> tuple[str, str, str, str | None] | None:
         return None
     if len(table) != len(pairs):
         return None  # a header given twice: the general reading compares the values
-    msg_id, timestamp, signature, attempt, *svix = map(table.get, _RAW_NAMES)
-    if svix != [None, None, None, None]:
-        if msg_id is None and timestamp is None and signature is None and attempt is None:
-            msg_id, timestamp, signature, attempt = svix  # Svix's names only
-        elif [msg_id, timestamp, signature, attempt] != svix:
-            return None  # both names, not all alike: the general reading compares them
+    picked = _pick(map(table.get, _RAW_NAMES))
+    if picked is None:
+        return None
+    msg_id, timestamp, signature, attempt = picked
     if not (
         type(msg_id) is bytes
         and type(timestamp) is bytes
@@ -239,10 +264,10 @@ def _read_raw(headers: Headers) -> tuple[str, str, str, str | None] | None:
 
 
 def _read_headers(headers: Headers) -> tuple[str, str, str, object]:
-    fast = _read_raw(headers)
+    fast = _read_environ(headers) or _read_raw(headers)
     if fast is not None:
         return fast
-    collected = _collect_from_environ(headers) or _collect_headers(headers)
+    collected = _collect_headers(headers)
     if collected is None:
         # Raised outside any except block, so no chained cause rides along.
         raise _fail(

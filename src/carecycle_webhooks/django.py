@@ -38,7 +38,7 @@ from ._adapters import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from ._dispatch import Dispatcher, WebhookResponse
 
@@ -51,6 +51,25 @@ def _to_django(response: WebhookResponse) -> HttpResponse:
     for name, value in headers:
         converted[name] = value
     return converted
+
+
+class _Headers:
+    """The request's headers for the verifier, without building ``request.headers``.
+
+    Django builds ``HttpHeaders`` from every ``HTTP_*`` entry of ``request.META`` on first
+    use. The verifier reads our few headers straight from ``environ`` (META has the WSGI
+    environ's names under WSGI and ASGI alike) and only iterates ``items()`` when something
+    is unusual, to say what.
+    """
+
+    __slots__ = ("_request", "environ")
+
+    def __init__(self, request: HttpRequest) -> None:
+        self._request = request
+        self.environ = request.META
+
+    def items(self) -> Iterable[tuple[str, str]]:
+        return self._request.headers.items()
 
 
 def webhook_view(dispatcher: Dispatcher) -> Callable[[HttpRequest], HttpResponse]:
@@ -96,6 +115,6 @@ def webhook_view(dispatcher: Dispatcher) -> Callable[[HttpRequest], HttpResponse
         # A declared length bounds Django's stream: read exactly that. Otherwise one byte
         # past the limit is enough for the dispatcher to answer 413.
         body = read_at_most(request.read, limit + 1 if declared is None else declared)
-        return _to_django(dispatcher.handle(body, request.headers))
+        return _to_django(dispatcher.handle(body, _Headers(request)))
 
     return csrf_exempt(carecycle_webhook)

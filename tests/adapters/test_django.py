@@ -167,3 +167,28 @@ def test_missing_django_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None
     assert "pip install 'carecycle-webhooks[django]'" in str(error)
     assert error.__cause__ is None
     assert error.__suppress_context__
+
+
+@pytest.mark.parametrize("prefix", ["webhook", "svix"])
+def test_headers_are_read_from_meta_without_building_request_headers(prefix: str) -> None:
+    recorder = Recorder()
+    view = webhook_view(recorder.dispatcher)
+    body = fixture_bytes("customer.created")
+    request = RequestFactory().post(
+        "/webhooks/", data=body, content_type="application/json", headers=svix_headers(body, prefix=prefix)
+    )
+    assert reply(view(request)).status == 200
+    assert len(recorder.events) == 1
+    assert "headers" not in request.__dict__  # Django's cached HttpHeaders was never built
+
+
+def test_conflicting_headers_are_still_refused() -> None:
+    # Unusual headers are judged by the general reading, through request.headers.
+    recorder = Recorder()
+    view = webhook_view(recorder.dispatcher)
+    body = fixture_bytes("customer.created")
+    headers = svix_headers(body) | {"svix-id": "msg_someone_else"}
+    request = RequestFactory().post("/webhooks/", data=body, content_type="application/json", headers=headers)
+    result = reply(view(request))
+    assert (result.status, json.loads(result.body)["error"]) == (400, "conflicting_headers")
+    assert recorder.events == []
