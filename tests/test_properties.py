@@ -21,6 +21,7 @@ from carecycle_webhooks import (
     parse_event,
     parse_unverified_event,
 )
+from carecycle_webhooks._verify import _signature_candidates
 from tests.conftest import EVENT_TYPES, SECRET, load_fixture, svix_headers
 
 NOW = 1_800_000_000
@@ -186,3 +187,28 @@ def test_expected_signature_is_svix_sign(body: str, msg_id: str, offset: int, ke
     verifier = WebhookVerifier(secret, clock=lambda: NOW)
     assert verifier.verify(body, headers).webhook_id == msg_id
     assert verifier.verify(body.encode(), headers).timestamp == when
+
+
+def _split_signatures(header: str) -> list[bytes] | str:
+    """The signature header read the long way: every space-separated entry split at its comma."""
+    entries = [part.partition(",") for part in header.split()]
+    if not entries or any(not comma or not version or not signature for version, comma, signature in entries):
+        return "malformed_header"
+    v1 = [signature.encode("ascii") for version, _, signature in entries if version == "v1"]
+    return v1 or "no_matching_signature"
+
+
+@given(
+    st.lists(
+        st.sampled_from(["v1", "v2", ",", " ", "\t", "\x7f", "\x1c", "a", "A+/=", "é"]), max_size=12
+    ).map("".join)
+    | st.text(alphabet=string.printable, max_size=40).map(lambda text: "v1," + text)
+)
+def test_signature_header_reading_matches_the_long_way(header: str) -> None:
+    assume(header.isascii())
+    expected = _split_signatures(header)
+    try:
+        candidates: list[bytes] | str = _signature_candidates(header)
+    except WebhookVerificationError as error:
+        candidates = error.reason
+    assert candidates == expected
