@@ -5,6 +5,7 @@ import datetime
 import json
 import types
 from typing import TYPE_CHECKING, Any
+from unittest import mock
 
 import pytest
 from svix.webhooks import Webhook as SvixWebhook
@@ -594,3 +595,70 @@ def test_wsgi_environ_fast_path_and_its_fallbacks() -> None:
     assert verification_reason(frozen_clock(), KAT_BODY, Environ(empty)) == "missing_header"
     missing = {key: value for key, value in environ.items() if key != "HTTP_WEBHOOK_SIGNATURE"}
     assert verification_reason(frozen_clock(), KAT_BODY, Environ(missing)) == "missing_header"
+
+
+class Explosive:
+    """A header value whose comparisons and truth raise: nothing of ours may let that escape."""
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("compared")
+
+    def __ne__(self, other: object) -> bool:
+        raise RuntimeError("compared")
+
+    def __bool__(self) -> bool:
+        raise RuntimeError("asked for its truth")
+
+    __hash__ = object.__hash__
+
+
+def test_odd_values_in_starlette_headers_are_refused_as_ours() -> None:
+    from starlette.datastructures import Headers
+
+    verifier = frozen_clock()
+    raw = _raw(KAT_HEADERS)
+    for odd in (Explosive(), mock.ANY, 3):
+        headers = Headers(raw=[*raw, (b"svix-id", odd)])  # type: ignore[list-item]
+        assert verification_reason(verifier, KAT_BODY, headers) == "malformed_header"
+    # dict() takes any two-item sequence as a pair: b"ab" is not a header.
+    assert verification_reason(verifier, KAT_BODY, Headers(raw=[b"ab", *raw])) == "malformed_header"  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("name", [b"Webhook-Id", b"SVIX-ID"])
+def test_the_same_header_in_another_case_is_still_a_conflict(name: bytes) -> None:
+    from starlette.datastructures import Headers
+
+    headers = Headers(raw=[*_raw(KAT_HEADERS), (name, b"msg_other")])
+    assert verification_reason(frozen_clock(), KAT_BODY, headers) == "conflicting_headers"
+
+
+def test_odd_values_in_an_environ_are_refused_as_ours() -> None:
+    headers = Environ(_environ(KAT_HEADERS) | {"HTTP_SVIX_ID": Explosive()})
+    assert verification_reason(frozen_clock(), KAT_BODY, headers) == "malformed_header"
+
+
+def test_a_headers_object_whose_attributes_raise_is_read_through_items() -> None:
+    class Touchy:
+        def __getattr__(self, name: str) -> object:
+            raise RuntimeError(name)
+
+        def items(self) -> list[tuple[str, str]]:
+            return list(KAT_HEADERS.items())
+
+    assert frozen_clock().verify(KAT_BODY, Touchy()).webhook_id == KAT_ID
+
+
+def test_str_subclass_values_are_read_as_plain_strings() -> None:
+    class Loud(str):
+        __slots__ = ()
+
+        def startswith(self, *args: object) -> bool:  # type: ignore[override]
+            raise RuntimeError("own method called")
+
+        def isascii(self) -> bool:
+            raise RuntimeError("own method called")
+
+    headers = {name: Loud(value) for name, value in KAT_HEADERS.items()} | {"webhook-attempt": Loud("2")}
+    delivery = frozen_clock().verify(KAT_BODY, headers)
+    assert (delivery.webhook_id, delivery.attempt) == (KAT_ID, 2)
+    assert type(delivery.webhook_id) is str

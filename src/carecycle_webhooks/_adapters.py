@@ -59,7 +59,8 @@ def declared_length(value: object) -> int | None:
         return None
     try:
         # bytes as ASGI servers give header values; int() reads ASCII digits from them.
-        length = int(value) if isinstance(value, (str, bytes)) else int(str(value))
+        # Exact types only: a subclass's own __int__ is not asked.
+        length = int(value) if type(value) is bytes or type(value) is str else int(str(value))
     except ValueError:
         return None
     return length if length >= 0 else None

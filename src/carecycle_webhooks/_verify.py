@@ -175,14 +175,19 @@ _NAMES = tuple(
 _ENVIRON_NAMES = tuple("HTTP_" + name.upper().replace("-", "_") for name in _NAMES)  # WSGI
 _RAW_NAMES = tuple(name.encode("ascii") for name in _NAMES)  # ASGI: bytes, in lower case
 
+_NONE_OR_STR = frozenset({type(None), str})
+_BYTES = frozenset({bytes})
+
 _Picked: TypeAlias = "tuple[object, object, object, object]"
 
 
-def _pick(values: Iterable[object]) -> _Picked | None:
+def _pick(values: list[object]) -> _Picked | None:
     """The id, timestamp, signature and attempt among the values found under `_NAMES`.
 
-    Either set of names may be used, or both with the same values; anything else (both
-    sets, not all alike) is ``None``: the general reading compares them one by one.
+    The values are ``None``, ``str`` or ``bytes`` (checked by the callers), so comparing
+    them runs no code of the caller's. Either set of names may be used, or both with the
+    same values; anything else (both sets, not all alike) is ``None``: the general
+    reading compares them one by one.
     """
     msg_id, timestamp, signature, attempt, *svix = values
     if svix == [None, None, None, None]:
@@ -198,14 +203,21 @@ def _read_environ(headers: Headers) -> tuple[str, str, str, str | None] | None:
     """Werkzeug's EnvironHeaders (Flask's request.headers), or Django's META: our headers.
 
     Iterating EnvironHeaders rebuilds every header name from the WSGI environ; the
-    environ itself answers our eight names directly. ``None`` for anything the general
-    reading must judge (a header missing, empty or not a string, or given under both
-    names with different values): it says what is wrong.
+    environ itself answers our eight names directly (WSGI servers give every header as
+    an upper-case ``HTTP_*`` key, and join repeated headers into one). ``None`` for
+    anything the general reading must judge (a header missing, empty or not exactly a
+    ``str``, or under both names with different values): it says what is wrong.
     """
-    environ: object = getattr(headers, "environ", None)
-    if type(environ) is not dict:
+    try:
+        environ: object = getattr(headers, "environ", None)
+        if type(environ) is not dict:
+            return None
+        values = list(map(cast("dict[str, object]", environ).get, _ENVIRON_NAMES))
+    except Exception:  # noqa: BLE001 - any object may be passed in: the general reading decides
         return None
-    picked = _pick(map(cast("dict[str, object]", environ).get, _ENVIRON_NAMES))
+    if not set(map(type, values)) <= _NONE_OR_STR:
+        return None
+    picked = _pick(values)
     if picked is None:
         return None
     msg_id, timestamp, signature, attempt = picked
@@ -227,21 +239,28 @@ def _read_raw(headers: Headers) -> tuple[str, str, str, str | None] | None:
 
     They keep the ASGI pairs as sent, names in lower case (the ASGI spec), so one
     C-level dict() of the pairs finds our headers, and only their values are decoded.
-    ``None`` for anything the general reading must judge (a name given twice, names not
-    in lower case, a header missing, empty or not bytes, both names with different
-    values): it says what is wrong.
+    ``None`` for anything the general reading must judge: a name given twice (in any
+    case), a name or value that is not exactly ``bytes``, a name not in lower case, a
+    header missing or empty, both names with different values. It says what is wrong.
     """
-    raw: object = getattr(headers, "raw", None)
-    if type(raw) is not list:
-        return None
-    pairs = cast("list[tuple[object, object]]", raw)
     try:
+        raw: object = getattr(headers, "raw", None)
+        if type(raw) is not list:
+            return None
+        pairs = cast("list[tuple[object, object]]", raw)
         table = dict(pairs)
-    except Exception:  # noqa: BLE001 - not pairs of hashable names: the general reading decides
+    except Exception:  # noqa: BLE001 - any object may be passed in: the general reading decides
         return None
-    if len(table) != len(pairs):
-        return None  # a header given twice: the general reading compares the values
-    picked = _pick(map(table.get, _RAW_NAMES))
+    # All C-level: pairs of bytes only (dict() takes any two-item sequence, b"ab" too),
+    # no name twice, every name in lower case (the general reading lower-cases them).
+    if (
+        len(table) != len(pairs)
+        or set(map(type, table)) != _BYTES
+        or set(map(type, table.values())) != _BYTES
+        or not b"".join(cast("dict[bytes, bytes]", table)).islower()
+    ):
+        return None
+    picked = _pick(list(map(table.get, _RAW_NAMES)))
     if picked is None:
         return None
     msg_id, timestamp, signature, attempt = picked
@@ -278,15 +297,19 @@ def _read_headers(headers: Headers) -> tuple[str, str, str, object]:
     found, conflict = collected
     if conflict is not None:
         raise _fail(f"header {conflict} is given twice with different values", "conflicting_headers")
-    msg_id = found.get("webhook-id")
-    timestamp = found.get("webhook-timestamp")
-    signature = found.get("webhook-signature")
+    texts: list[str] = []
+    for name in _REQUIRED:
+        value = found.get(name)
+        if value is not None and not isinstance(value, str):
+            raise _fail("header values must be strings", "malformed_header")
+        # A plain str copy: a str subclass's own methods never run in what follows.
+        texts.append("" if value is None else str.__str__(value))
+    msg_id, timestamp, signature = texts
     if not (msg_id and timestamp and signature):
-        missing = [name for name in _REQUIRED if not found.get(name)]
+        missing = [name for name, text in zip(_REQUIRED, texts, strict=True) if not text]
         raise _fail(f"missing header {' and '.join(missing)} (or svix-*)", "missing_header")
-    if not isinstance(msg_id, str) or not isinstance(timestamp, str) or not isinstance(signature, str):
-        raise _fail("header values must be strings", "malformed_header")
-    return msg_id, timestamp, signature, found.get("webhook-attempt")
+    attempt = found.get("webhook-attempt")
+    return msg_id, timestamp, signature, str.__str__(attempt) if isinstance(attempt, str) else None
 
 
 def _attempt(value: object) -> int | None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 try:
     from django.http import HttpRequest, HttpResponse
+    from django.http.request import HttpHeaders
     from django.views.decorators.csrf import csrf_exempt
 except ImportError:
     raise ImportError(
@@ -59,17 +60,16 @@ class _Headers:
     Django builds ``HttpHeaders`` from every ``HTTP_*`` entry of ``request.META`` on first
     use. The verifier reads our few headers straight from ``environ`` (META has the WSGI
     environ's names under WSGI and ASGI alike) and only iterates ``items()`` when something
-    is unusual, to say what.
+    is unusual, to say what: both read the same META, as it is now.
     """
 
-    __slots__ = ("_request", "environ")
+    __slots__ = ("environ",)
 
     def __init__(self, request: HttpRequest) -> None:
-        self._request = request
         self.environ = request.META
 
     def items(self) -> Iterable[tuple[str, str]]:
-        return self._request.headers.items()
+        return HttpHeaders(self.environ).items()
 
 
 def webhook_view(dispatcher: Dispatcher) -> Callable[[HttpRequest], HttpResponse]:

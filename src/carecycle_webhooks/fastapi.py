@@ -105,8 +105,14 @@ def webhook_view(dispatcher: Dispatcher) -> Callable[[Request], Awaitable[Respon
             return response
         limit = dispatcher.max_body_size
         headers = request.headers
-        # A C-level dict of the ASGI pairs (lower-case bytes names) rather than a scan in Python.
-        declared = declared_length(dict(headers.raw).get(b"content-length"))
+        # A C-level dict of the ASGI pairs (lower-case bytes names) rather than a scan in
+        # Python; with a header given twice, Starlette's own look-up (the first one).
+        raw = headers.raw
+        table = dict(raw)
+        content_length = (
+            table.get(b"content-length") if len(table) == len(raw) else headers.get("content-length")
+        )
+        declared = declared_length(content_length)
         if declared is not None and declared > limit:
             return _to_starlette(body_too_large(limit))
         if declared is not None:

@@ -192,3 +192,19 @@ def test_conflicting_headers_are_still_refused() -> None:
     result = reply(view(request))
     assert (result.status, json.loads(result.body)["error"]) == (400, "conflicting_headers")
     assert recorder.events == []
+
+
+def test_headers_are_judged_on_meta_as_it_is_when_the_view_runs() -> None:
+    # A middleware may read request.headers (Django caches it) and then change META:
+    # the fast path and the general reading both see META as it is now.
+    recorder = Recorder()
+    view = webhook_view(recorder.dispatcher)
+    body = fixture_bytes("customer.created")
+    request = RequestFactory().post(
+        "/webhooks/", data=body, content_type="application/json", headers=svix_headers(body)
+    )
+    assert request.headers["Webhook-Id"]  # built and cached before the change
+    request.META["HTTP_SVIX_ID"] = "msg_someone_else"
+    result = reply(view(request))
+    assert (result.status, json.loads(result.body)["error"]) == (400, "conflicting_headers")
+    assert recorder.events == []
