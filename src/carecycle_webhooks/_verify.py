@@ -24,7 +24,7 @@ import functools
 import hmac
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol, TypeAlias, cast
+from typing import TYPE_CHECKING, Protocol, TypeAlias, TypeVar, cast
 
 from standardwebhooks.webhooks import hmac_data as _hmac_sha256
 
@@ -178,23 +178,27 @@ _RAW_NAMES = tuple(name.encode("ascii") for name in _NAMES)  # ASGI: bytes, in l
 _NONE_OR_STR = frozenset({type(None), str})
 _BYTES = frozenset({bytes})
 
-_Picked: TypeAlias = "tuple[object, object, object, object]"
+_ABSENT: list[None] = [None, None, None, None]
+
+# The value type of one reading: str from a WSGI environ, bytes from ASGI pairs.
+_Text = TypeVar("_Text", str, bytes)
 
 
-def _pick(values: list[object]) -> _Picked | None:
+def _pick(values: list[_Text | None]) -> tuple[_Text, _Text, _Text, _Text | None] | None:
     """The id, timestamp, signature and attempt among the values found under `_NAMES`.
 
-    The values are ``None``, ``str`` or ``bytes`` (checked by the callers), so comparing
-    them runs no code of the caller's. Either set of names may be used, or both with the
-    same values; anything else (both sets, not all alike) is ``None``: the general
-    reading compares them one by one.
+    The values are exactly ``str`` or exactly ``bytes``, or ``None`` (checked by the
+    callers), so comparing them runs no code of the caller's. Either set of names may be
+    used, or both with the same values. ``None`` for anything else, or when the id,
+    timestamp or signature is missing or empty: the general reading says what is wrong.
     """
-    msg_id, timestamp, signature, attempt, *svix = values
-    if svix == [None, None, None, None]:
-        return msg_id, timestamp, signature, attempt
-    if msg_id is None and timestamp is None and signature is None and attempt is None:
-        return svix[0], svix[1], svix[2], svix[3]
-    if [msg_id, timestamp, signature, attempt] == svix:
+    standard, svix = values[:4], values[4:]
+    if standard == _ABSENT:
+        standard = svix  # Svix's names only
+    elif svix not in (_ABSENT, standard):
+        return None  # both names, not all alike: the general reading compares them
+    msg_id, timestamp, signature, attempt = standard
+    if msg_id and timestamp and signature:
         return msg_id, timestamp, signature, attempt
     return None
 
@@ -217,21 +221,7 @@ def _read_environ(headers: Headers) -> tuple[str, str, str, str | None] | None:
         return None
     if not set(map(type, values)) <= _NONE_OR_STR:
         return None
-    picked = _pick(values)
-    if picked is None:
-        return None
-    msg_id, timestamp, signature, attempt = picked
-    if (
-        type(msg_id) is str
-        and type(timestamp) is str
-        and type(signature) is str
-        and msg_id
-        and timestamp
-        and signature
-        and (attempt is None or type(attempt) is str)
-    ):
-        return msg_id, timestamp, signature, attempt
-    return None
+    return _pick(cast("list[str | None]", values))
 
 
 def _read_raw(headers: Headers) -> tuple[str, str, str, str | None] | None:
@@ -257,23 +247,15 @@ def _read_raw(headers: Headers) -> tuple[str, str, str, str | None] | None:
         len(table) != len(pairs)
         or set(map(type, table)) != _BYTES
         or set(map(type, table.values())) != _BYTES
-        or not b"".join(cast("dict[bytes, bytes]", table)).islower()
     ):
         return None
-    picked = _pick(list(map(table.get, _RAW_NAMES)))
+    names = cast("dict[bytes, bytes]", table)
+    if not b"".join(names).islower():
+        return None
+    picked = _pick(list(map(names.get, _RAW_NAMES)))
     if picked is None:
         return None
     msg_id, timestamp, signature, attempt = picked
-    if not (
-        type(msg_id) is bytes
-        and type(timestamp) is bytes
-        and type(signature) is bytes
-        and msg_id
-        and timestamp
-        and signature
-        and (attempt is None or type(attempt) is bytes)
-    ):
-        return None
     return (
         msg_id.decode("latin-1"),
         timestamp.decode("latin-1"),
