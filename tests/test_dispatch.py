@@ -245,16 +245,33 @@ def test_failed_handler_frees_the_id_for_the_retry(use_async: bool) -> None:
     assert attempts == ["msg_retry", "msg_retry"]
 
 
+class StatusStore(InMemoryIdempotencyStore):
+    """A store that breaks the protocol: acquire answers a status it does not define."""
+
+    def acquire(self, key: str, *, lease: datetime.timedelta) -> Claim:
+        return Claim("ACQUIRED", "token")  # type: ignore[arg-type]  # the point of the test
+
+
 @pytest.mark.parametrize("use_async", [False, True])
-def test_store_unreachable_is_503_and_nothing_runs(use_async: bool, caplog: pytest.LogCaptureFixture) -> None:
-    webhooks = Dispatcher(SECRET, idempotency_store=BrokenStore(fail={"acquire"}))
+@pytest.mark.parametrize(
+    ("store", "logged"),
+    [
+        (BrokenStore(fail={"acquire"}), "ConnectionError"),  # unreachable
+        (StatusStore(), "unknown status 'ACQUIRED'"),  # breaks the protocol
+    ],
+    ids=["unreachable", "unknown-status"],
+)
+def test_a_store_failure_is_503_and_nothing_runs(
+    use_async: bool, store: InMemoryIdempotencyStore, logged: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    webhooks = Dispatcher(SECRET, idempotency_store=store)
     ran: list[object] = []
     webhooks.on("customer.created")(ran.append)
     with caplog.at_level(logging.ERROR, logger="carecycle_webhooks"):
         response = asyncio.run(webhooks.handle_async(*signed())) if use_async else webhooks.handle(*signed())
     assert status(response) == (503, {"error": "idempotency_store_unavailable"})
     assert ran == []
-    assert "ConnectionError" in caplog.text
+    assert logged in caplog.text
 
 
 def test_handlers_for_lists_the_handlers_a_delivery_runs_in_order() -> None:
@@ -271,27 +288,6 @@ def test_handlers_for_lists_the_handlers_a_delivery_runs_in_order() -> None:
     call = CallCompletedEvent.model_validate(load_fixture("call.completed"))
     assert webhooks.handlers_for(created) == (first, second)
     assert webhooks.handlers_for(call) == (fallback,)
-
-
-class StatusStore(InMemoryIdempotencyStore):
-    """A store that breaks the protocol: acquire answers a status it does not define."""
-
-    def acquire(self, key: str, *, lease: datetime.timedelta) -> Claim:
-        return Claim("ACQUIRED", "token")  # type: ignore[arg-type]  # the point of the test
-
-
-@pytest.mark.parametrize("use_async", [False, True])
-def test_an_unknown_claim_status_is_a_store_failure(
-    use_async: bool, caplog: pytest.LogCaptureFixture
-) -> None:
-    webhooks = Dispatcher(SECRET, idempotency_store=StatusStore())
-    ran: list[object] = []
-    webhooks.on("customer.created")(ran.append)
-    with caplog.at_level(logging.ERROR, logger="carecycle_webhooks"):
-        response = asyncio.run(webhooks.handle_async(*signed())) if use_async else webhooks.handle(*signed())
-    assert status(response) == (503, {"error": "idempotency_store_unavailable"})
-    assert ran == []
-    assert "unknown status 'ACQUIRED'" in caplog.text
 
 
 @pytest.mark.parametrize("use_async", [False, True])
