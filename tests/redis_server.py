@@ -118,7 +118,7 @@ class RedisServer:
             "",
         ]
 
-    def _log_tail(self) -> str:
+    def log_tail(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-2000:]
         except OSError:
@@ -154,12 +154,12 @@ class RedisServer:
                 self.stop()
                 raise RuntimeError(
                     f"redis-server on {self.host}:{self.port} did not answer PING within {timeout} s:\n"
-                    f"{self._log_tail()}"
+                    f"{self.log_tail()}"
                 )
             if time.monotonic() >= deadline:
                 self._process = None
                 raise RuntimeError(
-                    f"redis-server on {self.host}:{self.port} exited at start:\n{self._log_tail()}"
+                    f"redis-server on {self.host}:{self.port} exited at start:\n{self.log_tail()}"
                 )
             time.sleep(0.1)
 

@@ -2,9 +2,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import gc
 import json
 import logging
 import threading
+import time
+import weakref
 from typing import Any
 
 import pytest
@@ -24,6 +27,7 @@ from carecycle_webhooks import (
     WebhookResponse,
     current_delivery,
 )
+from carecycle_webhooks._missed import MissedDoneMarks
 from carecycle_webhooks.testing import sign
 from tests.conftest import SECRET, fixture_bytes, load_fixture, svix_headers
 
@@ -683,13 +687,192 @@ def test_done_marks_the_store_missed_are_recorded_later(use_async: bool) -> None
     assert store.acquire("msg_gap_1", lease=datetime.timedelta(seconds=1)) == Claim("done")
 
 
-def test_missed_done_marks_are_bounded() -> None:
-    webhooks = Dispatcher(SECRET, idempotency_store=InMemoryIdempotencyStore())
+def test_missed_done_marks_are_bounded_and_the_oldest_go_first() -> None:
+    missed = MissedDoneMarks(lambda: None)
     for number in range(10_050):
-        webhooks._remember_unrecorded(f"msg_{number}", "token")
-    assert len(webhooks._unrecorded) == 10_000
-    assert "msg_0" not in webhooks._unrecorded
-    assert "msg_10049" in webhooks._unrecorded
+        missed.add(f"msg_{number}", "token")
+    assert len(missed) == 10_000
+    assert "msg_49" not in missed.marks
+    assert next(iter(missed.marks)) == "msg_50"
+    assert "msg_10049" in missed.marks
+
+
+def test_marks_put_back_after_a_failure_stay_older_than_new_ones() -> None:
+    store = BrokenStore(fail={"complete"})
+    missed = MissedDoneMarks(lambda: None)  # no dispatcher: the retry thread stops at once
+    missed.add("msg_old_1", "token-1")
+    missed.add("msg_old_2", "token-2")
+    missed.record(store, datetime.timedelta(hours=1))  # fails: both kept
+    missed.add("msg_new", "token-3")
+    assert list(missed.marks.items()) == [
+        ("msg_old_1", "token-1"),
+        ("msg_old_2", "token-2"),
+        ("msg_new", "token-3"),
+    ]
+
+
+def test_an_interrupted_recording_keeps_the_marks_and_a_newer_token_wins() -> None:
+    class Interrupting(InMemoryIdempotencyStore):
+        def complete(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
+            missed.add("msg_2", "newer")  # the same id missed again meanwhile (a later lease)
+            raise KeyboardInterrupt
+
+    missed = MissedDoneMarks(lambda: None)
+    missed.add("msg_1", "token-1")
+    missed.add("msg_2", "token-2")
+    with pytest.raises(KeyboardInterrupt):
+        missed.record(Interrupting(), datetime.timedelta(hours=1))
+    assert list(missed.marks.items()) == [("msg_1", "token-1"), ("msg_2", "newer")]
+    assert missed._thread is None  # interrupted: no retry thread
+
+
+class CountingStore(BrokenStore):
+    """A BrokenStore that counts its complete calls and says when one got through."""
+
+    def __init__(self, *, fail: set[str]) -> None:
+        super().__init__(fail=fail)
+        self.attempts = 0
+        self.recorded = threading.Event()
+
+    def complete(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
+        self.attempts += 1
+        super().complete(key, token, ttl=ttl)
+        self.recorded.set()
+
+
+def test_a_missed_done_mark_is_recorded_in_the_background_without_another_delivery(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = CountingStore(fail={"complete"})
+    webhooks = Dispatcher(SECRET, idempotency_store=store)
+    ran: list[str] = []
+    webhooks.on("customer.created")(lambda event: ran.append("ran"))
+    assert status(webhooks.handle(*signed(msg_id="msg_bg"))) == (200, {"status": "processed"})
+    assert len(webhooks._missed) == 1
+    # The retries continue while the store is down...
+    deadline = time.monotonic() + 10
+    while store.attempts < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert store.attempts >= 3
+    assert not store.recorded.is_set()
+    # ...and the mark is recorded once it answers, with no delivery to carry it.
+    with caplog.at_level(logging.INFO, logger="carecycle_webhooks"):
+        store.fail = set()
+        assert store.recorded.wait(timeout=10)
+        thread = webhooks._missed._thread
+        assert thread is None or thread.join(timeout=10) is None
+    assert webhooks._missed._thread is None
+    assert len(webhooks._missed) == 0
+    assert "msg_bg: its done mark is recorded now" in caplog.text
+    assert store.acquire("msg_bg", lease=datetime.timedelta(seconds=1)) == Claim("done")
+    assert status(webhooks.handle(*signed(msg_id="msg_bg"))) == (200, {"status": "duplicate"})
+    assert ran == ["ran"]
+
+
+def test_a_missed_done_mark_is_recorded_by_a_task_on_the_event_loop() -> None:
+    store = CountingStore(fail={"complete"})
+    webhooks = Dispatcher(SECRET, idempotency_store=store)
+    ran: list[str] = []
+
+    @webhooks.on("customer.created")
+    async def handler(event: CustomerCreatedEvent) -> None:
+        ran.append("ran")
+
+    async def scenario() -> None:
+        response = await webhooks.handle_async(*signed(msg_id="msg_task"))
+        assert status(response) == (200, {"status": "processed"})
+        (task,) = webhooks._missed._tasks
+        assert task.get_loop() is asyncio.get_running_loop()
+        await asyncio.sleep(0.3)  # the task retries meanwhile
+        assert store.attempts >= 2
+        store.fail = set()
+        await asyncio.wait_for(task, timeout=10)  # it ends once every mark is recorded
+        assert store.recorded.is_set()
+        assert webhooks._missed._tasks == set()
+        assert status(await webhooks.handle_async(*signed(msg_id="msg_task"))) == (
+            200,
+            {"status": "duplicate"},
+        )
+
+    asyncio.run(scenario())
+    assert ran == ["ran"]
+
+
+def test_missed_done_marks_outlive_the_event_loop_that_retried_them() -> None:
+    store = BrokenStore(fail={"complete"})
+    webhooks = Dispatcher(SECRET, idempotency_store=store)
+    webhooks.on("customer.created")(lambda event: None)
+    # asyncio.run cancels the retrying task when it returns: the mark is kept...
+    assert asyncio.run(webhooks.handle_async(*signed(msg_id="msg_loop"))).status_code == 200
+    assert webhooks._missed._tasks == set()
+    assert list(webhooks._missed.marks) == ["msg_loop"]
+    # ...and recorded by the next delivery, on another loop.
+    store.fail = set()
+    assert asyncio.run(webhooks.handle_async(*signed(msg_id="msg_next"))).status_code == 200
+    assert len(webhooks._missed) == 0
+    assert store.acquire("msg_loop", lease=datetime.timedelta(seconds=1)) == Claim("done")
+
+
+def test_a_cancelled_delivery_keeps_the_missed_marks_it_was_recording() -> None:
+    started = threading.Event()
+
+    class HangingStore(InMemoryIdempotencyStore):
+        async def complete_async(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
+            started.set()
+            await asyncio.sleep(30)
+
+    webhooks = Dispatcher(SECRET, idempotency_store=HangingStore())
+    webhooks.on("customer.created")(lambda event: None)
+    webhooks._missed.add("msg_waiting", "token")
+
+    async def scenario() -> None:
+        task = asyncio.create_task(webhooks.handle_async(*signed(msg_id="msg_cancelled")))
+        while not started.is_set():  # noqa: ASYNC110 - set by the store, on this loop
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    assert list(webhooks._missed.marks.items()) == [("msg_waiting", "token")]
+
+
+def test_the_retry_thread_stops_when_its_dispatcher_is_gone(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Not logged: a captured log record would keep the store's error, its traceback and
+    # so the dispatcher alive.
+    monkeypatch.setattr(logging.getLogger("carecycle_webhooks"), "disabled", True)
+    webhooks = Dispatcher(SECRET, idempotency_store=BrokenStore(fail={"complete"}))
+    webhooks.on("customer.created")(lambda event: None)
+    assert webhooks.handle(*signed(msg_id="msg_orphan")).status_code == 200
+    thread = webhooks._missed._thread
+    assert thread is not None
+    assert thread.is_alive()
+    gone = weakref.ref(webhooks)
+    del webhooks
+    gc.collect()
+    assert gone() is None
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+
+
+def test_no_thread_to_be_had_leaves_the_marks_for_the_next_delivery(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = BrokenStore(fail={"complete"})
+    webhooks = Dispatcher(SECRET, idempotency_store=store)
+    webhooks.on("customer.created")(lambda event: None)
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    with monkeypatch.context() as patch, caplog.at_level(logging.WARNING, logger="carecycle_webhooks"):
+        patch.setattr(threading.Thread, "start", refuse)
+        assert webhooks.handle(*signed(msg_id="msg_threadless")).status_code == 200
+    assert "cannot start the thread that records missed done marks" in caplog.text
+    assert webhooks._missed._thread is None
+    store.fail = set()
+    assert webhooks.handle(*signed(msg_id="msg_later")).status_code == 200
+    assert store.acquire("msg_threadless", lease=datetime.timedelta(seconds=1)) == Claim("done")
 
 
 def test_dispatch_runs_an_already_verified_event_once() -> None:

@@ -62,13 +62,39 @@ def test_only_the_holder_completes_or_releases() -> None:
     assert store.acquire("a", lease=LEASE).status == "done"
 
 
-def test_a_holder_whose_lease_expired_cannot_mark_it_done() -> None:
+def test_a_holder_whose_lease_expired_marks_it_done_if_nobody_took_it() -> None:
+    # The store was unreachable when the handlers finished: the dispatcher records the
+    # mark later, after the lease expired. The handlers did run: a retry must not.
     clock = Clock()
     store = InMemoryIdempotencyStore(clock=clock)
-    slow = store.acquire("a", lease=LEASE)
+    late = store.acquire("a", lease=LEASE)
     clock.now += 61  # expired, and nobody took it since
-    store.complete("a", slow.token, ttl=DAY)
-    assert len(store) == 0  # the expired lease is gone, and no done mark replaced it
+    store.complete("a", late.token, ttl=DAY)
+    assert store.acquire("a", lease=LEASE) == Claim("done")
+    clock.now += DAY.total_seconds() - 1  # kept for the whole ttl, from the completion
+    assert store.acquire("a", lease=LEASE) == Claim("done")
+
+
+def test_complete_marks_a_forgotten_id_done_within_the_bound() -> None:
+    store = InMemoryIdempotencyStore(max_entries=2)
+    gone = store.acquire("gone", lease=LEASE)
+    store.acquire("b", lease=LEASE)
+    store.acquire("c", lease=LEASE)  # over the bound: "gone" is forgotten
+    assert len(store) == 2
+    store.complete("gone", gone.token, ttl=DAY)  # recorded anyway, as the youngest...
+    assert len(store) == 2  # ...and the bound still holds: "b", the oldest, went
+    assert store.acquire("gone", lease=LEASE) == Claim("done")
+    assert store.acquire("b", lease=LEASE).status == "acquired"
+
+
+def test_complete_again_changes_nothing() -> None:
+    clock = Clock()
+    store = InMemoryIdempotencyStore(clock=clock)
+    claim = store.acquire("a", lease=LEASE)
+    store.complete("a", claim.token, ttl=DAY)
+    clock.now += 100
+    store.complete("a", claim.token, ttl=DAY)  # a retried complete: "done" is not its token
+    clock.now += DAY.total_seconds() - 99  # the first completion's ttl, not a renewed one
     assert store.acquire("a", lease=LEASE).status == "acquired"
 
 

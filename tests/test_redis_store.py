@@ -140,9 +140,25 @@ def test_complete_only_by_the_lease_holder(redis_client) -> None:
     store.complete("msg_1", "not-the-token", ttl=TTL)
     assert redis_client.get(PREFIX + "msg_1") == claim.token.encode()
     assert store.acquire("msg_1", lease=LEASE).status == "in_flight"
-    # Completing an id nobody holds records nothing.
+    # An id nobody holds (its lease expired, or Redis lost it) is marked done: whoever
+    # completes it ran its handlers.
     store.complete("msg_none", claim.token, ttl=TTL)
-    assert redis_client.exists(PREFIX + "msg_none") == 0
+    assert redis_client.get(PREFIX + "msg_none") == b"done"
+
+
+def test_complete_after_the_lease_expired_marks_done_if_nobody_took_it(redis_client) -> None:
+    store = RedisIdempotencyStore(redis_client)
+    late = store.acquire("msg_late", lease=SHORT_LEASE)
+    assert wait_until(lambda: redis_client.exists(PREFIX + "msg_late") == 0)
+    store.complete("msg_late", late.token, ttl=TTL)
+    assert store.acquire("msg_late", lease=LEASE) == Claim("done")
+    assert TTL.total_seconds() * 1000 - 5000 < redis_client.pttl(PREFIX + "msg_late")
+    # Done stays done: a repeated complete, by anyone, changes nothing.
+    redis_client.pexpire(PREFIX + "msg_late", 60_000)
+    store.complete("msg_late", late.token, ttl=TTL)
+    store.complete("msg_late", "another-token", ttl=TTL)
+    assert redis_client.get(PREFIX + "msg_late") == b"done"
+    assert redis_client.pttl(PREFIX + "msg_late") <= 60_000
 
 
 def test_release_only_by_the_lease_holder(redis_client) -> None:
@@ -532,6 +548,63 @@ def test_dispatcher_redis_lost_during_the_handler(redis_server: RedisServer, red
     assert (response.status_code, body_of(response)) == (200, {"status": "processed"})
     assert recorder.calls == ["customer.created"]
     assert "failed to complete msg_lost" in caplog.text
+
+
+def answers(probe: Callable[[], bool]) -> Callable[[], bool]:
+    """``probe``, False while Redis does not answer (the client's first call after a restart fails)."""
+
+    def guarded() -> bool:
+        try:
+            return probe()
+        except redis.ConnectionError:
+            return False
+
+    return guarded
+
+
+def test_dispatcher_records_the_missed_done_mark_once_redis_is_back(
+    redis_server: RedisServer, redis_client
+) -> None:
+    # Redis went away while the handler ran, and came back empty (this one keeps no data):
+    # the dispatcher records the done mark by itself, with no later delivery to carry it.
+    recorder = Recorder(RedisIdempotencyStore(redis_client))
+    recorder.during = redis_server.stop
+    try:
+        response = recorder.dispatcher.handle(*delivery("msg_missed"))
+    finally:
+        redis_server.start()
+    assert (response.status_code, body_of(response)) == (200, {"status": "processed"})
+    assert wait_until(answers(lambda: redis_client.get(PREFIX + "msg_missed") == b"done"), timeout=10)
+    again = recorder.dispatcher.handle(*delivery("msg_missed"))
+    assert (again.status_code, body_of(again)) == (200, {"status": "duplicate"})
+    assert recorder.calls == ["customer.created"]
+
+
+def test_dispatcher_async_records_the_missed_done_mark_once_redis_is_back(
+    redis_server: RedisServer, async_redis_client
+) -> None:
+    async def main() -> None:
+        async with async_redis_client() as client:
+            recorder = Recorder(RedisIdempotencyStore(client))
+            recorder.during = redis_server.stop  # a sync handler: in a worker thread
+            try:
+                response = await recorder.dispatcher.handle_async(*delivery("msg_missed_async"))
+            finally:
+                await asyncio.to_thread(redis_server.start)
+            assert (response.status_code, body_of(response)) == (200, {"status": "processed"})
+
+            async def recorded() -> bool:
+                try:
+                    return bool(await client.get(PREFIX + "msg_missed_async") == b"done")
+                except redis.ConnectionError:
+                    return False
+
+            assert await wait_until_async(recorded, timeout=10)
+            again = await recorder.dispatcher.handle_async(*delivery("msg_missed_async"))
+            assert (again.status_code, body_of(again)) == (200, {"status": "duplicate"})
+            assert recorder.calls == ["customer.created"]
+
+    asyncio.run(main())
 
 
 def test_dispatcher_redis_lost_during_a_failing_handler(

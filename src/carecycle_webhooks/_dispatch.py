@@ -8,10 +8,10 @@ requests and responses around them.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextvars
 import dataclasses
 import datetime
+import functools
 import inspect
 import json
 import logging
@@ -19,11 +19,13 @@ import threading
 import time
 import traceback
 import types
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal, TypeVar, cast, overload
 
 from ._errors import WebhookConfigurationError, WebhookPayloadError, WebhookVerificationError
 from ._idempotency import DEFAULT_DONE_TTL, DEFAULT_LEASE, Claim, IdempotencyStore
+from ._missed import MissedDoneMarks
 from ._models import (
     CallCompletedEvent,
     CustomerCreatedEvent,
@@ -43,9 +45,6 @@ logger = logging.getLogger("carecycle_webhooks")
 
 DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
 """Bodies larger than this (10 MiB) are answered 413 before any parsing."""
-
-# At most this many "done" marks wait for the store to come back.
-_MAX_UNRECORDED = 10_000
 
 # Bodies above this are verified and parsed in a worker thread by handle_async.
 _PREPARE_IN_THREAD_ABOVE = 256 * 1024
@@ -189,6 +188,14 @@ def _run_to_completion(awaitable: Awaitable[object]) -> None:
         raise failure[0]
 
 
+def _store_settings(
+    ref: weakref.ReferenceType[Dispatcher],
+) -> tuple[IdempotencyStore | None, datetime.timedelta] | None:
+    """A dispatcher's store and done_ttl now, for its missed done marks; None once it is gone."""
+    dispatcher = ref()
+    return None if dispatcher is None else (dispatcher.idempotency_store, dispatcher.done_ttl)
+
+
 class Dispatcher:
     """Receives careCycle deliveries and routes each event to its typed handlers.
 
@@ -208,8 +215,9 @@ class Dispatcher:
 
     With an idempotency store, a delivery is handled once: see the docs' status table.
     When the store goes down after the handlers succeeded, the delivery is still answered
-    2xx (it was handled), and its "done" mark is recorded on a later delivery, once the
-    store is back, while the lease still keeps duplicates out.
+    2xx (it was handled), and its "done" mark is recorded as soon as the store answers
+    again (a background thread or task retries every second), while the lease still
+    keeps duplicates out.
 
     Args:
         secret: The endpoint's ``whsec_...`` secret, or several during a rotation.
@@ -260,10 +268,8 @@ class Dispatcher:
         # Tuples, rebuilt on registration: a delivery only looks its handlers up.
         self._handlers: dict[str, tuple[_Handler, ...]] = {}
         # Deliveries whose handlers succeeded but whose "done" mark the store could not
-        # record (it went down meanwhile): webhook-id -> lease token. Recorded on a later
-        # delivery, while the lease still stands, so that a duplicate is not run again.
-        self._unrecorded: collections.OrderedDict[str, str] = collections.OrderedDict()
-        self._unrecorded_lock = threading.Lock()
+        # record (it went down meanwhile): recorded as soon as the store answers again.
+        self._missed = MissedDoneMarks(functools.partial(_store_settings, weakref.ref(self)))
         self._catch_all: tuple[_Handler, ...] = ()
         self._coroutine_functions: set[int] = set()  # id() of the async def handlers
 
@@ -490,8 +496,8 @@ class Dispatcher:
         if store is None:
             failure = self._run(handlers, event, delivery)
             return _PROCESSED if failure is None else self._failed(failure, event, delivery)
-        if self._unrecorded:
-            self._record_unrecorded(store)
+        if self._missed.marks:
+            self._missed.record(store, self.done_ttl)
         try:
             claim = store.acquire(delivery.webhook_id, lease=self.lease)
         except Exception as error:  # noqa: BLE001 - any store failure: answer 503, run nothing
@@ -511,40 +517,9 @@ class Dispatcher:
             store.complete(delivery.webhook_id, claim.token, ttl=self.done_ttl)
         except Exception as error:  # noqa: BLE001 - handled already; Svix must not retry it
             self._store_failed("complete", error, delivery)
-            self._remember_unrecorded(delivery.webhook_id, claim.token)
+            self._missed.add(delivery.webhook_id, claim.token)
+            self._missed.retry_in_thread()
         return _PROCESSED
-
-    def _remember_unrecorded(self, webhook_id: str, token: str) -> None:
-        with self._unrecorded_lock:
-            self._unrecorded[webhook_id] = token
-            while len(self._unrecorded) > _MAX_UNRECORDED:
-                self._unrecorded.popitem(last=False)
-
-    def _take_unrecorded(self) -> list[tuple[str, str]]:
-        with self._unrecorded_lock:
-            pending = list(self._unrecorded.items())
-            self._unrecorded.clear()
-        return pending
-
-    def _record_unrecorded(self, store: IdempotencyStore) -> None:
-        for position, (webhook_id, token) in enumerate(pending := self._take_unrecorded()):
-            try:
-                store.complete(webhook_id, token, ttl=self.done_ttl)
-            except Exception:  # noqa: BLE001 - still down: keep them for the next delivery
-                for later_id, later_token in pending[position:]:
-                    self._remember_unrecorded(later_id, later_token)
-                return
-            logger.info("webhook %s: its done mark is recorded now", webhook_id)
-
-    async def _record_unrecorded_async(self, store: IdempotencyStore) -> None:
-        for position, (webhook_id, token) in enumerate(pending := self._take_unrecorded()):
-            try:
-                await store.complete_async(webhook_id, token, ttl=self.done_ttl)
-            except Exception:  # noqa: BLE001 - still down: keep them for the next delivery
-                for later_id, later_token in pending[position:]:
-                    self._remember_unrecorded(later_id, later_token)
-                return
-            logger.info("webhook %s: its done mark is recorded now", webhook_id)
 
     def _release(self, store: IdempotencyStore, claim: Claim, delivery: WebhookDelivery) -> None:
         try:
@@ -613,8 +588,8 @@ class Dispatcher:
         if store is None:
             failure = await self._run_async(handlers, event, delivery)
             return _PROCESSED if failure is None else self._failed(failure, event, delivery)
-        if self._unrecorded:
-            await self._record_unrecorded_async(store)
+        if self._missed.marks:
+            await self._missed.record_async(store, self.done_ttl)
         try:
             claim = await store.acquire_async(delivery.webhook_id, lease=self.lease)
         except Exception as error:  # noqa: BLE001 - any store failure: answer 503, run nothing
@@ -636,7 +611,8 @@ class Dispatcher:
             await store.complete_async(delivery.webhook_id, claim.token, ttl=self.done_ttl)
         except Exception as error:  # noqa: BLE001 - handled already; Svix must not retry it
             self._store_failed("complete", error, delivery)
-            self._remember_unrecorded(delivery.webhook_id, claim.token)
+            self._missed.add(delivery.webhook_id, claim.token)
+            self._missed.retry_in_task()
         return _PROCESSED
 
     async def _release_async(self, store: IdempotencyStore, claim: Claim, delivery: WebhookDelivery) -> None:

@@ -12,8 +12,10 @@ The dispatcher asks the store for a *lease* on the id before running handlers:
 - ``release``: a handler failed: free the id so that Svix's retry runs it again.
 
 A worker that dies mid-handler never releases its lease; it expires after ``lease``,
-and the next retry runs the handlers. Only the lease's holder (its token) can complete
-or release it, so a worker whose lease expired cannot clobber another's.
+and the next retry runs the handlers. Only the lease's holder (its token) can release it,
+and ``complete`` never overwrites another holder's lease, so a worker whose lease expired
+cannot clobber another's. An id whose lease expired and that nobody took since is still
+marked done: its handlers did run.
 """
 
 from __future__ import annotations
@@ -73,8 +75,10 @@ class IdempotencyStore(Protocol):
     """Where the dispatcher records which deliveries are in flight or done.
 
     Every method has a synchronous and an ``async`` form: `Dispatcher.handle` uses the
-    first, `Dispatcher.handle_async` the second. Any exception a method raises (a Redis
+    first, `Dispatcher.handle_async` the second. An exception from `acquire` (a Redis
     outage, say) makes the dispatcher answer 503, so that Svix retries; no handler runs.
+    When `complete` fails after the handlers succeeded, the delivery is answered 2xx and
+    the dispatcher calls `complete` again until the store records it.
     """
 
     def acquire(self, key: str, *, lease: datetime.timedelta) -> Claim:
@@ -82,7 +86,13 @@ class IdempotencyStore(Protocol):
         ...
 
     def complete(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
-        """Mark ``key`` as done for ``ttl``, if ``token`` still holds its lease."""
+        """Mark ``key`` as done for ``ttl``, unless another token holds its lease now.
+
+        ``token``'s own lease may have expired meanwhile (the store was unreachable when
+        the dispatcher first called this): if nobody took ``key`` since, mark it done
+        anyway, as its handlers did run. Called again after a failure, so a repeated call
+        must change nothing.
+        """
         ...
 
     def release(self, key: str, token: str) -> None:
@@ -159,17 +169,20 @@ class InMemoryIdempotencyStore:
             return Claim("acquired", token)
 
     def complete(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
-        """Mark ``key`` done, if ``token`` still holds it."""
+        """Mark ``key`` done, unless another worker took it since ``token``'s lease expired."""
         seconds = ttl.total_seconds()
         with self._lock:
             entries = self._entries
-            entry = entries.get(key)
-            if entry is None or entry[0] != token:
-                return
             now = self._clock()
-            del entries[key]  # then re-added as the youngest; or the lease expired: gone
-            if entry[1] > now:
-                entries[key] = (_DONE, now + seconds)
+            entry = entries.pop(key, None)
+            if entry is not None and entry[0] != token and entry[1] > now:
+                entries[key] = entry  # another holder's lease, or done already: theirs
+                return
+            # Ours, or free (expired, released or forgotten): the handlers did run.
+            entries[key] = (_DONE, now + seconds)  # re-added as the youngest
+            if entry is None and len(entries) > self._max_entries:
+                for oldest in list(itertools.islice(entries, self._forget_batch)):
+                    del entries[oldest]
 
     def release(self, key: str, token: str) -> None:
         """Free ``key``, if ``token`` still holds it."""
@@ -200,7 +213,8 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false
 """
 _COMPLETE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local value = redis.call('GET', KEYS[1])
+if value == ARGV[1] or not value then
   return redis.call('SET', KEYS[1], 'done', 'PX', ARGV[2])
 end
 return false
@@ -269,7 +283,7 @@ class RedisIdempotencyStore:
         return _claim(_as_text(value), token)
 
     def complete(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
-        """Mark ``key`` done, if ``token`` still holds it."""
+        """Mark ``key`` done, unless another worker took it since ``token``'s lease expired."""
         self._eval_sync(_COMPLETE, 1, self._prefix + key, token, _milliseconds(ttl))
 
     def release(self, key: str, token: str) -> None:
