@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime
 import gc
 import json
@@ -8,7 +9,7 @@ import logging
 import threading
 import time
 import weakref
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -835,6 +836,92 @@ def test_a_cancelled_delivery_keeps_the_missed_marks_it_was_recording() -> None:
 
     asyncio.run(scenario())
     assert list(webhooks._missed.marks.items()) == [("msg_waiting", "token")]
+
+
+class SwitchingStore(InMemoryIdempotencyStore):
+    """complete_async fails, hangs or works, as ``mode`` says."""
+
+    mode = "fail"
+
+    async def complete_async(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
+        if self.mode == "fail":
+            raise ConnectionError("store unreachable at 127.0.0.1:6379")
+        if self.mode == "hang":
+            await asyncio.sleep(30)
+        self.complete(key, token, ttl=ttl)
+
+
+def test_the_retrier_waits_for_a_delivery_recording_meanwhile() -> None:
+    # A delivery takes the marks out to record them, and is cancelled while the store
+    # hangs: the retrier, which saw no marks meanwhile, must still be there to record them.
+    store = SwitchingStore()
+    webhooks = Dispatcher(SECRET, idempotency_store=store)
+
+    @webhooks.on("customer.created")
+    async def handler(event: CustomerCreatedEvent) -> None: ...
+
+    async def scenario() -> None:
+        assert (await webhooks.handle_async(*signed(msg_id="msg_a"))).status_code == 200
+        store.mode = "hang"
+        delivery = asyncio.create_task(webhooks.handle_async(*signed(msg_id="msg_b")))
+        await asyncio.sleep(0.35)  # the retrier woke up twice meanwhile and found no marks
+        assert len(webhooks._missed._tasks) == 1
+        delivery.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await delivery
+        store.mode = "ok"
+        (retrier,) = webhooks._missed._tasks
+        await asyncio.wait_for(retrier, timeout=10)
+
+    asyncio.run(scenario())
+    assert len(webhooks._missed) == 0
+    assert store.acquire("msg_a", lease=datetime.timedelta(seconds=1)) == Claim("done")
+
+
+def test_tasks_of_loops_closed_without_cancelling_them_are_forgotten(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logging.getLogger("asyncio"), "disabled", True)  # "Task was destroyed"
+    webhooks = Dispatcher(SECRET, idempotency_store=BrokenStore(fail={"complete"}))
+    webhooks.on("customer.created")(lambda event: None)
+    for number in range(3):
+        loop = asyncio.new_event_loop()
+        assert (
+            loop.run_until_complete(webhooks.handle_async(*signed(msg_id=f"msg_{number}"))).status_code == 200
+        )
+        loop.close()  # its retrier never runs again
+        tasks = webhooks._missed._tasks
+        assert len(tasks) == 1
+        assert next(iter(tasks)).get_loop() is loop
+    assert list(webhooks._missed.marks) == ["msg_0", "msg_1", "msg_2"]
+
+
+def test_the_retrier_task_does_not_run_in_the_failed_request_s_context() -> None:
+    request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+    seen: list[tuple[str, str | None]] = []
+
+    class Store(SwitchingStore):
+        async def complete_async(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
+            seen.append((cast("asyncio.Task[Any]", asyncio.current_task()).get_name(), request_id.get()))
+            await super().complete_async(key, token, ttl=ttl)
+
+    store = Store()
+    webhooks = Dispatcher(SECRET, idempotency_store=store)
+
+    @webhooks.on("customer.created")
+    async def handler(event: CustomerCreatedEvent) -> None: ...
+
+    async def request() -> int:
+        request_id.set("req-1")
+        return (await webhooks.handle_async(*signed(msg_id="msg_ctx"))).status_code
+
+    async def scenario() -> None:
+        assert await asyncio.create_task(request()) == 200
+        store.mode = "ok"
+        (retrier,) = webhooks._missed._tasks
+        await asyncio.wait_for(retrier, timeout=10)
+
+    asyncio.run(scenario())
+    assert seen[0][1] == "req-1"  # the request itself
+    assert seen[-1] == ("carecycle-webhooks: missed done marks", None)  # the retrier: a context of its own
 
 
 def test_the_retry_thread_stops_when_its_dispatcher_is_gone(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -87,6 +87,18 @@ def test_complete_marks_a_forgotten_id_done_within_the_bound() -> None:
     assert store.acquire("b", lease=LEASE).status == "acquired"
 
 
+def test_complete_by_another_token_leaves_the_entry_and_its_age_alone() -> None:
+    store = InMemoryIdempotencyStore(max_entries=2)
+    first = store.acquire("a", lease=LEASE)
+    store.complete("a", first.token, ttl=DAY)
+    store.acquire("b", lease=LEASE)  # in flight
+    store.complete("b", "another-token", ttl=DAY)  # not b's holder: b stays in flight
+    store.complete("a", first.token, ttl=DAY)  # a repeated complete: "a" stays the oldest
+    store.acquire("c", lease=LEASE)  # over the bound: the oldest, "a", goes, not the live lease
+    assert store.acquire("b", lease=LEASE) == Claim("in_flight")
+    assert store.acquire("a", lease=LEASE).status == "acquired"
+
+
 def test_complete_again_changes_nothing() -> None:
     clock = Clock()
     store = InMemoryIdempotencyStore(clock=clock)

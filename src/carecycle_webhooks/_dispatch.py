@@ -216,8 +216,8 @@ class Dispatcher:
     With an idempotency store, a delivery is handled once: see the docs' status table.
     When the store goes down after the handlers succeeded, the delivery is still answered
     2xx (it was handled), and its "done" mark is recorded as soon as the store answers
-    again (a background thread or task retries every second), while the lease still
-    keeps duplicates out.
+    again (a background thread or event-loop task retries, at most a second apart),
+    while the lease still keeps duplicates out.
 
     Args:
         secret: The endpoint's ``whsec_...`` secret, or several during a rotation.

@@ -174,12 +174,13 @@ class InMemoryIdempotencyStore:
         with self._lock:
             entries = self._entries
             now = self._clock()
-            entry = entries.pop(key, None)
-            if entry is not None and entry[0] != token and entry[1] > now:
-                entries[key] = entry  # another holder's lease, or done already: theirs
-                return
+            entry = entries.get(key)
+            if entry is not None:
+                if entry[0] != token and entry[1] > now:
+                    return  # another holder's lease, or done already: left as it is
+                del entries[key]  # then re-added as the youngest
             # Ours, or free (expired, released or forgotten): the handlers did run.
-            entries[key] = (_DONE, now + seconds)  # re-added as the youngest
+            entries[key] = (_DONE, now + seconds)
             if entry is None and len(entries) > self._max_entries:
                 for oldest in list(itertools.islice(entries, self._forget_batch)):
                     del entries[oldest]

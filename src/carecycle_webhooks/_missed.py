@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import logging
 import threading
 import time
@@ -56,6 +57,7 @@ class MissedDoneMarks:
         self._lock = threading.Lock()
         # Oldest first. Read without the lock by every delivery (`if missed.marks:`).
         self.marks: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self._recording = 0  # record/record_async calls holding marks taken out
         self._thread: threading.Thread | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # at most one per event loop
 
@@ -72,13 +74,16 @@ class MissedDoneMarks:
         with self._lock:
             pending = list(self.marks.items())
             self.marks.clear()
+            self._recording += 1
         return pending
 
-    def _put_back(self, pending: Sequence[tuple[str, str]]) -> None:
+    def _finish(self, unrecorded: Sequence[tuple[str, str]]) -> None:
+        """Put back what a recording taken out by `_take` did not record."""
         with self._lock:
+            self._recording -= 1
             marks = self.marks
-            for webhook_id, token in reversed(pending):  # older than any added meanwhile
-                if webhook_id not in marks:
+            for webhook_id, token in reversed(unrecorded):  # older than any added meanwhile
+                if webhook_id not in marks:  # else missed again meanwhile: the newer lease counts
                     marks[webhook_id] = token
                     marks.move_to_end(webhook_id, last=False)
             self._trim()
@@ -92,16 +97,20 @@ class MissedDoneMarks:
     def record(self, store: IdempotencyStore, ttl: datetime.timedelta) -> None:
         """Record the missed marks now; on a failure, keep the rest and retry in a thread."""
         pending = self._take()
-        for position, (webhook_id, token) in enumerate(pending):
-            try:
+        recorded = 0
+        try:
+            for webhook_id, token in pending:
                 store.complete(webhook_id, token, ttl=ttl)
-            except BaseException as error:
-                self._put_back(pending[position:])
-                if not isinstance(error, Exception):
-                    raise
-                self.retry_in_thread()
-                return
-            logger.info("webhook %s: its done mark is recorded now", webhook_id)
+                recorded += 1
+                logger.info("webhook %s: its done mark is recorded now", webhook_id)
+        except Exception:  # noqa: BLE001 - the store is still down: retried later
+            self._finish(pending[recorded:])
+            self.retry_in_thread()
+            return
+        except BaseException:
+            self._finish(pending[recorded:])
+            raise
+        self._finish(())
 
     def retry_in_thread(self) -> None:
         """Start the background thread that records the missed marks, unless it runs."""
@@ -138,7 +147,10 @@ class MissedDoneMarks:
         # retrier stops is either seen here or starts a new retrier.
         with self._lock:
             settings = self._settings()
-            if self.marks and settings is not None and settings[0] is not None:
+            if settings is None or settings[0] is None:  # no dispatcher, or no store any more
+                self._retire_locked(retrier)
+                return None
+            if self.marks or self._recording:  # a delivery recording now may put some back
                 return settings[0], settings[1]
             self._retire_locked(retrier)
             return None
@@ -158,24 +170,31 @@ class MissedDoneMarks:
     async def record_async(self, store: IdempotencyStore, ttl: datetime.timedelta) -> None:
         """`record`, on the event loop; on a failure, a task on this loop retries."""
         pending = self._take()
-        for position, (webhook_id, token) in enumerate(pending):
-            try:
+        recorded = 0
+        try:
+            for webhook_id, token in pending:
                 await store.complete_async(webhook_id, token, ttl=ttl)
-            except BaseException as error:  # cancelled too: keep them for later
-                self._put_back(pending[position:])
-                if not isinstance(error, Exception):
-                    raise
-                self.retry_in_task()
-                return
-            logger.info("webhook %s: its done mark is recorded now", webhook_id)
+                recorded += 1
+                logger.info("webhook %s: its done mark is recorded now", webhook_id)
+        except Exception:  # noqa: BLE001 - the store is still down: retried later
+            self._finish(pending[recorded:])
+            self.retry_in_task()
+            return
+        except BaseException:  # cancelled: keep them for the retrier or the next delivery
+            self._finish(pending[recorded:])
+            raise
+        self._finish(())
 
     def retry_in_task(self) -> None:
         """Start a task on the running loop that records the missed marks, unless one runs."""
         loop = asyncio.get_running_loop()
         with self._lock:
+            # Forget the tasks of loops closed without cancelling them: they never run again.
+            self._tasks = {task for task in self._tasks if not task.get_loop().is_closed()}
             if any(task.get_loop() is loop for task in self._tasks):
                 return
-            task = loop.create_task(self._retry_loop_async(), name=_RETRIER_NAME)
+            # In a context of its own, not the failed request's (its logging and tracing ids).
+            task = contextvars.Context().run(loop.create_task, self._retry_loop_async(), name=_RETRIER_NAME)
             self._tasks.add(task)  # the loop only keeps a weak reference to its tasks
 
     async def _retry_loop_async(self) -> None:
