@@ -164,8 +164,7 @@ class InMemoryIdempotencyStore:
             token = _new_token()
             entries[key] = (token, now + seconds)  # a new key: appended, the youngest
             if len(entries) > self._max_entries:
-                for oldest in list(itertools.islice(entries, self._forget_batch)):
-                    del entries[oldest]
+                self._forget_oldest()
             return Claim("acquired", token)
 
     def complete(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
@@ -182,8 +181,13 @@ class InMemoryIdempotencyStore:
             # Ours, or free (expired, released or forgotten): the handlers did run.
             entries[key] = (_DONE, now + seconds)
             if entry is None and len(entries) > self._max_entries:
-                for oldest in list(itertools.islice(entries, self._forget_batch)):
-                    del entries[oldest]
+                self._forget_oldest()
+
+    def _forget_oldest(self) -> None:
+        """Over the bound: forget the oldest batch of ids (called with the lock held)."""
+        entries = self._entries
+        for oldest in list(itertools.islice(entries, self._forget_batch)):
+            del entries[oldest]
 
     def release(self, key: str, token: str) -> None:
         """Free ``key``, if ``token`` still holds it."""

@@ -104,13 +104,9 @@ class MissedDoneMarks:
                 recorded += 1
                 logger.info("webhook %s: its done mark is recorded now", webhook_id)
         except Exception:  # noqa: BLE001 - the store is still down: retried later
+            self.retry_in_thread()  # no retrier stops while this recording is unfinished
+        finally:  # interrupted too: the rest stays for the retrier or the next delivery
             self._finish(pending[recorded:])
-            self.retry_in_thread()
-            return
-        except BaseException:
-            self._finish(pending[recorded:])
-            raise
-        self._finish(())
 
     def retry_in_thread(self) -> None:
         """Start the background thread that records the missed marks, unless it runs."""
@@ -146,11 +142,9 @@ class MissedDoneMarks:
         # Under the lock that `add` and the retry_* methods take: a mark added while this
         # retrier stops is either seen here or starts a new retrier.
         with self._lock:
-            settings = self._settings()
-            if settings is None or settings[0] is None:  # no dispatcher, or no store any more
-                self._retire_locked(retrier)
-                return None
-            if self.marks or self._recording:  # a delivery recording now may put some back
+            settings = self._settings()  # None once the dispatcher is gone
+            # A delivery recording now may still put marks back: wait for it.
+            if settings is not None and settings[0] is not None and (self.marks or self._recording):
                 return settings[0], settings[1]
             self._retire_locked(retrier)
             return None
@@ -177,13 +171,9 @@ class MissedDoneMarks:
                 recorded += 1
                 logger.info("webhook %s: its done mark is recorded now", webhook_id)
         except Exception:  # noqa: BLE001 - the store is still down: retried later
+            self.retry_in_task()  # no retrier stops while this recording is unfinished
+        finally:  # cancelled too: the rest stays for the retrier or the next delivery
             self._finish(pending[recorded:])
-            self.retry_in_task()
-            return
-        except BaseException:  # cancelled: keep them for the retrier or the next delivery
-            self._finish(pending[recorded:])
-            raise
-        self._finish(())
 
     def retry_in_task(self) -> None:
         """Start a task on the running loop that records the missed marks, unless one runs."""
