@@ -613,33 +613,217 @@ def test_callable_object_returning_an_awaitable() -> None:
     assert seen == ["customer.created", "customer.created"]
 
 
-def test_cancelled_while_a_sync_handler_runs_keeps_the_lease_until_it_ends() -> None:
+PHI_MESSAGE = "MBI 1EG4-TE5-MK72 of a patient born 1948-02-29"
+
+
+class _Records(logging.Handler):
+    """Every record of every logger, formatted as the default handler would, tracebacks included."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        self.lines.append(f"{record.name} {record.levelname} {logging.Formatter().format(record)}")
+
+
+@pytest.fixture
+def all_logs():
+    """Captures the records of every logger (asyncio's included) at DEBUG."""
+    records = _Records()
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(records)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield records
+    finally:
+        root.removeHandler(records)
+        root.setLevel(level)
+
+
+@pytest.mark.parametrize("outcome", ["succeeds", "fails"])
+def test_a_sync_handler_that_outlives_its_cancelled_request_has_its_outcome_recorded(
+    outcome: str, all_logs: _Records
+) -> None:
+    # A timeout wrapper cancels handle_async while a sync handler's thread runs. The request
+    # ends at once; the thread cannot be stopped, and what it ends with is recorded: done
+    # (a retry is a duplicate) or logged our way and the lease freed (a retry runs it).
     store = InMemoryIdempotencyStore()
     webhooks = Dispatcher(SECRET, idempotency_store=store)
     started = threading.Event()
     finish = threading.Event()
+    ran: list[str] = []
     lease = datetime.timedelta(seconds=30)
 
     @webhooks.on("customer.created")
     def blocking(event: CustomerCreatedEvent) -> None:
         started.set()
         finish.wait(timeout=10)
+        ran.append(current_delivery().webhook_id)
+        if outcome == "fails":
+            raise ValueError(PHI_MESSAGE)
 
     async def scenario() -> list[str]:
-        task = asyncio.create_task(webhooks.handle_async(*signed(msg_id="msg_thread_cancel")))
+        task = asyncio.create_task(webhooks.handle_async(*signed(msg_id="msg_outlives")))
         await asyncio.to_thread(started.wait, 10)
         task.cancel()
-        await asyncio.sleep(0.05)
-        # The handler's thread still runs: the lease must still be held.
-        during = store.acquire("msg_thread_cancel", lease=lease).status
-        assert not task.done()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=5)  # at once, not when the thread ends
+        during = store.acquire("msg_outlives", lease=lease).status  # still running: held
         finish.set()
+        for _ in range(500):  # the handler's thread ends, then its outcome is recorded
+            await asyncio.sleep(0.01)
+            claim = store.acquire("msg_outlives", lease=lease)
+            if claim.status != "in_flight":
+                break
+        retry = await webhooks.handle_async(*signed(msg_id="msg_outlives"))
+        return [during, claim.status, json.loads(retry.body).get("status", "")]
+
+    statuses = asyncio.run(scenario())
+    gc.collect()  # an unretrieved exception would be logged by asyncio now
+    if outcome == "succeeds":
+        assert statuses == ["in_flight", "done", "duplicate"]
+        assert ran == ["msg_outlives"]
+    else:
+        # The failure freed the id: the check above took the lease, so the retry meets it.
+        assert statuses[:2] == ["in_flight", "acquired"]
+        assert "failed on customer.created msg_outlives" in "\n".join(all_logs.lines)
+    text = "\n".join(all_logs.lines)
+    assert PHI_MESSAGE not in text
+    assert not [r for r in all_logs.records if r.name == "asyncio" and r.levelno >= logging.WARNING]
+
+
+def test_a_handed_over_delivery_runs_its_remaining_handlers_then_completes(all_logs: _Records) -> None:
+    store = InMemoryIdempotencyStore()
+    webhooks = Dispatcher(SECRET, idempotency_store=store)
+    started = threading.Event()
+    finish = threading.Event()
+    ran: list[str] = []
+
+    @webhooks.on("customer.created")
+    def first(event: CustomerCreatedEvent) -> None:
+        started.set()
+        finish.wait(timeout=10)
+        ran.append("first")
+
+    @webhooks.on("customer.created")
+    async def second(event: CustomerCreatedEvent) -> None:
+        ran.append(f"second {current_delivery().webhook_id}")
+
+    async def scenario() -> str:
+        task = asyncio.create_task(webhooks.handle_async(*signed(msg_id="msg_rest")))
+        await asyncio.to_thread(started.wait, 10)
+        task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        after = store.acquire("msg_thread_cancel", lease=lease).status
-        return [during, after]
+        finish.set()
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if len(ran) == 2:
+                break
+        await asyncio.sleep(0.01)
+        return store.acquire("msg_rest", lease=datetime.timedelta(seconds=5)).status
 
-    assert asyncio.run(scenario()) == ["in_flight", "acquired"]
+    assert asyncio.run(scenario()) == "done"
+    assert ran == ["first", "second msg_rest"]
+
+
+@pytest.mark.parametrize("remaining", [False, True])
+def test_a_loop_closing_over_a_handed_over_delivery_waits_for_its_thread(
+    remaining: bool, all_logs: _Records
+) -> None:
+    # asyncio.run cancels every task when it ends (a server shutting down): the delivery's
+    # thread still ends and its outcome is recorded; no further handler starts.
+    store = InMemoryIdempotencyStore()
+    webhooks = Dispatcher(SECRET, idempotency_store=store)
+    started = threading.Event()
+    ran: list[str] = []
+
+    @webhooks.on("customer.created")
+    def blocking(event: CustomerCreatedEvent) -> None:
+        started.set()
+        time.sleep(0.3)
+        ran.append("blocking")
+
+    if remaining:
+
+        @webhooks.on("customer.created")
+        def after(event: CustomerCreatedEvent) -> None:
+            ran.append("after")
+
+    async def scenario() -> None:
+        task = asyncio.create_task(webhooks.handle_async(*signed(msg_id="msg_closing")))
+        await asyncio.to_thread(started.wait, 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # Returns with the hand-over task still waiting for the thread.
+
+    asyncio.run(scenario())
+    assert ran == ["blocking"]
+    # The whole delivery ran: done. Not all of it: freed, so that Svix's retry runs it all.
+    expected = "acquired" if remaining else "done"
+    assert store.acquire("msg_closing", lease=datetime.timedelta(seconds=5)).status == expected
+    assert not [r for r in all_logs.records if r.name == "asyncio" and r.levelno >= logging.WARNING]
+
+
+class _ControlFlow(BaseException):
+    """Neither an Exception nor a request to stop: a handler's failure like any other."""
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+@pytest.mark.parametrize("raised", [_ControlFlow, GeneratorExit])
+def test_other_base_exceptions_of_handlers_are_handler_failures(
+    raised: type[BaseException], use_async: bool, all_logs: _Records
+) -> None:
+    store = InMemoryIdempotencyStore()
+    webhooks = Dispatcher(SECRET, idempotency_store=store)
+
+    def fail(event: CustomerCreatedEvent) -> None:
+        raise raised(PHI_MESSAGE)
+
+    async def fail_async(event: CustomerCreatedEvent) -> None:
+        raise raised(PHI_MESSAGE)
+
+    webhooks.on("customer.created")(fail_async if use_async else fail)
+    if use_async:
+        response = asyncio.run(webhooks.handle_async(*signed(msg_id="msg_base")))
+    else:
+        response = webhooks.handle(*signed(msg_id="msg_base"))
+    assert status(response) == (500, {"error": "handler_failed"})
+    assert store.acquire("msg_base", lease=datetime.timedelta(seconds=5)).status == "acquired"
+    text = "\n".join(all_logs.lines)
+    assert f"{raised.__qualname__} (message hidden: it may hold PHI)" in text
+    assert PHI_MESSAGE not in text
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+@pytest.mark.parametrize("raised", [KeyboardInterrupt, SystemExit])
+def test_interrupts_of_handlers_propagate_logged_without_their_message(
+    raised: type[BaseException], use_async: bool, all_logs: _Records
+) -> None:
+    store = InMemoryIdempotencyStore()
+    webhooks = Dispatcher(SECRET, idempotency_store=store)
+
+    @webhooks.on("customer.created")
+    def stop(event: CustomerCreatedEvent) -> None:
+        raise raised(PHI_MESSAGE)
+
+    async def scenario() -> WebhookResponse:
+        return await webhooks.handle_async(*signed(msg_id="msg_stop"))
+
+    def deliver() -> WebhookResponse:
+        return asyncio.run(scenario()) if use_async else webhooks.handle(*signed(msg_id="msg_stop"))
+
+    with pytest.raises(raised):
+        deliver()
+    assert store.acquire("msg_stop", lease=datetime.timedelta(seconds=5)).status == "acquired"
+    text = "\n".join(all_logs.lines)
+    assert f"was interrupted on customer.created msg_stop (attempt None): {raised.__qualname__}" in text
+    assert PHI_MESSAGE not in text
 
 
 def test_large_bodies_are_prepared_off_the_loop() -> None:

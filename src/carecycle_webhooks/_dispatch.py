@@ -145,18 +145,39 @@ def _frames(error: BaseException) -> str:
     return "".join(traceback.format_list(traceback.extract_tb(error.__traceback__))).rstrip()
 
 
-async def _finish_even_if_cancelled(work: Awaitable[object]) -> object:
-    """Await a sync handler's thread; if cancelled meanwhile, still wait for it, then re-raise.
+# Raised by a handler, these stop the process or the task: they propagate (after the
+# lease is released). Any other BaseException a handler raises is a handler failure.
+_PROPAGATED = (KeyboardInterrupt, SystemExit)
 
-    A thread cannot be stopped: releasing the delivery's lease while it still runs would
-    let Svix's retry run the same handler concurrently on another worker.
+
+class _HandedOver(asyncio.CancelledError):
+    """The request was cancelled while a sync handler's thread ran: a task finishes the delivery."""
+
+
+# Deliveries handed over by cancelled requests, kept alive until their outcome is recorded
+# (the event loop only keeps weak references to its tasks).
+_handed_over: set[asyncio.Task[WebhookResponse]] = set()
+
+
+def _forget_handed_over(task: asyncio.Task[WebhookResponse]) -> None:
+    _handed_over.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved, so that asyncio never logs it (it may carry PHI)
+
+
+async def _outlast_cancellation(thread: asyncio.Future[object]) -> tuple[object, bool]:
+    """Wait for a handler's thread to end, whatever cancellations arrive meanwhile.
+
+    A thread cannot be stopped, and its outcome must be recorded. Returns its result and
+    whether a cancellation arrived; raises what the handler raised.
     """
-    future = asyncio.ensure_future(work)
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        await asyncio.wait([future])  # the cancellation was delivered; this wait is not cancelled by it
-        raise
+    cancelled = False
+    while not thread.done():
+        try:
+            await asyncio.shield(thread)
+        except asyncio.CancelledError:  # noqa: PERF203 - rare: the loop turns once per cancellation
+            cancelled = True  # the event loop is shutting down: keep waiting for the thread
+    return thread.result(), cancelled
 
 
 async def _await(awaitable: Awaitable[object]) -> object:
@@ -392,13 +413,22 @@ class Dispatcher:
         return event, delivery
 
     def _log_failure(
-        self, error: BaseException, handler: _Handler, event: Event, delivery: WebhookDelivery
+        self,
+        error: BaseException,
+        handler: _Handler,
+        event: Event,
+        delivery: WebhookDelivery,
+        *,
+        propagated: bool = False,
     ) -> None:
         extra = {"webhook_id": delivery.webhook_id, "event_type": event.event_type}
+        # KeyboardInterrupt and SystemExit are raised on, to stop the process as asked.
+        what = "was interrupted" if propagated else "failed"
         if self.log_exception_messages:
             logger.error(
-                "handler %s failed on %s %s (attempt %s)",
+                "handler %s %s on %s %s (attempt %s)",
                 _handler_name(handler),
+                what,
                 _safe_label(event.event_type),
                 delivery.webhook_id,
                 delivery.attempt,
@@ -407,8 +437,9 @@ class Dispatcher:
             )
             return
         logger.error(
-            "handler %s failed on %s %s (attempt %s): %s (message hidden: it may hold PHI)\n%s",
+            "handler %s %s on %s %s (attempt %s): %s (message hidden: it may hold PHI)\n%s",
             _handler_name(handler),
+            what,
             _safe_label(event.event_type),
             delivery.webhook_id,
             delivery.attempt,
@@ -446,7 +477,7 @@ class Dispatcher:
         return _STORE_UNAVAILABLE
 
     def _failed(
-        self, failure: tuple[_Handler, Exception], event: Event, delivery: WebhookDelivery
+        self, failure: tuple[_Handler, BaseException], event: Event, delivery: WebhookDelivery
     ) -> WebhookResponse:
         handler, error = failure
         self._log_failure(error, handler, event, delivery)
@@ -508,7 +539,7 @@ class Dispatcher:
         try:
             failure = self._run(handlers, event, delivery)
         except BaseException:
-            self._release(store, claim, delivery)  # KeyboardInterrupt and the like
+            self._release(store, claim, delivery)  # KeyboardInterrupt or SystemExit: raised on
             raise
         if failure is not None:
             self._release(store, claim, delivery)
@@ -527,10 +558,9 @@ class Dispatcher:
         except Exception as error:  # noqa: BLE001 - the lease expires on its own
             self._store_failed("release", error, delivery)
 
-    @staticmethod
     def _run(
-        handlers: tuple[_Handler, ...], event: Event, delivery: WebhookDelivery
-    ) -> tuple[_Handler, Exception] | None:
+        self, handlers: tuple[_Handler, ...], event: Event, delivery: WebhookDelivery
+    ) -> tuple[_Handler, BaseException] | None:
         token = _current.set(delivery)
         handler = handlers[0]
         try:
@@ -538,7 +568,10 @@ class Dispatcher:
                 result = handler(event)
                 if result is not None and inspect.isawaitable(result):
                     _run_to_completion(result)
-        except Exception as error:  # noqa: BLE001 - reported as a 500, never raised to the caller
+        except _PROPAGATED as error:
+            self._log_failure(error, handler, event, delivery, propagated=True)
+            raise
+        except BaseException as error:  # noqa: BLE001 - reported as a 500, never raised to the caller
             return handler, error
         finally:
             _current.reset(token)
@@ -549,9 +582,19 @@ class Dispatcher:
 
         Async handlers are awaited; sync handlers run in a worker thread
         (``asyncio.to_thread``), so they never block the loop. Bodies over 256 KiB are
-        verified and parsed in a worker thread too. If the request is cancelled while a
-        sync handler runs, the delivery's lease is only released once that handler's
-        thread has finished, so a retry never runs it concurrently.
+        verified and parsed in a worker thread too.
+
+        Cancelling this call (a timeout around it, a server shutting down) cancels an async
+        handler that is running, and frees the lease so that Svix's retry runs the
+        delivery again. A sync handler's thread cannot be stopped: the call ends at once,
+        and a task of the delivery's own waits for that thread and records its outcome as
+        the call would have (the remaining handlers run, then the id is marked done; or a
+        failure is logged and the lease freed), so a retry never runs it beside the thread,
+        nor again after it succeeded.
+
+        A handler's ``KeyboardInterrupt`` and ``SystemExit`` propagate (the lease is freed
+        first); every other exception, ``BaseException`` subclasses included, is a handler
+        failure (500). Neither is logged with its message.
 
         Args:
             body: The raw request body, exactly as received.
@@ -586,8 +629,7 @@ class Dispatcher:
             return _IGNORED
         store = self.idempotency_store
         if store is None:
-            failure = await self._run_async(handlers, event, delivery)
-            return _PROCESSED if failure is None else self._failed(failure, event, delivery)
+            return await self._deliver_async(handlers, event, delivery, None, None)
         if self._missed.marks:
             await self._missed.record_async(store, self.done_ttl)
         try:
@@ -597,13 +639,39 @@ class Dispatcher:
             return _STORE_UNAVAILABLE
         if claim.status != "acquired":
             return self._not_acquired(claim, delivery)
+        return await self._deliver_async(handlers, event, delivery, store, claim)
+
+    async def _deliver_async(  # noqa: PLR0913 - one delivery's whole state, passed on when handed over
+        self,
+        handlers: tuple[_Handler, ...],
+        event: Event,
+        delivery: WebhookDelivery,
+        store: IdempotencyStore | None,
+        claim: Claim | None,
+        *,
+        start: int = 0,
+        thread: asyncio.Future[object] | None = None,
+    ) -> WebhookResponse:
+        """Run ``handlers[start:]``, then record the outcome in the store and answer.
+
+        ``thread`` is the running thread of ``handlers[start]``, when a cancelled request
+        handed the rest of its delivery over to this call, in a task of its own.
+        """
         try:
-            failure = await self._run_async(handlers, event, delivery)
+            failure = await self._run_async(
+                handlers, event, delivery, start=start, thread=thread, store=store, claim=claim
+            )
+        except _HandedOver:
+            raise  # the task that took the delivery over records its outcome
         except BaseException:
-            # Cancelled (the client went away) or interrupted: free the lease, shielded
-            # from the cancellation, so that Svix's retry can run the handlers.
-            await asyncio.shield(self._release_async(store, claim, delivery))
+            # Cancelled while an async handler ran, or a handler raised KeyboardInterrupt or
+            # SystemExit: free the lease, shielded from the cancellation, so that Svix's
+            # retry can run the handlers.
+            if store is not None and claim is not None:
+                await asyncio.shield(self._release_async(store, claim, delivery))
             raise
+        if store is None or claim is None:
+            return _PROCESSED if failure is None else self._failed(failure, event, delivery)
         if failure is not None:
             await self._release_async(store, claim, delivery)
             return self._failed(failure, event, delivery)
@@ -621,23 +689,70 @@ class Dispatcher:
         except Exception as error:  # noqa: BLE001 - the lease expires on its own
             self._store_failed("release", error, delivery)
 
-    async def _run_async(
-        self, handlers: tuple[_Handler, ...], event: Event, delivery: WebhookDelivery
-    ) -> tuple[_Handler, Exception] | None:
+    async def _run_async(  # noqa: PLR0913 - one loop over the handlers, with its hand-over
+        self,
+        handlers: tuple[_Handler, ...],
+        event: Event,
+        delivery: WebhookDelivery,
+        *,
+        start: int,
+        thread: asyncio.Future[object] | None,
+        store: IdempotencyStore | None,
+        claim: Claim | None,
+    ) -> tuple[_Handler, BaseException] | None:
         coroutine_functions = self._coroutine_functions
         token = _current.set(delivery)
-        handler = handlers[0]
+        handler = handlers[start]
         try:
-            for handler in handlers:
-                if id(handler) in coroutine_functions:  # async def: noted at registration
+            for index in range(start, len(handlers)):
+                handler = handlers[index]
+                if thread is not None:
+                    # Taken over from a cancelled request: its handler's thread first.
+                    result, cancelled = await _outlast_cancellation(thread)
+                    thread = None
+                    if cancelled and index + 1 < len(handlers):
+                        raise asyncio.CancelledError  # noqa: TRY301 - the loop is closing: start nothing more
+                elif id(handler) in coroutine_functions:  # async def: noted at registration
                     await cast("Awaitable[object]", handler(event))
+                    continue
                 else:
-                    # Sync handlers never block the loop; to_thread carries the context.
-                    result = await _finish_even_if_cancelled(asyncio.to_thread(handler, event))
-                    if inspect.isawaitable(result):
-                        await result
-        except Exception as error:  # noqa: BLE001 - reported as a 500, never raised to the caller
+                    # Sync handlers never block the loop; the thread runs in this context.
+                    running = asyncio.get_running_loop().run_in_executor(
+                        None, functools.partial(contextvars.copy_context().run, handler, event)
+                    )
+                    try:
+                        result = await asyncio.shield(running)
+                    except asyncio.CancelledError:
+                        # The thread cannot be stopped: a task waits for it and finishes
+                        # the delivery, so its outcome is recorded; this request ends now.
+                        self._hand_over(handlers, event, delivery, store, claim, start=index, thread=running)
+                        raise _HandedOver from None
+                if result is not None and inspect.isawaitable(result):
+                    await cast("Awaitable[object]", result)
+        except (*_PROPAGATED, asyncio.CancelledError) as error:
+            if isinstance(error, _PROPAGATED):
+                self._log_failure(error, handler, event, delivery, propagated=True)
+            raise
+        except BaseException as error:  # noqa: BLE001 - reported as a 500, never raised to the caller
             return handler, error
         finally:
             _current.reset(token)
         return None
+
+    def _hand_over(  # noqa: PLR0913 - the delivery's whole state
+        self,
+        handlers: tuple[_Handler, ...],
+        event: Event,
+        delivery: WebhookDelivery,
+        store: IdempotencyStore | None,
+        claim: Claim | None,
+        *,
+        start: int,
+        thread: asyncio.Future[object],
+    ) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._deliver_async(handlers, event, delivery, store, claim, start=start, thread=thread),
+            name=f"carecycle-webhooks: finishing {delivery.webhook_id}",
+        )
+        _handed_over.add(task)
+        task.add_done_callback(_forget_handed_over)
