@@ -19,7 +19,6 @@ from ._errors import (
 
 if _typing.TYPE_CHECKING:
     from ._dispatch import Dispatcher as Dispatcher
-    from ._dispatch import WebhookResponse as WebhookResponse
     from ._dispatch import current_delivery as current_delivery
     from ._idempotency import Claim as Claim
     from ._idempotency import IdempotencyStore as IdempotencyStore
@@ -40,6 +39,7 @@ if _typing.TYPE_CHECKING:
     from ._models import MaritalStatus as MaritalStatus
     from ._models import UnknownEvent as UnknownEvent
     from ._parse import parse_unverified_event as parse_unverified_event
+    from ._responses import WebhookResponse as WebhookResponse
     from ._verify import Headers as Headers
     from ._verify import SupportsHeaderItems as SupportsHeaderItems
     from ._verify import WebhookDelivery as WebhookDelivery
@@ -92,7 +92,7 @@ _LAZY = {
     "IdempotencyStore": "._idempotency",
     "InMemoryIdempotencyStore": "._idempotency",
     "RedisIdempotencyStore": "._idempotency",
-    "WebhookResponse": "._dispatch",
+    "WebhookResponse": "._responses",
     "current_delivery": "._dispatch",
     "AssignedUser": "._models",
     "CallCompletedEvent": "._models",

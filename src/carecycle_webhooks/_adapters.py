@@ -6,22 +6,30 @@ dispatcher; everything that is not framework-specific lives here, once.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
-from ._dispatch import JSON_HEADERS, Dispatcher, WebhookResponse, body_too_large, json_response
+from ._budget import Reservation
+from ._dispatch import Dispatcher
 from ._errors import WebhookConfigurationError
+from ._responses import CLIENT_DISCONNECTED, JSON_HEADERS, WebhookResponse, body_too_large, json_response
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 __all__ = [
     "METHOD_NOT_ALLOWED",
+    "Reservation",
     "body_too_large",
     "check_dispatcher",
+    "client_disconnected",
     "content_type_and_headers",
     "declared_length",
     "read_at_most",
+    "read_body",
 ]
+
+logger = logging.getLogger("carecycle_webhooks")
 
 # Reading in pieces: one read(max_body_size + 1) of a raw stream would allocate the
 # whole limit up front, for every delivery, however small.
@@ -76,4 +84,48 @@ def read_at_most(read: Callable[[int], bytes], size: int) -> bytes:
             break
         chunks.append(chunk)
         remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def client_disconnected(error: BaseException) -> WebhookResponse:
+    """The answer when reading the body failed: the client went away (nobody reads it)."""
+    # The type only: a server's message may quote what it received.
+    logger.info("webhook body not received whole (%s): the client went away", type(error).__qualname__)
+    return CLIENT_DISCONNECTED
+
+
+def read_body(
+    read: Callable[[int], bytes], *, declared: int | None, limit: int, reservation: Reservation
+) -> bytes | WebhookResponse:
+    """Read a WSGI request body within the size limit and the body budget.
+
+    A declared ``Content-Length`` is checked against the limit (413) and taken from the
+    budget (503) before anything is read, then exactly that much is read. A body of
+    unknown length (chunked) is taken from the budget piece by piece as it is read, and
+    one byte past the limit is enough for the dispatcher to answer 413.
+
+    Returns:
+        The body, or the answer to give instead. ``reservation`` holds what was taken
+        from the budget until the caller closes it.
+    """
+    if declared is not None:
+        if declared > limit:
+            return body_too_large(limit)
+        if not reservation.take(declared):
+            return reservation.refuse()
+        return read_at_most(read, declared)
+    chunks: list[bytes] = []
+    received = 0
+    while received <= limit:
+        size = min(limit + 1 - received, _CHUNK)
+        # The byte past the limit only tells that the body is too large: not budgeted.
+        budgeted = min(size, limit - received)
+        if not reservation.take(budgeted):
+            return reservation.refuse()
+        chunk = read(size)
+        reservation.give_back(budgeted - len(chunk))  # a short read keeps only what it read
+        if not chunk:
+            break
+        chunks.append(chunk)
+        received += len(chunk)
     return b"".join(chunks)

@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import dataclasses
 import datetime
 import functools
 import inspect
-import json
 import logging
 import threading
 import time
 import traceback
-import types
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal, TypeVar, cast, overload
 
+from ._budget import DEFAULT_BODY_BUDGET, BodyBudget
 from ._errors import WebhookConfigurationError, WebhookPayloadError, WebhookVerificationError
 from ._idempotency import DEFAULT_DONE_TTL, DEFAULT_LEASE, Claim, IdempotencyStore
 from ._missed import MissedDoneMarks
@@ -34,6 +32,7 @@ from ._models import (
     UnknownEvent,
 )
 from ._parse import parse_unverified_event
+from ._responses import JSON_HEADERS, WebhookResponse, body_too_large, json_response
 from ._verify import DEFAULT_TOLERANCE, Headers, WebhookDelivery, WebhookVerifier
 
 if TYPE_CHECKING:
@@ -48,8 +47,6 @@ DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
 
 # Bodies above this are verified and parsed in a worker thread by handle_async.
 _PREPARE_IN_THREAD_ABOVE = 256 * 1024
-
-JSON_HEADERS: Mapping[str, str] = types.MappingProxyType({"content-type": "application/json"})
 
 _EVENT_CLASSES: Mapping[type, str] = {
     CustomerCreatedEvent: EventType.CUSTOMER_CREATED.value,
@@ -91,31 +88,6 @@ def current_delivery() -> WebhookDelivery:
     except LookupError:
         pass
     raise LookupError("current_delivery() is only available inside a webhook handler")
-
-
-@dataclasses.dataclass(frozen=True)
-class WebhookResponse:
-    """What to answer Svix, whatever the framework.
-
-    Attributes:
-        status_code: 2xx when handled (or nothing to do), 4xx/5xx as in the status table.
-        body: A small JSON document saying what happened; never PHI.
-        headers: Response headers (``content-type``).
-    """
-
-    status_code: int
-    body: bytes
-    headers: Mapping[str, str] = dataclasses.field(default_factory=lambda: JSON_HEADERS)
-
-
-def json_response(status_code: int, **fields: object) -> WebhookResponse:
-    """A response with a small JSON document, the form of every answer of the dispatcher."""
-    return WebhookResponse(status_code, json.dumps(fields).encode(), JSON_HEADERS)
-
-
-def body_too_large(limit: int) -> WebhookResponse:
-    """The 413 answer, also given by the adapters before they read a body declared too large."""
-    return json_response(413, error="body_too_large", limit=limit)
 
 
 _IGNORED = json_response(200, status="ignored")
@@ -246,6 +218,10 @@ class Dispatcher:
         idempotency_store: Where processed ``webhook-id`` s are remembered; ``None``
             runs the handlers for every delivery, duplicates included.
         max_body_size: Larger bodies are answered 413 before any parsing.
+        body_budget: How many bytes of request bodies the framework adapters may hold
+            at once for this dispatcher (`DEFAULT_BODY_BUDGET`, 32 MiB, or
+            ``max_body_size`` if larger). A delivery that does not fit is answered 503
+            with ``Retry-After`` before its body is read, so Svix retries it.
         lease: How long one worker holds a delivery while its handlers run.
         done_ttl: How long a processed ``webhook-id`` is remembered.
         log_exception_messages: Also log handlers' exception messages and tracebacks
@@ -263,6 +239,7 @@ class Dispatcher:
         tolerance: datetime.timedelta = DEFAULT_TOLERANCE,
         idempotency_store: IdempotencyStore | None = None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        body_budget: int | None = None,
         lease: datetime.timedelta = DEFAULT_LEASE,
         done_ttl: datetime.timedelta = DEFAULT_DONE_TTL,
         log_exception_messages: bool = False,
@@ -277,12 +254,19 @@ class Dispatcher:
         size: object = max_body_size  # options are checked at runtime too
         if not isinstance(size, int) or size < 1:
             raise WebhookConfigurationError("max_body_size must be a positive number of bytes")
+        budget: object = max(DEFAULT_BODY_BUDGET, max_body_size) if body_budget is None else body_budget
+        if not isinstance(budget, int) or budget < max_body_size:
+            raise WebhookConfigurationError(
+                "body_budget must be a number of bytes at least max_body_size, "
+                "or one delivery of the largest size could never be read"
+            )
         durations: dict[str, object] = {"lease": lease, "done_ttl": done_ttl}
         for name, value in durations.items():
             if not isinstance(value, datetime.timedelta) or value <= datetime.timedelta(0):
                 raise WebhookConfigurationError(f"{name} must be a positive datetime.timedelta")
         self.idempotency_store: IdempotencyStore | None = idempotency_store
         self.max_body_size: int = max_body_size
+        self.body_budget: BodyBudget = BodyBudget(budget)
         self.lease: datetime.timedelta = lease
         self.done_ttl: datetime.timedelta = done_ttl
         self.log_exception_messages: bool = log_exception_messages

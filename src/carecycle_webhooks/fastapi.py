@@ -23,7 +23,7 @@ the status codes are the dispatcher's, the same in every adapter.
 # at runtime to see that `request` is the Request, not a query parameter or a body.
 
 try:
-    from starlette.requests import Request
+    from starlette.requests import ClientDisconnect, Request
     from starlette.responses import Response
 except ImportError:
     raise ImportError(
@@ -35,12 +35,15 @@ from collections.abc import Awaitable, Callable
 
 from ._adapters import (
     METHOD_NOT_ALLOWED,
+    Reservation,
     body_too_large,
     check_dispatcher,
+    client_disconnected,
     content_type_and_headers,
     declared_length,
 )
-from ._dispatch import Dispatcher, WebhookResponse
+from ._dispatch import Dispatcher
+from ._responses import WebhookResponse
 
 __all__ = ["webhook_view"]
 
@@ -53,8 +56,19 @@ def _to_starlette(response: WebhookResponse) -> Response:
     return converted
 
 
-async def _read_at_most(request: Request, size: int) -> bytes:
-    """Read the body until it ends or is longer than ``size`` bytes, then stop receiving."""
+async def _read_body(
+    request: Request, *, declared: int | None, limit: int, reservation: Reservation
+) -> bytes | WebhookResponse:
+    """Read the body within the size limit and the body budget (see `_adapters.read_body`)."""
+    if declared is not None:
+        if declared > limit:
+            return body_too_large(limit)
+        if not reservation.take(declared):
+            return reservation.refuse()
+        # The server delivers no more than the declared Content-Length (HTTP framing).
+        return await request.body()
+    # Chunked: taken from the budget as it arrives; one byte past the limit is enough
+    # for the dispatcher to answer 413.
     chunks: list[bytes] = []
     received = 0
     # aclosing: stopping early must close the stream's generator now, not at garbage collection.
@@ -62,8 +76,10 @@ async def _read_at_most(request: Request, size: int) -> bytes:
         async for chunk in stream:
             chunks.append(chunk)
             received += len(chunk)
-            if received >= size:
+            if received > limit:
                 break
+            if not reservation.take(len(chunk)):
+                return reservation.refuse()
     return b"".join(chunks)
 
 
@@ -82,7 +98,11 @@ def webhook_view(dispatcher: Dispatcher) -> Callable[[Request], Awaitable[Respon
     A ``Content-Length`` above ``dispatcher.max_body_size`` is answered 413 before
     anything is read; the body is read as a stream and reading stops as soon as it
     exceeds the limit (413), so a chunked or lying request cannot make the endpoint
-    buffer more. Handlers run through `Dispatcher.handle_async`: async handlers on the
+    buffer more. The bodies being read at once share ``dispatcher.body_budget``: a
+    delivery that does not fit is answered 503 with ``Retry-After`` before its body is
+    read (a chunked one, as soon as a piece does not fit), so a flood of large bodies
+    cannot exhaust the worker's memory. A client that goes away mid-body ends the
+    request quietly (one INFO line). Handlers run through `Dispatcher.handle_async`: async handlers on the
     event loop, sync handlers in worker threads.
 
     Args:
@@ -103,7 +123,6 @@ def webhook_view(dispatcher: Dispatcher) -> Callable[[Request], Awaitable[Respon
             response = _to_starlette(METHOD_NOT_ALLOWED)
             response.headers["Allow"] = "POST"
             return response
-        limit = dispatcher.max_body_size
         headers = request.headers
         # A C-level dict of the ASGI pairs (lower-case bytes names) rather than a scan in
         # Python; with a header given twice, Starlette's own look-up (the first one).
@@ -112,15 +131,21 @@ def webhook_view(dispatcher: Dispatcher) -> Callable[[Request], Awaitable[Respon
         content_length = (
             table.get(b"content-length") if len(table) == len(raw) else headers.get("content-length")
         )
-        declared = declared_length(content_length)
-        if declared is not None and declared > limit:
-            return _to_starlette(body_too_large(limit))
-        if declared is not None:
-            # The server delivers no more than the declared Content-Length (HTTP framing).
-            body = await request.body()
-        else:
-            # Chunked: one byte past the limit is enough for the dispatcher to answer 413.
-            body = await _read_at_most(request, limit + 1)
-        return _to_starlette(await dispatcher.handle_async(body, headers))
+        reservation = Reservation(dispatcher.body_budget)
+        try:
+            try:
+                body = await _read_body(
+                    request,
+                    declared=declared_length(content_length),
+                    limit=dispatcher.max_body_size,
+                    reservation=reservation,
+                )
+            except ClientDisconnect as error:
+                return _to_starlette(client_disconnected(error))
+            if not isinstance(body, bytes):
+                return _to_starlette(body)
+            return _to_starlette(await dispatcher.handle_async(body, headers))
+        finally:
+            reservation.close()
 
     return carecycle_webhook

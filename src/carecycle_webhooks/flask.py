@@ -30,10 +30,12 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ._adapters import (
     METHOD_NOT_ALLOWED,
+    Reservation,
     body_too_large,
     check_dispatcher,
+    client_disconnected,
     content_type_and_headers,
-    read_at_most,
+    read_body,
 )
 
 if TYPE_CHECKING:
@@ -72,7 +74,9 @@ def webhook_view(
     ``Content-Length`` above ``dispatcher.max_body_size`` is answered 413 before anything
     is read, and no more than ``max_body_size + 1`` bytes are ever read from the stream,
     so a chunked or lying request cannot make the view read more. Flask's own
-    ``MAX_CONTENT_LENGTH``, when set lower, still applies and is answered 413 too.
+    ``MAX_CONTENT_LENGTH``, when set lower, still applies and is answered 413 too. A
+    delivery that does not fit in ``dispatcher.body_budget`` (the bodies being read at
+    once, under a threaded server) is answered 503 with ``Retry-After`` before its body is read.
 
     Args:
         dispatcher: The `Dispatcher` whose handlers run. Its idempotency store must be
@@ -99,18 +103,23 @@ def webhook_view(
             response.headers["Allow"] = "POST"
             return response
         limit = dispatcher.max_body_size
-        declared = request.content_length  # None when absent or chunked
-        if declared is not None and declared > limit:
-            return _to_flask(body_too_large(limit))
+        reservation = Reservation(dispatcher.body_budget)
         try:
-            # A declared length bounds the stream (Werkzeug and WSGI servers stop there):
-            # read exactly that. Otherwise one byte past the limit is enough for the
-            # dispatcher to answer 413.
-            body = read_at_most(request.stream.read, limit + 1 if declared is None else declared)
-        except RequestEntityTooLarge:
-            # The application's MAX_CONTENT_LENGTH is lower than our limit.
-            return _to_flask(body_too_large(min(limit, request.max_content_length or limit)))
-        return _to_flask(dispatcher.handle(body, request.headers))
+            try:
+                # content_length is None when absent or chunked.
+                body = read_body(
+                    request.stream.read, declared=request.content_length, limit=limit, reservation=reservation
+                )
+            except RequestEntityTooLarge:
+                # The application's MAX_CONTENT_LENGTH is lower than our limit.
+                return _to_flask(body_too_large(min(limit, request.max_content_length or limit)))
+            except Exception as error:  # noqa: BLE001 - the client went away mid-body, or the server failed to read it
+                return _to_flask(client_disconnected(error))
+            if not isinstance(body, bytes):
+                return _to_flask(body)
+            return _to_flask(dispatcher.handle(body, request.headers))
+        finally:
+            reservation.close()
 
     view = carecycle_webhook
     view.__name__ = view.__qualname__ = name
