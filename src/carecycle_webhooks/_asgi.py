@@ -15,13 +15,25 @@ from ._responses import WebhookResponse, body_too_large
 if TYPE_CHECKING:
     from ._budget import Reservation
 
-__all__ = ["ASGIApp", "BodyGuard", "Message", "Receive", "Scope", "Send", "header", "send_response"]
+__all__ = [
+    "ASGIApp",
+    "AnyASGIApp",
+    "BodyGuard",
+    "Message",
+    "Receive",
+    "Scope",
+    "Send",
+    "header",
+    "send_response",
+]
 
 Scope: TypeAlias = MutableMapping[str, Any]
 Message: TypeAlias = MutableMapping[str, Any]
 Receive: TypeAlias = Callable[[], Awaitable[Message]]
 Send: TypeAlias = Callable[[Message], Awaitable[None]]
 ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
+# An application we wrap: frameworks type their ASGI callables each their own way.
+AnyASGIApp: TypeAlias = Callable[[Any, Any, Any], Awaitable[None]]
 
 _DISCONNECT: Message = {"type": "http.disconnect"}
 

@@ -46,7 +46,7 @@ from ._dispatch import Dispatcher
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from ._asgi import ASGIApp, Receive, Scope, Send
+    from ._asgi import AnyASGIApp, ASGIApp, Receive, Scope, Send
     from ._responses import WebhookResponse
 
 __all__ = ["limit_webhook_bodies", "webhook_view"]
@@ -161,7 +161,7 @@ def _dispatcher_for(scope: Scope) -> Dispatcher | None:
     return dispatcher if isinstance(dispatcher, Dispatcher) else None
 
 
-def limit_webhook_bodies(application: ASGIApp) -> ASGIApp:
+def limit_webhook_bodies(application: AnyASGIApp) -> ASGIApp:
     """Wrap Django's ASGI application so that webhook bodies are held to their limits as they arrive.
 
     Under ASGI (uvicorn, daphne, hypercorn), Django reads each request's whole body,

@@ -21,6 +21,7 @@ import pytest
 from carecycle_webhooks import (
     Claim,
     CustomerCreatedEvent,
+    CustomerUpdatedEvent,
     Dispatcher,
     Event,
     InMemoryIdempotencyStore,
@@ -348,3 +349,41 @@ class AdapterContract:
         headers = {name.upper(): value for name, value in svix_headers(body).items()}
         reply = self.send(recorder.dispatcher, body, headers)
         assert reply.status == 200
+
+    # ------------------------------------------------------------------ the body budget
+
+    def test_a_delivery_that_does_not_fit_the_body_budget_is_503_before_reading(self) -> None:
+        body = fixture_bytes("customer.created")
+        recorder = Recorder(max_body_size=len(body), body_budget=len(body) + 100)
+        budget = recorder.dispatcher.body_budget
+        assert budget.take(101)  # other deliveries being read hold part of it
+        reply = self.send(recorder.dispatcher, body, svix_headers(body))
+        assert reply.status == 503
+        assert reply.headers["retry-after"] == "5"
+        assert reply.json()["error"] == "busy"
+        assert recorder.events == []
+        budget.give_back(101)
+        assert budget.used == 0
+        reply = self.send(recorder.dispatcher, body, svix_headers(body))
+        assert reply.status == 200
+        assert len(recorder.events) == 1
+
+    def test_the_body_budget_is_given_back_after_every_answer(self) -> None:
+        dispatcher = Dispatcher(SECRET, idempotency_store=InMemoryIdempotencyStore())
+
+        @dispatcher.on("customer.updated")
+        def fail(event: CustomerUpdatedEvent) -> None:
+            raise RuntimeError("down")
+
+        created = fixture_bytes("customer.created")
+        updated = fixture_bytes("customer.updated")
+        cases = [
+            (created, svix_headers(created), 200),
+            (created, svix_headers(created), 200),  # the duplicate
+            (created, svix_headers(created, secret=OTHER_SECRET), 400),
+            (b"not json", svix_headers(b"not json"), 422),
+            (updated, svix_headers(updated, msg_id="msg_fails"), 500),
+        ]
+        for body, headers, expected in cases:
+            assert self.send(dispatcher, body, headers).status == expected
+            assert dispatcher.body_budget.used == 0

@@ -208,3 +208,164 @@ def test_headers_are_judged_on_meta_as_it_is_when_the_view_runs() -> None:
     result = reply(view(request))
     assert (result.status, json.loads(result.body)["error"]) == (400, "conflicting_headers")
     assert recorder.events == []
+
+
+# --------------------------------------------------------------------------- bodies without a length
+
+
+def test_a_chunked_body_under_a_wsgi_server_that_dechunks_it_is_read() -> None:
+    # gunicorn: no CONTENT_LENGTH, wsgi.input_terminated, the de-chunked body in wsgi.input.
+    recorder = Recorder()
+    body = fixture_bytes("customer.created")
+    request = RequestFactory().post(
+        "/webhooks/", data=b"", content_type="application/json", headers=svix_headers(body)
+    )
+    request.META.pop("CONTENT_LENGTH", None)
+    request.META["wsgi.input_terminated"] = True
+    request.META["wsgi.input"] = io.BytesIO(body)
+    response = webhook_view(recorder.dispatcher)(request)
+    assert response.status_code == 200, response.content
+    assert len(recorder.events) == 1
+
+
+def test_a_chunked_body_over_the_limit_under_a_wsgi_server_is_413() -> None:
+    recorder = Recorder(max_body_size=1000)
+    request = RequestFactory().post("/webhooks/", data=b"", content_type="application/json")
+    request.META.pop("CONTENT_LENGTH", None)
+    request.META["wsgi.input_terminated"] = True
+    stream = EndlessStream()
+    request.META["wsgi.input"] = stream
+    response = webhook_view(recorder.dispatcher)(request)
+    assert response.status_code == 413
+    assert stream.bytes_read <= 1001
+
+
+def test_a_client_gone_mid_body_is_400_logged_by_type_only(caplog: pytest.LogCaptureFixture) -> None:
+    recorder = Recorder()
+    body = fixture_bytes("customer.created")
+    request = RequestFactory().post(
+        "/webhooks/", data=body, content_type="application/json", headers=svix_headers(body)
+    )
+
+    def gone(*args: object) -> bytes:
+        raise OSError("peer 203.0.113.9 reset the connection after 'Delacroix'")
+
+    request.read = gone  # type: ignore[method-assign]
+    with caplog.at_level("INFO", logger="carecycle_webhooks"):
+        response = webhook_view(recorder.dispatcher)(request)
+    assert response.status_code == 400
+    assert json.loads(response.content) == {"error": "client_disconnected"}
+    assert "OSError" in caplog.text
+    assert "Delacroix" not in caplog.text
+    assert recorder.dispatcher.body_budget.used == 0
+
+
+# --------------------------------------------------------------------------- limit_webhook_bodies, under ASGI
+
+
+class ASGIRun:
+    """Drives an ASGI application through one HTTP request, as a server would."""
+
+    def __init__(self, path: str, pieces: list[bytes], headers: dict[str, str]) -> None:
+        self.scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+            + [(b"host", b"testserver")],
+            "server": ("testserver", 80),
+            "client": ("127.0.0.1", 5000),
+        }
+        self.pieces = pieces
+        self.received = 0
+        self.sent: list[dict[str, Any]] = []
+
+    async def receive(self) -> dict[str, Any]:
+        if self.received < len(self.pieces):
+            piece = self.pieces[self.received]
+            self.received += 1
+            return {"type": "http.request", "body": piece, "more_body": self.received < len(self.pieces)}
+        await asyncio.sleep(3600)  # then nothing more until the client goes away
+        return {"type": "http.disconnect"}  # pragma: no cover
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+
+    def run(self, application: Any) -> Reply:
+        asyncio.run(asyncio.wait_for(application(self.scope, self.receive, self.send), timeout=10))
+        start = next(m for m in self.sent if m["type"] == "http.response.start")
+        body = b"".join(m.get("body", b"") for m in self.sent if m["type"] == "http.response.body")
+        headers = {k.decode().lower(): v.decode() for k, v in start["headers"]}
+        return Reply(start["status"], headers, body)
+
+
+def guarded_application() -> Any:
+    from django.core.asgi import get_asgi_application
+
+    from carecycle_webhooks.django import limit_webhook_bodies
+
+    return limit_webhook_bodies(get_asgi_application())
+
+
+def test_limit_webhook_bodies_refuses_a_declared_oversize_body_before_django_reads_it() -> None:
+    recorder = Recorder(max_body_size=1000)
+    serve(recorder.dispatcher)
+    run = ASGIRun("/webhooks/", [b"x" * 600] * 20, {"content-length": "12000"})
+    result = run.run(guarded_application())
+    assert (result.status, result.json()) == (413, {"error": "body_too_large", "limit": 1000})
+    assert run.received == 0
+
+
+def test_limit_webhook_bodies_stops_a_chunked_body_past_the_limit() -> None:
+    recorder = Recorder(max_body_size=1000)
+    serve(recorder.dispatcher)
+    run = ASGIRun("/webhooks/", [b"x" * 600] * 20, {})
+    result = run.run(guarded_application())
+    assert result.status == 413
+    assert run.received == 2  # 1,200 bytes: the first piece past the limit
+
+
+def test_limit_webhook_bodies_answers_503_when_the_budget_is_spent() -> None:
+    body = fixture_bytes("customer.created")
+    recorder = Recorder(max_body_size=len(body), body_budget=len(body))
+    serve(recorder.dispatcher)
+    assert recorder.dispatcher.body_budget.take(1)
+    run = ASGIRun("/webhooks/", [body], {**svix_headers(body), "content-length": str(len(body))})
+    result = run.run(guarded_application())
+    assert result.status == 503
+    assert result.headers["retry-after"] == "5"
+    assert run.received == 0
+    recorder.dispatcher.body_budget.give_back(1)
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_limit_webhook_bodies_lets_a_delivery_through_and_budgets_it_once(chunked: bool) -> None:
+    recorder = Recorder()
+    serve(recorder.dispatcher)
+    body = fixture_bytes("customer.created")
+    headers = svix_headers(body) | ({} if chunked else {"content-length": str(len(body))})
+    seen: list[int] = []
+
+    @recorder.dispatcher.on("customer.created")
+    def budget_in_use(event: object) -> None:
+        seen.append(recorder.dispatcher.body_budget.used)
+
+    run = ASGIRun("/webhooks/", [body[:100], body[100:]], headers)
+    result = run.run(guarded_application())
+    assert (result.status, result.json()) == (200, {"status": "processed"})
+    assert seen == [len(body)]  # taken by the wrapper, not again by the view
+    assert recorder.dispatcher.body_budget.used == 0
+
+
+def test_limit_webhook_bodies_leaves_other_routes_to_django() -> None:
+    serve(Recorder(max_body_size=10).dispatcher)
+    run = ASGIRun("/elsewhere/", [b"x" * 600] * 3, {"content-length": "1800"})
+    result = run.run(guarded_application())
+    assert result.status == 404  # Django's own answer, after reading the whole body
+    assert run.received == 3

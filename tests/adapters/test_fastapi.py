@@ -202,3 +202,37 @@ def test_missing_starlette_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> N
     assert "pip install 'carecycle-webhooks[fastapi]'" in str(error)
     assert error.__cause__ is None
     assert error.__suppress_context__
+
+
+def test_a_chunked_body_is_taken_from_the_budget_as_it_arrives() -> None:
+    recorder = Recorder(max_body_size=1000, body_budget=1000)
+    assert recorder.dispatcher.body_budget.take(650)  # other deliveries being read
+    received: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        received.append(100)
+        return {"type": "http.request", "body": b" " * 100, "more_body": True}
+
+    sent = call_asgi(starlette_app(recorder.dispatcher), [], receive)
+    assert sent[0]["status"] == 503
+    assert (b"retry-after", b"5") in sent[0]["headers"]
+    assert sum(received) == 400  # the fourth piece did not fit: reading stopped there
+    assert recorder.dispatcher.body_budget.used == 650
+
+
+def test_a_client_gone_mid_body_is_answered_quietly(caplog: pytest.LogCaptureFixture) -> None:
+    recorder = Recorder()
+    messages = [
+        {"type": "http.request", "body": b'{"event_type": ', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    with caplog.at_level("INFO", logger="carecycle_webhooks"):
+        sent = call_asgi(starlette_app(recorder.dispatcher), [(b"content-length", b"5000")], receive)
+    assert sent[0]["status"] == 400
+    assert b"client_disconnected" in sent[1]["body"]
+    assert "ClientDisconnect" in caplog.text
+    assert recorder.dispatcher.body_budget.used == 0

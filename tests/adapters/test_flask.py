@@ -181,3 +181,57 @@ def test_missing_flask_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "pip install 'carecycle-webhooks[flask]'" in str(error)
     assert error.__cause__ is None
     assert error.__suppress_context__
+
+
+class TrickleStream(io.RawIOBase):
+    """A chunked body arriving a few bytes at a time, as a slow client sends it."""
+
+    def __init__(self, body: bytes, piece: int) -> None:
+        self.body = body
+        self.piece = piece
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        size = min(len(buffer), self.piece, len(self.body))
+        buffer[:size] = self.body[:size]
+        self.body = self.body[size:]
+        return size
+
+
+def test_a_chunked_body_read_in_short_pieces_takes_only_what_it_read_from_the_budget() -> None:
+    body = fixture_bytes("customer.created")
+    recorder = Recorder(max_body_size=len(body), body_budget=len(body))
+    seen: list[int] = []
+
+    @recorder.dispatcher.on("customer.created")
+    def budget_in_use(event: object) -> None:
+        seen.append(recorder.dispatcher.body_budget.used)
+
+    environ = post_environ(body, {"wsgi.input": TrickleStream(body, 7), "wsgi.input_terminated": True})
+    environ.pop("CONTENT_LENGTH", None)
+    status, answer = run(make_app(recorder.dispatcher), environ)
+    assert status == 200, answer
+    assert seen == [len(body)]
+    assert recorder.dispatcher.body_budget.used == 0
+
+
+class Reset(io.RawIOBase):
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        raise ConnectionResetError("peer reset after 'Delacroix'")
+
+
+def test_a_client_gone_mid_body_is_400_logged_by_type_only(caplog: pytest.LogCaptureFixture) -> None:
+    recorder = Recorder()
+    environ = post_environ(overrides={"wsgi.input": Reset(), "wsgi.input_terminated": True})
+    environ.pop("CONTENT_LENGTH", None)
+    with caplog.at_level("INFO", logger="carecycle_webhooks"):
+        status, answer = run(make_app(recorder.dispatcher), environ)
+    assert (status, json.loads(answer)) == (400, {"error": "client_disconnected"})
+    assert "ConnectionResetError" in caplog.text
+    assert "Delacroix" not in caplog.text
+    assert recorder.dispatcher.body_budget.used == 0
