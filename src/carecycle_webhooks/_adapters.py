@@ -27,6 +27,7 @@ __all__ = [
     "declared_length",
     "read_at_most",
     "read_body",
+    "reservation_for",
 ]
 
 logger = logging.getLogger("carecycle_webhooks")
@@ -85,6 +86,12 @@ def read_at_most(read: Callable[[int], bytes], size: int) -> bytes:
         chunks.append(chunk)
         remaining -= len(chunk)
     return b"".join(chunks)
+
+
+def reservation_for(dispatcher: Dispatcher) -> Reservation:
+    """A new reservation of one delivery's body bytes, against the dispatcher's body budget."""
+    # The adapters are the dispatcher's own: they may read its private counter.
+    return Reservation(dispatcher._bodies)  # noqa: SLF001  # pyright: ignore[reportPrivateUsage]
 
 
 def client_disconnected(error: BaseException) -> WebhookResponse:

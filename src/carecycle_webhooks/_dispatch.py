@@ -266,7 +266,9 @@ class Dispatcher:
                 raise WebhookConfigurationError(f"{name} must be a positive datetime.timedelta")
         self.idempotency_store: IdempotencyStore | None = idempotency_store
         self.max_body_size: int = max_body_size
-        self.body_budget: BodyBudget = BodyBudget(budget)
+        self.body_budget: int = budget
+        # What the adapters hold now, against body_budget (they reach it by reservation_for).
+        self._bodies = BodyBudget(budget)
         self.lease: datetime.timedelta = lease
         self.done_ttl: datetime.timedelta = done_ttl
         self.log_exception_messages: bool = log_exception_messages

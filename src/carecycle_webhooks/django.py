@@ -38,6 +38,7 @@ from ._adapters import (
     content_type_and_headers,
     declared_length,
     read_body,
+    reservation_for,
 )
 from ._asgi import BodyGuard, send_response
 from ._budget import BodyBudget
@@ -127,7 +128,7 @@ def webhook_view(dispatcher: Dispatcher) -> Callable[[HttpRequest], HttpResponse
             read = meta["wsgi.input"].read
         # Under ASGI with limit_webhook_bodies(), that wrapper took this body from the budget.
         budgeted = getattr(request, "scope", {}).get(_BUDGETED) is dispatcher
-        reservation = Reservation(_NO_BUDGET if budgeted else dispatcher.body_budget)
+        reservation = Reservation(_NO_BUDGET) if budgeted else reservation_for(dispatcher)
         try:
             try:
                 body = read_body(
@@ -199,7 +200,7 @@ def limit_webhook_bodies(application: AnyASGIApp) -> ASGIApp:
         if dispatcher is None:
             await application(scope, receive, send)
             return
-        reservation = Reservation(dispatcher.body_budget)
+        reservation = reservation_for(dispatcher)
         try:
             guard = BodyGuard(scope, receive, limit=dispatcher.max_body_size, reservation=reservation)
             early = guard.refuse_early()

@@ -41,6 +41,7 @@ from ._adapters import (
     client_disconnected,
     content_type_and_headers,
     declared_length,
+    reservation_for,
 )
 from ._dispatch import Dispatcher
 from ._responses import WebhookResponse
@@ -131,7 +132,7 @@ def webhook_view(dispatcher: Dispatcher) -> Callable[[Request], Awaitable[Respon
         content_length = (
             table.get(b"content-length") if len(table) == len(raw) else headers.get("content-length")
         )
-        reservation = Reservation(dispatcher.body_budget)
+        reservation = reservation_for(dispatcher)
         try:
             try:
                 body = await _read_body(

@@ -30,12 +30,12 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ._adapters import (
     METHOD_NOT_ALLOWED,
-    Reservation,
     body_too_large,
     check_dispatcher,
     client_disconnected,
     content_type_and_headers,
     read_body,
+    reservation_for,
 )
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ def webhook_view(
             response.headers["Allow"] = "POST"
             return response
         limit = dispatcher.max_body_size
-        reservation = Reservation(dispatcher.body_budget)
+        reservation = reservation_for(dispatcher)
         try:
             try:
                 # content_length is None when absent or chunked.

@@ -26,7 +26,15 @@ from django.test import AsyncClient, Client, RequestFactory
 
 from carecycle_webhooks import RedisIdempotencyStore, WebhookConfigurationError
 from carecycle_webhooks.django import webhook_view
-from tests.adapters import AdapterContract, AsyncRedisClient, EndlessStream, Recorder, Reply, import_without
+from tests.adapters import (
+    AdapterContract,
+    AsyncRedisClient,
+    EndlessStream,
+    Recorder,
+    Reply,
+    bodies,
+    import_without,
+)
 from tests.adapters.django_urls import serve
 from tests.conftest import fixture_bytes, load_fixture, svix_headers
 
@@ -257,7 +265,7 @@ def test_a_client_gone_mid_body_is_400_logged_by_type_only(caplog: pytest.LogCap
     assert json.loads(response.content) == {"error": "client_disconnected"}
     assert "OSError" in caplog.text
     assert "Delacroix" not in caplog.text
-    assert recorder.dispatcher.body_budget.used == 0
+    assert bodies(recorder.dispatcher).used == 0
 
 
 # --------------------------------------------------------------------------- limit_webhook_bodies, under ASGI
@@ -335,13 +343,13 @@ def test_limit_webhook_bodies_answers_503_when_the_budget_is_spent() -> None:
     body = fixture_bytes("customer.created")
     recorder = Recorder(max_body_size=len(body), body_budget=len(body))
     serve(recorder.dispatcher)
-    assert recorder.dispatcher.body_budget.take(1)
+    assert bodies(recorder.dispatcher).take(1)
     run = ASGIRun("/webhooks/", [body], {**svix_headers(body), "content-length": str(len(body))})
     result = run.run(guarded_application())
     assert result.status == 503
     assert result.headers["retry-after"] == "5"
     assert run.received == 0
-    recorder.dispatcher.body_budget.give_back(1)
+    bodies(recorder.dispatcher).give_back(1)
 
 
 @pytest.mark.parametrize("chunked", [False, True])
@@ -354,13 +362,13 @@ def test_limit_webhook_bodies_lets_a_delivery_through_and_budgets_it_once(chunke
 
     @recorder.dispatcher.on("customer.created")
     def budget_in_use(event: object) -> None:
-        seen.append(recorder.dispatcher.body_budget.used)
+        seen.append(bodies(recorder.dispatcher).used)
 
     run = ASGIRun("/webhooks/", [body[:100], body[100:]], headers)
     result = run.run(guarded_application())
     assert (result.status, result.json()) == (200, {"status": "processed"})
     assert seen == [len(body)]  # taken by the wrapper, not again by the view
-    assert recorder.dispatcher.body_budget.used == 0
+    assert bodies(recorder.dispatcher).used == 0
 
 
 def test_limit_webhook_bodies_leaves_other_routes_to_django() -> None:

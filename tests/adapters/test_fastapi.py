@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from carecycle_webhooks import RedisIdempotencyStore, WebhookConfigurationError
 from carecycle_webhooks.fastapi import webhook_view
-from tests.adapters import AdapterContract, AsyncRedisClient, Recorder, Reply, import_without
+from tests.adapters import AdapterContract, AsyncRedisClient, Recorder, Reply, bodies, import_without
 from tests.conftest import fixture_bytes, svix_headers
 
 with warnings.catch_warnings():
@@ -206,7 +206,7 @@ def test_missing_starlette_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_a_chunked_body_is_taken_from_the_budget_as_it_arrives() -> None:
     recorder = Recorder(max_body_size=1000, body_budget=1000)
-    assert recorder.dispatcher.body_budget.take(650)  # other deliveries being read
+    assert bodies(recorder.dispatcher).take(650)  # other deliveries being read
     received: list[int] = []
 
     async def receive() -> dict[str, Any]:
@@ -217,7 +217,7 @@ def test_a_chunked_body_is_taken_from_the_budget_as_it_arrives() -> None:
     assert sent[0]["status"] == 503
     assert (b"retry-after", b"5") in sent[0]["headers"]
     assert sum(received) == 400  # the fourth piece did not fit: reading stopped there
-    assert recorder.dispatcher.body_budget.used == 650
+    assert bodies(recorder.dispatcher).used == 650
 
 
 def test_a_client_gone_mid_body_is_answered_quietly(caplog: pytest.LogCaptureFixture) -> None:
@@ -235,4 +235,4 @@ def test_a_client_gone_mid_body_is_answered_quietly(caplog: pytest.LogCaptureFix
     assert sent[0]["status"] == 400
     assert b"client_disconnected" in sent[1]["body"]
     assert "ClientDisconnect" in caplog.text
-    assert recorder.dispatcher.body_budget.used == 0
+    assert bodies(recorder.dispatcher).used == 0

@@ -17,6 +17,7 @@ from tests.adapters import (
     EndlessStream,
     Recorder,
     Reply,
+    bodies,
     import_without,
 )
 from tests.conftest import fixture_bytes, svix_headers
@@ -207,14 +208,14 @@ def test_a_chunked_body_read_in_short_pieces_takes_only_what_it_read_from_the_bu
 
     @recorder.dispatcher.on("customer.created")
     def budget_in_use(event: object) -> None:
-        seen.append(recorder.dispatcher.body_budget.used)
+        seen.append(bodies(recorder.dispatcher).used)
 
     environ = post_environ(body, {"wsgi.input": TrickleStream(body, 7), "wsgi.input_terminated": True})
     environ.pop("CONTENT_LENGTH", None)
     status, answer = run(make_app(recorder.dispatcher), environ)
     assert status == 200, answer
     assert seen == [len(body)]
-    assert recorder.dispatcher.body_budget.used == 0
+    assert bodies(recorder.dispatcher).used == 0
 
 
 class Reset(io.RawIOBase):
@@ -234,4 +235,4 @@ def test_a_client_gone_mid_body_is_400_logged_by_type_only(caplog: pytest.LogCap
     assert (status, json.loads(answer)) == (400, {"error": "client_disconnected"})
     assert "ConnectionResetError" in caplog.text
     assert "Delacroix" not in caplog.text
-    assert recorder.dispatcher.body_budget.used == 0
+    assert bodies(recorder.dispatcher).used == 0
