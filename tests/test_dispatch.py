@@ -494,11 +494,20 @@ def test_handlers_must_be_callable() -> None:
         ({"done_ttl": 60}, "done_ttl"),
         ({"idempotency_store": object()}, "IdempotencyStore"),
         ({"tolerance": -1}, "tolerance"),
+        ({"body_budget": 1024}, "body_budget"),  # smaller than the largest body
+        ({"body_budget": "32MiB"}, "body_budget"),
+        ({"max_body_size": 100, "body_budget": 99}, "body_budget"),
     ],
 )
 def test_invalid_options(options: dict[str, Any], message: str) -> None:
     with pytest.raises(WebhookConfigurationError, match=message):
         Dispatcher(SECRET, **options)
+
+
+def test_the_body_budget_defaults_to_32_mib_or_the_largest_body() -> None:
+    assert Dispatcher(SECRET).body_budget == 32 * 1024 * 1024
+    assert Dispatcher(SECRET, max_body_size=100 * 1024 * 1024).body_budget == 100 * 1024 * 1024
+    assert Dispatcher(SECRET, max_body_size=100, body_budget=100).body_budget == 100
 
 
 def test_handlers_see_the_delivery() -> None:
