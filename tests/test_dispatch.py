@@ -30,7 +30,7 @@ from carecycle_webhooks import (
 )
 from carecycle_webhooks._missed import MissedDoneMarks
 from carecycle_webhooks.testing import sign
-from tests.conftest import SECRET, fixture_bytes, load_fixture, svix_headers
+from tests.conftest import OTHER_SECRET, SECRET, fixture_bytes, load_fixture, svix_headers
 
 
 def signed(
@@ -506,6 +506,9 @@ def test_invalid_options(options: dict[str, Any], message: str) -> None:
 
 def test_the_body_budget_defaults_to_32_mib_or_the_largest_body() -> None:
     assert Dispatcher(SECRET).body_budget == 32 * 1024 * 1024
+    # By default the process's dispatchers share one budget; one given is a dispatcher's own.
+    assert Dispatcher(SECRET)._bodies is Dispatcher(OTHER_SECRET)._bodies
+    assert Dispatcher(SECRET, body_budget=32 * 1024 * 1024)._bodies is not Dispatcher(SECRET)._bodies
     assert Dispatcher(SECRET, max_body_size=100 * 1024 * 1024).body_budget == 100 * 1024 * 1024
     assert Dispatcher(SECRET, max_body_size=100, body_budget=100).body_budget == 100
 

@@ -16,7 +16,7 @@ import time
 
 from ._responses import BUSY, WebhookResponse
 
-__all__ = ["DEFAULT_BODY_BUDGET", "BodyBudget", "Reservation"]
+__all__ = ["DEFAULT_BODY_BUDGET", "BodyBudget", "Reservation", "process_budget"]
 
 logger = logging.getLogger("carecycle_webhooks")
 
@@ -119,3 +119,19 @@ class Reservation:
         taken, self.taken = self.taken, 0
         if taken:
             self._budget.give_back(taken)
+
+
+_process_budget: BodyBudget | None = None
+_process_budget_lock = threading.Lock()
+
+
+def process_budget() -> BodyBudget:
+    """The budget of `DEFAULT_BODY_BUDGET` bytes that dispatchers with the default share.
+
+    One per process: a worker forked after it was made gets a copy of its own.
+    """
+    global _process_budget  # noqa: PLW0603 - made on first use, then shared
+    with _process_budget_lock:
+        if _process_budget is None:
+            _process_budget = BodyBudget(DEFAULT_BODY_BUDGET)
+        return _process_budget

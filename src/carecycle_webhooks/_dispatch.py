@@ -20,7 +20,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal, TypeVar, cast, overload
 
-from ._budget import DEFAULT_BODY_BUDGET, BodyBudget
+from ._budget import DEFAULT_BODY_BUDGET, BodyBudget, process_budget
 from ._errors import WebhookConfigurationError, WebhookPayloadError, WebhookVerificationError
 from ._idempotency import DEFAULT_DONE_TTL, DEFAULT_LEASE, Claim, IdempotencyStore
 from ._missed import MissedDoneMarks
@@ -219,9 +219,11 @@ class Dispatcher:
             runs the handlers for every delivery, duplicates included.
         max_body_size: Larger bodies are answered 413 before any parsing.
         body_budget: How many bytes of request bodies the framework adapters may hold
-            at once for this dispatcher (`DEFAULT_BODY_BUDGET`, 32 MiB, or
-            ``max_body_size`` if larger). A delivery that does not fit is answered 503
-            with ``Retry-After`` before its body is read, so Svix retries it.
+            at once. A delivery that does not fit is answered 503 with ``Retry-After``
+            before its body is read, so Svix retries it. By default 32 MiB
+            (`DEFAULT_BODY_BUDGET`), shared by every dispatcher of the process that keeps
+            the default; ``max_body_size`` if that is larger. A number given here is
+            this dispatcher's own budget.
         lease: How long one worker holds a delivery while its handlers run.
         done_ttl: How long a processed ``webhook-id`` is remembered.
         log_exception_messages: Also log handlers' exception messages and tracebacks
@@ -255,7 +257,7 @@ class Dispatcher:
         if not isinstance(size, int) or size < 1:
             raise WebhookConfigurationError("max_body_size must be a positive number of bytes")
         budget: object = max(DEFAULT_BODY_BUDGET, max_body_size) if body_budget is None else body_budget
-        if not isinstance(budget, int) or budget < max_body_size:
+        if not isinstance(budget, int) or isinstance(budget, bool) or budget < max_body_size:
             raise WebhookConfigurationError(
                 "body_budget must be a number of bytes at least max_body_size, "
                 "or one delivery of the largest size could never be read"
@@ -268,7 +270,10 @@ class Dispatcher:
         self.max_body_size: int = max_body_size
         self.body_budget: int = budget
         # What the adapters hold now, against body_budget (they reach it by reservation_for).
-        self._bodies = BodyBudget(budget)
+        # By default, every dispatcher of the process shares one budget: it bounds the process.
+        self._bodies = (
+            process_budget() if budget == DEFAULT_BODY_BUDGET and body_budget is None else BodyBudget(budget)
+        )
         self.lease: datetime.timedelta = lease
         self.done_ttl: datetime.timedelta = done_ttl
         self.log_exception_messages: bool = log_exception_messages
