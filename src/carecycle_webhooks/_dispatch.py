@@ -632,7 +632,7 @@ class Dispatcher:
             return self._not_acquired(claim, delivery)
         return await self._deliver_async(handlers, event, delivery, store, claim)
 
-    async def _deliver_async(  # noqa: PLR0913 - one delivery's whole state, passed on when handed over
+    async def _deliver_async(  # noqa: C901, PLR0912, PLR0913 - one delivery, start to end, in one coroutine: it runs on every delivery
         self,
         handlers: tuple[_Handler, ...],
         event: Event,
@@ -648,50 +648,8 @@ class Dispatcher:
         ``thread`` is the running thread of ``handlers[start]``, when a cancelled request
         handed the rest of its delivery over to this call, in a task of its own.
         """
-        try:
-            failure = await self._run_async(
-                handlers, event, delivery, start=start, thread=thread, store=store, claim=claim
-            )
-        except _HandedOver:
-            raise  # the task that took the delivery over records its outcome
-        except BaseException:
-            # Cancelled while an async handler ran, or a handler raised KeyboardInterrupt or
-            # SystemExit: free the lease, shielded from the cancellation, so that Svix's
-            # retry can run the handlers.
-            if store is not None and claim is not None:
-                await asyncio.shield(self._release_async(store, claim, delivery))
-            raise
-        if store is None or claim is None:
-            return _PROCESSED if failure is None else self._failed(failure, event, delivery)
-        if failure is not None:
-            await self._release_async(store, claim, delivery)
-            return self._failed(failure, event, delivery)
-        try:
-            await store.complete_async(delivery.webhook_id, claim.token, ttl=self.done_ttl)
-        except Exception as error:  # noqa: BLE001 - handled already; Svix must not retry it
-            self._store_failed("complete", error, delivery)
-            self._missed.add(delivery.webhook_id, claim.token)
-            self._missed.retry_in_task()
-        return _PROCESSED
-
-    async def _release_async(self, store: IdempotencyStore, claim: Claim, delivery: WebhookDelivery) -> None:
-        try:
-            await store.release_async(delivery.webhook_id, claim.token)
-        except Exception as error:  # noqa: BLE001 - the lease expires on its own
-            self._store_failed("release", error, delivery)
-
-    async def _run_async(  # noqa: PLR0913 - one loop over the handlers, with its hand-over
-        self,
-        handlers: tuple[_Handler, ...],
-        event: Event,
-        delivery: WebhookDelivery,
-        *,
-        start: int,
-        thread: asyncio.Future[object] | None,
-        store: IdempotencyStore | None,
-        claim: Claim | None,
-    ) -> tuple[_Handler, BaseException] | None:
         coroutine_functions = self._coroutine_functions
+        failure: tuple[_Handler, BaseException] | None = None
         token = _current.set(delivery)
         handler = handlers[start]
         try:
@@ -720,15 +678,39 @@ class Dispatcher:
                         raise _HandedOver from None
                 if result is not None and inspect.isawaitable(result):
                     await cast("Awaitable[object]", result)
+        except _HandedOver:
+            raise  # the task that took the delivery over records its outcome
         except (*_PROPAGATED, asyncio.CancelledError) as error:
+            # Cancelled while an async handler ran, or a handler raised KeyboardInterrupt or
+            # SystemExit: free the lease, shielded from the cancellation, so that Svix's
+            # retry can run the handlers.
             if isinstance(error, _PROPAGATED):
                 self._log_failure(error, handler, event, delivery, propagated=True)
+            if store is not None and claim is not None:
+                await asyncio.shield(self._release_async(store, claim, delivery))
             raise
         except BaseException as error:  # noqa: BLE001 - reported as a 500, never raised to the caller
-            return handler, error
+            failure = handler, error
         finally:
             _current.reset(token)
-        return None
+        if store is None or claim is None:
+            return _PROCESSED if failure is None else self._failed(failure, event, delivery)
+        if failure is not None:
+            await self._release_async(store, claim, delivery)
+            return self._failed(failure, event, delivery)
+        try:
+            await store.complete_async(delivery.webhook_id, claim.token, ttl=self.done_ttl)
+        except Exception as error:  # noqa: BLE001 - handled already; Svix must not retry it
+            self._store_failed("complete", error, delivery)
+            self._missed.add(delivery.webhook_id, claim.token)
+            self._missed.retry_in_task()
+        return _PROCESSED
+
+    async def _release_async(self, store: IdempotencyStore, claim: Claim, delivery: WebhookDelivery) -> None:
+        try:
+            await store.release_async(delivery.webhook_id, claim.token)
+        except Exception as error:  # noqa: BLE001 - the lease expires on its own
+            self._store_failed("release", error, delivery)
 
     def _hand_over(  # noqa: PLR0913 - the delivery's whole state
         self,
