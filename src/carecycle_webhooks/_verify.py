@@ -417,7 +417,7 @@ def _signature_candidates(header: str) -> list[bytes]:
     ]
     if not candidates:
         raise _fail(
-            "header webhook-signature has no readable v1 signature: "
+            "header webhook-signature has no v1 signature that could be read: "
             "expected space-separated 'v1,<base64>' entries",
             "no_matching_signature",
         )
