@@ -4,8 +4,10 @@ Run: ``.venv/bin/python benchmarks/bench_hostile_payload.py [--size-mib 2] [--ru
 
 A signed body can still be built to make validation expensive: a list of a million
 wrong-typed items (each one an error), a huge object where a model is expected, a huge
-object or deeply nested arrays in an unknown field. For each shape, ``--size-mib`` of it
-inside the ``call.completed`` fixture, signed by svix's own ``Webhook.sign``:
+object or deeply nested arrays in an unknown field, a long run of escaped backslashes
+before an escaped lone surrogate (read as U+FFFD after a second look at the text). For
+each shape, ``--size-mib`` of it inside the ``call.completed`` fixture, signed by svix's
+own ``Webhook.sign``:
 
 - ours: a prebuilt ``WebhookVerifier(secret).parse(body, headers)``, which answers a
   payload error with ``WebhookPayloadError`` (the dispatcher's 422);
@@ -130,6 +132,9 @@ def _shapes(size: int) -> dict[str, bytes]:
         "assignedUser: huge object (valid)": _body_with(
             ("customer", "assignedUser"), f'{{"id":"{_UUID}",{many_keys}}}'
         ),
+        "summary: \\ run, then a lone surrogate": _body_with(
+            ("summary",), '"' + "\\\\" * (size // 2) + '\\ud800"'
+        ),
         "transcript: the same size (valid)": _body_with(("transcript",), json.dumps("x" * size)),
     }
 
@@ -238,7 +243,11 @@ def main() -> None:
         ours_ms, peer_ms = p.median(times["ours"]), p.median(times["peer"])
         traced = _traced_peak(lambda body=body, headers=headers: ours(body, headers))
         memory = f"{rss[name, 'ours'] / 1e6:7.1f}/{rss[name, 'peer'] / 1e6:<7.1f}" if rss else f"{'-':>17}"
-        verdict = f"< {TARGET_MS:g} ms: {'MET' if ours_ms < TARGET_MS else 'NOT MET'}"
+        verdict = (
+            f"422 in < {TARGET_MS:g} ms: {'MET' if ours_ms < TARGET_MS else 'NOT MET'}"
+            if outcome.startswith("422")
+            else "(a valid event: compare the ratio)"
+        )
         print(
             f"{name:38} {len(body) / 1e6:6.2f}MB {outcome:>15} {ours_ms:9.1f} {peer_ms:9.1f}"
             f" {ours_ms / peer_ms:6.2f} {traced / 1e6:10.1f} {memory:>17}  {verdict}"

@@ -129,6 +129,17 @@ def test_lone_surrogates_in_keys_nested_values_and_unknown_events() -> None:
     assert unknown.payload["a"] == ["\ufffd"]
 
 
+def test_a_long_run_of_escaped_backslashes_before_a_lone_surrogate() -> None:
+    # Each run of backslashes is scanned once. (The scan that started at every backslash
+    # of a run took about 30 s on this body; benchmarks/bench_hostile_payload.py times it.)
+    run = 20_000
+    text = json.dumps(_with("customer.created", firstName="@@"))
+    body = text.replace("@@", "\\\\" * run + "\\ud800")
+    event = parse_unverified_event(body)
+    assert isinstance(event, CustomerCreatedEvent)
+    assert event.first_name == "\\" * run + "\ufffd"
+
+
 def test_invalid_json_with_a_surrogate_escape_is_still_invalid_json() -> None:
     for body in (b'{"event_type": "customer.created", "a": "\\ud800', b'{"a": "\\ud800"', b"\xff\\ud800"):
         with pytest.raises(WebhookPayloadError, match="not valid JSON"):

@@ -24,14 +24,15 @@ __all__ = ["parse_unverified_event"]
 _MAX_LISTED_ERRORS = 5
 _MAX_KEPT_ERRORS = 50
 
-# A JSON escape of a UTF-16 surrogate with the run of backslashes before it: the run's
-# length says whether the "\u" is an escape (odd) or text after escaped backslashes
+# A JSON escape of a UTF-16 surrogate with the whole run of backslashes before it: the
+# run's length says whether the "\u" is an escape (odd) or text after escaped backslashes
 # (even). A high surrogate is taken with the low-surrogate escape that may follow it,
 # so that a valid pair is seen as one. Only the escapes are looked at: JSON text holds
-# no backslash outside a string.
+# no backslash outside a string. A match starts only where a run starts (the
+# lookbehind), so a long run of backslashes is scanned once, not once per backslash.
 _SURROGATE_ESCAPE = (
-    r"(\\+)u([dD][89abAB][0-9a-fA-F]{2})(\\u[dD][c-fC-F][0-9a-fA-F]{2})?"
-    r"|(\\+)u([dD][c-fC-F][0-9a-fA-F]{2})"
+    r"(?<!\\)(\\+)u([dD][89abAB][0-9a-fA-F]{2})(\\u[dD][c-fC-F][0-9a-fA-F]{2})?"
+    r"|(?<!\\)(\\+)u([dD][c-fC-F][0-9a-fA-F]{2})"
 )
 _REPLACEMENT = "\\ufffd"  # U+FFFD REPLACEMENT CHARACTER, as a JSON escape
 
