@@ -703,7 +703,7 @@ def test_verify_malformed_headers(capsys: pytest.CaptureFixture[str], tmp_path: 
     headers["svix-signature"] = headers["svix-signature"].removeprefix("v1,")
     code, out, _ = verify(capsys, tmp_path, body, headers)
     assert code == 1
-    assert "invalid: header webhook-signature is malformed" in out
+    assert "invalid: header webhook-signature has no v1 signature that could be read" in out
     assert "'v1,<base64>' entries separated by spaces" in out
 
 

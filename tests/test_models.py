@@ -349,3 +349,81 @@ def test_construct_by_attribute_name() -> None:
 def test_naive_timestamps_are_rejected() -> None:
     with pytest.raises(pydantic.ValidationError):
         Customer(id=CUSTOMER_ID, created_at=datetime.datetime(2026, 1, 1))  # noqa: DTZ001
+
+
+# --------------------------------------------------------------------------- the parse path's validator
+
+
+def _our_wrappers(schema: object) -> int:
+    """How many of the models' error-hiding wrappers a core schema holds."""
+    if isinstance(schema, list):
+        return sum(map(_our_wrappers, schema))
+    if not isinstance(schema, dict):
+        return 0
+    function = schema.get("function")
+    own = (
+        schema.get("type") == "function-wrap"
+        and isinstance(function, dict)
+        and getattr(function.get("function"), "__name__", "") == "_hide_input_in_errors"
+    )
+    return own + sum(map(_our_wrappers, schema.values()))
+
+
+def test_the_parse_path_validates_without_the_error_wrappers() -> None:
+    from carecycle_webhooks import _models
+
+    # Every model of a known event: the three events, Campaign, Customer, AssignedUser.
+    assert _our_wrappers(_models.KNOWN_EVENT_ADAPTER.core_schema) == 6
+    assert _our_wrappers(_models.KNOWN_EVENT_VALIDATOR.__reduce__()[1][0]) == 0
+
+
+_INVALID_PAYLOADS = [
+    load_fixture("customer.created") | {"id": "x", "dateOfBirth": "1958-13-45", "status": 5},
+    load_fixture("customer.updated") | {"createdAt": "2026-06-17T19:07:23", "lineType": ["mobile"]},
+    load_fixture("call.completed") | {"durationMs": "long", "campaign": {"tags": ["a", 1], "startDate": 5}},
+    load_fixture("call.completed") | {"customer": {"assignedUser": {"licensedStates": "AZ"}}},
+    load_fixture("call.completed") | {"customer": []},
+    {"event_type": "customer.created"},
+    {"event_type": 7},
+    {},
+    [],
+]
+
+
+@pytest.mark.parametrize("event_type", ["customer.created", "customer.updated", "call.completed"])
+def test_the_parse_path_and_the_wrapped_models_agree_on_the_examples(event_type: str) -> None:
+    from carecycle_webhooks import _models
+
+    body = fixture_bytes(event_type)
+    fast = _models.KNOWN_EVENT_VALIDATOR.validate_json(body)
+    # The wrappers hand pydantic Python objects, also for JSON input: python mode and JSON
+    # mode must read the catalog's dates, datetimes, UUIDs, enums and lists alike.
+    for other in (
+        _models.KNOWN_EVENT_ADAPTER.validate_json(body),
+        _models.KNOWN_EVENT_ADAPTER.validate_python(json.loads(body)),
+        _models.KNOWN_EVENT_VALIDATOR.validate_python(json.loads(body)),
+        type(fast).model_validate_json(body),
+        type(fast).model_validate(json.loads(body)),
+    ):
+        assert type(other) is type(fast)
+        assert other == fast
+        assert other.model_dump() == fast.model_dump()
+        assert other.model_dump_json() == fast.model_dump_json()
+
+
+@pytest.mark.parametrize("payload", _INVALID_PAYLOADS)
+def test_the_parse_path_and_the_wrapped_models_agree_on_errors(payload: object) -> None:
+    from carecycle_webhooks import _models
+
+    def problems(validate: Any, data: object) -> list[tuple[Any, ...]]:
+        with pytest.raises(pydantic.ValidationError) as excinfo:
+            validate(data)
+        return [(detail["type"], detail["loc"]) for detail in excinfo.value.errors()]
+
+    body = json.dumps(payload)
+    fast = problems(_models.KNOWN_EVENT_VALIDATOR.validate_json, body)
+    assert fast
+    assert problems(_models.KNOWN_EVENT_ADAPTER.validate_json, body) == fast
+    assert problems(_models.KNOWN_EVENT_ADAPTER.validate_python, payload) == problems(
+        _models.KNOWN_EVENT_VALIDATOR.validate_python, payload
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from carecycle_webhooks import (
     Customer,
     CustomerCreatedEvent,
     CustomerUpdatedEvent,
+    Event,
     WebhookPayloadError,
     parse_event,
     parse_unverified_event,
@@ -157,3 +159,152 @@ def test_error_locations_use_wire_names() -> None:
     with pytest.raises(WebhookPayloadError) as excinfo:
         parse_unverified_event(json.dumps(payload))
     assert re.search(r"customer\.created\.dateOfBirth: date_from_datetime_parsing", str(excinfo.value))
+
+
+# --------------------------------------------------------------------------- errors outside parse_event
+
+
+def _invalid_customer() -> dict[str, Any]:
+    """The customer.created example with PHI where it does not fit: every error's input is PHI."""
+    return load_fixture("customer.created") | {
+        "id": "1EG4TE5MK73",
+        "dateOfBirth": "1958-04-1X",
+        "mbiNumber": ["1EG4TE5MK73"],
+        "firstName": {"v": "Marcus"},
+        "householdIncome": "42000 dollars",
+        "gender": ["Marcus"],
+        "assignedUser": {"id": "marcus.delacroix@example.com", "licensedStates": ["AZ", 85204]},
+    }
+
+
+def _assert_hidden(error: pydantic.ValidationError) -> None:
+    details = error.errors()
+    assert details
+    for detail in details:
+        assert detail["input"] == "<redacted>", detail["loc"]
+    for text in (str(error), repr(error), error.json(), json.dumps(details, default=str), _all_texts(error)):
+        _assert_no_phi(text)
+
+
+def test_a_users_model_holding_an_event_hides_input_in_errors() -> None:
+    class Stored(pydantic.BaseModel):  # hide_input_in_errors is not set here
+        event: CallCompletedEvent
+        note: str = ""
+
+    payload = load_fixture("call.completed")
+    payload["customer"] |= _invalid_customer() | {"createdAt": "Marcus"}
+    payload["summary"] = ["Medicare Advantage plan"]
+    with pytest.raises(pydantic.ValidationError) as excinfo:
+        Stored.model_validate({"event": payload})
+    _assert_hidden(excinfo.value)
+    locations = {detail["loc"] for detail in excinfo.value.errors()}
+    assert ("event", "customer", "dateOfBirth") in locations
+    assert ("event", "summary") in locations
+    with pytest.raises(pydantic.ValidationError) as excinfo:
+        Stored.model_validate_json(json.dumps({"event": payload}))
+    _assert_hidden(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        _invalid_customer(),
+        {k: v for k, v in _invalid_customer().items() if k != "event_type"},  # the union's own error
+        _invalid_customer() | {"event_type": ["Marcus"]},
+        "Marcus Delacroix 1EG4TE5MK73",
+    ],
+    ids=["member", "no event_type", "event_type not a string", "not an object"],
+)
+def test_type_adapter_of_event_hides_input_in_errors(payload: object) -> None:
+    adapter = pydantic.TypeAdapter[Event](Event)
+    with pytest.raises(pydantic.ValidationError) as excinfo:
+        adapter.validate_python(payload)
+    _assert_hidden(excinfo.value)
+    with pytest.raises(pydantic.ValidationError) as excinfo:
+        adapter.validate_json(json.dumps(payload))
+    _assert_hidden(excinfo.value)
+
+
+def test_direct_validation_of_each_model_hides_input_in_errors() -> None:
+    customer = _invalid_customer()
+    for model in (CustomerCreatedEvent, CustomerUpdatedEvent, Customer):
+        with pytest.raises(pydantic.ValidationError) as excinfo:
+            model.model_validate(customer | {"event_type": model.model_fields.get("event_type") and None})
+        _assert_hidden(excinfo.value)
+        with pytest.raises(pydantic.ValidationError) as excinfo:
+            model.model_validate_json(json.dumps(customer))
+        _assert_hidden(excinfo.value)
+    with pytest.raises(pydantic.ValidationError) as excinfo:
+        AssignedUser(id="marcus.delacroix@example.com", email=["priya@youragency.com"])  # type: ignore[arg-type]
+    _assert_hidden(excinfo.value)
+
+
+def test_hidden_errors_keep_their_types_locations_and_schema_context() -> None:
+    with pytest.raises(pydantic.ValidationError) as excinfo:
+        CustomerCreatedEvent.model_validate(_invalid_customer() | {"status": 5})
+    by_location = {detail["loc"]: detail for detail in excinfo.value.errors()}
+    assert by_location[("id",)]["type"] == "uuid_parsing"
+    assert by_location[("dateOfBirth",)]["type"] == "date_from_datetime_parsing"
+    assert by_location[("assignedUser", "licensedStates", 1)]["type"] == "string_type"
+    status = by_location[("status", "str-enum[CustomerStatus]")]
+    assert status["ctx"] == {"expected": "'Lead', 'Active' or 'Inactive'"}
+    assert status["msg"] == "Input should be 'Lead', 'Active' or 'Inactive'"
+
+
+# FastAPI passes its own Field(alias=...) for a body parameter; pydantic 2.14 warns about
+# it for any model, ours or not.
+@pytest.mark.filterwarnings("ignore::pydantic.warnings.UnsupportedFieldAttributeWarning")
+def test_a_fastapi_body_typed_with_an_event_answers_422_without_phi() -> None:
+    from fastapi import FastAPI
+
+    with warnings.catch_warnings():
+        # Starlette 1.x prefers httpx2 for its test client; the dev extra installs httpx.
+        warnings.filterwarnings("ignore", message=r"Using `httpx` with `starlette\.testclient` is deprecated")
+        from fastapi.testclient import TestClient
+
+    app = FastAPI()
+
+    @app.post("/unsafe")
+    def unsafe(event: CustomerCreatedEvent) -> dict[str, str]:  # the pattern docs/privacy.md warns against
+        return {"id": str(event.id)}
+
+    with TestClient(app) as client:
+        for payload in (_invalid_customer(), {k: v for k, v in _invalid_customer().items() if k != "id"}):
+            response = client.post("/unsafe", json=payload)
+            assert response.status_code == 422
+            _assert_no_phi(response.text)
+            assert all(detail["input"] == "<redacted>" for detail in response.json()["detail"])
+
+
+def test_hiding_input_covers_custom_errors_and_odd_contexts() -> None:
+    from pydantic_core import PydanticCustomError
+
+    from carecycle_webhooks._models import _without_input
+
+    custom = PydanticCustomError("not_a_plan", "no plan for {who}", {"who": "Marcus"})
+    error = pydantic.ValidationError.from_exception_data(
+        "Plan",
+        [
+            {"type": custom, "loc": ("a",), "input": "Marcus"},
+            {
+                "type": "too_short",
+                "loc": ("b",),
+                "input": [1],
+                "ctx": {"field_type": "List", "min_length": 2, "actual_length": 1},
+            },
+        ],
+    )
+    hidden = _without_input(error).errors()
+    assert [(detail["type"], detail["loc"], detail["input"]) for detail in hidden] == [
+        ("not_a_plan", ("a",), "<redacted>"),
+        ("too_short", ("b",), "<redacted>"),
+    ]
+    assert hidden[0]["msg"] == "<redacted>"  # the message quoted its context
+    assert hidden[1]["msg"] == "List should have at least 2 items after validation, not 1"
+    # A context pydantic refuses once its values are hidden: type and location only.
+    odd = pydantic.ValidationError.from_exception_data(
+        "Plan", [{"type": "string_too_short", "loc": ("c",), "input": "Marcus", "ctx": {"min_length": True}}]
+    )
+    assert [(d["type"], d["loc"], d["input"], d["msg"]) for d in _without_input(odd).errors()] == [
+        ("string_too_short", ("c",), "<redacted>", "<redacted>")
+    ]

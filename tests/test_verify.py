@@ -22,6 +22,7 @@ from carecycle_webhooks import (
     WebhookVerifier,
     parse_event,
 )
+from carecycle_webhooks._verify import body_exceeds, body_size
 from tests.conftest import OTHER_SECRET, SECRET, fixture_bytes, load_fixture, svix_headers
 
 if TYPE_CHECKING:
@@ -155,6 +156,18 @@ def test_key_rotation() -> None:
     assert isinstance(parse_event(body, old, (OTHER_SECRET, SECRET)), CustomerCreatedEvent)
 
 
+@pytest.mark.parametrize("padding", ["\n", " ", "\r\n", "\t", "  \n\n"])
+def test_secret_with_surrounding_whitespace_works(padding: str) -> None:
+    # Copied from a dashboard or read from an env file with a trailing newline.
+    body = fixture_bytes("customer.created")
+    headers = svix_headers(body)
+    for secret in (SECRET + padding, padding + SECRET, SECRET.removeprefix("whsec_") + padding):
+        assert isinstance(parse_event(body, headers, secret), CustomerCreatedEvent)
+        assert WebhookVerifier([OTHER_SECRET, padding + secret]).verify(body, headers).webhook_id
+    with pytest.raises(WebhookConfigurationError, match="empty"):
+        WebhookVerifier("whsec_" + padding)
+
+
 def test_secret_without_prefix_is_accepted() -> None:
     body = fixture_bytes("customer.created")
     assert isinstance(
@@ -266,12 +279,13 @@ def _kat(**change: str | None) -> dict[str, str]:
         (_kat(timestamp="١٦١٤٢٦٥٣٣٠"), "malformed_header"),
         (_kat(timestamp="9" * 13), "malformed_header"),
         (_kat(timestamp=" 1614265330"), "malformed_header"),
-        (_kat(signature="g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="), "malformed_header"),
-        (_kat(signature="v1,"), "malformed_header"),
-        (_kat(signature=","), "malformed_header"),
+        (_kat(signature="g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="), "no_matching_signature"),
+        (_kat(signature="v1,"), "no_matching_signature"),
+        (_kat(signature=","), "no_matching_signature"),
         (_kat(signature="   "), "malformed_header"),
-        (_kat(signature="v1,é"), "malformed_header"),
+        (_kat(signature="v1,é"), "no_matching_signature"),
         (_kat(signature="v1," + "A" * 9000), "malformed_header"),
+        (_kat(signature=f"{KAT_SIGNATURE} " + "A" * 8192), "malformed_header"),
         (_kat(signature="v2,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="), "no_matching_signature"),
         (_kat(signature="v1,not-base64!!"), "no_matching_signature"),
         (_kat(signature="v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE"), "no_matching_signature"),
@@ -280,6 +294,48 @@ def _kat(**change: str | None) -> dict[str, str]:
 )
 def test_malformed_headers(headers: dict[str, str], reason: str) -> None:
     assert verification_reason(frozen_clock(), KAT_BODY, headers) == reason
+
+
+@pytest.mark.parametrize(
+    "unreadable",
+    [
+        "garbage",
+        "v1,",
+        ",",
+        ",abc",
+        "v1a,ignored",
+        "v2,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+        "v9,\u00e9t\u00e9",
+        "v1,\u00e9",
+        "\u00e9",
+        "v1,\x00",
+    ],
+)
+@pytest.mark.parametrize("first", [True, False], ids=["before", "after"])
+def test_unreadable_signature_entries_are_skipped(unreadable: str, *, first: bool) -> None:
+    # The Standard Webhooks spec: the receiver tries each signature until one matches.
+    entries = [unreadable, KAT_SIGNATURE] if first else [KAT_SIGNATURE, unreadable]
+    delivery = frozen_clock().verify(KAT_BODY, _kat(signature=" ".join(entries)))
+    assert delivery.webhook_id == KAT_ID
+    # With no v1 entry that matches, the reason is the missing match, not the odd entry.
+    wrong = "v1," + base64.b64encode(b"x" * 32).decode()
+    assert verification_reason(frozen_clock(), KAT_BODY, _kat(signature=f"{unreadable} {wrong}")) == (
+        "no_matching_signature"
+    )
+
+
+def test_a_header_without_a_readable_v1_entry_says_so() -> None:
+    with pytest.raises(WebhookVerificationError, match="no v1 signature that could be read") as excinfo:
+        frozen_clock().verify(KAT_BODY, _kat(signature="garbage v2,abc"))
+    assert excinfo.value.reason == "no_matching_signature"
+
+
+def test_the_signature_header_length_bound_holds_with_a_match_inside() -> None:
+    padded = " ".join(["v1,x"] * 2000 + [KAT_SIGNATURE])
+    assert len(padded) > 8192
+    assert verification_reason(frozen_clock(), KAT_BODY, _kat(signature=padded)) == "malformed_header"
+    many = " ".join(["v1,x"] * 1500 + [KAT_SIGNATURE])
+    assert frozen_clock().verify(KAT_BODY, _kat(signature=many)).webhook_id == KAT_ID
 
 
 def test_same_header_twice_with_the_same_value_is_fine() -> None:
@@ -433,6 +489,36 @@ def test_attempt_header(value: str, attempt: int | None) -> None:
     assert frozen_clock().verify(KAT_BODY, KAT_HEADERS).attempt is None
 
 
+_OTHER_ATTEMPT = {"svix-attempt": "7"}
+
+
+def test_conflicting_attempt_headers_do_not_reject_a_signed_delivery() -> None:
+    # The attempt is not signed: two different ones make it unknown, not the delivery invalid.
+    headers = KAT_HEADERS | {"webhook-attempt": "3"} | _OTHER_ATTEMPT
+    assert frozen_clock().verify(KAT_BODY, headers).attempt is None
+    assert frozen_clock().verify(KAT_BODY, headers | _svix_named(KAT_HEADERS)).attempt is None
+    # The same one twice is that one.
+    alike = KAT_HEADERS | {"webhook-attempt": "7"} | _OTHER_ATTEMPT
+    assert frozen_clock().verify(KAT_BODY, alike).attempt == 7
+    # An attempt that is not a string beside one that is: unknown too.
+    not_text = KAT_HEADERS | {"webhook-attempt": 7} | _OTHER_ATTEMPT
+    assert frozen_clock().verify(KAT_BODY, not_text).attempt is None
+    # Signed headers in conflict still fail closed.
+    for name in ("svix-id", "svix-timestamp", "svix-signature"):
+        changed = KAT_HEADERS | {"webhook-attempt": "3"} | {name: "v1,other" if "sig" in name else "1"}
+        assert verification_reason(frozen_clock(), KAT_BODY, changed) == "conflicting_headers"
+
+
+def test_conflicting_attempt_headers_in_items_never_call_their_methods() -> None:
+    pairs = [*KAT_HEADERS.items(), ("webhook-attempt", Explosive()), ("svix-attempt", "2")]
+
+    class Pairs:
+        def items(self) -> Iterator[tuple[str, object]]:
+            return iter(pairs)
+
+    assert frozen_clock().verify(KAT_BODY, Pairs()).attempt is None  # type: ignore[arg-type]
+
+
 class RawHeaders:
     """Starlette-shaped headers: ``raw`` pairs of bytes, and ``items()`` for the general path."""
 
@@ -490,6 +576,33 @@ def test_starlette_headers_of_a_real_request_take_the_fast_path(monkeypatch: pyt
     monkeypatch.setattr(Headers, "items", no_general_reading)
     delivery = frozen_clock().verify(KAT_BODY, headers)
     assert (delivery.webhook_id, delivery.attempt) == (KAT_ID, 2)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [KAT_HEADERS, _svix_named(KAT_HEADERS), KAT_HEADERS | _svix_named(KAT_HEADERS)],
+    ids=["webhook", "svix", "both"],
+)
+def test_conflicting_attempts_in_the_fast_paths(headers: dict[str, str]) -> None:
+    attempts = {"webhook-attempt": "3", "svix-attempt": "4"}
+    assert frozen_clock().verify(KAT_BODY, RawOnly(_raw(headers | attempts))).attempt is None
+    assert frozen_clock().verify(KAT_BODY, EnvironOnly(_environ(headers | attempts))).attempt is None
+    # One name given twice among ASGI pairs: the general reading, with the same answer.
+    twice = [*_raw(headers), (b"webhook-attempt", b"3"), (b"webhook-attempt", b"4")]
+    assert frozen_clock().verify(KAT_BODY, RawHeaders(twice)).attempt is None
+    # The same attempt under both names is that attempt.
+    alike = {"webhook-attempt": "5", "svix-attempt": "5"}
+    assert frozen_clock().verify(KAT_BODY, RawOnly(_raw(headers | alike))).attempt == 5
+    assert frozen_clock().verify(KAT_BODY, EnvironOnly(_environ(headers | alike))).attempt == 5
+
+
+def test_conflicting_attempts_in_framework_headers() -> None:
+    from starlette.datastructures import Headers as StarletteHeaders
+    from werkzeug.datastructures import EnvironHeaders
+
+    attempts = {"webhook-attempt": "3", "svix-attempt": "4"}
+    assert frozen_clock().verify(KAT_BODY, StarletteHeaders(raw=_raw(KAT_HEADERS | attempts))).attempt is None
+    assert frozen_clock().verify(KAT_BODY, EnvironHeaders(_environ(KAT_HEADERS | attempts))).attempt is None
 
 
 def test_asgi_raw_headers_fast_path_and_its_fallbacks() -> None:
@@ -662,3 +775,50 @@ def test_str_subclass_values_are_read_as_plain_strings() -> None:
     delivery = frozen_clock().verify(KAT_BODY, headers)
     assert (delivery.webhook_id, delivery.attempt) == (KAT_ID, 2)
     assert type(delivery.webhook_id) is str
+
+
+# --------------------------------------------------------------------------- body size
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "",
+        "plain ascii",
+        "caf\u00e9",  # latin-1: 2 bytes for é
+        "\u674e\u5f3a",  # 3 bytes each
+        "\U0001f600 emoji",  # 4 bytes
+        "\u00e9" * 70_000 + "\U0001f600",  # crosses the slices the measure uses
+        '{"firstName": "Jos\u00e9"}',
+    ],
+)
+def test_body_size_counts_utf8_bytes(body: str) -> None:
+    expected = len(body.encode("utf-8"))
+    assert body_size(body) == expected
+    assert body_size(body.encode()) == expected
+    assert body_size(bytearray(body.encode())) == expected
+    assert body_size(memoryview(body.encode())) == expected
+    for limit in (0, expected - 1, expected, expected + 1, len(body), 4 * len(body)):
+        if limit >= 0:
+            assert body_exceeds(body, limit) is (expected > limit)
+            assert body_exceeds(body.encode(), limit) is (expected > limit)
+
+
+def test_body_size_of_a_memoryview_counts_bytes_not_items() -> None:
+    view = memoryview(bytes(16)).cast("I")
+    assert len(view) == 4
+    assert body_size(view) == 16
+    assert body_exceeds(view, 15)
+
+
+def test_a_str_body_is_limited_by_its_utf8_size() -> None:
+    # 1000 characters, 3000 bytes: over a 2000-byte limit although its length is not.
+    body = "\u674e" * 1000
+    assert body_exceeds(body, 2000)
+    assert not body_exceeds(body, 3000)
+
+
+def test_lone_surrogates_count_three_bytes() -> None:
+    assert body_size("a\ud800b") == 5
+    assert body_exceeds("\ud800" * 10, 29)
+    assert not body_exceeds("\ud800" * 10, 30)

@@ -65,6 +65,9 @@ _HEADER_NAMES = {
     "svix-attempt": "webhook-attempt",
 }
 _MAX_ATTEMPT_DIGITS = 6
+_MAX_UTF8_BYTES_PER_CHARACTER = 4
+# Measuring a str's UTF-8 size encodes it in slices of this many characters.
+_SIZE_SLICE = 1 << 16
 _REQUIRED = ("webhook-id", "webhook-timestamp", "webhook-signature")
 # datetime's range ends in year 9999; a later timestamp is no timestamp.
 _MAX_TIMESTAMP = 253_402_300_799
@@ -112,7 +115,9 @@ def _decode_secret(secret: object) -> bytes:
         raise WebhookConfigurationError(
             f"a webhook secret must be a str such as 'whsec_...', not {type(secret).__name__}"
         )
-    encoded = secret.removeprefix(_SECRET_PREFIX)
+    # Surrounding whitespace is a copy-and-paste accident (a trailing newline in an env
+    # file), never part of the base64.
+    encoded = secret.strip().removeprefix(_SECRET_PREFIX)
     if not encoded.strip():
         raise WebhookConfigurationError("the webhook secret is empty")
     key: bytes | None
@@ -150,19 +155,24 @@ def _check_tolerance(tolerance: object) -> float:
     return tolerance.total_seconds()
 
 
-def _collect_headers(headers: Headers) -> tuple[dict[str, object], str | None] | None:
+def _collect_headers(headers: Headers) -> tuple[dict[str, object], list[object], str | None] | None:
     # Only gathers, so that nothing but a broken headers object can raise in here.
+    # The attempt is kept apart: it is not signed, so its values are never compared
+    # with their own methods, and two different ones are no conflict (see _read_headers).
     found: dict[str, object] = {}
+    attempts: list[object] = []
     conflict: str | None = None
     try:
         for name, value in headers.items():
             if isinstance(name, str):
                 canonical = _HEADER_NAMES.get(name.lower())
-                if canonical is not None and found.setdefault(canonical, value) != value:
+                if canonical == "webhook-attempt":
+                    attempts.append(value)
+                elif canonical is not None and found.setdefault(canonical, value) != value:
                     conflict = canonical
     except Exception:  # noqa: BLE001 - any object may be passed in; the caller says what is wrong
         return None
-    return found, conflict
+    return found, attempts, conflict
 
 
 # Our headers' names, the Standard Webhooks ones then Svix's own, as the fast paths
@@ -178,7 +188,7 @@ _RAW_NAMES = tuple(name.encode("ascii") for name in _NAMES)  # ASGI: bytes, in l
 _NONE_OR_STR = frozenset({type(None), str})
 _BYTES = frozenset({bytes})
 
-_ABSENT: list[None] = [None, None, None, None]
+_ABSENT: list[None] = [None, None, None]
 
 # The value type of one reading: str from a WSGI environ, bytes from ASGI pairs.
 _Text = TypeVar("_Text", str, bytes)
@@ -189,18 +199,26 @@ def _pick(values: list[_Text | None]) -> tuple[_Text, _Text, _Text, _Text | None
 
     The values are exactly ``str`` or exactly ``bytes``, or ``None`` (checked by the
     callers), so comparing them runs no code of the caller's. Either set of names may be
-    used, or both with the same values. ``None`` for anything else, or when the id,
-    timestamp or signature is missing or empty: the general reading says what is wrong.
+    used, or both with the same id, timestamp and signature. ``None`` for anything else,
+    or when the id, timestamp or signature is missing or empty: the general reading says
+    what is wrong. Two different attempt numbers give no attempt number: the header is
+    not signed, so it cannot make a correctly signed delivery fail.
     """
-    standard, svix = values[:4], values[4:]
+    standard, svix = values[:3], values[4:7]
     if standard == _ABSENT:
         standard = svix  # Svix's names only
     elif svix not in (_ABSENT, standard):
         return None  # both names, not all alike: the general reading compares them
-    msg_id, timestamp, signature, attempt = standard
+    msg_id, timestamp, signature = standard
     if msg_id and timestamp and signature:
-        return msg_id, timestamp, signature, attempt
+        return msg_id, timestamp, signature, _one_attempt(values[3], values[7])
     return None
+
+
+def _one_attempt(first: _Text | None, second: _Text | None) -> _Text | None:
+    if first is None or first == second:
+        return second
+    return first if second is None else None
 
 
 def _read_environ(headers: Headers) -> tuple[str, str, str, str | None] | None:
@@ -276,7 +294,7 @@ def _read_headers(headers: Headers) -> tuple[str, str, str, object]:
             "such as request.headers",
             "malformed_header",
         )
-    found, conflict = collected
+    found, attempts, conflict = collected
     if conflict is not None:
         raise _fail(f"header {conflict} is given twice with different values", "conflicting_headers")
     texts: list[str] = []
@@ -290,8 +308,10 @@ def _read_headers(headers: Headers) -> tuple[str, str, str, object]:
     if not (msg_id and timestamp and signature):
         missing = [name for name, text in zip(_REQUIRED, texts, strict=True) if not text]
         raise _fail(f"missing header {' and '.join(missing)} (or svix-*)", "missing_header")
-    attempt = found.get("webhook-attempt")
-    return msg_id, timestamp, signature, str.__str__(attempt) if isinstance(attempt, str) else None
+    # One attempt number, or none: values that are not strings, or that differ, say nothing.
+    given = {str.__str__(value) for value in attempts if isinstance(value, str)}
+    attempt = given.pop() if len(given) == 1 and all(isinstance(value, str) for value in attempts) else None
+    return msg_id, timestamp, signature, attempt
 
 
 def _attempt(value: object) -> int | None:
@@ -317,33 +337,90 @@ def _body_bytes(body: object) -> bytes:
     raise _fail(f"the body must be bytes or str, not {type(body).__name__}", "invalid_body")
 
 
+def body_size(body: bytes | str | bytearray | memoryview) -> int:
+    """The size of a body in bytes: for a ``str``, the size of its UTF-8 encoding.
+
+    A ``str`` body is signed as its UTF-8 bytes, so that is what a size limit must count,
+    not its characters (one character takes up to four bytes). An ASCII ``str`` is
+    answered from its length; any other is measured by encoding it, a slice at a time so
+    that no full copy is made. A lone surrogate, which has no UTF-8 form (verification
+    refuses such a body with ``invalid_body``), counts as the three bytes that
+    ``surrogatepass`` gives it.
+
+    Args:
+        body: The request body.
+
+    Returns:
+        Its size in bytes.
+    """
+    if isinstance(body, str):
+        if body.isascii():  # O(1): CPython records it
+            return len(body)
+        return sum(
+            len(body[start : start + _SIZE_SLICE].encode("utf-8", "surrogatepass"))
+            for start in range(0, len(body), _SIZE_SLICE)
+        )
+    if isinstance(body, memoryview):
+        return body.nbytes
+    return len(body)
+
+
+def body_exceeds(body: bytes | str | bytearray | memoryview, limit: int) -> bool:
+    """Whether a body is larger than ``limit`` bytes, as `body_size` counts them.
+
+    For a ``str``, its length alone often decides: UTF-8 takes at least one byte and at
+    most four per character, so only a length between ``limit / 4`` and ``limit`` is
+    measured.
+
+    Args:
+        body: The request body.
+        limit: The largest size accepted, in bytes.
+
+    Returns:
+        ``True`` when the body is larger than ``limit`` bytes.
+    """
+    if isinstance(body, str):
+        if len(body) > limit:
+            return True
+        if len(body) * _MAX_UTF8_BYTES_PER_CHARACTER <= limit:
+            return False
+    return body_size(body) > limit
+
+
 def _is_visible_ascii(value: str) -> bool:
     return value.isascii() and value.isprintable() and " " not in value
 
 
 def _signature_candidates(header: str) -> list[bytes]:
-    if len(header) > _MAX_SIGNATURE_HEADER_LENGTH or not header.isascii():
-        raise _fail("header webhook-signature is malformed", "malformed_header")
-    if header.startswith("v1,") and len(header) > 3 and header.isprintable() and " " not in header:
+    if len(header) > _MAX_SIGNATURE_HEADER_LENGTH:
+        raise _fail("header webhook-signature is malformed: too long", "malformed_header")
+    if (
+        header.startswith("v1,")
+        and len(header) > 3
+        and header.isascii()
+        and header.isprintable()
+        and " " not in header
+    ):
         # One v1 signature, as Svix sends outside a secret rotation: nothing to split.
         # (isprintable() excludes every other ASCII whitespace character.)
         return [header[3:].encode("ascii")]
-    candidates: list[bytes] = []
-    versions = 0
-    for part in header.split():
-        version, comma, signature = part.partition(",")
-        if not comma or not version or not signature:
-            raise _fail(
-                "header webhook-signature is malformed: expected space-separated 'v1,<base64>' entries",
-                "malformed_header",
-            )
-        versions += 1
-        if version == "v1":
-            candidates.append(signature.encode("ascii"))
-    if not versions:
+    # The Standard Webhooks spec: a space-delimited list, tried entry by entry until one
+    # matches. Entries this version cannot read (no comma, an empty value, another
+    # version, non-ASCII text) are skipped rather than failing the whole delivery.
+    parts = header.split()
+    if not parts:
         raise _fail("header webhook-signature is empty", "malformed_header")
+    candidates = [
+        part[3:].encode("ascii")
+        for part in parts
+        if part.startswith("v1,") and len(part) > 3 and part.isascii()
+    ]
     if not candidates:
-        raise _fail("header webhook-signature has no v1 signature", "no_matching_signature")
+        raise _fail(
+            "header webhook-signature has no v1 signature that could be read: "
+            "expected space-separated 'v1,<base64>' entries",
+            "no_matching_signature",
+        )
     return candidates
 
 
