@@ -128,7 +128,10 @@ class InMemoryIdempotencyStore:
     load balancer, use `RedisIdempotencyStore`: each process would otherwise have its own memory.
 
     Args:
-        max_entries: At most this many ids are remembered; past it, the oldest 1 % are forgotten.
+        max_entries: At most this many ids are remembered; past it, the oldest 1 % of the
+            done (or expired) ones are forgotten. A lease in flight is never forgotten, so
+            that a concurrent duplicate still gets 409: when the bound is full of them, the
+            store holds more until they end (they are as many as the deliveries in flight).
         clock: Returns monotonic seconds; for tests.
     """
 
@@ -188,10 +191,25 @@ class InMemoryIdempotencyStore:
                 self._forget_oldest()
 
     def _forget_oldest(self) -> None:
-        """Over the bound: forget the oldest batch of ids (called with the lock held)."""
+        """Over the bound: forget the oldest batch of done or expired ids (with the lock held).
+
+        Never a live lease: its holder's handlers are running, and a duplicate arriving
+        now must still be answered 409. Leases are few (one per delivery in flight) and
+        expire, so the scan past them is short; when nothing else is left, the store
+        stays over its bound until they end.
+        """
         entries = self._entries
-        for oldest in list(itertools.islice(entries, self._forget_batch)):
-            del entries[oldest]
+        now = self._clock()
+        # After live leases held it over its bound, the store shrinks back at once.
+        batch = max(self._forget_batch, len(entries) - self._max_entries)
+        forgotten: list[str] = []
+        for key, (holder, expiry) in entries.items():
+            if holder == _DONE or expiry <= now:
+                forgotten.append(key)
+                if len(forgotten) == batch:
+                    break
+        for key in forgotten:
+            del entries[key]
 
     def release(self, key: str, token: str) -> None:
         """Free ``key``, if ``token`` still holds it."""
