@@ -21,6 +21,7 @@ marked done: its handlers did run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import datetime
 import functools
@@ -31,7 +32,7 @@ import queue
 import secrets
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, cast, runtime_checkable
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -329,11 +330,11 @@ class _Runner:
     new calls fail at once rather than pile up.
     """
 
-    def __init__(self, function: Callable[..., object]) -> None:
+    def __init__(self, client: Any) -> None:  # noqa: ANN401 - any redis-py compatible client
         self.pid = os.getpid()
         self.lock = threading.Lock()
         self.overdue = 0
-        self._function = function
+        self._client = client
         self._queue: queue.SimpleQueue[_Call] = queue.SimpleQueue()
         self._threads = 0
         self._idle = 0
@@ -377,7 +378,7 @@ class _Runner:
         result: object = None
         error: BaseException | None = None
         try:
-            result = call.context.run(self._function, *call.args)
+            result = call.context.run(self._client.eval, *call.args)
         except BaseException as caught:  # noqa: BLE001 - handed to the caller's thread
             error = caught
         with self.lock:
@@ -392,7 +393,7 @@ class _Runner:
             if inspect.iscoroutine(result):
                 result.close()  # an asyncio client used synchronously: never sent
             elif error is None and _took_lease(result, call.token):
-                call.context.run(self._function, _RELEASE, 1, call.args[2], call.token)
+                call.context.run(self._client.eval, _RELEASE, 1, call.args[2], call.token)
         except Exception:  # noqa: BLE001, S110 - the lease expires on its own
             pass
         finally:
@@ -445,19 +446,19 @@ def _settle(waiter: asyncio.Future[bool], answered: bool) -> None:  # noqa: FBT0
 
 
 def _wake(loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[bool]) -> None:
-    try:
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
         loop.call_soon_threadsafe(_settle, waiter, True)  # noqa: FBT003 - a callback's argument
-    except RuntimeError:  # the loop is closed: nobody waits any more
-        pass
 
 
 def _default_timeout(client: object) -> float:
     """Twice the client's socket timeout, if it tells (redis-py does), at most 10 s; else 5 s."""
+    value: object = None
     try:
-        kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
-        value = kwargs.get("socket_timeout") if isinstance(kwargs, dict) else None
-    except Exception:  # noqa: BLE001 - any client: then the fallback
-        value = None
+        kwargs: object = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
+        if isinstance(kwargs, dict):
+            value = cast("dict[str, object]", kwargs).get("socket_timeout")
+    except Exception:  # noqa: BLE001, S110 - any client: then the fallback
+        pass
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
         return min(2.0 * value, _MAX_DEFAULT_TIMEOUT)
     return _FALLBACK_TIMEOUT
@@ -513,7 +514,7 @@ class RedisIdempotencyStore:
         self._prefix = prefix
         self._seconds = seconds
         self._is_async = _is_async_client(client)
-        self._runner = _Runner(client.eval) if hasattr(client, "eval") else _Runner(_no_eval)
+        self._runner = _Runner(client)
 
     @property
     def is_async(self) -> bool:
@@ -530,11 +531,13 @@ class RedisIdempotencyStore:
         if runner.pid != os.getpid():
             # A forked child (gunicorn --preload, multiprocessing) has none of its parent's
             # threads, and maybe a lock a parent's thread held: a runner of its own.
-            runner = self._runner = _Runner(self._client.eval)
+            runner = self._runner = _Runner(self._client)
         return runner
 
     def _timed_out(self) -> TimeoutError:
-        return TimeoutError(f"Redis did not answer within {self._seconds:g} s (RedisIdempotencyStore timeout)")
+        return TimeoutError(
+            f"Redis did not answer within {self._seconds:g} s (RedisIdempotencyStore timeout)"
+        )
 
     def _eval_sync(self, args: tuple[object, ...], token: str = "") -> object:
         if self._is_async:
@@ -585,7 +588,7 @@ class RedisIdempotencyStore:
         waiter: asyncio.Future[bool] = loop.create_future()
         call = _Call(args, token, functools.partial(_wake, loop, waiter), _QUEUED)
         runner.submit(call)
-        timer = loop.call_later(self._seconds, _settle, waiter, False)
+        timer = loop.call_later(self._seconds, _settle, waiter, False)  # noqa: FBT003 - a callback's argument
         try:
             answered = await waiter
         except BaseException:
@@ -651,10 +654,6 @@ class RedisIdempotencyStore:
 
 def _nothing() -> None:
     pass
-
-
-def _no_eval(*args: object) -> object:
-    raise TypeError("this Redis client has no eval method")
 
 
 def _is_async_client(client: object) -> bool:
