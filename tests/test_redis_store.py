@@ -10,8 +10,12 @@ import asyncio
 import datetime
 import json
 import logging
+import os
+import select
+import signal
 import threading
 import time
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -1202,3 +1206,33 @@ def test_concurrent_calls_on_a_stalled_redis_use_a_bounded_number_of_threads(
         assert client.keys(PREFIX + "*") == []  # no call left a lease behind
     finally:
         client.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_runs_its_calls_in_threads_of_its_own(redis_client) -> None:
+    # gunicorn --preload, Celery's prefork pool: a store used before the fork has threads
+    # that the child does not; its calls must still run, not time out forever.
+    store = RedisIdempotencyStore(redis_client, timeout=datetime.timedelta(seconds=2))
+    assert store.acquire("msg_parent", lease=LEASE).status == "acquired"  # the parent's threads start
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork() of a threaded process
+        pid = os.fork()
+    if pid == 0:  # the child: report, then leave at once (no pytest teardown here)
+        try:
+            status = store.acquire("msg_child", lease=LEASE).status
+        except BaseException as error:  # noqa: BLE001 - reported to the parent
+            status = type(error).__name__
+        os.write(write_end, status.encode())
+        os._exit(0)
+    os.close(write_end)
+    try:
+        ready, _, _ = select.select([read_end], [], [], WAIT)
+        answer = os.read(read_end, 100).decode() if ready else "no answer"
+    finally:
+        os.close(read_end)
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert answer == "acquired"
+    assert redis_client.get(PREFIX + "msg_child") is not None
