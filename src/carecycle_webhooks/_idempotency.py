@@ -16,6 +16,10 @@ and the next retry runs the handlers. Only the lease's holder (its token) can re
 and ``complete`` never overwrites another holder's lease, so a worker whose lease expired
 cannot clobber another's. An id whose lease expired and that nobody took since is still
 marked done: its handlers did run.
+
+Every step must answer, or fail, well within the 15 s Svix waits for a response: the
+Redis store gives each call a deadline of its own, since a client's retries multiply its
+socket timeout (see `RedisIdempotencyStore`).
 """
 
 from __future__ import annotations
@@ -83,7 +87,8 @@ class IdempotencyStore(Protocol):
     first, `Dispatcher.handle_async` the second. An exception from `acquire` (a Redis
     outage, say) makes the dispatcher answer 503, so that Svix retries; no handler runs.
     When `complete` fails after the handlers succeeded, the delivery is answered 2xx and
-    the dispatcher calls `complete` again until the store records it.
+    the dispatcher calls `complete` again until the store records it. A method must return
+    or raise well within Svix's 15 s request timeout, also when its backend stalls.
     """
 
     def acquire(self, key: str, *, lease: datetime.timedelta) -> Claim:
