@@ -2,7 +2,9 @@
 
 `RedisServer` starts the binary with its own temporary directory, waits until it answers
 ``PING``, and stops it. It can be stopped and started again on the same port, so that a
-test can take Redis away in the middle of a run and bring it back.
+test can take Redis away in the middle of a run and bring it back; or paused (SIGSTOP)
+and resumed (SIGCONT): a stalled Redis, whose port still accepts connections (the kernel
+does) but which answers nothing.
 
 The binary is required in CI: a missing ``redis-server`` fails the tests there (a skip
 would hide them); elsewhere it skips them with the install hint.
@@ -10,15 +12,21 @@ would hide them); elsewhere it skips them with the install hint.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = ["INSTALL_HINT", "RedisServer", "find_redis_server"]
 
@@ -169,12 +177,38 @@ class RedisServer:
         if process is None:
             return
         if process.poll() is None:
+            process.send_signal(signal.SIGCONT)  # a paused server would not handle SIGTERM
             process.terminate()
             try:
                 process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=timeout)
+
+    @property
+    def pid(self) -> int:
+        """The server's process id."""
+        if self._process is None:
+            raise RuntimeError(f"{self!r} is not running")
+        return self._process.pid
+
+    def pause(self) -> None:
+        """Stall the server (SIGSTOP): connections are still accepted, nothing is answered."""
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused server go on (SIGCONT); it then answers what it was sent meanwhile."""
+        if self.running:
+            os.kill(self.pid, signal.SIGCONT)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """`pause` for the block, and `resume` after it, whatever happens in it."""
+        self.pause()
+        try:
+            yield
+        finally:
+            self.resume()
 
     def restart(self) -> None:
         """`stop`, then `start` on the same port (the data survives only when ``persistent``)."""

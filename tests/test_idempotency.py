@@ -75,11 +75,17 @@ def test_a_holder_whose_lease_expired_marks_it_done_if_nobody_took_it() -> None:
     assert store.acquire("a", lease=LEASE) == Claim("done")
 
 
+def done(store: InMemoryIdempotencyStore, key: str) -> None:
+    store.complete(key, store.acquire(key, lease=LEASE).token, ttl=DAY)
+
+
 def test_complete_marks_a_forgotten_id_done_within_the_bound() -> None:
-    store = InMemoryIdempotencyStore(max_entries=2)
+    clock = Clock()
+    store = InMemoryIdempotencyStore(max_entries=2, clock=clock)
     gone = store.acquire("gone", lease=LEASE)
-    store.acquire("b", lease=LEASE)
-    store.acquire("c", lease=LEASE)  # over the bound: "gone" is forgotten
+    clock.now += 61  # its lease expired (the store was unreachable for the dispatcher)
+    done(store, "b")
+    done(store, "c")  # over the bound: "gone", expired, is forgotten
     assert len(store) == 2
     store.complete("gone", gone.token, ttl=DAY)  # recorded anyway, as the youngest...
     assert len(store) == 2  # ...and the bound still holds: "b", the oldest, went
@@ -145,18 +151,49 @@ def test_memory_is_bounded() -> None:
 def test_the_oldest_are_forgotten_in_batches_of_one_percent() -> None:
     store = InMemoryIdempotencyStore(max_entries=1000)
     for number in range(1000):
-        store.acquire(f"id-{number}", lease=LEASE)
+        done(store, f"id-{number}")
     assert len(store) == 1000
     store.acquire("id-1000", lease=LEASE)  # one over: the oldest 10 go at once
     assert len(store) == 991
     assert [store.acquire(f"id-{n}", lease=LEASE).status for n in (9, 10, 1000)] == [
         "acquired",
-        "in_flight",
+        "done",
         "in_flight",
     ]
     for number in range(1001, 5000):
-        store.acquire(f"id-{number}", lease=LEASE)
+        done(store, f"id-{number}")
         assert len(store) <= 1000
+
+
+def test_a_live_lease_is_never_forgotten_to_make_room() -> None:
+    # Forgetting a lease whose handlers still run would let a concurrent duplicate of
+    # its delivery take the id and run them a second time.
+    clock = Clock()
+    store = InMemoryIdempotencyStore(max_entries=100, clock=clock)
+    live = [f"live-{n}" for n in range(50)]
+    for key in live:  # the oldest entries: leases whose handlers still run
+        assert store.acquire(key, lease=LEASE).status == "acquired"
+    for number in range(50):
+        done(store, f"done-{number}")
+    assert len(store) == 100
+    for number in range(500):  # many more deliveries, each over the bound
+        done(store, f"more-{number}")
+        assert len(store) <= 100
+    assert [store.acquire(key, lease=LEASE) for key in live] == [Claim("in_flight")] * 50
+    assert store.acquire("done-0", lease=LEASE).status == "acquired"  # done marks went first
+
+    # Nothing but live leases: the store holds more than its bound rather than forget one.
+    more = [f"busy-{n}" for n in range(60)]
+    for key in more:
+        assert store.acquire(key, lease=LEASE).status == "acquired"
+    assert len(store) > 100
+    assert all(store.acquire(key, lease=LEASE) == Claim("in_flight") for key in live + more)
+
+    # Once the leases expired (their holders died), they are forgotten like done marks.
+    clock.now += 61
+    for number in range(200):
+        done(store, f"late-{number}")
+    assert len(store) <= 100
 
 
 def test_invalid_size() -> None:

@@ -10,8 +10,12 @@ import asyncio
 import datetime
 import json
 import logging
+import os
+import select
+import signal
 import threading
 import time
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -888,3 +892,347 @@ def test_client_returning_other_awaitables() -> None:
         store.release("msg_1", "token")
     assert store.is_async is True
     assert client.calls == 2
+
+
+# --------------------------------------------------------------------------- retried scripts
+
+
+def test_a_retried_acquire_holds_the_lease_its_first_attempt_took(redis_client) -> None:
+    # redis-py sends a script again, with the same arguments, when a reply is lost (a
+    # timeout, a dropped connection): the repeat must not answer "in flight" to the very
+    # call that took the lease, which would then be refused for the whole lease.
+    from carecycle_webhooks._idempotency import _ACQUIRE, _COMPLETE, _RELEASE
+
+    key, token = PREFIX + "msg_retried", "token-1"
+    assert redis_client.eval(_ACQUIRE, 1, key, token, 120_000) is None  # the first attempt
+    assert redis_client.eval(_ACQUIRE, 1, key, token, 120_000) is None  # its repeat: still ours
+    assert redis_client.get(key) == token.encode()
+    assert redis_client.eval(_ACQUIRE, 1, key, "another-call", 120_000) == token.encode()  # in flight
+
+    # complete and release answer their repeats as they answered the first attempt.
+    assert redis_client.eval(_COMPLETE, 1, key, token, 60_000) == b"OK"
+    assert redis_client.eval(_COMPLETE, 1, key, token, 60_000) is None
+    assert redis_client.get(key) == b"done"
+    assert redis_client.eval(_ACQUIRE, 1, key, token, 120_000) == b"done"
+    other = PREFIX + "msg_released"
+    redis_client.eval(_ACQUIRE, 1, other, token, 120_000)
+    assert redis_client.eval(_RELEASE, 1, other, token) == 1
+    assert redis_client.eval(_RELEASE, 1, other, token) == 0
+    assert redis_client.exists(other) == 0
+
+
+# --------------------------------------------------------------------------- stalled or unreachable Redis
+
+SOCKET_TIMEOUT = 0.25
+DEADLINE = 2 * SOCKET_TIMEOUT  # the store's default: twice the client's socket timeout
+SLACK = 1.0  # seconds of scheduling on a busy machine, at most
+
+
+@pytest.fixture
+def stalling_redis() -> Any:
+    """A redis-server of the test's own, which the test may pause (SIGSTOP) or stop."""
+    from tests.redis_server import RedisServer, find_redis_server
+
+    server = RedisServer(find_redis_server())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()  # resumes it first
+
+
+def generous_options(server: RedisServer) -> dict[str, Any]:
+    """A client that retries a lot, as users' clients may: 11 attempts with backoff."""
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+
+    return {
+        "host": "127.0.0.1",
+        "port": server.port,
+        "socket_timeout": SOCKET_TIMEOUT,
+        "socket_connect_timeout": SOCKET_TIMEOUT,
+        "retry": Retry(ExponentialBackoff(), 10),
+        "retry_on_error": [redis.TimeoutError, redis.ConnectionError],
+    }
+
+
+def generous_async_options(server: RedisServer) -> dict[str, Any]:
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialBackoff
+
+    return {**generous_options(server), "retry": Retry(ExponentialBackoff(), 10)}
+
+
+def timed(call: Callable[[], object]) -> tuple[BaseException | None, float]:
+    start = time.monotonic()
+    try:
+        call()
+    except Exception as error:  # noqa: BLE001 - returned for the assertions
+        return error, time.monotonic() - start
+    return None, time.monotonic() - start
+
+
+def overdue(store: RedisIdempotencyStore) -> int:
+    """How many of the store's calls timed out and still wait for Redis."""
+    return store._runner.overdue  # what the test waits for
+
+
+def test_timeout_defaults_to_twice_the_socket_timeout(redis_server) -> None:
+    def store_for(timeout: datetime.timedelta | None = None, **options: Any) -> RedisIdempotencyStore:
+        return RedisIdempotencyStore(redis.Redis(port=redis_server.port, **options), timeout=timeout)
+
+    assert store_for(socket_timeout=2).timeout == datetime.timedelta(seconds=4)
+    assert store_for(socket_timeout=0.25).timeout == datetime.timedelta(seconds=0.5)
+    assert store_for(socket_timeout=30).timeout == datetime.timedelta(seconds=10)  # under Svix's 15 s
+    assert store_for(socket_timeout=None).timeout == datetime.timedelta(seconds=5)
+    asyncio_client = redis.asyncio.Redis(port=redis_server.port, socket_timeout=1)
+    assert RedisIdempotencyStore(asyncio_client).timeout == datetime.timedelta(seconds=2)
+    assert RedisIdempotencyStore(object()).timeout == datetime.timedelta(seconds=5)
+    chosen = datetime.timedelta(milliseconds=1500)
+    assert store_for(socket_timeout=2, timeout=chosen).timeout == chosen
+
+
+@pytest.mark.parametrize("timeout", [datetime.timedelta(0), datetime.timedelta(seconds=-1), 2.0, "2"])
+def test_timeout_must_be_a_positive_timedelta(timeout: Any) -> None:
+    with pytest.raises(WebhookConfigurationError, match=r"timeout must be a positive datetime\.timedelta"):
+        RedisIdempotencyStore(object(), timeout=timeout)
+
+
+def test_stalled_redis_answers_within_the_deadline_and_the_late_lease_is_freed(
+    stalling_redis: RedisServer,
+) -> None:
+    client = redis.Redis(**generous_options(stalling_redis))
+    try:
+        store = RedisIdempotencyStore(client)
+        assert client.ping()  # a pooled connection, as in a running worker
+        with stalling_redis.paused():
+            error, took = timed(lambda: store.acquire("msg_stall", lease=LEASE))
+            assert type(error) is TimeoutError, error
+            assert str(error) == "Redis did not answer within 0.5 s (RedisIdempotencyStore timeout)"
+            assert DEADLINE - 0.05 < took < DEADLINE + SLACK  # the client alone retries for seconds
+            error, took = timed(lambda: store.complete("msg_other", "token", ttl=TTL))
+            assert type(error) is TimeoutError
+            assert took < DEADLINE + SLACK
+            assert overdue(store) == 2
+        # Redis runs the script it was sent, and the client's retry (the same token) finds
+        # the lease its first attempt took: the store frees it, as nobody runs the handlers.
+        assert wait_until(lambda: overdue(store) == 0)
+        assert client.exists(PREFIX + "msg_stall") == 0
+        assert client.get(PREFIX + "msg_other") == b"done"  # a late complete is kept
+        assert store.acquire("msg_stall", lease=LEASE).status == "acquired"
+    finally:
+        client.close()
+
+
+def test_unreachable_redis_answers_within_the_deadline(stalling_redis: RedisServer) -> None:
+    client = redis.Redis(**generous_options(stalling_redis))
+    try:
+        store = RedisIdempotencyStore(client)
+        assert client.ping()
+        stalling_redis.stop()  # connections refused, retried with backoff by the client
+        error, took = timed(lambda: store.acquire("msg_down", lease=LEASE))
+        assert isinstance(error, (TimeoutError, redis.ConnectionError)), error
+        assert took < DEADLINE + SLACK
+        stalling_redis.start()
+        assert wait_until(lambda: overdue(store) == 0)
+        assert store.acquire("msg_down", lease=LEASE).status == "acquired"
+    finally:
+        client.close()
+
+
+def test_stalled_redis_with_an_asyncio_client(stalling_redis: RedisServer, caplog) -> None:
+    async def main() -> None:
+        client = redis.asyncio.Redis(**generous_async_options(stalling_redis))
+        try:
+            store = RedisIdempotencyStore(client)
+            assert await client.ping()
+            with stalling_redis.paused():
+                start = time.monotonic()
+                with pytest.raises(TimeoutError, match=r"did not answer within 0\.5 s"):
+                    await store.acquire_async("msg_stall", lease=LEASE)
+                assert time.monotonic() - start < DEADLINE + SLACK
+                # A caller cancelled meanwhile (its request went away): the call goes on too.
+                cancelled = asyncio.ensure_future(store.acquire_async("msg_cancelled", lease=LEASE))
+                await asyncio.sleep(0.1)
+                cancelled.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await cancelled
+                assert overdue(store) == 2
+
+            async def settled() -> bool:
+                return overdue(store) == 0
+
+            assert await wait_until_async(settled)
+            # The leases the late calls took are freed, and every reply on the client's
+            # connections is its own command's: nothing stale is left in the pool.
+            assert await client.exists(PREFIX + "msg_stall", PREFIX + "msg_cancelled") == 0
+            for number in range(5):
+                assert await client.set(f"key-{number}", f"value-{number}")
+                assert await client.get(f"key-{number}") == f"value-{number}".encode()
+            assert (await store.acquire_async("msg_stall", lease=LEASE)).status == "acquired"
+        finally:
+            await client.aclose()
+
+    with caplog.at_level(logging.INFO, logger="asyncio"):  # its DEBUG says which selector it uses
+        asyncio.run(main())
+    assert [record for record in caplog.records if record.name == "asyncio"] == []
+
+
+def test_stalled_redis_with_a_sync_client_under_handle_async(stalling_redis: RedisServer, caplog) -> None:
+    # The synchronous client's call runs in the store's thread: the event loop stops
+    # waiting at the deadline, and the thread's late reply reaches no loop (it is closed).
+    client = redis.Redis(**generous_options(stalling_redis))
+    try:
+        recorder = Recorder(RedisIdempotencyStore(client))
+        store = recorder.dispatcher.idempotency_store
+        assert isinstance(store, RedisIdempotencyStore)
+        assert client.ping()
+        body = fixture_bytes("customer.created")
+        with caplog.at_level(logging.INFO), stalling_redis.paused():
+            start = time.monotonic()
+            down = asyncio.run(recorder.dispatcher.handle_async(body, svix_headers(body, msg_id="msg_s")))
+            took = time.monotonic() - start
+        assert (down.status_code, body_of(down)) == (503, {"error": "idempotency_store_unavailable"})
+        assert took < DEADLINE + SLACK
+        assert recorder.calls == []
+        assert wait_until(lambda: overdue(store) == 0)
+        up = asyncio.run(recorder.dispatcher.handle_async(body, svix_headers(body, msg_id="msg_s")))
+        assert body_of(up) == {"status": "processed"}
+        assert recorder.calls == ["customer.created"]
+    finally:
+        client.close()
+    assert [record for record in caplog.records if record.name == "asyncio"] == []
+    assert "failed to acquire msg_s: TimeoutError: Redis did not answer within 0.5 s" in caplog.text
+
+
+def test_stalled_redis_under_handle_answers_503_then_the_retry_runs_once(
+    stalling_redis: RedisServer, caplog
+) -> None:
+    client = redis.Redis(**generous_options(stalling_redis))
+    try:
+        recorder = Recorder(RedisIdempotencyStore(client))
+        body = fixture_bytes("customer.created")
+        assert client.ping()
+        with caplog.at_level(logging.ERROR, logger="carecycle_webhooks"), stalling_redis.paused():
+            start = time.monotonic()
+            down = recorder.dispatcher.handle(body, svix_headers(body, msg_id="msg_h"))
+            assert time.monotonic() - start < DEADLINE + SLACK
+        assert down.status_code == 503
+        assert "failed to acquire msg_h: TimeoutError" in caplog.text
+        store = recorder.dispatcher.idempotency_store
+        assert isinstance(store, RedisIdempotencyStore)
+        assert wait_until(lambda: overdue(store) == 0)
+        retried = recorder.dispatcher.handle(body, svix_headers(body, msg_id="msg_h"))
+        assert body_of(retried) == {"status": "processed"}  # not 409: the late lease was freed
+        again = recorder.dispatcher.handle(body, svix_headers(body, msg_id="msg_h"))
+        assert body_of(again) == {"status": "duplicate"}
+        assert recorder.calls == ["customer.created"]
+    finally:
+        client.close()
+
+
+def test_an_explicit_timeout_bounds_each_call(stalling_redis: RedisServer) -> None:
+    client = redis.Redis(**{**generous_options(stalling_redis), "socket_timeout": 5})
+    try:
+        store = RedisIdempotencyStore(client, timeout=datetime.timedelta(milliseconds=300))
+        assert client.ping()
+        with stalling_redis.paused():
+            error, took = timed(lambda: store.release("msg_1", "token"))
+        assert type(error) is TimeoutError
+        assert 0.25 < took < 0.3 + SLACK
+    finally:
+        client.close()
+
+
+def test_calls_fail_at_once_while_too_many_late_ones_wait(
+    stalling_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stalled Redis must not gather ever more threads, tasks or queued calls: past a
+    # bound, a call fails at once. Its threads are bounded too.
+    from carecycle_webhooks import _idempotency
+
+    monkeypatch.setattr(_idempotency, "_MAX_OVERDUE", 2)
+    client = redis.Redis(**generous_options(stalling_redis))
+    try:
+        store = RedisIdempotencyStore(client)
+        assert client.ping()
+        with stalling_redis.paused():
+            for number in range(2):
+                error, _ = timed(lambda number=number: store.acquire(f"msg_{number}", lease=LEASE))
+                assert type(error) is TimeoutError
+            error, took = timed(lambda: store.acquire("msg_2", lease=LEASE))
+            assert type(error) is TimeoutError
+            assert str(error).startswith("Redis has not answered 2 calls that timed out yet")
+            assert took < 0.1
+        assert wait_until(lambda: overdue(store) == 0)
+        assert store.acquire("msg_2", lease=LEASE).status == "acquired"
+        assert client.keys(PREFIX + "msg_*") == [PREFIX.encode() + b"msg_2"]
+    finally:
+        client.close()
+
+
+def test_concurrent_calls_on_a_stalled_redis_use_a_bounded_number_of_threads(
+    stalling_redis: RedisServer,
+) -> None:
+    from carecycle_webhooks._idempotency import _THREAD_NAME, _THREADS
+
+    client = redis.Redis(**generous_options(stalling_redis))
+    callers = 40
+    before = set(threading.enumerate())  # other stores' idle threads
+    try:
+        store = RedisIdempotencyStore(client)
+        errors: list[BaseException | None] = []
+        took: list[float] = []
+        lock = threading.Lock()
+
+        def call(number: int) -> None:
+            error, seconds = timed(lambda: store.acquire(f"msg_{number}", lease=LEASE))
+            with lock:
+                errors.append(error)
+                took.append(seconds)
+
+        with stalling_redis.paused():
+            threads = [threading.Thread(target=call, args=(n,)) for n in range(callers)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=WAIT)
+            ours = [t for t in set(threading.enumerate()) - before if t.name == _THREAD_NAME]
+        assert not any(thread.is_alive() for thread in threads)
+        assert all(type(error) is TimeoutError for error in errors), errors
+        assert max(took) < DEADLINE + SLACK  # queued ones too: the deadline counts the wait
+        assert len(ours) <= _THREADS
+        assert wait_until(lambda: overdue(store) == 0)
+        assert client.keys(PREFIX + "*") == []  # no call left a lease behind
+    finally:
+        client.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_runs_its_calls_in_threads_of_its_own(redis_client) -> None:
+    # gunicorn --preload, Celery's prefork pool: a store used before the fork has threads
+    # that the child does not; its calls must still run, not time out forever.
+    store = RedisIdempotencyStore(redis_client, timeout=datetime.timedelta(seconds=2))
+    assert store.acquire("msg_parent", lease=LEASE).status == "acquired"  # the parent's threads start
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork() of a threaded process
+        pid = os.fork()
+    if pid == 0:  # the child: report, then leave at once (no pytest teardown here)
+        try:
+            status = store.acquire("msg_child", lease=LEASE).status
+        except BaseException as error:  # noqa: BLE001 - reported to the parent
+            status = type(error).__name__
+        os.write(write_end, status.encode())
+        os._exit(0)
+    os.close(write_end)
+    try:
+        ready, _, _ = select.select([read_end], [], [], WAIT)
+        answer = os.read(read_end, 100).decode() if ready else "no answer"
+    finally:
+        os.close(read_end)
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert answer == "acquired"
+    assert redis_client.get(PREFIX + "msg_child") is not None
