@@ -1179,3 +1179,18 @@ def test_dispatch_runs_an_already_verified_event_once() -> None:
     assert ran == ["msg_queued"]
     unknown = parse_unverified_event(b'{"event_type": "a.b"}')
     assert status(webhooks.dispatch(unknown, delivery)) == (200, {"status": "ignored"})
+
+
+def test_a_str_body_is_held_to_the_limit_by_its_utf8_size() -> None:
+    # Characters of three UTF-8 bytes: within the limit by its length, over it by its size.
+    payload = load_fixture("customer.created") | {"firstName": "\u674e" * 400}
+    text = json.dumps(payload, ensure_ascii=False)
+    size = len(text.encode())
+    assert len(text) <= size - 800
+    webhooks = Dispatcher(SECRET, max_body_size=size - 1)
+    assert status(webhooks.handle(text, svix_headers(text))) == (
+        413,
+        {"error": "body_too_large", "limit": size - 1},
+    )
+    webhooks = Dispatcher(SECRET, max_body_size=size)
+    assert webhooks.handle(text, svix_headers(text)).status_code == 200

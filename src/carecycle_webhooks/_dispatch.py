@@ -33,7 +33,7 @@ from ._models import (
 )
 from ._parse import parse_unverified_event
 from ._responses import JSON_HEADERS, WebhookResponse, body_too_large, json_response
-from ._verify import DEFAULT_TOLERANCE, Headers, WebhookDelivery, WebhookVerifier
+from ._verify import DEFAULT_TOLERANCE, Headers, WebhookDelivery, WebhookVerifier, body_exceeds
 
 if TYPE_CHECKING:
     from ._models import Event
@@ -387,7 +387,7 @@ class Dispatcher:
         data: object = body  # checked at runtime too: callers are not always type-checked
         if not isinstance(data, (bytes, str, bytearray, memoryview)):
             return json_response(400, error="invalid_body", detail="the body must be bytes or str")
-        if len(body) > self.max_body_size:
+        if body_exceeds(body, self.max_body_size):  # a str by its UTF-8 size
             return body_too_large(self.max_body_size)
         try:
             delivery = self.verifier.verify(body, headers)
