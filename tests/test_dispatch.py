@@ -6,6 +6,7 @@ import datetime
 import gc
 import json
 import logging
+import sys
 import threading
 import time
 import weakref
@@ -1194,3 +1195,98 @@ def test_a_str_body_is_held_to_the_limit_by_its_utf8_size() -> None:
     )
     webhooks = Dispatcher(SECRET, max_body_size=size)
     assert webhooks.handle(text, svix_headers(text)).status_code == 200
+
+
+class SlowStore(InMemoryIdempotencyStore):
+    """Like a network store: each async call waits for its round trip, then takes effect."""
+
+    def __init__(self, *, slow: str) -> None:
+        super().__init__()
+        self.slow = slow
+        self.started = asyncio.Event()
+
+    async def _round_trip(self, action: str) -> None:
+        if action == self.slow:
+            self.started.set()
+            await asyncio.sleep(0.2)
+
+    async def complete_async(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
+        await self._round_trip("complete")
+        self.complete(key, token, ttl=ttl)
+
+    async def release_async(self, key: str, token: str) -> None:
+        await self._round_trip("release")
+        self.release(key, token)
+
+
+@pytest.mark.parametrize("action", ["complete", "release"])
+def test_a_request_cancelled_while_its_outcome_is_recorded_still_records_it(
+    action: str, all_logs: _Records
+) -> None:
+    store = SlowStore(slow=action)
+    webhooks = Dispatcher(SECRET, idempotency_store=store)
+
+    @webhooks.on("customer.created")
+    async def handler(event: CustomerCreatedEvent) -> None:
+        if action == "release":
+            raise ValueError(PHI_MESSAGE)
+
+    async def scenario() -> str:
+        task = asyncio.create_task(webhooks.handle_async(*signed(msg_id="msg_recording")))
+        await asyncio.wait_for(store.started.wait(), timeout=5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return store.acquire("msg_recording", lease=datetime.timedelta(seconds=5)).status
+
+    # Done after a success; freed after a failure (logged first), so the retry runs it.
+    assert asyncio.run(scenario()) == ("done" if action == "complete" else "acquired")
+    text = "\n".join(all_logs.lines)
+    assert ("failed on customer.created msg_recording" in text) == (action == "release")
+    assert PHI_MESSAGE not in text
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout is new in Python 3.11")
+@pytest.mark.parametrize("use_async", [False, True])
+def test_asyncio_timeout_around_handle_async_raises_timeout_error(use_async: bool) -> None:
+    webhooks = Dispatcher(SECRET, idempotency_store=InMemoryIdempotencyStore())
+    release = threading.Event()
+
+    async def slow_async(event: CustomerCreatedEvent) -> None:
+        await asyncio.sleep(5)
+
+    def slow_sync(event: CustomerCreatedEvent) -> None:
+        release.wait(timeout=5)
+
+    webhooks.on("customer.created")(slow_async if use_async else slow_sync)
+
+    async def scenario() -> None:
+        async with asyncio.timeout(0.1):  # type: ignore[attr-defined,unused-ignore]  # 3.11+
+            await webhooks.handle_async(*signed(msg_id="msg_timeout"))
+
+    try:
+        with pytest.raises(TimeoutError):
+            asyncio.run(scenario())
+    finally:
+        release.set()
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_a_handler_that_raises_cancelled_error_itself_fails(use_async: bool, all_logs: _Records) -> None:
+    if use_async and sys.version_info < (3, 11):
+        pytest.skip("Python 3.10 cannot tell a handler's CancelledError from a cancellation")
+    store = InMemoryIdempotencyStore()
+    webhooks = Dispatcher(SECRET, idempotency_store=store)
+
+    def sync_handler(event: CustomerCreatedEvent) -> None:
+        raise asyncio.CancelledError(PHI_MESSAGE)
+
+    async def async_handler(event: CustomerCreatedEvent) -> None:
+        raise asyncio.CancelledError(PHI_MESSAGE)
+
+    webhooks.on("customer.created")(async_handler if use_async else sync_handler)
+    response = asyncio.run(webhooks.handle_async(*signed(msg_id="msg_self_cancel")))
+    assert status(response) == (500, {"error": "handler_failed"})
+    assert store.acquire("msg_self_cancel", lease=datetime.timedelta(seconds=5)).status == "acquired"
+    assert "CancelledError (message hidden: it may hold PHI)" in "\n".join(all_logs.lines)
+    assert PHI_MESSAGE not in "\n".join(all_logs.lines)

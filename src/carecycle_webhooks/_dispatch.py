@@ -18,7 +18,7 @@ import time
 import traceback
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Literal, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 from ._budget import DEFAULT_BODY_BUDGET, BodyBudget, process_budget
 from ._errors import WebhookConfigurationError, WebhookPayloadError, WebhookVerificationError
@@ -117,13 +117,9 @@ def _frames(error: BaseException) -> str:
     return "".join(traceback.format_list(traceback.extract_tb(error.__traceback__))).rstrip()
 
 
-# Raised by a handler, these stop the process or the task: they propagate (after the
-# lease is released). Any other BaseException a handler raises is a handler failure.
+# Raised by a handler, these stop the process: they propagate (after the lease is
+# released). Any other BaseException a handler raises is a handler failure.
 _PROPAGATED = (KeyboardInterrupt, SystemExit)
-
-
-class _HandedOver(asyncio.CancelledError):
-    """The request was cancelled while a sync handler's thread ran: a task finishes the delivery."""
 
 
 # Deliveries handed over by cancelled requests, kept alive until their outcome is recorded
@@ -137,19 +133,31 @@ def _forget_handed_over(task: asyncio.Task[WebhookResponse]) -> None:
         task.exception()  # retrieved, so that asyncio never logs it (it may carry PHI)
 
 
-async def _outlast_cancellation(thread: asyncio.Future[object]) -> tuple[object, bool]:
-    """Wait for a handler's thread to end, whatever cancellations arrive meanwhile.
+async def _outlast_cancellation(work: asyncio.Future[Any]) -> bool:
+    """Wait for ``work`` to end, whatever cancellations arrive meanwhile; whether one did.
 
-    A thread cannot be stopped, and its outcome must be recorded. Returns its result and
-    whether a cancellation arrived; raises what the handler raised.
+    For what must not be cut short: a handler's thread (it cannot be stopped, and its
+    outcome must be recorded) and the store call that records an outcome.
     """
     cancelled = False
-    while not thread.done():
+    while not work.done():
         try:
-            await asyncio.shield(thread)
+            await asyncio.wait([work])
         except asyncio.CancelledError:  # noqa: PERF203 - rare: the loop turns once per cancellation
-            cancelled = True  # the event loop is shutting down: keep waiting for the thread
-    return thread.result(), cancelled
+            cancelled = True
+    return cancelled
+
+
+def _cancel_requested() -> bool:
+    """Whether the running task was asked to stop, as far as this Python can tell.
+
+    A ``CancelledError`` that a handler raises of its own accord is a failure of that
+    handler. Python 3.11 counts the requests to cancel a task; 3.10 cannot tell, and a
+    ``CancelledError`` is then taken for a cancellation.
+    """
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is None or cancelling() > 0
 
 
 async def _await(awaitable: Awaitable[object]) -> object:
@@ -632,7 +640,7 @@ class Dispatcher:
             return self._not_acquired(claim, delivery)
         return await self._deliver_async(handlers, event, delivery, store, claim)
 
-    async def _deliver_async(  # noqa: C901, PLR0912, PLR0913 - one delivery, start to end, in one coroutine: it runs on every delivery
+    async def _deliver_async(  # noqa: C901, PLR0912, PLR0913, PLR0915 - one delivery, start to end, in one coroutine: it runs on every delivery
         self,
         handlers: tuple[_Handler, ...],
         event: Event,
@@ -650,6 +658,7 @@ class Dispatcher:
         """
         coroutine_functions = self._coroutine_functions
         failure: tuple[_Handler, BaseException] | None = None
+        handed_over = False
         token = _current.set(delivery)
         handler = handlers[start]
         try:
@@ -657,8 +666,8 @@ class Dispatcher:
                 handler = handlers[index]
                 if thread is not None:
                     # Taken over from a cancelled request: its handler's thread first.
-                    result, cancelled = await _outlast_cancellation(thread)
-                    thread = None
+                    cancelled = await _outlast_cancellation(thread)
+                    result, thread = thread.result(), None
                     if cancelled and index + 1 < len(handlers):
                         raise asyncio.CancelledError  # noqa: TRY301 - the loop is closing: start nothing more
                 elif id(handler) in coroutine_functions:  # async def: noted at registration
@@ -671,46 +680,91 @@ class Dispatcher:
                     )
                     try:
                         result = await asyncio.shield(running)
-                    except asyncio.CancelledError:
+                    except asyncio.CancelledError as error:
+                        if running.done() and not running.cancelled() and running.exception() is error:
+                            failure = handler, error  # the handler raised it: a failure like any other
+                            break
                         # The thread cannot be stopped: a task waits for it and finishes
                         # the delivery, so its outcome is recorded; this request ends now.
                         self._hand_over(handlers, event, delivery, store, claim, start=index, thread=running)
-                        raise _HandedOver from None
+                        handed_over = True
+                        raise
                 if result is not None and inspect.isawaitable(result):
                     await cast("Awaitable[object]", result)
-        except _HandedOver:
-            raise  # the task that took the delivery over records its outcome
         except (*_PROPAGATED, asyncio.CancelledError) as error:
-            # Cancelled while an async handler ran, or a handler raised KeyboardInterrupt or
-            # SystemExit: free the lease, shielded from the cancellation, so that Svix's
-            # retry can run the handlers.
-            if isinstance(error, _PROPAGATED):
-                self._log_failure(error, handler, event, delivery, propagated=True)
-            if store is not None and claim is not None:
-                await asyncio.shield(self._release_async(store, claim, delivery))
-            raise
+            if handed_over:
+                raise  # the task that took the delivery over records its outcome
+            if isinstance(error, asyncio.CancelledError) and not _cancel_requested():
+                failure = handler, error  # raised by the handler, not a cancellation
+            else:
+                # Cancelled while an async handler ran, or a handler raised KeyboardInterrupt
+                # or SystemExit: free the lease, so that Svix's retry runs the handlers.
+                if isinstance(error, _PROPAGATED):
+                    self._log_failure(error, handler, event, delivery, propagated=True)
+                if store is not None and claim is not None:
+                    await self._release_async(store, claim, delivery)
+                raise
         except BaseException as error:  # noqa: BLE001 - reported as a 500, never raised to the caller
             failure = handler, error
         finally:
             _current.reset(token)
-        if store is None or claim is None:
-            return _PROCESSED if failure is None else self._failed(failure, event, delivery)
         if failure is not None:
-            await self._release_async(store, claim, delivery)
-            return self._failed(failure, event, delivery)
+            response = self._failed(failure, event, delivery)  # logged before the lease is freed
+            if store is not None and claim is not None:
+                await self._release_async(store, claim, delivery)
+            return response
+        if store is not None and claim is not None:
+            await self._complete_async(store, claim, delivery)
+        return _PROCESSED
+
+    async def _complete_async(self, store: IdempotencyStore, claim: Claim, delivery: WebhookDelivery) -> None:
         try:
             await store.complete_async(delivery.webhook_id, claim.token, ttl=self.done_ttl)
+        except asyncio.CancelledError:
+            # Cut short: the handlers succeeded, so record it anyway (a repeated complete
+            # changes nothing), then let the cancellation go on.
+            await self._record_through_cancellation("complete", store, claim, delivery)
+            raise
         except Exception as error:  # noqa: BLE001 - handled already; Svix must not retry it
-            self._store_failed("complete", error, delivery)
-            self._missed.add(delivery.webhook_id, claim.token)
-            self._missed.retry_in_task()
-        return _PROCESSED
+            self._complete_failed(error, claim, delivery)
+
+    def _complete_failed(self, error: BaseException, claim: Claim, delivery: WebhookDelivery) -> None:
+        self._store_failed("complete", error, delivery)
+        self._missed.add(delivery.webhook_id, claim.token)
+        self._missed.retry_in_task()
 
     async def _release_async(self, store: IdempotencyStore, claim: Claim, delivery: WebhookDelivery) -> None:
         try:
             await store.release_async(delivery.webhook_id, claim.token)
+        except asyncio.CancelledError:
+            # Cut short: free the lease anyway (a repeated release changes nothing), so that
+            # Svix's retry need not wait for it to expire.
+            await self._record_through_cancellation("release", store, claim, delivery)
+            raise
         except Exception as error:  # noqa: BLE001 - the lease expires on its own
             self._store_failed("release", error, delivery)
+
+    async def _record_through_cancellation(
+        self,
+        action: Literal["complete", "release"],
+        store: IdempotencyStore,
+        claim: Claim,
+        delivery: WebhookDelivery,
+    ) -> None:
+        """Run ``complete`` or ``release`` again, to its end, whatever cancellations arrive."""
+        if action == "complete":
+            call = store.complete_async(delivery.webhook_id, claim.token, ttl=self.done_ttl)
+        else:
+            call = store.release_async(delivery.webhook_id, claim.token)
+        work = asyncio.ensure_future(call)
+        await _outlast_cancellation(work)
+        error = None if work.cancelled() else work.exception()
+        if error is None:
+            return
+        if action == "complete":
+            self._complete_failed(error, claim, delivery)
+        else:
+            self._store_failed(action, error, delivery)
 
     def _hand_over(  # noqa: PLR0913 - the delivery's whole state
         self,
