@@ -25,8 +25,8 @@ __all__ = [
     "client_disconnected",
     "content_type_and_headers",
     "declared_length",
-    "read_at_most",
     "read_body",
+    "refuse_declared",
     "reservation_for",
 ]
 
@@ -75,30 +75,29 @@ def declared_length(value: object) -> int | None:
     return length if length >= 0 else None
 
 
-def read_at_most(read: Callable[[int], bytes], size: int) -> bytes:
-    """Read up to ``size`` bytes, however short each read is; never more."""
-    chunks: list[bytes] = []
-    remaining = size
-    while remaining > 0:
-        chunk = read(min(remaining, _CHUNK))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
-
-
 def reservation_for(dispatcher: Dispatcher) -> Reservation:
     """A new reservation of one delivery's body bytes, against the dispatcher's body budget."""
     # The adapters are the dispatcher's own: they may read its private counter.
     return Reservation(dispatcher._bodies)  # noqa: SLF001  # pyright: ignore[reportPrivateUsage]
 
 
-def client_disconnected(error: BaseException) -> WebhookResponse:
+def client_disconnected(cause: BaseException | str) -> WebhookResponse:
     """The answer when reading the body failed: the client went away (nobody reads it)."""
-    # The type only: a server's message may quote what it received.
-    logger.info("webhook body not received whole (%s): the client went away", type(error).__qualname__)
+    # An exception's type only: a server's message may quote what it received.
+    what = cause if isinstance(cause, str) else type(cause).__qualname__
+    logger.info("webhook body not received whole (%s): the client went away", what)
     return CLIENT_DISCONNECTED
+
+
+def refuse_declared(declared: int | None, *, limit: int, reservation: Reservation) -> WebhookResponse | None:
+    """Before reading: 413 for a declared length over the limit, 503 when it does not fit the budget."""
+    if declared is None:
+        return None
+    if declared > limit:
+        return body_too_large(limit)
+    if not reservation.fits(declared):
+        return reservation.refuse()
+    return None
 
 
 def read_body(
@@ -106,25 +105,24 @@ def read_body(
 ) -> bytes | WebhookResponse:
     """Read a WSGI request body within the size limit and the body budget.
 
-    A declared ``Content-Length`` is checked against the limit (413) and taken from the
-    budget (503) before anything is read, then exactly that much is read. A body of
-    unknown length (chunked) is taken from the budget piece by piece as it is read, and
-    one byte past the limit is enough for the dispatcher to answer 413.
+    A declared ``Content-Length`` over the limit is answered 413, and one that does not fit
+    in what is left of the budget 503, before anything is read. Then every piece is taken
+    from the budget as it is read (an idle or slow client holds only what it sent), and
+    the read stops at the declared length, or one byte past the limit when none is
+    declared (enough for the dispatcher to answer 413).
 
     Returns:
         The body, or the answer to give instead. ``reservation`` holds what was taken
         from the budget until the caller closes it.
     """
-    if declared is not None:
-        if declared > limit:
-            return body_too_large(limit)
-        if not reservation.take(declared):
-            return reservation.refuse()
-        return read_at_most(read, declared)
+    refused = refuse_declared(declared, limit=limit, reservation=reservation)
+    if refused is not None:
+        return refused
+    end = limit + 1 if declared is None else declared
     chunks: list[bytes] = []
     received = 0
-    while received <= limit:
-        size = min(limit + 1 - received, _CHUNK)
+    while received < end:
+        size = min(end - received, _CHUNK)
         # The byte past the limit only tells that the body is too large: not budgeted.
         budgeted = min(size, limit - received)
         if not reservation.take(budgeted):
@@ -135,4 +133,4 @@ def read_body(
             break
         chunks.append(chunk)
         received += len(chunk)
-    return b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

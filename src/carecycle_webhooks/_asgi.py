@@ -6,11 +6,12 @@ application with `BodyGuard`, so that an oversize body is refused before Django 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from ._adapters import content_type_and_headers, declared_length
-from ._responses import WebhookResponse, body_too_large
+from ._adapters import client_disconnected, content_type_and_headers, declared_length, refuse_declared
+from ._responses import BODY_TIMEOUT, BODY_TIMEOUT_SECONDS, WebhookResponse, body_too_large
 
 if TYPE_CHECKING:
     from ._budget import Reservation
@@ -24,8 +25,37 @@ __all__ = [
     "Scope",
     "Send",
     "header",
+    "receive_body",
     "send_response",
 ]
+
+# A body up to this size arrives with its headers or right after: no deadline is armed.
+_SMALL_BODY = 64 * 1024
+
+
+class _Deadline:
+    """The time by which a large or chunked body must have arrived whole."""
+
+    __slots__ = ("_at", "_loop")
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._at = self._loop.time() + BODY_TIMEOUT_SECONDS
+
+    async def receive(self, receive: Receive) -> Message | None:
+        """The next message, or ``None`` once the deadline has passed."""
+        remaining = self._at - self._loop.time()
+        if remaining <= 0:
+            return None
+        try:
+            return await asyncio.wait_for(receive(), remaining)
+        except asyncio.TimeoutError:
+            return None
+
+
+def _needs_deadline(declared: int | None) -> _Deadline | None:
+    return _Deadline() if declared is None or declared > _SMALL_BODY else None
+
 
 Scope: TypeAlias = MutableMapping[str, Any]
 Message: TypeAlias = MutableMapping[str, Any]
@@ -57,6 +87,45 @@ async def send_response(send: Send, response: WebhookResponse) -> None:
     await send({"type": "http.response.body", "body": response.body})
 
 
+async def receive_body(
+    receive: Receive, *, declared: int | None, limit: int, reservation: Reservation
+) -> bytes | WebhookResponse:
+    """Receive a request body over ASGI within the size limit, the body budget and a deadline.
+
+    A declared ``Content-Length`` over the limit is answered 413, and one that does not fit
+    in what is left of the budget 503, before anything is received. Every piece is taken
+    from the budget as it arrives, whatever the declared length said (a server may frame
+    the body otherwise), and reading stops as soon as the body passes the limit (413) or
+    does not fit (503). A large or chunked body must arrive within `BODY_TIMEOUT_SECONDS`
+    (408), so that a slow client cannot hold its share of the budget for long.
+
+    Returns:
+        The body, or the answer to give instead.
+    """
+    refused = refuse_declared(declared, limit=limit, reservation=reservation)
+    if refused is not None:
+        return refused
+    deadline = _needs_deadline(declared)
+    chunks: list[bytes] = []
+    received = 0
+    while True:
+        message = await receive() if deadline is None else await deadline.receive(receive)
+        if message is None:
+            return BODY_TIMEOUT
+        if message.get("type") == "http.disconnect":
+            return client_disconnected("http.disconnect")
+        chunk: bytes = message.get("body") or b""
+        if chunk:
+            received += len(chunk)
+            if received > limit:
+                return body_too_large(limit)
+            if not reservation.take(len(chunk)):
+                return reservation.refuse()
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 class BodyGuard:
     """Holds one request's body to a size limit and a body budget, as the application reads it.
 
@@ -73,38 +142,37 @@ class BodyGuard:
         reservation: Takes this body's bytes from the budget; closed by the caller.
     """
 
-    __slots__ = ("_declared", "_limit", "_receive", "_reservation", "received", "refused")
+    __slots__ = ("_deadline", "_declared", "_limit", "_receive", "_reservation", "received", "refused")
 
     def __init__(self, scope: Scope, receive: Receive, *, limit: int, reservation: Reservation) -> None:
         self._receive = receive
         self._limit = limit
         self._reservation = reservation
         self._declared = declared_length(header(scope, b"content-length"))
+        self._deadline: _Deadline | None = None
         self.received = 0
         self.refused: WebhookResponse | None = None
 
     def refuse_early(self) -> WebhookResponse | None:
         """413 for a declared length over the limit, 503 when it does not fit the budget, else ``None``."""
-        declared = self._declared
-        if declared is None:
-            return None
-        if declared > self._limit:
-            return body_too_large(self._limit)
-        if not self._reservation.take(declared):
-            return self._reservation.refuse()
-        return None
+        self._deadline = _needs_deadline(self._declared)
+        return refuse_declared(self._declared, limit=self._limit, reservation=self._reservation)
 
     async def receive(self) -> Message:
         """The server's ``receive``, counting body bytes; ``http.disconnect`` once refused."""
         if self.refused is not None:
             return dict(_DISCONNECT)
-        message = await self._receive()
+        message = await (self._receive() if self._deadline is None else self._deadline.receive(self._receive))
+        if message is None:
+            self.refused = BODY_TIMEOUT
+            return dict(_DISCONNECT)
         if message.get("type") != "http.request":
             return message
         size = len(message.get("body") or b"")
         self.received += size
+        # Every byte counts, whatever the declared length said: a server may frame otherwise.
         if self.received > self._limit:
             self.refused = body_too_large(self._limit)
-        elif self._declared is None and not self._reservation.take(size):
+        elif not self._reservation.take(size):
             self.refused = self._reservation.refuse()
         return message if self.refused is None else dict(_DISCONNECT)

@@ -53,6 +53,14 @@ class BodyBudget:
         """The bytes taken now."""
         return self._used
 
+    def fits(self, size: int) -> bool:
+        """Whether ``size`` more bytes fit now (nothing is taken); counts a refusal if not."""
+        if self._used + size <= self.limit:
+            return True
+        with self._lock:
+            self._refused += 1
+        return False
+
     def take(self, size: int) -> bool:
         """Take ``size`` bytes if they fit; ``False`` (and nothing taken) if not."""
         with self._lock:
@@ -102,6 +110,10 @@ class Reservation:
             self.taken += size
             return True
         return False
+
+    def fits(self, size: int) -> bool:
+        """Whether ``size`` more bytes fit in the budget now (nothing is taken)."""
+        return self._budget.fits(size)
 
     def give_back(self, size: int) -> None:
         """Give back ``size`` of the bytes taken (a read returned less than was taken for it)."""

@@ -11,6 +11,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 __all__ = [
+    "BODY_TIMEOUT",
+    "BODY_TIMEOUT_SECONDS",
     "BUSY",
     "CLIENT_DISCONNECTED",
     "JSON_HEADERS",
@@ -64,3 +66,13 @@ BUSY = json_response(
 
 CLIENT_DISCONNECTED = json_response(400, error="client_disconnected")
 """The answer (which nobody reads) when the client went away before its body was read."""
+
+BODY_TIMEOUT_SECONDS = 20.0
+"""How long an ASGI adapter waits for a large or chunked body to arrive whole.
+
+Svix gives up on a request after 15 s, so a body still arriving after this is not a
+delivery: it holds a share of the body budget, and is answered 408 to free it.
+"""
+
+BODY_TIMEOUT = json_response(408, error="body_timeout", detail="the body did not arrive in time")
+"""The answer when a body did not arrive within `BODY_TIMEOUT_SECONDS`."""

@@ -19,8 +19,11 @@ of it (10 MiB by default), hands it to `Dispatcher.handle` and turns the answer 
 from __future__ import annotations
 
 try:
+    from django.conf import settings
     from django.http import HttpRequest, HttpResponse
     from django.http.request import HttpHeaders
+    from django.urls import Resolver404, ResolverMatch, resolve
+    from django.utils import translation
     from django.views.decorators.csrf import csrf_exempt
 except ImportError:
     raise ImportError(
@@ -43,6 +46,7 @@ from ._adapters import (
 from ._asgi import BodyGuard, send_response
 from ._budget import BodyBudget
 from ._dispatch import Dispatcher
+from ._errors import WebhookConfigurationError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -146,23 +150,39 @@ def webhook_view(dispatcher: Dispatcher) -> Callable[[HttpRequest], HttpResponse
     return csrf_exempt(carecycle_webhook)
 
 
+def _resolve(path_info: str) -> ResolverMatch | None:
+    """Django's match for ``path_info``, or ``None``.
+
+    With ``i18n_patterns``, LocaleMiddleware activates the URL's language before Django
+    resolves it: when the active language finds nothing, the URL's language is tried.
+    """
+    try:
+        return resolve(path_info)
+    except Resolver404:
+        language = translation.get_language_from_path(path_info) if settings.USE_I18N else None
+        if not language:
+            return None
+    try:
+        with translation.override(language):
+            return resolve(path_info)
+    except Resolver404:
+        return None
+
+
 def _dispatcher_for(scope: Scope) -> Dispatcher | None:
     """The dispatcher of the webhook_view that Django routes this request to, if any."""
     from django.core.handlers.asgi import get_script_prefix
-    from django.urls import Resolver404, resolve
 
     try:
         path: str = scope["path"]
-        match = resolve(path.removeprefix(get_script_prefix(scope)))
-    except Resolver404:
-        return None
+        match = _resolve(path.removeprefix(get_script_prefix(scope)))
     except Exception:  # noqa: BLE001 - a broken URLconf: Django itself reports it
         return None
-    dispatcher = getattr(match.func, "carecycle_dispatcher", None)
+    dispatcher = getattr(match.func, "carecycle_dispatcher", None) if match is not None else None
     return dispatcher if isinstance(dispatcher, Dispatcher) else None
 
 
-def limit_webhook_bodies(application: AnyASGIApp) -> ASGIApp:
+def limit_webhook_bodies(application: AnyASGIApp, *, max_other_body_size: int | None = None) -> ASGIApp:
     """Wrap Django's ASGI application so that webhook bodies are held to their limits as they arrive.
 
     Under ASGI (uvicorn, daphne, hypercorn), Django reads each request's whole body,
@@ -179,35 +199,56 @@ def limit_webhook_bodies(application: AnyASGIApp) -> ASGIApp:
         application = limit_webhook_bodies(get_asgi_application())
 
     - A ``Content-Length`` above ``max_body_size`` is answered 413, and one that does not
-      fit in ``body_budget`` 503 with ``Retry-After``, without reading the body.
-    - A body without a ``Content-Length`` (chunked) is counted as it arrives: 413 as soon
-      as it passes ``max_body_size``, 503 as soon as it does not fit in the budget. Django
-      has then received at most the limit.
+      fit in what is left of the body budget 503 with ``Retry-After``, without reading
+      the body.
+    - Every piece of the body is counted as it arrives, whatever the ``Content-Length``
+      said: 413 as soon as it passes ``max_body_size``, 503 as soon as it does not fit in
+      the budget. Django has then received at most the limit.
+    - A body larger than 64 KiB, or chunked, must arrive within 20 seconds (408): Svix
+      gives up after 15, and a slow client would hold its share of the budget.
 
-    Other requests go to Django untouched. WSGI servers (gunicorn, uWSGI, mod_wsgi) need
-    none of this: there, the view reads the body itself.
+    The request is routed as Django routes it (``i18n_patterns`` included), with the
+    project's ``ROOT_URLCONF``: a ``request.urlconf`` set by a middleware is not seen.
+    Other requests go to Django untouched, unless ``max_other_body_size`` is given. WSGI
+    servers (gunicorn, uWSGI, mod_wsgi) need none of this: there, the view reads the
+    body itself.
 
     Args:
         application: Django's ASGI application (``get_asgi_application()``), or any ASGI
             application in front of the same URLconf.
+        max_other_body_size: If given, the largest body of any other request, in bytes:
+            larger ones are answered 413 in the same way, before Django spools them.
 
     Returns:
         The wrapped ASGI application.
+
+    Raises:
+        WebhookConfigurationError: ``max_other_body_size`` is not a positive number.
     """
+    other: object = max_other_body_size
+    if other is not None and (not isinstance(other, int) or isinstance(other, bool) or other < 1):
+        raise WebhookConfigurationError("max_other_body_size must be a positive number of bytes, or None")
 
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
-        dispatcher = _dispatcher_for(scope) if scope.get("type") == "http" else None
-        if dispatcher is None:
+        if scope.get("type") != "http":
             await application(scope, receive, send)
             return
-        reservation = reservation_for(dispatcher)
+        dispatcher = _dispatcher_for(scope)
+        if dispatcher is not None:
+            limit, reservation = dispatcher.max_body_size, reservation_for(dispatcher)
+            scope = {**scope, _BUDGETED: dispatcher}
+        elif max_other_body_size is not None:
+            limit, reservation = max_other_body_size, Reservation(_NO_BUDGET)
+        else:
+            await application(scope, receive, send)
+            return
         try:
-            guard = BodyGuard(scope, receive, limit=dispatcher.max_body_size, reservation=reservation)
+            guard = BodyGuard(scope, receive, limit=limit, reservation=reservation)
             early = guard.refuse_early()
             if early is not None:
                 await send_response(send, early)
                 return
-            await application({**scope, _BUDGETED: dispatcher}, guard.receive, send)
+            await application(scope, guard.receive, send)
             if guard.refused is not None:
                 # Django gave up on reading (it saw a disconnect) and answered nothing.
                 await send_response(send, guard.refused)

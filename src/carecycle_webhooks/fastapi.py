@@ -23,26 +23,23 @@ the status codes are the dispatcher's, the same in every adapter.
 # at runtime to see that `request` is the Request, not a query parameter or a body.
 
 try:
-    from starlette.requests import ClientDisconnect, Request
+    from starlette.requests import Request
     from starlette.responses import Response
 except ImportError:
     raise ImportError(
         "carecycle_webhooks.fastapi needs FastAPI or Starlette: pip install 'carecycle-webhooks[fastapi]'"
     ) from None
 
-import contextlib
 from collections.abc import Awaitable, Callable
 
 from ._adapters import (
     METHOD_NOT_ALLOWED,
-    Reservation,
-    body_too_large,
     check_dispatcher,
-    client_disconnected,
     content_type_and_headers,
     declared_length,
     reservation_for,
 )
+from ._asgi import receive_body
 from ._dispatch import Dispatcher
 from ._responses import WebhookResponse
 
@@ -55,33 +52,6 @@ def _to_starlette(response: WebhookResponse) -> Response:
     for name, value in headers:
         converted.headers[name] = value
     return converted
-
-
-async def _read_body(
-    request: Request, *, declared: int | None, limit: int, reservation: Reservation
-) -> bytes | WebhookResponse:
-    """Read the body within the size limit and the body budget (see `_adapters.read_body`)."""
-    if declared is not None:
-        if declared > limit:
-            return body_too_large(limit)
-        if not reservation.take(declared):
-            return reservation.refuse()
-        # The server delivers no more than the declared Content-Length (HTTP framing).
-        return await request.body()
-    # Chunked: taken from the budget as it arrives; one byte past the limit is enough
-    # for the dispatcher to answer 413.
-    chunks: list[bytes] = []
-    received = 0
-    # aclosing: stopping early must close the stream's generator now, not at garbage collection.
-    async with contextlib.aclosing(request.stream()) as stream:
-        async for chunk in stream:
-            chunks.append(chunk)
-            received += len(chunk)
-            if received > limit:
-                break
-            if not reservation.take(len(chunk)):
-                return reservation.refuse()
-    return b"".join(chunks)
 
 
 def webhook_view(dispatcher: Dispatcher) -> Callable[[Request], Awaitable[Response]]:
@@ -134,15 +104,14 @@ def webhook_view(dispatcher: Dispatcher) -> Callable[[Request], Awaitable[Respon
         )
         reservation = reservation_for(dispatcher)
         try:
-            try:
-                body = await _read_body(
-                    request,
-                    declared=declared_length(content_length),
-                    limit=dispatcher.max_body_size,
-                    reservation=reservation,
-                )
-            except ClientDisconnect as error:
-                return _to_starlette(client_disconnected(error))
+            # The ASGI messages themselves, not request.stream(): one function for every
+            # ASGI adapter, and no async generator per request.
+            body = await receive_body(
+                request.receive,
+                declared=declared_length(content_length),
+                limit=dispatcher.max_body_size,
+                reservation=reservation,
+            )
             if not isinstance(body, bytes):
                 return _to_starlette(body)
             return _to_starlette(await dispatcher.handle_async(body, headers))

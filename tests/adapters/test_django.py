@@ -274,7 +274,9 @@ def test_a_client_gone_mid_body_is_400_logged_by_type_only(caplog: pytest.LogCap
 class ASGIRun:
     """Drives an ASGI application through one HTTP request, as a server would."""
 
-    def __init__(self, path: str, pieces: list[bytes], headers: dict[str, str]) -> None:
+    def __init__(
+        self, path: str, pieces: list[bytes], headers: dict[str, str], *, stall: bool = False
+    ) -> None:
         self.scope: dict[str, Any] = {
             "type": "http",
             "asgi": {"version": "3.0"},
@@ -291,6 +293,7 @@ class ASGIRun:
             "client": ("127.0.0.1", 5000),
         }
         self.pieces = pieces
+        self.stall = stall  # after the pieces, nothing more: the body never ends
         self.received = 0
         self.sent: list[dict[str, Any]] = []
 
@@ -298,7 +301,8 @@ class ASGIRun:
         if self.received < len(self.pieces):
             piece = self.pieces[self.received]
             self.received += 1
-            return {"type": "http.request", "body": piece, "more_body": self.received < len(self.pieces)}
+            more = self.stall or self.received < len(self.pieces)
+            return {"type": "http.request", "body": piece, "more_body": more}
         await asyncio.sleep(3600)  # then nothing more until the client goes away
         return {"type": "http.disconnect"}  # pragma: no cover
 
@@ -377,3 +381,55 @@ def test_limit_webhook_bodies_leaves_other_routes_to_django() -> None:
     result = run.run(guarded_application())
     assert result.status == 404  # Django's own answer, after reading the whole body
     assert run.received == 3
+
+
+def test_limit_webhook_bodies_counts_every_piece_whatever_the_declared_length() -> None:
+    body = fixture_bytes("customer.created")
+    recorder = Recorder(max_body_size=10_000, body_budget=10_000)
+    serve(recorder.dispatcher)
+    assert bodies(recorder.dispatcher).take(9_000)
+    run = ASGIRun("/webhooks/", [b"x" * 600] * 20, {"content-length": "0"})
+    result = run.run(guarded_application())
+    assert result.status == 503
+    assert run.received == 2  # 1,200 bytes: the second piece did not fit
+    bodies(recorder.dispatcher).give_back(9_000)
+    assert body  # (the fixture only sizes the limits above)
+
+
+@pytest.mark.parametrize("language", ["en-us", "fr"])
+def test_limit_webhook_bodies_follows_i18n_patterns(language: str) -> None:
+    recorder = Recorder(max_body_size=1000)
+    serve(recorder.dispatcher, i18n=True)
+    run = ASGIRun(f"/{language}/webhooks/", [b"x" * 600] * 20, {})
+    result = run.run(guarded_application())
+    assert result.status == 413
+    assert run.received == 2
+
+
+def test_limit_webhook_bodies_can_hold_other_requests_to_a_limit_too() -> None:
+    from django.core.asgi import get_asgi_application
+
+    from carecycle_webhooks.django import limit_webhook_bodies
+
+    serve(Recorder().dispatcher)
+    application = limit_webhook_bodies(get_asgi_application(), max_other_body_size=1000)
+    run = ASGIRun("/elsewhere/", [b"x" * 600] * 20, {"content-length": "12000"})
+    assert run.run(application).status == 413
+    assert run.received == 0
+    run = ASGIRun("/elsewhere/", [b"x" * 600] * 20, {})
+    assert run.run(application).status == 413
+    assert run.received == 2
+    with pytest.raises(WebhookConfigurationError, match="max_other_body_size"):
+        limit_webhook_bodies(get_asgi_application(), max_other_body_size=0)
+
+
+def test_limit_webhook_bodies_answers_408_to_a_body_that_does_not_arrive(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("carecycle_webhooks._asgi.BODY_TIMEOUT_SECONDS", 0.2)
+    recorder = Recorder()
+    serve(recorder.dispatcher)
+    run = ASGIRun("/webhooks/", [b"{" * 100], {}, stall=True)
+    result = run.run(guarded_application())
+    assert result.status == 408
+    assert bodies(recorder.dispatcher).used == 0

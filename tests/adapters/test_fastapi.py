@@ -25,7 +25,7 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Iterator, Mapping, MutableMapping
 
     import httpx
 
@@ -140,7 +140,7 @@ def call_asgi(app: Any, headers: list[tuple[bytes, bytes]], receive: Any) -> lis
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    asyncio.run(app(scope, receive, send))
+    asyncio.run(asyncio.wait_for(app(scope, receive, send), timeout=10))  # bounded, whatever the code does
     return sent
 
 
@@ -234,5 +234,108 @@ def test_a_client_gone_mid_body_is_answered_quietly(caplog: pytest.LogCaptureFix
         sent = call_asgi(starlette_app(recorder.dispatcher), [(b"content-length", b"5000")], receive)
     assert sent[0]["status"] == 400
     assert b"client_disconnected" in sent[1]["body"]
-    assert "ClientDisconnect" in caplog.text
+    assert "(http.disconnect)" in caplog.text
+    assert bodies(recorder.dispatcher).used == 0
+
+
+def endless(piece: int = 100, *, at_most: int = 20_000) -> tuple[Any, list[int]]:
+    """A body that keeps coming, ``at_most`` pieces (a bound, should the code not stop)."""
+    received: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.sleep(0)
+        received.append(piece)
+        return {"type": "http.request", "body": b" " * piece, "more_body": len(received) < at_most}
+
+    return receive, received
+
+
+def test_pieces_count_whatever_the_declared_length_said() -> None:
+    # A server that frames the body otherwise (Content-Length and Transfer-Encoding both
+    # sent): the Content-Length says 10, the pieces keep coming. Every one is counted.
+    recorder = Recorder(max_body_size=1000)
+    receive, received = endless()
+    sent = call_asgi(starlette_app(recorder.dispatcher), [(b"content-length", b"10")], receive)
+    assert sent[0]["status"] == 413
+    assert sum(received) <= 1100
+    recorder = Recorder(max_body_size=1000, body_budget=1000)
+    assert bodies(recorder.dispatcher).take(650)
+    receive, received = endless()
+    sent = call_asgi(starlette_app(recorder.dispatcher), [(b"content-length", b"10")], receive)
+    assert sent[0]["status"] == 503
+    assert sum(received) == 400
+
+
+def test_a_body_that_does_not_arrive_in_time_is_408_and_frees_its_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("carecycle_webhooks._asgi.BODY_TIMEOUT_SECONDS", 0.2)
+    recorder = Recorder()
+    first = [{"type": "http.request", "body": b"{" * 1000, "more_body": True}]
+
+    async def receive() -> dict[str, Any]:
+        if first:
+            return first.pop()
+        await asyncio.sleep(30)  # a slow client: nothing more
+        raise AssertionError("not reached")  # pragma: no cover
+
+    sent = call_asgi(starlette_app(recorder.dispatcher), [(b"content-length", b"900000")], receive)
+    assert sent[0]["status"] == 408
+    assert bodies(recorder.dispatcher).used == 0
+
+
+def test_an_idle_client_holds_only_what_it_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Four clients declare 8 MiB bodies, send one byte and wait: deliveries still get in.
+    monkeypatch.setattr("carecycle_webhooks._asgi.BODY_TIMEOUT_SECONDS", 1.0)
+    recorder = Recorder()
+    app = starlette_app(recorder.dispatcher)
+    body = fixture_bytes("customer.created")
+
+    async def idle_receive() -> dict[str, Any]:
+        await asyncio.sleep(0)
+        return {"type": "http.request", "body": b"{", "more_body": True}
+
+    async def idle_then_nothing() -> dict[str, Any]:
+        await asyncio.sleep(30)
+        raise AssertionError("not reached")  # pragma: no cover
+
+    async def scenario() -> list[int]:
+        statuses: list[int] = []
+
+        def client(receive_pieces: list[Any], headers: list[tuple[bytes, bytes]]) -> Any:
+            async def receive() -> dict[str, Any]:
+                return await receive_pieces.pop(0)() if receive_pieces else await idle_then_nothing()
+
+            async def send(message: MutableMapping[str, Any]) -> None:
+                if message["type"] == "http.response.start":
+                    statuses.append(message["status"])
+
+            scope = {
+                "type": "http",
+                "method": "POST",
+                "path": "/webhooks",
+                "root_path": "",
+                "query_string": b"",
+                "headers": headers,
+            }
+            return app(scope, receive, send)
+
+        idle = [
+            client([idle_receive], [(b"content-length", str(8 * 1024 * 1024).encode())]) for _ in range(4)
+        ]
+        tasks = [asyncio.ensure_future(one) for one in idle]
+        await asyncio.sleep(0.05)
+
+        async def whole() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        headers = [(k.encode(), v.encode()) for k, v in svix_headers(body).items()]
+        await client([whole], [*headers, (b"content-length", str(len(body)).encode())])
+        await asyncio.gather(*tasks)
+        return statuses
+
+    statuses = asyncio.run(asyncio.wait_for(scenario(), timeout=10))
+    assert statuses[0] == 200  # the delivery, while four idle clients wait
+    assert statuses[1:] == [408] * 4
+    assert len(recorder.events) == 1
     assert bodies(recorder.dispatcher).used == 0
