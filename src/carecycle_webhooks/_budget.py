@@ -1,11 +1,12 @@
-"""How many bytes of request bodies one dispatcher's endpoints may hold in memory at once.
+"""How many bytes of request bodies the framework adapters may hold in memory at once.
 
 Bodies are read before their signature can be checked, so anyone who can reach the
-endpoint can make it read: 1,000 concurrent 10 MiB bodies would be 10 GB. The adapters
-take each body's size from this budget before reading it (the declared ``Content-Length``,
-or piece by piece for a chunked body) and give it back when the delivery is answered. A
-delivery that does not fit is answered 503 with ``Retry-After`` without reading its body:
-Svix retries it, and the handlers of the deliveries being read are not disturbed.
+endpoint can make it read: 1,000 concurrent 10 MiB bodies would be 10 GB. So every piece
+of a body is taken from this budget as it arrives, and given back when the delivery is
+answered. A delivery whose declared ``Content-Length`` does not fit in what is left is
+answered 503 with ``Retry-After`` before anything is read, and one whose next piece does
+not fit is answered 503 as soon as it arrives: Svix retries it. A client that declares a
+large body and then sends nothing holds nothing.
 """
 
 from __future__ import annotations
