@@ -1290,3 +1290,25 @@ def test_a_handler_that_raises_cancelled_error_itself_fails(use_async: bool, all
     assert store.acquire("msg_self_cancel", lease=datetime.timedelta(seconds=5)).status == "acquired"
     assert "CancelledError (message hidden: it may hold PHI)" in "\n".join(all_logs.lines)
     assert PHI_MESSAGE not in "\n".join(all_logs.lines)
+
+
+def test_a_complete_cut_short_that_then_fails_keeps_the_mark_for_later(all_logs: _Records) -> None:
+    class Failing(SlowStore):
+        async def complete_async(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
+            await self._round_trip("complete")
+            raise ConnectionError("redis went away")
+
+    store = Failing(slow="complete")
+    webhooks = Dispatcher(SECRET, idempotency_store=store)
+    webhooks.on("customer.created")(lambda event: None)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(webhooks.handle_async(*signed(msg_id="msg_cut_short")))
+        await asyncio.wait_for(store.started.wait(), timeout=5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    assert "msg_cut_short" in webhooks._missed.marks  # recorded as soon as the store answers
+    assert "failed to complete msg_cut_short" in "\n".join(all_logs.lines)

@@ -433,3 +433,24 @@ def test_limit_webhook_bodies_answers_408_to_a_body_that_does_not_arrive(
     result = run.run(guarded_application())
     assert result.status == 408
     assert bodies(recorder.dispatcher).used == 0
+
+
+def test_limit_webhook_bodies_passes_other_scopes_and_unroutable_requests_through(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from carecycle_webhooks import django as adapter
+
+    seen: list[str] = []
+
+    async def application(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["type"])
+
+    guarded = adapter.limit_webhook_bodies(application)
+    asyncio.run(guarded({"type": "lifespan"}, None, None))  # type: ignore[arg-type]
+
+    def broken(path: str) -> None:
+        raise RuntimeError("a URLconf that cannot load")
+
+    monkeypatch.setattr(adapter, "resolve", broken)
+    asyncio.run(guarded({"type": "http", "path": "/webhooks/", "headers": []}, None, None))  # type: ignore[arg-type]
+    assert seen == ["lifespan", "http"]

@@ -236,3 +236,15 @@ def test_a_client_gone_mid_body_is_400_logged_by_type_only(caplog: pytest.LogCap
     assert "ConnectionResetError" in caplog.text
     assert "Delacroix" not in caplog.text
     assert bodies(recorder.dispatcher).used == 0
+
+
+def test_a_chunked_body_that_outgrows_the_budget_is_503_as_it_is_read() -> None:
+    recorder = Recorder(max_body_size=200_000, body_budget=200_000)
+    assert bodies(recorder.dispatcher).take(100_000)  # other deliveries being read
+    stream = EndlessStream()
+    environ = post_environ(overrides={"wsgi.input": stream, "wsgi.input_terminated": True})
+    environ.pop("CONTENT_LENGTH", None)
+    status, answer = run(make_app(recorder.dispatcher), environ)
+    assert (status, json.loads(answer)["error"]) == (503, "busy")
+    assert stream.bytes_read <= 100_000
+    assert bodies(recorder.dispatcher).used == 100_000
