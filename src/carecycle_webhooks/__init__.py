@@ -20,6 +20,8 @@ from ._errors import (
 if _typing.TYPE_CHECKING:
     from ._dispatch import Dispatcher as Dispatcher
     from ._dispatch import current_delivery as current_delivery
+    from ._headers import Headers as Headers
+    from ._headers import SupportsHeaderItems as SupportsHeaderItems
     from ._idempotency import Claim as Claim
     from ._idempotency import IdempotencyStore as IdempotencyStore
     from ._idempotency import InMemoryIdempotencyStore as InMemoryIdempotencyStore
@@ -40,8 +42,6 @@ if _typing.TYPE_CHECKING:
     from ._models import UnknownEvent as UnknownEvent
     from ._parse import parse_unverified_event as parse_unverified_event
     from ._responses import WebhookResponse as WebhookResponse
-    from ._verify import Headers as Headers
-    from ._verify import SupportsHeaderItems as SupportsHeaderItems
     from ._verify import WebhookDelivery as WebhookDelivery
     from ._verify import WebhookVerifier as WebhookVerifier
     from ._verify import parse_event as parse_event
@@ -109,8 +109,8 @@ _LAZY = {
     "MaritalStatus": "._models",
     "UnknownEvent": "._models",
     "parse_unverified_event": "._parse",
-    "Headers": "._verify",
-    "SupportsHeaderItems": "._verify",
+    "Headers": "._headers",
+    "SupportsHeaderItems": "._headers",
     "WebhookDelivery": "._verify",
     "WebhookVerifier": "._verify",
     "parse_event": "._verify",

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from ._budget import Reservation
 from ._dispatch import Dispatcher
 from ._errors import WebhookConfigurationError
-from ._responses import CLIENT_DISCONNECTED, JSON_HEADERS, WebhookResponse, body_too_large, json_response
+from ._responses import CLIENT_DISCONNECTED, JSON_HEADERS, METHOD_NOT_ALLOWED, WebhookResponse, body_too_large
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -35,8 +35,6 @@ logger = logging.getLogger("carecycle_webhooks")
 # Reading in pieces: one read(max_body_size + 1) of a raw stream would allocate the
 # whole limit up front, for every delivery, however small.
 _CHUNK = 64 * 1024
-
-METHOD_NOT_ALLOWED: WebhookResponse = json_response(405, error="method_not_allowed")
 
 
 def check_dispatcher(dispatcher: object, framework: str, *, synchronous: bool) -> Dispatcher:

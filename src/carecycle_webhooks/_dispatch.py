@@ -32,7 +32,20 @@ from ._models import (
     UnknownEvent,
 )
 from ._parse import parse_unverified_event
-from ._responses import JSON_HEADERS, WebhookResponse, body_too_large, json_response
+from ._responses import (
+    DUPLICATE,
+    HANDLER_FAILED,
+    IGNORED,
+    IN_FLIGHT,
+    JSON_HEADERS,
+    NOT_BYTES,
+    PROCESSED,
+    STORE_UNAVAILABLE,
+    WebhookResponse,
+    body_too_large,
+    invalid_payload,
+    rejected,
+)
 from ._verify import DEFAULT_TOLERANCE, Headers, WebhookDelivery, WebhookVerifier, body_exceeds
 
 if TYPE_CHECKING:
@@ -88,16 +101,6 @@ def current_delivery() -> WebhookDelivery:
     except LookupError:
         pass
     raise LookupError("current_delivery() is only available inside a webhook handler")
-
-
-_IGNORED = json_response(200, status="ignored")
-_PROCESSED = json_response(200, status="processed")
-_DUPLICATE = json_response(200, status="duplicate")
-_IN_FLIGHT = json_response(
-    409, error="in_flight", detail="this delivery is being processed by another worker"
-)
-_HANDLER_FAILED = json_response(500, error="handler_failed")
-_STORE_UNAVAILABLE = json_response(503, error="idempotency_store_unavailable")
 
 
 def _handler_name(handler: _Handler) -> str:
@@ -394,21 +397,21 @@ class Dispatcher:
     ) -> WebhookResponse | tuple[Event, WebhookDelivery]:
         data: object = body  # checked at runtime too: callers are not always type-checked
         if not isinstance(data, (bytes, str, bytearray, memoryview)):
-            return json_response(400, error="invalid_body", detail="the body must be bytes or str")
+            return NOT_BYTES
         if body_exceeds(body, self.max_body_size):  # a str by its UTF-8 size
             return body_too_large(self.max_body_size)
         try:
             delivery = self.verifier.verify(body, headers)
         except WebhookVerificationError as error:
             logger.warning("webhook rejected (%s): %s", error.reason, error)
-            return json_response(400, error=error.reason, detail=str(error))
+            return rejected(error)
         try:
             event = parse_unverified_event(body)
         except WebhookPayloadError as error:
             logger.warning(
                 "webhook %s is correctly signed but not a valid event: %s", delivery.webhook_id, error
             )
-            return json_response(422, error="invalid_payload", detail=str(error))
+            return invalid_payload(error)
         return event, delivery
 
     def _log_failure(
@@ -462,10 +465,10 @@ class Dispatcher:
         status: object = claim.status
         if status == "done":
             logger.info("webhook %s already processed: handlers not run again", delivery.webhook_id)
-            return _DUPLICATE
+            return DUPLICATE
         if status == "in_flight":
             logger.info("webhook %s is being processed by another worker: 409", delivery.webhook_id)
-            return _IN_FLIGHT
+            return IN_FLIGHT
         # A store that breaks the protocol is a store failure: run nothing, Svix retries.
         logger.error(
             "idempotency store answered acquire %s with an unknown status %s",
@@ -473,14 +476,14 @@ class Dispatcher:
             _safe_label(repr(status)),
             extra={"webhook_id": delivery.webhook_id},
         )
-        return _STORE_UNAVAILABLE
+        return STORE_UNAVAILABLE
 
     def _failed(
         self, failure: tuple[_Handler, BaseException], event: Event, delivery: WebhookDelivery
     ) -> WebhookResponse:
         handler, error = failure
         self._log_failure(error, handler, event, delivery)
-        return _HANDLER_FAILED
+        return HANDLER_FAILED
 
     def handle(self, body: bytes | str, headers: Headers) -> WebhookResponse:
         """Verify, parse, deduplicate and dispatch one delivery, synchronously.
@@ -521,18 +524,18 @@ class Dispatcher:
         handlers = self.handlers_for(event)
         if not handlers:
             logger.debug("webhook %s: no handler for %s", delivery.webhook_id, _safe_label(event.event_type))
-            return _IGNORED
+            return IGNORED
         store = self.idempotency_store
         if store is None:
             failure = self._run(handlers, event, delivery)
-            return _PROCESSED if failure is None else self._failed(failure, event, delivery)
+            return PROCESSED if failure is None else self._failed(failure, event, delivery)
         if self._missed.marks:
             self._missed.record(store, self.done_ttl)
         try:
             claim = store.acquire(delivery.webhook_id, lease=self.lease)
         except Exception as error:  # noqa: BLE001 - any store failure: answer 503, run nothing
             self._store_failed("acquire", error, delivery)
-            return _STORE_UNAVAILABLE
+            return STORE_UNAVAILABLE
         if claim.status != "acquired":
             return self._not_acquired(claim, delivery)
         try:
@@ -549,7 +552,7 @@ class Dispatcher:
             self._store_failed("complete", error, delivery)
             self._missed.add(delivery.webhook_id, claim.token)
             self._missed.retry_in_thread()
-        return _PROCESSED
+        return PROCESSED
 
     def _release(self, store: IdempotencyStore, claim: Claim, delivery: WebhookDelivery) -> None:
         try:
@@ -625,7 +628,7 @@ class Dispatcher:
         handlers = self.handlers_for(event)
         if not handlers:
             logger.debug("webhook %s: no handler for %s", delivery.webhook_id, _safe_label(event.event_type))
-            return _IGNORED
+            return IGNORED
         store = self.idempotency_store
         if store is None:
             return await self._deliver_async(handlers, event, delivery, None, None)
@@ -635,7 +638,7 @@ class Dispatcher:
             claim = await store.acquire_async(delivery.webhook_id, lease=self.lease)
         except Exception as error:  # noqa: BLE001 - any store failure: answer 503, run nothing
             self._store_failed("acquire", error, delivery)
-            return _STORE_UNAVAILABLE
+            return STORE_UNAVAILABLE
         if claim.status != "acquired":
             return self._not_acquired(claim, delivery)
         return await self._deliver_async(handlers, event, delivery, store, claim)
@@ -715,7 +718,7 @@ class Dispatcher:
             return response
         if store is not None and claim is not None:
             await self._complete_async(store, claim, delivery)
-        return _PROCESSED
+        return PROCESSED
 
     async def _complete_async(self, store: IdempotencyStore, claim: Claim, delivery: WebhookDelivery) -> None:
         try:

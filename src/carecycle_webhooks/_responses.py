@@ -1,4 +1,9 @@
-"""What the dispatcher and the adapters answer: a framework-neutral response, as small JSON."""
+"""Every answer of the dispatcher and the adapters: the status table, in one place.
+
+Each answer is a framework-neutral `WebhookResponse` with a small JSON body that never
+holds PHI. The table in the docs (docs/includes/status-table.md) lists the same rows; a
+test holds the two together.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +15,28 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from ._errors import WebhookPayloadError, WebhookVerificationError
+
 __all__ = [
     "BODY_TIMEOUT",
     "BODY_TIMEOUT_SECONDS",
     "BUSY",
     "CLIENT_DISCONNECTED",
+    "DUPLICATE",
+    "HANDLER_FAILED",
+    "IGNORED",
+    "IN_FLIGHT",
     "JSON_HEADERS",
+    "METHOD_NOT_ALLOWED",
+    "NOT_BYTES",
+    "PROCESSED",
     "RETRY_AFTER_SECONDS",
+    "STORE_UNAVAILABLE",
     "WebhookResponse",
     "body_too_large",
+    "invalid_payload",
     "json_response",
+    "rejected",
 ]
 
 JSON_HEADERS: Mapping[str, str] = types.MappingProxyType({"content-type": "application/json"})
@@ -52,6 +69,48 @@ def body_too_large(limit: int) -> WebhookResponse:
     """The 413 answer, also given by the adapters before they read a body declared too large."""
     return json_response(413, error="body_too_large", limit=limit)
 
+
+# ---------------------------------------------------------------- 2xx: Svix stops retrying
+
+PROCESSED = json_response(200, status="processed")
+"""Every handler returned."""
+
+IGNORED = json_response(200, status="ignored")
+"""No handler and no catch-all for this event type."""
+
+DUPLICATE = json_response(200, status="duplicate")
+"""This ``webhook-id`` was processed already: nothing ran again."""
+
+# ---------------------------------------------------------------- 4xx
+
+NOT_BYTES = json_response(400, error="invalid_body", detail="the body must be bytes or str")
+"""`Dispatcher.handle` was given something other than the raw body."""
+
+
+def rejected(error: WebhookVerificationError) -> WebhookResponse:
+    """400: the delivery could not be verified; the reason and the error's message (no values)."""
+    return json_response(400, error=error.reason, detail=str(error))
+
+
+METHOD_NOT_ALLOWED = json_response(405, error="method_not_allowed")
+"""A request with another method than POST (the adapters add ``Allow: POST``)."""
+
+IN_FLIGHT = json_response(409, error="in_flight", detail="this delivery is being processed by another worker")
+"""Another worker holds this ``webhook-id``'s lease: Svix retries later."""
+
+
+def invalid_payload(error: WebhookPayloadError) -> WebhookResponse:
+    """422: correctly signed, but not a valid event; locations and error types only."""
+    return json_response(422, error="invalid_payload", detail=str(error))
+
+
+# ---------------------------------------------------------------- 5xx: Svix retries
+
+HANDLER_FAILED = json_response(500, error="handler_failed")
+"""A handler raised; logged without its message."""
+
+STORE_UNAVAILABLE = json_response(503, error="idempotency_store_unavailable")
+"""The idempotency store failed or did not answer in time: no handler ran."""
 
 RETRY_AFTER_SECONDS = 5
 """What a 503 for a spent body budget asks the sender to wait. Svix keeps its own schedule."""

@@ -10,8 +10,9 @@ decoding then re-encoding a large body costs more than the HMAC itself. Importin
 loading its API client.
 
 Everything around it is ours, so that every malformed input ends in a `WebhookError`:
-reading the headers case-insensitively under both ``webhook-*`` and ``svix-*`` names,
-the timestamp tolerance with an injectable clock, and the constant-time comparison.
+the headers (read by `_headers`, case-insensitively, under both ``webhook-*`` and
+``svix-*`` names), the timestamp tolerance with an injectable clock, and the
+constant-time comparison.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ import datetime
 import functools
 import hmac
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol, TypeAlias, TypeVar, cast
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, cast
 
 from standardwebhooks.webhooks import hmac_data as _hmac_sha256
 
-from ._errors import VerificationFailure, WebhookConfigurationError, WebhookVerificationError
+from ._errors import WebhookConfigurationError
+from ._headers import Headers, SupportsHeaderItems, fail, read_headers
 from ._parse import parse_unverified_event
 
 if TYPE_CHECKING:
@@ -52,40 +54,12 @@ _MAX_ID_LENGTH = 256
 _MAX_TIMESTAMP_DIGITS = 12
 _MAX_SIGNATURE_HEADER_LENGTH = 8192
 
-# The three headers, under the Standard Webhooks names and Svix's own.
-_HEADER_NAMES = {
-    "webhook-id": "webhook-id",
-    "svix-id": "webhook-id",
-    "webhook-timestamp": "webhook-timestamp",
-    "svix-timestamp": "webhook-timestamp",
-    "webhook-signature": "webhook-signature",
-    "svix-signature": "webhook-signature",
-    # Not signed and not sent by every sender: informational only.
-    "webhook-attempt": "webhook-attempt",
-    "svix-attempt": "webhook-attempt",
-}
 _MAX_ATTEMPT_DIGITS = 6
 _MAX_UTF8_BYTES_PER_CHARACTER = 4
 # Measuring a str's UTF-8 size encodes it in slices of this many characters.
 _SIZE_SLICE = 1 << 16
-_REQUIRED = ("webhook-id", "webhook-timestamp", "webhook-signature")
 # datetime's range ends in year 9999; a later timestamp is no timestamp.
 _MAX_TIMESTAMP = 253_402_300_799
-
-
-class SupportsHeaderItems(Protocol):
-    """Any headers object with ``.items()``, such as Werkzeug's ``Headers`` (not a ``Mapping``)."""
-
-    def items(self) -> Iterable[tuple[str, str]]:  # pragma: no cover - protocol
-        """Return the header names and values."""
-        ...
-
-
-Headers: TypeAlias = Mapping[str, str] | SupportsHeaderItems
-"""Request headers: a ``Mapping[str, str]`` or any object with ``.items()``.
-
-Flask's, Django's and Starlette's ``request.headers`` and a plain ``dict`` all fit.
-"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,10 +78,6 @@ class WebhookDelivery:
     webhook_id: str
     timestamp: datetime.datetime
     attempt: int | None = None
-
-
-def _fail(message: str, reason: VerificationFailure) -> WebhookVerificationError:
-    return WebhookVerificationError(message, reason=reason)
 
 
 def _decode_secret(secret: object) -> bytes:
@@ -155,165 +125,6 @@ def _check_tolerance(tolerance: object) -> float:
     return tolerance.total_seconds()
 
 
-def _collect_headers(headers: Headers) -> tuple[dict[str, object], list[object], str | None] | None:
-    # Only gathers, so that nothing but a broken headers object can raise in here.
-    # The attempt is kept apart: it is not signed, so its values are never compared
-    # with their own methods, and two different ones are no conflict (see _read_headers).
-    found: dict[str, object] = {}
-    attempts: list[object] = []
-    conflict: str | None = None
-    try:
-        for name, value in headers.items():
-            if isinstance(name, str):
-                canonical = _HEADER_NAMES.get(name.lower())
-                if canonical == "webhook-attempt":
-                    attempts.append(value)
-                elif canonical is not None and found.setdefault(canonical, value) != value:
-                    conflict = canonical
-    except Exception:  # noqa: BLE001 - any object may be passed in; the caller says what is wrong
-        return None
-    return found, attempts, conflict
-
-
-# Our headers' names, the Standard Webhooks ones then Svix's own, as the fast paths
-# below look them up: _pick unpacks the values in this order.
-_NAMES = tuple(
-    f"{prefix}-{name}"
-    for prefix in ("webhook", "svix")
-    for name in ("id", "timestamp", "signature", "attempt")
-)
-_ENVIRON_NAMES = tuple("HTTP_" + name.upper().replace("-", "_") for name in _NAMES)  # WSGI
-_RAW_NAMES = tuple(name.encode("ascii") for name in _NAMES)  # ASGI: bytes, in lower case
-
-_NONE_OR_STR = frozenset({type(None), str})
-_BYTES = frozenset({bytes})
-
-_ABSENT: list[None] = [None, None, None]
-
-# The value type of one reading: str from a WSGI environ, bytes from ASGI pairs.
-_Text = TypeVar("_Text", str, bytes)
-
-
-def _pick(values: list[_Text | None]) -> tuple[_Text, _Text, _Text, _Text | None] | None:
-    """The id, timestamp, signature and attempt among the values found under `_NAMES`.
-
-    The values are exactly ``str`` or exactly ``bytes``, or ``None`` (checked by the
-    callers), so comparing them runs no code of the caller's. Either set of names may be
-    used, or both with the same id, timestamp and signature. ``None`` for anything else,
-    or when the id, timestamp or signature is missing or empty: the general reading says
-    what is wrong. Two different attempt numbers give no attempt number: the header is
-    not signed, so it cannot make a correctly signed delivery fail.
-    """
-    standard, svix = values[:3], values[4:7]
-    if standard == _ABSENT:
-        standard = svix  # Svix's names only
-    elif svix not in (_ABSENT, standard):
-        return None  # both names, not all alike: the general reading compares them
-    msg_id, timestamp, signature = standard
-    if msg_id and timestamp and signature:
-        return msg_id, timestamp, signature, _one_attempt(values[3], values[7])
-    return None
-
-
-def _one_attempt(first: _Text | None, second: _Text | None) -> _Text | None:
-    if first is None or first == second:
-        return second
-    return first if second is None else None
-
-
-def _read_environ(headers: Headers) -> tuple[str, str, str, str | None] | None:
-    """Werkzeug's EnvironHeaders (Flask's request.headers), or Django's META: our headers.
-
-    Iterating EnvironHeaders rebuilds every header name from the WSGI environ; the
-    environ itself answers our eight names directly (WSGI servers give every header as
-    an upper-case ``HTTP_*`` key, and join repeated headers into one). ``None`` for
-    anything the general reading must judge (a header missing, empty or not exactly a
-    ``str``, or under both names with different values): it says what is wrong.
-    """
-    try:
-        environ: object = getattr(headers, "environ", None)
-        if type(environ) is not dict:
-            return None
-        values = list(map(cast("dict[str, object]", environ).get, _ENVIRON_NAMES))
-    except Exception:  # noqa: BLE001 - any object may be passed in: the general reading decides
-        return None
-    if not set(map(type, values)) <= _NONE_OR_STR:
-        return None
-    return _pick(cast("list[str | None]", values))
-
-
-def _read_raw(headers: Headers) -> tuple[str, str, str, str | None] | None:
-    """Starlette's Headers (FastAPI's request.headers): our headers.
-
-    They keep the ASGI pairs as sent, names in lower case (the ASGI spec), so one
-    C-level dict() of the pairs finds our headers, and only their values are decoded.
-    ``None`` for anything the general reading must judge: a name given twice (in any
-    case), a name or value that is not exactly ``bytes``, a name not in lower case, a
-    header missing or empty, both names with different values. It says what is wrong.
-    """
-    try:
-        raw: object = getattr(headers, "raw", None)
-        if type(raw) is not list:
-            return None
-        pairs = cast("list[tuple[object, object]]", raw)
-        table = dict(pairs)
-    except Exception:  # noqa: BLE001 - any object may be passed in: the general reading decides
-        return None
-    # All C-level: pairs of bytes only (dict() takes any two-item sequence, b"ab" too),
-    # no name twice, every name in lower case (the general reading lower-cases them).
-    if (
-        len(table) != len(pairs)
-        or set(map(type, table)) != _BYTES
-        or set(map(type, table.values())) != _BYTES
-    ):
-        return None
-    names = cast("dict[bytes, bytes]", table)
-    if not b"".join(names).islower():
-        return None
-    picked = _pick(list(map(names.get, _RAW_NAMES)))
-    if picked is None:
-        return None
-    msg_id, timestamp, signature, attempt = picked
-    return (
-        msg_id.decode("latin-1"),
-        timestamp.decode("latin-1"),
-        signature.decode("latin-1"),
-        None if attempt is None else attempt.decode("latin-1"),
-    )
-
-
-def _read_headers(headers: Headers) -> tuple[str, str, str, object]:
-    fast = _read_environ(headers) or _read_raw(headers)
-    if fast is not None:
-        return fast
-    collected = _collect_headers(headers)
-    if collected is None:
-        # Raised outside any except block, so no chained cause rides along.
-        raise _fail(
-            "headers must be a mapping or have .items() yielding (name, value) pairs, "
-            "such as request.headers",
-            "malformed_header",
-        )
-    found, attempts, conflict = collected
-    if conflict is not None:
-        raise _fail(f"header {conflict} is given twice with different values", "conflicting_headers")
-    texts: list[str] = []
-    for name in _REQUIRED:
-        value = found.get(name)
-        if value is not None and not isinstance(value, str):
-            raise _fail("header values must be strings", "malformed_header")
-        # A plain str copy: a str subclass's own methods never run in what follows.
-        texts.append("" if value is None else str.__str__(value))
-    msg_id, timestamp, signature = texts
-    if not (msg_id and timestamp and signature):
-        missing = [name for name, text in zip(_REQUIRED, texts, strict=True) if not text]
-        raise _fail(f"missing header {' and '.join(missing)} (or svix-*)", "missing_header")
-    # One attempt number, or none: values that are not strings, or that differ, say nothing.
-    given = {str.__str__(value) for value in attempts if isinstance(value, str)}
-    attempt = given.pop() if len(given) == 1 and all(isinstance(value, str) for value in attempts) else None
-    return msg_id, timestamp, signature, attempt
-
-
 def _attempt(value: object) -> int | None:
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= _MAX_ATTEMPT_DIGITS:
         return int(value)
@@ -329,12 +140,12 @@ def _body_bytes(body: object) -> bytes:
         except UnicodeEncodeError:
             pass
         # Lone surrogates have no UTF-8 form, so such a str cannot have been signed.
-        raise _fail("the body is not valid Unicode text", "invalid_body")
+        raise fail("the body is not valid Unicode text", "invalid_body")
     if isinstance(body, memoryview):
         return body.tobytes()
     if isinstance(body, bytearray):
         return bytes(body)
-    raise _fail(f"the body must be bytes or str, not {type(body).__name__}", "invalid_body")
+    raise fail(f"the body must be bytes or str, not {type(body).__name__}", "invalid_body")
 
 
 def body_size(body: bytes | str | bytearray | memoryview) -> int:
@@ -393,7 +204,7 @@ def _is_visible_ascii(value: str) -> bool:
 
 def _signature_candidates(header: str) -> list[bytes]:
     if len(header) > _MAX_SIGNATURE_HEADER_LENGTH:
-        raise _fail("header webhook-signature is malformed: too long", "malformed_header")
+        raise fail("header webhook-signature is malformed: too long", "malformed_header")
     if (
         header.startswith("v1,")
         and len(header) > 3
@@ -409,14 +220,14 @@ def _signature_candidates(header: str) -> list[bytes]:
     # version, non-ASCII text) are skipped rather than failing the whole delivery.
     parts = header.split()
     if not parts:
-        raise _fail("header webhook-signature is empty", "malformed_header")
+        raise fail("header webhook-signature is empty", "malformed_header")
     candidates = [
         part[3:].encode("ascii")
         for part in parts
         if part.startswith("v1,") and len(part) > 3 and part.isascii()
     ]
     if not candidates:
-        raise _fail(
+        raise fail(
             "header webhook-signature has no v1 signature that could be read: "
             "expected space-separated 'v1,<base64>' entries",
             "no_matching_signature",
@@ -480,30 +291,30 @@ class WebhookVerifier:
         )
 
     def _check(self, body: bytes | str, headers: Headers) -> tuple[str, int, object]:
-        msg_id, timestamp_header, signature_header, attempt = _read_headers(headers)
+        msg_id, timestamp_header, signature_header, attempt = read_headers(headers)
         if len(msg_id) > _MAX_ID_LENGTH or not _is_visible_ascii(msg_id):
-            raise _fail("header webhook-id is malformed", "malformed_header")
+            raise fail("header webhook-id is malformed", "malformed_header")
         if not (
             timestamp_header.isascii()
             and timestamp_header.isdigit()
             and len(timestamp_header) <= _MAX_TIMESTAMP_DIGITS
         ):
-            raise _fail(
+            raise fail(
                 "header webhook-timestamp is malformed: expected whole seconds since the epoch",
                 "malformed_header",
             )
         timestamp = int(timestamp_header)
         if timestamp > _MAX_TIMESTAMP:
-            raise _fail("header webhook-timestamp is out of range", "malformed_header")
+            raise fail("header webhook-timestamp is out of range", "malformed_header")
         now = self._clock()
         if timestamp < now - self._tolerance:
-            raise _fail(
+            raise fail(
                 f"timestamp is {now - timestamp:.0f} s in the past, "
                 f"outside the tolerance of {self._tolerance:g} s",
                 "timestamp_too_old",
             )
         if timestamp > now + self._tolerance:
-            raise _fail(
+            raise fail(
                 f"timestamp is {timestamp - now:.0f} s in the future, "
                 f"outside the tolerance of {self._tolerance:g} s",
                 "timestamp_too_new",
@@ -519,7 +330,7 @@ class WebhookVerifier:
                 # Not short-circuited: every comparison runs in constant time.
                 matched |= hmac.compare_digest(expected, candidate)
         if not matched:
-            raise _fail("no signature matches the webhook secret(s)", "no_matching_signature")
+            raise fail("no signature matches the webhook secret(s)", "no_matching_signature")
         return msg_id, timestamp, attempt
 
     def parse(self, body: bytes | str, headers: Headers) -> Event:
