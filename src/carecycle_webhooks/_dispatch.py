@@ -17,7 +17,7 @@ import threading
 import time
 import traceback
 import weakref
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 from ._budget import DEFAULT_BODY_BUDGET, BodyBudget, process_budget
@@ -25,11 +25,13 @@ from ._errors import WebhookConfigurationError, WebhookPayloadError, WebhookVeri
 from ._idempotency import DEFAULT_DONE_TTL, DEFAULT_LEASE, Claim, IdempotencyStore
 from ._missed import MissedDoneMarks
 from ._models import (
+    EVENT_MODELS,
     CallCompletedEvent,
     CustomerCreatedEvent,
     CustomerUpdatedEvent,
     EventType,
     UnknownEvent,
+    event_type_key,
 )
 from ._parse import parse_unverified_event
 from ._responses import (
@@ -60,12 +62,6 @@ DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
 
 # Bodies above this are verified and parsed in a worker thread by handle_async.
 _PREPARE_IN_THREAD_ABOVE = 256 * 1024
-
-_EVENT_CLASSES: Mapping[type, str] = {
-    CustomerCreatedEvent: EventType.CUSTOMER_CREATED.value,
-    CustomerUpdatedEvent: EventType.CUSTOMER_UPDATED.value,
-    CallCompletedEvent: EventType.CALL_COMPLETED.value,
-}
 
 _CreatedHandler = TypeVar("_CreatedHandler", bound=Callable[[CustomerCreatedEvent], object])
 _UpdatedHandler = TypeVar("_UpdatedHandler", bound=Callable[[CustomerUpdatedEvent], object])
@@ -352,12 +348,9 @@ class Dispatcher:
 
     @staticmethod
     def _key(event_type: object) -> str:
-        if isinstance(event_type, EventType):
-            return event_type.value
-        if isinstance(event_type, str) and event_type:
-            return event_type
-        if isinstance(event_type, type) and event_type in _EVENT_CLASSES:
-            return _EVENT_CLASSES[event_type]
+        if (isinstance(event_type, str) and event_type) or event_type in EVENT_MODELS.values():
+            # Any string: an event type this version does not know reaches UnknownEvent handlers.
+            return event_type_key(event_type, catalog_only=False)
         raise WebhookConfigurationError(
             "on() takes an event type such as 'customer.created', EventType.CUSTOMER_CREATED "
             f"or CustomerCreatedEvent, not {event_type!r}; use catch_all for everything else"

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 __all__ = [
+    "EVENT_MODELS",
     "AssignedUser",
     "CallCompletedEvent",
     "CallDirection",
@@ -61,6 +62,7 @@ __all__ = [
     "LineType",
     "MaritalStatus",
     "UnknownEvent",
+    "event_type_key",
 ]
 
 
@@ -524,9 +526,56 @@ class UnknownEvent(_Model):
         yield "payload", _REDACTED
 
 
-# --------------------------------------------------------------------------- the union
+# --------------------------------------------------------------------------- the registry
 
-_KNOWN_EVENT_TYPES = frozenset(member.value for member in EventType)
+EVENT_MODELS: Mapping[str, type[CustomerCreatedEvent | CustomerUpdatedEvent | CallCompletedEvent]] = (
+    types.MappingProxyType(
+        {
+            EventType.CUSTOMER_CREATED.value: CustomerCreatedEvent,
+            EventType.CUSTOMER_UPDATED.value: CustomerUpdatedEvent,
+            EventType.CALL_COMPLETED.value: CallCompletedEvent,
+        }
+    )
+)
+"""The catalog: each event type and its model, in the catalog's order.
+
+The one list of events: every other list (the schema's, the testing kit's, the
+dispatcher's) derives from it. Adding an event takes its model, its `EventType` member and
+a line here; type checkers also need it in the `Event` and `KnownEvent` unions below (a
+test holds them to this).
+"""
+
+_EVENT_TYPE_OF_MODEL: Mapping[type, str] = {model: key for key, model in EVENT_MODELS.items()}
+
+
+def event_type_key(event_type: object, *, catalog_only: bool, what: str = "event type") -> str:
+    """The wire string of an event type given as a string, an `EventType` or an event model.
+
+    Args:
+        event_type: ``"customer.created"``, ``EventType.CUSTOMER_CREATED`` or ``CustomerCreatedEvent``.
+        catalog_only: Refuse a string outside the catalog; otherwise any non-empty string
+            is an event type (this version does not know every type careCycle may add).
+        what: How the argument is called in the error message.
+
+    Raises:
+        WebhookConfigurationError: Not an event type (of the catalog, with ``catalog_only``).
+    """
+    if isinstance(event_type, EventType):
+        return event_type.value
+    if isinstance(event_type, str) and event_type and (not catalog_only or event_type in EVENT_MODELS):
+        return event_type
+    if isinstance(event_type, type) and event_type in _EVENT_TYPE_OF_MODEL:
+        return _EVENT_TYPE_OF_MODEL[event_type]
+    from ._errors import WebhookConfigurationError
+
+    shown = repr(event_type) if isinstance(event_type, (str, type)) else type(event_type).__name__
+    raise WebhookConfigurationError(
+        f"no {what} {shown} in the careCycle catalog; known: {', '.join(EVENT_MODELS)} "
+        "(or their EventType members and models)"
+    )
+
+
+# --------------------------------------------------------------------------- the union
 
 
 def _event_tag(value: Any) -> str | None:
@@ -538,7 +587,7 @@ def _event_tag(value: Any) -> str | None:
         event_type = getattr(value, "event_type", None)
     if not isinstance(event_type, str):
         return None
-    return event_type if event_type in _KNOWN_EVENT_TYPES else "unknown"
+    return event_type if event_type in EVENT_MODELS else "unknown"
 
 
 Event: TypeAlias = Annotated[

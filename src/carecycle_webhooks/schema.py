@@ -26,19 +26,9 @@ equivalent spellings (``"durationMs": "247000"``).
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ._errors import WebhookConfigurationError
-from ._models import (
-    CallCompletedEvent,
-    CustomerCreatedEvent,
-    CustomerUpdatedEvent,
-    EventType,
-    KnownEvent,
-)
-
-if TYPE_CHECKING:
-    from pydantic import BaseModel
+from ._models import EVENT_MODELS, EventType, KnownEvent, event_type_key
 
 __all__ = ["DIALECT", "json_schema"]
 
@@ -46,12 +36,6 @@ DIALECT = "https://json-schema.org/draft/2020-12/schema"
 """The JSON Schema dialect of every schema `json_schema` returns (``$schema``)."""
 
 _ID_PREFIX = "urn:carecycle-webhooks:schema:"
-
-_EVENT_MODELS: dict[str, type[BaseModel]] = {
-    EventType.CUSTOMER_CREATED.value: CustomerCreatedEvent,
-    EventType.CUSTOMER_UPDATED.value: CustomerUpdatedEvent,
-    EventType.CALL_COMPLETED.value: CallCompletedEvent,
-}
 
 
 def _unknown_event_schema() -> dict[str, Any]:
@@ -63,7 +47,7 @@ def _unknown_event_schema() -> dict[str, Any]:
         ),
         "type": "object",
         "properties": {
-            "event_type": {"type": "string", "not": {"enum": sorted(_EVENT_MODELS)}},
+            "event_type": {"type": "string", "not": {"enum": sorted(EVENT_MODELS)}},
         },
         "required": ["event_type"],
         "additionalProperties": True,
@@ -90,16 +74,6 @@ def _finish(schema: dict[str, Any], *, schema_id: str, title: str, description: 
         "description": description,
         **body,
     }
-
-
-def _event_type_key(event_type: object) -> str:
-    if isinstance(event_type, EventType):
-        return event_type.value
-    if isinstance(event_type, str) and event_type in _EVENT_MODELS:
-        return event_type
-    known = ", ".join(_EVENT_MODELS)
-    shown = repr(event_type) if isinstance(event_type, str) else type(event_type).__name__
-    raise WebhookConfigurationError(f"no event type {shown} in the careCycle catalog; known: {known}")
 
 
 def json_schema(event_type: str | EventType | None = None) -> dict[str, Any]:
@@ -132,11 +106,11 @@ def json_schema(event_type: str | EventType | None = None) -> dict[str, Any]:
             title="careCycle webhook event",
             description=(
                 "Any careCycle webhook event, discriminated on event_type: "
-                f"{', '.join(_EVENT_MODELS)}, or an event type this version does not know."
+                f"{', '.join(EVENT_MODELS)}, or an event type this version does not know."
             ),
         )
-    key = _event_type_key(event_type)
-    model = _EVENT_MODELS[key]
+    key = event_type_key(event_type, catalog_only=True)
+    model = EVENT_MODELS[key]
     single = copy.deepcopy(model.model_json_schema(by_alias=True))
     return _finish(
         single,

@@ -37,6 +37,7 @@ from standardwebhooks.webhooks import Webhook as _SvixSigner
 
 from ._errors import WebhookConfigurationError
 from ._models import (
+    EVENT_MODELS,
     AssignedUser,
     CallCompletedEvent,
     Campaign,
@@ -46,6 +47,7 @@ from ._models import (
     Event,
     EventType,
     UnknownEvent,
+    event_type_key,
 )
 from ._samples import SAMPLE_PAYLOADS
 from ._verify import decode_secrets
@@ -274,11 +276,9 @@ def make_event(event_type: str | EventType, **overrides: Any) -> Event:  # noqa:
     Raises:
         WebhookConfigurationError: An override names no field of the event.
     """
-    key = event_type.value if isinstance(event_type, EventType) else event_type
-    if key == EventType.CUSTOMER_CREATED:
-        return customer_created(**overrides)
-    if key == EventType.CUSTOMER_UPDATED:
-        return customer_updated(**overrides)
-    if key == EventType.CALL_COMPLETED:
-        return call_completed(**overrides)
-    return unknown_event(key, **overrides)
+    key = event_type_key(event_type, catalog_only=False, what="event_type")
+    model = EVENT_MODELS.get(key)
+    if model is None:
+        return unknown_event(key, **overrides)
+    event: Event = _build(model, key, overrides, f"{key.replace('.', '_')}()")
+    return event
