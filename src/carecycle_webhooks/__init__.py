@@ -18,10 +18,14 @@ from ._errors import (
 )
 
 if _typing.TYPE_CHECKING:
+    from ._budget import DEFAULT_BODY_BUDGET as DEFAULT_BODY_BUDGET
+    from ._dispatch import DEFAULT_MAX_BODY_SIZE as DEFAULT_MAX_BODY_SIZE
     from ._dispatch import Dispatcher as Dispatcher
     from ._dispatch import current_delivery as current_delivery
     from ._headers import Headers as Headers
     from ._headers import SupportsHeaderItems as SupportsHeaderItems
+    from ._idempotency import DEFAULT_DONE_TTL as DEFAULT_DONE_TTL
+    from ._idempotency import DEFAULT_LEASE as DEFAULT_LEASE
     from ._idempotency import Claim as Claim
     from ._idempotency import IdempotencyStore as IdempotencyStore
     from ._idempotency import InMemoryIdempotencyStore as InMemoryIdempotencyStore
@@ -42,6 +46,7 @@ if _typing.TYPE_CHECKING:
     from ._models import UnknownEvent as UnknownEvent
     from ._parse import parse_unverified_event as parse_unverified_event
     from ._responses import WebhookResponse as WebhookResponse
+    from ._verify import DEFAULT_TOLERANCE as DEFAULT_TOLERANCE
     from ._verify import WebhookDelivery as WebhookDelivery
     from ._verify import WebhookVerifier as WebhookVerifier
     from ._verify import parse_event as parse_event
@@ -49,6 +54,11 @@ if _typing.TYPE_CHECKING:
     __version__: str
 
 __all__ = [
+    "DEFAULT_BODY_BUDGET",
+    "DEFAULT_DONE_TTL",
+    "DEFAULT_LEASE",
+    "DEFAULT_MAX_BODY_SIZE",
+    "DEFAULT_TOLERANCE",
     "AssignedUser",
     "CallCompletedEvent",
     "CallDirection",
@@ -87,6 +97,11 @@ __all__ = [
 
 # Where each lazily loaded public name lives.
 _LAZY = {
+    "DEFAULT_BODY_BUDGET": "._budget",
+    "DEFAULT_DONE_TTL": "._idempotency",
+    "DEFAULT_LEASE": "._idempotency",
+    "DEFAULT_MAX_BODY_SIZE": "._dispatch",
+    "DEFAULT_TOLERANCE": "._verify",
     "Claim": "._idempotency",
     "Dispatcher": "._dispatch",
     "IdempotencyStore": "._idempotency",
