@@ -1236,3 +1236,58 @@ def test_a_forked_child_runs_its_calls_in_threads_of_its_own(redis_client) -> No
         os.waitpid(pid, 0)
     assert answer == "acquired"
     assert redis_client.get(PREFIX + "msg_child") is not None
+
+
+class SlowClient:
+    """A healthy but slow synchronous client: every script takes a moment, then answers."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+    def eval(self, *args: object) -> object:
+        time.sleep(0.02)
+        return None  # acquire: "free", the lease is ours
+
+
+def test_a_burst_beyond_the_threads_leaves_the_counts_true(monkeypatch: pytest.MonkeyPatch) -> None:
+    # More concurrent calls than threads, then quiet until the threads end: later calls must
+    # still find a thread, not wait out the deadline in the queue (503 on a healthy Redis).
+    from carecycle_webhooks import _idempotency
+
+    monkeypatch.setattr(_idempotency, "_IDLE_SECONDS", 0.2)
+    store = RedisIdempotencyStore(SlowClient(), timeout=datetime.timedelta(seconds=5))
+    callers = [
+        threading.Thread(target=store.acquire, args=(f"msg_{n}",), kwargs={"lease": LEASE}) for n in range(48)
+    ]
+    for thread in callers:
+        thread.start()
+    for thread in callers:
+        thread.join(timeout=10)
+    runner = store._runner
+    assert wait_until(lambda: runner._threads == 0)  # every thread ended, idle
+    assert (runner._idle, runner._waiting) == (0, 0)
+    for number in range(5):
+        started = time.monotonic()
+        assert store.acquire(f"msg_after_{number}", lease=LEASE).status == "acquired"
+        assert time.monotonic() - started < 2  # a thread ran it (the deadline is 5 s)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_workers_draw_lease_tokens_of_their_own() -> None:
+    from carecycle_webhooks._idempotency import _new_token
+
+    _new_token()  # the parent has used its counter
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child, measured by the parent's assertions
+        os.write(write, _new_token().encode())
+        os._exit(0)
+    os.close(write)
+    try:
+        child = os.read(read, 200).decode()
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+    parent = _new_token()
+    assert child
+    assert child.split("-")[0] != parent.split("-")[0]

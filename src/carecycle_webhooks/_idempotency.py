@@ -66,6 +66,18 @@ def _new_token() -> str:
     return f"{_TOKEN_PREFIX}-{next(_token_numbers)}"
 
 
+def _new_token_prefix() -> None:
+    # A forked worker (gunicorn --preload, multiprocessing) starts with its parent's prefix
+    # and count: it draws its own, or two workers would hold one lease with the same token.
+    global _TOKEN_PREFIX, _token_numbers  # noqa: PLW0603 - redrawn once per forked process
+    _TOKEN_PREFIX = secrets.token_hex(8)
+    _token_numbers = itertools.count()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_new_token_prefix)
+
+
 class Claim(NamedTuple):
     """The answer of `IdempotencyStore.acquire` (a named tuple: cheap, on every delivery).
 
@@ -342,7 +354,8 @@ class _Runner:
         self._client = client
         self._queue: queue.SimpleQueue[_Call] = queue.SimpleQueue()
         self._threads = 0
-        self._idle = 0
+        self._idle = 0  # threads free for a call that nobody has claimed yet
+        self._waiting = 0  # calls queued with no thread free, each taken by the next one freed
         self._tasks: set[asyncio.Task[object]] = set()  # overdue: the loop keeps weak references
 
     def submit(self, call: _Call) -> None:
@@ -351,11 +364,13 @@ class _Runner:
             if self.overdue >= _MAX_OVERDUE:
                 raise _busy(self.overdue)
             if self._idle:
-                self._idle -= 1
+                self._idle -= 1  # an idle thread will take it
             elif self._threads < _THREADS:
                 # Started under the lock, so that the count stays true; the thread needs no lock to start.
                 threading.Thread(target=self._work, name=_THREAD_NAME, daemon=True).start()
                 self._threads += 1
+            else:
+                self._waiting += 1  # the next thread to finish a call takes it
         self._queue.put(call)
 
     def _work(self) -> None:
@@ -377,7 +392,10 @@ class _Runner:
             if start:
                 self._run(call)
             with lock:
-                self._idle += 1
+                if self._waiting:
+                    self._waiting -= 1  # a call queued while every thread was busy: take it next
+                else:
+                    self._idle += 1
 
     def _run(self, call: _Call) -> None:
         result: object = None
