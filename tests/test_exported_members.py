@@ -66,5 +66,7 @@ def test_the_api_reference_shows_every_exported_name_once_by_concept() -> None:
     from pathlib import Path
 
     page = (Path(__file__).parent.parent / "docs" / "reference" / "carecycle_webhooks.md").read_text()
-    shown = [line.removeprefix("::: carecycle_webhooks.") for line in page.splitlines() if line.startswith(":::")]
+    shown = [
+        line.removeprefix("::: carecycle_webhooks.") for line in page.splitlines() if line.startswith(":::")
+    ]
     assert sorted(shown) == sorted(set(carecycle_webhooks.__all__) - {"__version__"})

@@ -308,3 +308,37 @@ def test_hiding_input_covers_custom_errors_and_odd_contexts() -> None:
     assert [(d["type"], d["loc"], d["input"], d["msg"]) for d in _without_input(odd).errors()] == [
         ("string_too_short", ("c",), "<redacted>", "<redacted>")
     ]
+
+
+def test_json_that_does_not_parse_is_not_echoed_by_model_validate_json() -> None:
+    import pydantic
+
+    from carecycle_webhooks import CustomerCreatedEvent
+
+    truncated = json.dumps(load_fixture("customer.created"))[:-20]
+    with pytest.raises(pydantic.ValidationError) as excinfo:
+        CustomerCreatedEvent.model_validate_json(truncated)
+    error = excinfo.value
+    assert error.errors()[0]["type"] == "json_invalid"
+    for text in (
+        str(error),
+        repr(error),
+        error.json(),
+        json.dumps(error.errors(include_url=False), default=str),
+    ):
+        assert "1EG4TE5MK73" not in text
+        assert "Delacroix" not in text
+    assert error.__cause__ is None
+    assert error.__context__ is None
+
+
+def test_the_frozen_instance_error_does_not_hold_the_value_assigned() -> None:
+    import pydantic
+
+    from carecycle_webhooks.testing import customer_created
+
+    event = customer_created()
+    with pytest.raises(pydantic.ValidationError) as excinfo:
+        event.mbi_number = "9ZZ9ZZ9ZZ99"  # type: ignore[misc]
+    assert "9ZZ9ZZ9ZZ99" not in excinfo.value.json()
+    assert "9ZZ9ZZ9ZZ99" not in str(excinfo.value.errors())

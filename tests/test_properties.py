@@ -192,8 +192,9 @@ def test_expected_signature_is_svix_sign(body: str, msg_id: str, offset: int, ke
 def _split_signatures(header: str) -> list[bytes] | str:
     """The signature header read the long way, as the Standard Webhooks spec puts it.
 
-    Space-separated entries, each split at its first comma; every ``v1`` entry with a
-    non-empty ASCII value is a candidate, and entries that are not are skipped.
+    Space-separated entries, each split at its first comma; every ``v1`` entry whose
+    ASCII value has the length of an HMAC-SHA256 in base64 (44) is a candidate, the first
+    32 of them, and entries that are not are skipped.
     """
     if len(header) > 8192:
         return "malformed_header"
@@ -203,8 +204,8 @@ def _split_signatures(header: str) -> list[bytes] | str:
     v1 = [
         signature.encode("ascii")
         for version, comma, signature in entries
-        if version == "v1" and comma and signature and signature.isascii()
-    ]
+        if version == "v1" and comma and len(signature) == 44 and signature.isascii()
+    ][:32]
     return v1 or "no_matching_signature"
 
 
@@ -213,6 +214,10 @@ def _split_signatures(header: str) -> list[bytes] | str:
         st.sampled_from(["v1", "v2", ",", " ", "\t", "\x7f", "\x1c", "a", "A+/=", "é"]), max_size=12
     ).map("".join)
     | st.text(alphabet=string.printable, max_size=40).map(lambda text: "v1," + text)
+    | st.text(alphabet=string.printable, min_size=40, max_size=48).map(lambda text: "v1," + text)
+    | st.lists(st.sampled_from(["v1," + "A" * 44, "v1," + "B" * 43, "v2," + "C" * 44]), max_size=40).map(
+        " ".join
+    )
 )
 def test_signature_header_reading_matches_the_long_way(header: str) -> None:
     expected = _split_signatures(header)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import gc
 import json
 import logging
 import os
@@ -1291,3 +1292,41 @@ def test_forked_workers_draw_lease_tokens_of_their_own() -> None:
     parent = _new_token()
     assert child
     assert child.split("-")[0] != parent.split("-")[0]
+
+
+class StalledAsyncClient:
+    """An asyncio client whose calls never answer in time (a stalled Redis)."""
+
+    async def eval(self, *args: object) -> object:
+        await asyncio.sleep(30)
+        return None  # pragma: no cover - never reached in time
+
+    async def execute_command(self, *args: object) -> object:  # pragma: no cover - only its kind matters
+        return None
+
+
+def test_late_calls_of_a_loop_closed_without_cancelling_them_are_forgotten(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from carecycle_webhooks._idempotency import _MAX_OVERDUE
+
+    store = RedisIdempotencyStore(StalledAsyncClient(), timeout=datetime.timedelta(seconds=0.05))
+
+    async def calls(count: int) -> list[BaseException | None]:
+        results = await asyncio.gather(
+            *(store.acquire_async(f"msg_{n}", lease=LEASE) for n in range(count)), return_exceptions=True
+        )
+        return [result if isinstance(result, BaseException) else None for result in results]
+
+    loop = asyncio.new_event_loop()
+    try:
+        errors = loop.run_until_complete(calls(_MAX_OVERDUE))
+    finally:
+        loop.close()  # without cancelling the late calls' tasks: they never run again
+    assert all(type(error) is TimeoutError for error in errors)
+    # A new loop: the store is not stuck refusing every call because of the old loop's tasks.
+    errors = asyncio.run(calls(1))
+    assert "has not answered" not in str(errors[0])
+    assert type(errors[0]) is TimeoutError  # the deadline again, not the refusal
+    gc.collect()
+    assert "Task was destroyed" not in caplog.text

@@ -822,3 +822,26 @@ def test_lone_surrogates_count_three_bytes() -> None:
     assert body_size("a\ud800b") == 5
     assert body_exceeds("\ud800" * 10, 29)
     assert not body_exceeds("\ud800" * 10, 30)
+
+
+def test_only_the_first_entries_of_an_hmacs_length_are_tried(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A header full of entries costs no more than an honest one: entries of another length
+    # than an HMAC-SHA256 in base64 cannot match and are skipped; of the rest, 32 are tried.
+    wrong = "v1," + base64.b64encode(b"x" * 32).decode()
+    assert len(wrong) == len(KAT_SIGNATURE)
+    within = " ".join([wrong] * 31 + [KAT_SIGNATURE])
+    assert frozen_clock().verify(KAT_BODY, _kat(signature=within)).webhook_id == KAT_ID
+    beyond = " ".join([wrong] * 32 + [KAT_SIGNATURE])
+    assert verification_reason(frozen_clock(), KAT_BODY, _kat(signature=beyond)) == "no_matching_signature"
+    calls: list[int] = []
+    import carecycle_webhooks._verify as verify_module
+
+    real = verify_module.hmac.compare_digest
+
+    def counted(a: bytes, b: bytes) -> bool:
+        calls.append(1)
+        return real(a, b)
+
+    monkeypatch.setattr(verify_module.hmac, "compare_digest", counted)
+    frozen_clock().verify(KAT_BODY, _kat(signature=" ".join(["v1,x"] * 1500 + [KAT_SIGNATURE])))
+    assert len(calls) == 1  # the 1,500 short entries were never compared

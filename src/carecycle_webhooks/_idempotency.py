@@ -58,19 +58,19 @@ DEFAULT_DONE_TTL = datetime.timedelta(hours=48)
 
 # Lease tokens: unique across processes and machines (a random prefix per process) and
 # cheap (a counter, not a system call per delivery).
-_TOKEN_PREFIX = secrets.token_hex(8)
+_token_prefix = secrets.token_hex(8)
 _token_numbers = itertools.count()
 
 
 def _new_token() -> str:
-    return f"{_TOKEN_PREFIX}-{next(_token_numbers)}"
+    return f"{_token_prefix}-{next(_token_numbers)}"
 
 
 def _new_token_prefix() -> None:
     # A forked worker (gunicorn --preload, multiprocessing) starts with its parent's prefix
     # and count: it draws its own, or two workers would hold one lease with the same token.
-    global _TOKEN_PREFIX, _token_numbers  # noqa: PLW0603 - redrawn once per forked process
-    _TOKEN_PREFIX = secrets.token_hex(8)
+    global _token_prefix, _token_numbers  # noqa: PLW0603 - redrawn once per forked process
+    _token_prefix = secrets.token_hex(8)
     _token_numbers = itertools.count()
 
 
@@ -445,6 +445,23 @@ class _Runner:
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
+    def forget_closed_loops(self) -> None:
+        """Forget overdue tasks of event loops that were closed without cancelling them.
+
+        Such a task never runs again, so it would count as overdue for good (and, at
+        fourteen more, make every call fail at once). Nobody is left to await it either:
+        asyncio is told not to log it when it is collected.
+        """
+        if not self._tasks:
+            return
+        with self.lock:
+            closed = [task for task in self._tasks if task.get_loop().is_closed()]
+            for task in closed:
+                self._tasks.discard(task)
+                self.overdue -= 1
+                with contextlib.suppress(AttributeError):
+                    task._log_destroy_pending = False  # type: ignore[attr-defined]  # noqa: SLF001  # pyright: ignore[reportAttributeAccessIssue]
+
     def _task_done(self, task: asyncio.Task[object]) -> None:
         self._tasks.discard(task)
         with self.lock:
@@ -603,6 +620,7 @@ class RedisIdempotencyStore:
     async def _eval(self, args: tuple[object, ...], token: str = "") -> object:
         runner = self._current_runner()
         if self._is_async:
+            runner.forget_closed_loops()
             if runner.overdue >= _MAX_OVERDUE:
                 raise _busy(runner.overdue)
             return await self._await(runner, self._client.eval(*args), args, token)

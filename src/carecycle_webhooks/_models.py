@@ -308,7 +308,7 @@ class _Model(BaseModel):
             # pydantic's own frozen_instance error echoes the assigned value, which may be PHI.
             raise ValidationError.from_exception_data(
                 type(self).__name__,
-                [{"type": "frozen_instance", "loc": (name,), "input": value}],
+                [{"type": "frozen_instance", "loc": (name,), "input": _HIDDEN}],
                 hide_input=True,
             )
 
@@ -318,6 +318,15 @@ class _Model(BaseModel):
                 [{"type": "frozen_instance", "loc": (name,), "input": None}],
                 hide_input=True,
             )
+
+    @classmethod
+    def model_validate_json(cls, json_data: str | bytes | bytearray, **options: Any) -> Self:
+        """Validate JSON text; a syntax error hides the text too (pydantic's would hold it whole)."""
+        try:
+            return super().model_validate_json(json_data, **options)
+        except ValidationError as error:
+            hidden = _without_input(error)
+        raise hidden  # outside the except block: the original error rides nowhere
 
     @model_validator(mode="wrap")
     @classmethod

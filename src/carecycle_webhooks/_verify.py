@@ -53,6 +53,9 @@ _SECRET_PREFIX = "whsec_"  # noqa: S105 - the prefix, not a secret
 _MAX_ID_LENGTH = 256
 _MAX_TIMESTAMP_DIGITS = 12
 _MAX_SIGNATURE_HEADER_LENGTH = 8192
+_V1_ENTRY_LENGTH = len("v1,") + 44  # "v1," and an HMAC-SHA256 in base64
+# Svix sends one signature, or a few while a secret is rotated.
+_MAX_CANDIDATES = 32
 
 _MAX_ATTEMPT_DIGITS = 6
 _MAX_UTF8_BYTES_PER_CHARACTER = 4
@@ -207,7 +210,7 @@ def _signature_candidates(header: str) -> list[bytes]:
         raise fail("header webhook-signature is malformed: too long", "malformed_header")
     if (
         header.startswith("v1,")
-        and len(header) > 3
+        and len(header) == _V1_ENTRY_LENGTH
         and header.isascii()
         and header.isprintable()
         and " " not in header
@@ -221,11 +224,14 @@ def _signature_candidates(header: str) -> list[bytes]:
     parts = header.split()
     if not parts:
         raise fail("header webhook-signature is empty", "malformed_header")
+    # An HMAC-SHA256 in base64 is 44 characters: no other length can match (and a length
+    # is no secret). At most the first few such entries are tried, so that a header full of
+    # them costs no more than an honest one.
     candidates = [
         part[3:].encode("ascii")
         for part in parts
-        if part.startswith("v1,") and len(part) > 3 and part.isascii()
-    ]
+        if part.startswith("v1,") and len(part) == _V1_ENTRY_LENGTH and part.isascii()
+    ][:_MAX_CANDIDATES]
     if not candidates:
         raise fail(
             "header webhook-signature has no v1 signature that could be read: "
