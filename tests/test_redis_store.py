@@ -1330,3 +1330,53 @@ def test_late_calls_of_a_loop_closed_without_cancelling_them_are_forgotten(
     assert type(errors[0]) is TimeoutError  # the deadline again, not the refusal
     gc.collect()
     assert "Task was destroyed" not in caplog.text
+
+
+class LostReplyClient:
+    """Redis runs each acquire, but its reply is lost (a socket timeout): the client raises."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, str] = {}
+
+    def _run(self, script: str, keys: int, key: str, token: str, *rest: object) -> object:
+        if "SET" in script and "PX" in script and "'done'" not in script:  # the acquire script
+            self.keys.setdefault(key, token)
+            raise redis.TimeoutError("Timeout reading from socket")
+        if "DEL" in script and self.keys.get(key) == token:  # the release script
+            del self.keys[key]
+        return 0
+
+
+class SyncLostReply(LostReplyClient):
+    def eval(self, *args: Any) -> object:
+        return self._run(*args)
+
+
+class AsyncLostReply(LostReplyClient):
+    async def eval(self, *args: Any) -> object:
+        return self._run(*args)
+
+    async def execute_command(self, *args: object) -> object:  # pragma: no cover - only its kind matters
+        return None
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_an_acquire_whose_reply_was_lost_frees_the_lease_it_took(use_async: bool) -> None:
+    client = AsyncLostReply() if use_async else SyncLostReply()
+    store = RedisIdempotencyStore(client, timeout=datetime.timedelta(seconds=2))
+
+    async def acquire_async() -> None:
+        with pytest.raises(redis.TimeoutError):
+            await store.acquire_async("msg_lost", lease=LEASE)
+        for _ in range(100):  # the release runs after the caller was answered
+            if not client.keys:
+                break
+            await asyncio.sleep(0.01)
+
+    if use_async:
+        asyncio.run(acquire_async())
+    else:
+        with pytest.raises(redis.TimeoutError):
+            store.acquire("msg_lost", lease=LEASE)
+        assert wait_until(lambda: not client.keys)
+    assert client.keys == {}  # Svix's retry is not answered 409 for a whole lease

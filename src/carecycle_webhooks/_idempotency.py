@@ -285,6 +285,9 @@ _THREADS = 16
 _MAX_OVERDUE = 16
 """While this many calls that timed out still wait for Redis, new calls fail at once."""
 
+_FREE_LOST_LEASE_DELAYS = (0.0, 1.0)
+"""When a failed acquire's lease is released: at once, then once more a second later."""
+
 _IDLE_SECONDS = 30.0
 """A thread of a store that has had no call for this long ends."""
 
@@ -411,6 +414,8 @@ class _Runner:
                 call.result, call.error = result, error
         if not overdue:
             call.wake()
+            if error is not None and call.token:
+                self._free_lost_lease(call)
             return
         try:  # nobody waits for this reply
             if inspect.iscoroutine(result):
@@ -419,6 +424,28 @@ class _Runner:
                 call.context.run(self._client.eval, _RELEASE, 1, call.args[2], call.token)
         except Exception:  # noqa: BLE001, S110 - the lease expires on its own
             pass
+        finally:
+            with self.lock:
+                self.overdue -= 1
+
+    def _free_lost_lease(self, call: _Call) -> None:
+        """An acquire failed (a socket timeout, say): free the lease it may have taken anyway.
+
+        Redis may still run a script whose reply was lost, taking a lease under a token
+        that nobody holds: Svix's retries would get 409 until it expires. Its release is
+        harmless if it did not; it is tried now and once more a second later (Redis may
+        still be stalled), in this thread, after the caller was answered.
+        """
+        with self.lock:
+            self.overdue += 1
+        try:
+            for delay in _FREE_LOST_LEASE_DELAYS:
+                time.sleep(delay)
+                try:
+                    call.context.run(self._client.eval, _RELEASE, 1, call.args[2], call.token)
+                except Exception:  # noqa: BLE001, S112 - not yet: tried once more, then it expires
+                    continue
+                return
         finally:
             with self.lock:
                 self.overdue -= 1
@@ -442,6 +469,13 @@ class _Runner:
                 task.exception()  # retrieved: asyncio must not log it
             return
         self.give_up(call)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def track(self, task: asyncio.Task[Any]) -> None:
+        """Keep a task that works for a call nobody waits for, counted as overdue until it ends."""
+        with self.lock:
+            self.overdue += 1
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
@@ -660,6 +694,18 @@ class RedisIdempotencyStore:
         runner.leave(call, task)
         raise self._timed_out()
 
+    async def _free_lost_lease_async(self, call: _Call) -> None:
+        """`_Runner._free_lost_lease`, for an asyncio client."""
+        for delay in _FREE_LOST_LEASE_DELAYS:
+            await asyncio.sleep(delay)
+            try:
+                released = self._client.eval(_RELEASE, 1, call.args[2], call.token)
+                if inspect.isawaitable(released):
+                    await released
+            except Exception:  # noqa: BLE001, S112 - not yet: tried once more, then it expires
+                continue
+            return
+
     async def _attempt(self, call: _Call, awaitable: Awaitable[object]) -> object:
         # Not cancelled at the deadline: a cancelled redis-py call drops its connection,
         # but Redis may still run the script it sent, taking a lease nobody would free.
@@ -668,6 +714,8 @@ class RedisIdempotencyStore:
         except Exception:
             if call.state == _OVERDUE:
                 return None  # nobody waits for it
+            if call.token:  # an acquire: free the lease it may have taken anyway
+                self._current_runner().track(asyncio.ensure_future(self._free_lost_lease_async(call)))
             raise
         if call.state == _OVERDUE and _took_lease(result, call.token):
             try:
