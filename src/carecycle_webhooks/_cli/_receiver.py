@@ -21,7 +21,7 @@ from carecycle_webhooks._idempotency import InMemoryIdempotencyStore
 from carecycle_webhooks._models import CallCompletedEvent, CustomerCreatedEvent, CustomerUpdatedEvent
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Generator, Iterable
 
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
@@ -109,7 +109,7 @@ class Receiver:
         return self._log.take()
 
     @contextlib.contextmanager
-    def serving(self) -> Iterator[int]:
+    def serving(self) -> Generator[int]:
         """Serve on a free port of 127.0.0.1 (yielded), collecting the library's log lines.
 
         The server stops and the logger is as it was when the block ends.
