@@ -26,10 +26,11 @@ from carecycle_webhooks import (
     EventType,
     LineType,
     UnknownEvent,
-    _cli,
     current_delivery,
 )
-from carecycle_webhooks._cli import CATALOG, SECRET_ENV, main
+from carecycle_webhooks._cli import _http, main
+from carecycle_webhooks._cli import verify as verify_command
+from carecycle_webhooks._cli._common import CATALOG, SECRET_ENV
 from carecycle_webhooks.testing import make_event, sign
 from tests.conftest import OTHER_SECRET, SECRET, fixture_bytes
 
@@ -139,7 +140,7 @@ def test_catalog_and_defaults_are_the_library_s() -> None:
     from carecycle_webhooks._verify import DEFAULT_TOLERANCE
 
     assert tuple(member.value for member in EventType) == CATALOG
-    assert DEFAULT_TOLERANCE.total_seconds() == _cli.DEFAULT_TOLERANCE
+    assert DEFAULT_TOLERANCE.total_seconds() == verify_command.DEFAULT_TOLERANCE
 
 
 @pytest.mark.parametrize("command", [[], ["send"], ["verify"], ["schema"], ["demo"]])
@@ -464,14 +465,14 @@ def test_send_to_a_server_that_hangs_up_exits_3(
     ],
 )
 def test_reasons_a_url_is_unreachable(error: BaseException, reason: str) -> None:
-    assert _cli._unreachable_reason(error, 1.0).startswith(reason)
+    assert _http._unreachable_reason(error, 1.0).startswith(reason)
 
 
 def test_interrupted(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     def interrupted(args: object) -> int:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(_cli, "_run_schema", interrupted)
+    monkeypatch.setattr("carecycle_webhooks.schema.json_schema", interrupted)
     code, _, err = run(capsys, "schema")
     assert code == 130
     assert "carecycle-webhooks schema: interrupted" in err

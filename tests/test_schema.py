@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,9 @@ MODELS: dict[str, type[BaseModel]] = {
 }
 
 
+# Checking a schema and building its validator costs far more than validating a payload:
+# build each validator once per test session. A validator never changes, so sharing is safe.
+@functools.cache
 def validator(event_type: str | None = None) -> Draft202012Validator:
     schema = json_schema(event_type)
     Draft202012Validator.check_schema(schema)

@@ -1,0 +1,143 @@
+"""What the commands share: exit codes, the error that ends a command, inputs, wording.
+
+Standard library only, like every module the parser imports, so that ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import difflib
+import os
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+PROG = "carecycle-webhooks"
+SECRET_ENV = "CARECYCLE_WEBHOOK_SECRET"  # noqa: S105 - the variable's name, not a secret
+
+# The catalog, spelled out so that --help needs no models; a test keeps it equal to EventType.
+CATALOG = ("customer.created", "customer.updated", "call.completed")
+
+
+class UsageError(Exception):
+    """A mistake in the command's arguments or inputs: exit code 2, a message, no traceback."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """A subcommand: its help, its arguments, and what runs it.
+
+    Attributes:
+        name: What follows ``carecycle-webhooks`` on the command line.
+        summary: One line in the list of commands.
+        description: A paragraph atop the command's ``--help``.
+        epilog: Examples and exit codes, below the arguments, printed as written.
+        run: Runs the command with the parsed arguments and returns the exit code.
+        add_arguments: Adds the command's arguments to its parser.
+    """
+
+    name: str
+    summary: str
+    description: str
+    epilog: str
+    run: Callable[[argparse.Namespace], int]
+    add_arguments: Callable[[argparse.ArgumentParser], None] = lambda _: None
+
+
+def seconds(text: str, *, allow_zero: bool) -> float:
+    """A number of seconds given as an argument.
+
+    Raises:
+        argparse.ArgumentTypeError: Not a finite number, or negative (or zero, unless allowed).
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value < float("inf") or value < 0 or (value == 0 and not allow_zero):
+        raise argparse.ArgumentTypeError(
+            f"expected a {'non-negative' if allow_zero else 'positive'} number of seconds, got {text!r}"
+        )
+    return value
+
+
+def warn(message: str) -> None:
+    """Print a warning on standard error: the command goes on."""
+    sys.stderr.write(f"{PROG}: warning: {message}\n")
+
+
+def endpoint_secrets(given: Sequence[str]) -> list[str]:
+    """The ``--secret`` values, else those of the environment variable, each checked.
+
+    Raises:
+        UsageError: No secret, or one that is not a valid ``whsec_`` secret (never shown).
+    """
+    secrets = list(given) or os.environ.get(SECRET_ENV, "").split()
+    if not secrets:
+        raise UsageError(f"give the endpoint's secret with --secret whsec_... (or set ${SECRET_ENV})")
+    for position, secret in enumerate(secrets, start=1):
+        problem = _secret_problem(secret)
+        if problem is not None:
+            label = f"secret #{position}" if len(secrets) > 1 else "the secret"
+            raise UsageError(f"{label}: {problem}")
+    return secrets
+
+
+def _secret_problem(secret: str) -> str | None:
+    from carecycle_webhooks._errors import WebhookConfigurationError
+    from carecycle_webhooks._verify import decode_secrets
+
+    try:
+        decode_secrets(secret)
+    except WebhookConfigurationError as error:
+        return str(error)  # never the secret itself
+    return None
+
+
+def read_bytes(path: str, option: str) -> bytes:
+    """The bytes of the file ``option`` names (``-``: standard input).
+
+    Raises:
+        UsageError: The file cannot be read.
+    """
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        with open(path, "rb") as file:  # noqa: PTH123 - pathlib is one more import for one call
+            return file.read()
+    except OSError as error:
+        raise UsageError(f"cannot read {option} {path}: {error.strerror or error}") from None
+
+
+def close_matches(word: str, candidates: Sequence[str]) -> list[str]:
+    """The candidates ``word`` may be a misspelling of, the one differing only in case alone."""
+    folded = {candidate.lower(): candidate for candidate in candidates}
+    if word.lower() in folded:
+        return [folded[word.lower()]]
+    return difflib.get_close_matches(word, candidates, n=3, cutoff=0.6)
+
+
+def did_you_mean(word: str, candidates: Sequence[str]) -> str:
+    """`` (did you mean X?)`` to end a message with, or nothing when no candidate is close."""
+    matches = close_matches(word, candidates)
+    return f" (did you mean {' or '.join(matches)}?)" if matches else ""
+
+
+def utc(timestamp: float) -> str:
+    """Seconds since the epoch as a UTC date and time."""
+    moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 byte``, ``2 bytes``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
