@@ -279,7 +279,7 @@ def test_a_fastapi_body_typed_with_an_event_answers_422_without_phi() -> None:
 def test_hiding_input_covers_custom_errors_and_odd_contexts() -> None:
     from pydantic_core import PydanticCustomError
 
-    from carecycle_webhooks._models import _without_input
+    from carecycle_webhooks._redaction import without_input
 
     custom = PydanticCustomError("not_a_plan", "no plan for {who}", {"who": "Marcus"})
     error = pydantic.ValidationError.from_exception_data(
@@ -294,7 +294,7 @@ def test_hiding_input_covers_custom_errors_and_odd_contexts() -> None:
             },
         ],
     )
-    hidden = _without_input(error).errors()
+    hidden = without_input(error).errors()
     assert [(detail["type"], detail["loc"], detail["input"]) for detail in hidden] == [
         ("not_a_plan", ("a",), "<redacted>"),
         ("too_short", ("b",), "<redacted>"),
@@ -305,7 +305,7 @@ def test_hiding_input_covers_custom_errors_and_odd_contexts() -> None:
     odd = pydantic.ValidationError.from_exception_data(
         "Plan", [{"type": "string_too_short", "loc": ("c",), "input": "Marcus", "ctx": {"min_length": True}}]
     )
-    assert [(d["type"], d["loc"], d["input"], d["msg"]) for d in _without_input(odd).errors()] == [
+    assert [(d["type"], d["loc"], d["input"], d["msg"]) for d in without_input(odd).errors()] == [
         ("string_too_short", ("c",), "<redacted>", "<redacted>")
     ]
 

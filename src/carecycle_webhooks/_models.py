@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import datetime
 import enum
-import functools
 import types
-import typing
 import uuid
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeAlias, TypeVar, cast
@@ -33,7 +31,6 @@ from pydantic import (
     Tag,
     TypeAdapter,
     ValidationError,
-    ValidatorFunctionWrapHandler,
     WrapValidator,
     field_serializer,
     field_validator,
@@ -41,7 +38,9 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
-from pydantic_core import InitErrorDetails, PydanticCustomError, SchemaValidator, core_schema
+from pydantic_core import SchemaValidator, core_schema
+
+from ._redaction import HIDDEN, hide_input, without_input
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -187,86 +186,6 @@ class _Redacted:
 
 _REDACTED = _Redacted()
 
-# ------------------------------------------------------------------ errors without input
-
-# What a validation error of our models shows in place of the input, in .errors() too.
-_HIDDEN = "<redacted>"
-# Context entries that describe the schema, never the input: kept so that messages stay
-# useful ("Input should be 'Lead', 'Active' or 'Inactive'"). Every other string in an
-# error's context is hidden: a parser's message can quote the input ("found `n` at 1"),
-# a discriminator error quotes the tag it was given.
-_SCHEMA_CONTEXT = frozenset(
-    {
-        "class",
-        "class_name",
-        "discriminator",
-        "expected",
-        "expected_tags",
-        "field_type",
-        "pattern",
-        "unit",
-    }
-)
-
-
-@functools.cache
-def _known_error_types() -> frozenset[str]:
-    return frozenset(typing.get_args(core_schema.ErrorType))
-
-
-def _custom_error(kind: str, message: str) -> PydanticCustomError:
-    # Typed for literal strings, to keep values out of messages: these are pydantic's own.
-    return PydanticCustomError(kind, message)  # pyright: ignore[reportArgumentType]
-
-
-def _without_input(error: ValidationError) -> ValidationError:
-    """The same errors (types, locations, schema context), with every input value hidden.
-
-    pydantic's ``hide_input_in_errors`` only applies to the outermost validator's
-    ``str()``; ``.errors()``, which FastAPI returns in its 422 body, always holds the input.
-    """
-    details = error.errors(include_url=False)
-    lines: list[InitErrorDetails] = []
-    for detail in details:
-        kind = detail["type"]
-        context = {
-            key: value
-            if key in _SCHEMA_CONTEXT or (type(value) in (int, float) and key != "error")
-            else _HIDDEN
-            for key, value in detail.get("ctx", {}).items()
-        }
-        line = InitErrorDetails(type=kind, loc=detail["loc"], input=_HIDDEN)
-        if kind not in _known_error_types():
-            # Our own error types (missing_event_type) and any other custom one: its
-            # message may quote its context, so it is kept only when there is none.
-            message = _HIDDEN if context else detail["msg"]
-            line["type"] = _custom_error(kind, message)
-        elif context:
-            line["ctx"] = context
-        lines.append(line)
-    try:
-        return ValidationError.from_exception_data(error.title, lines, hide_input=True)
-    except (TypeError, ValueError, KeyError):
-        # A known type whose context needs a value of another kind: type and location only.
-        plain = [
-            InitErrorDetails(
-                type=_custom_error(detail["type"], _HIDDEN),
-                loc=detail["loc"],
-                input=_HIDDEN,
-            )
-            for detail in details
-        ]
-        return ValidationError.from_exception_data(error.title, plain, hide_input=True)
-
-
-def _hide_input(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
-    try:
-        return handler(value)
-    except ValidationError as error:
-        hidden = _without_input(error)
-    # Raised outside the except block: the original error, with its input, rides nowhere.
-    raise hidden
-
 
 class _Model(BaseModel):
     """Shared configuration and PHI-safe repr of every careCycle model."""
@@ -308,7 +227,7 @@ class _Model(BaseModel):
             # pydantic's own frozen_instance error echoes the assigned value, which may be PHI.
             raise ValidationError.from_exception_data(
                 type(self).__name__,
-                [{"type": "frozen_instance", "loc": (name,), "input": _HIDDEN}],
+                [{"type": "frozen_instance", "loc": (name,), "input": HIDDEN}],
                 hide_input=True,
             )
 
@@ -325,7 +244,7 @@ class _Model(BaseModel):
         try:
             return super().model_validate_json(json_data, **options)
         except ValidationError as error:
-            hidden = _without_input(error)
+            hidden = without_input(error)
         raise hidden  # outside the except block: the original error rides nowhere
 
     @model_validator(mode="wrap")
@@ -334,7 +253,7 @@ class _Model(BaseModel):
         # Wherever a model of ours is validated (TypeAdapter(Event), a user's model or a
         # FastAPI body holding one), its errors carry no input value, .errors() included.
         # The parse path validates without these wrappers: see KNOWN_EVENT_VALIDATOR.
-        return cast("Self", _hide_input(value, handler))
+        return cast("Self", hide_input(value, handler))
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         # PHI fields and unknown fields (which may be PHI) never reach repr()/str().
@@ -612,7 +531,7 @@ Event: TypeAlias = Annotated[
         custom_error_message="event_type is missing or not a string",
     ),
     # The union's own errors (no event_type, an unknown tag) carry the whole payload as input.
-    WrapValidator(_hide_input),
+    WrapValidator(hide_input),
 ]
 """Any careCycle event: a union discriminated on ``event_type``, with `UnknownEvent` for new types."""
 
