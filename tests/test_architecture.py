@@ -10,8 +10,9 @@ import pytest
 SOURCE = Path(__file__).resolve().parent.parent / "src"
 PACKAGE = "carecycle_webhooks"
 MAX_LINES = 650
-# Being split by other work on issue 10 right now; remove each name once its split is in.
-TOO_LONG_FOR_NOW = frozenset({"_dispatch.py", "_idempotency.py"})
+# Still too long: issue 10's delivery flow and store protocols split them. Until then they
+# may not grow; remove each name once its split is in.
+TOO_LONG_FOR_NOW = {"_dispatch.py": 800, "_idempotency.py": 800}
 
 
 def module_name(path: Path) -> str:
@@ -100,7 +101,6 @@ def test_no_import_cycle_in_the_package() -> None:
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_no_module_is_too_long(name: str) -> None:
     path = MODULES[name]
-    if path.name in TOO_LONG_FOR_NOW and path.parent.name == PACKAGE:
-        pytest.skip(f"{path.name} is being split")
+    limit = TOO_LONG_FOR_NOW.get(path.name, MAX_LINES) if path.parent.name == PACKAGE else MAX_LINES
     lines = len(path.read_text(encoding="utf-8").splitlines())
-    assert lines <= MAX_LINES, f"{path.relative_to(SOURCE)} has {lines} lines: split it by what it does"
+    assert lines <= limit, f"{path.relative_to(SOURCE)} has {lines} lines: split it by what it does"
