@@ -1312,3 +1312,20 @@ def test_a_complete_cut_short_that_then_fails_keeps_the_mark_for_later(all_logs:
     asyncio.run(scenario())
     assert "msg_cut_short" in webhooks._missed.marks  # recorded as soon as the store answers
     assert "failed to complete msg_cut_short" in "\n".join(all_logs.lines)
+
+
+def test_the_dispatchers_options_are_read_only_once_built() -> None:
+    webhooks = Dispatcher(SECRET, idempotency_store=InMemoryIdempotencyStore(), max_body_size=1000)
+    assert webhooks.max_body_size == 1000
+    for name, value in [
+        ("idempotency_store", None),
+        ("max_body_size", 10),
+        ("body_budget", 10),
+        ("lease", datetime.timedelta(seconds=1)),
+        ("done_ttl", datetime.timedelta(seconds=1)),
+        ("log_exception_messages", True),
+        ("verifier", None),
+    ]:
+        with pytest.raises(AttributeError):
+            setattr(webhooks, name, value)
+    assert webhooks.max_body_size == 1000

@@ -254,7 +254,7 @@ class Dispatcher:
         log_exception_messages: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.verifier: WebhookVerifier = WebhookVerifier(secret, tolerance=tolerance, clock=clock)
+        self._verifier = WebhookVerifier(secret, tolerance=tolerance, clock=clock)
         if idempotency_store is not None and not isinstance(idempotency_store, IdempotencyStore):
             raise WebhookConfigurationError(
                 "idempotency_store must implement IdempotencyStore "
@@ -273,17 +273,19 @@ class Dispatcher:
         for name, value in durations.items():
             if not isinstance(value, datetime.timedelta) or value <= datetime.timedelta(0):
                 raise WebhookConfigurationError(f"{name} must be a positive datetime.timedelta")
-        self.idempotency_store: IdempotencyStore | None = idempotency_store
-        self.max_body_size: int = max_body_size
-        self.body_budget: int = budget
+        # Read-only once built (see the properties below): a delivery in progress never
+        # sees its options change.
+        self._store = idempotency_store
+        self._max_body_size = max_body_size
+        self._body_budget: int = budget
         # What the adapters hold now, against body_budget (they reach it by reservation_for).
         # By default, every dispatcher of the process shares one budget: it bounds the process.
         self._bodies = (
             process_budget() if budget == DEFAULT_BODY_BUDGET and body_budget is None else BodyBudget(budget)
         )
-        self.lease: datetime.timedelta = lease
-        self.done_ttl: datetime.timedelta = done_ttl
-        self.log_exception_messages: bool = log_exception_messages
+        self._lease = lease
+        self._done_ttl = done_ttl
+        self._log_exception_messages = log_exception_messages
         # Tuples, rebuilt on registration: a delivery only looks its handlers up.
         self._handlers: dict[str, tuple[_Handler, ...]] = {}
         # Deliveries whose handlers succeeded but whose "done" mark the store could not
@@ -291,6 +293,41 @@ class Dispatcher:
         self._missed = MissedDoneMarks(functools.partial(_store_settings, weakref.ref(self)))
         self._catch_all: tuple[_Handler, ...] = ()
         self._coroutine_functions: set[int] = set()  # id() of the async def handlers
+
+    @property
+    def verifier(self) -> WebhookVerifier:
+        """The verifier of the endpoint's secrets and tolerance, for work queues."""
+        return self._verifier
+
+    @property
+    def idempotency_store(self) -> IdempotencyStore | None:
+        """Where processed ``webhook-id`` s are remembered, or ``None``."""
+        return self._store
+
+    @property
+    def max_body_size(self) -> int:
+        """Bodies larger than this many bytes are answered 413."""
+        return self._max_body_size
+
+    @property
+    def body_budget(self) -> int:
+        """How many bytes of request bodies the adapters hold at once, at most."""
+        return self._body_budget
+
+    @property
+    def lease(self) -> datetime.timedelta:
+        """How long one worker holds a delivery while its handlers run."""
+        return self._lease
+
+    @property
+    def done_ttl(self) -> datetime.timedelta:
+        """How long a processed ``webhook-id`` is remembered."""
+        return self._done_ttl
+
+    @property
+    def log_exception_messages(self) -> bool:
+        """Whether handlers' exception messages are logged (off by default: they may hold PHI)."""
+        return self._log_exception_messages
 
     def __repr__(self) -> str:
         types_ = ", ".join(sorted(self._handlers)) or "none"
@@ -391,10 +428,10 @@ class Dispatcher:
         data: object = body  # checked at runtime too: callers are not always type-checked
         if not isinstance(data, (bytes, str, bytearray, memoryview)):
             return NOT_BYTES
-        if body_exceeds(body, self.max_body_size):  # a str by its UTF-8 size
-            return body_too_large(self.max_body_size)
+        if body_exceeds(body, self._max_body_size):  # a str by its UTF-8 size
+            return body_too_large(self._max_body_size)
         try:
-            delivery = self.verifier.verify(body, headers)
+            delivery = self._verifier.verify(body, headers)
         except WebhookVerificationError as error:
             logger.warning("webhook rejected (%s): %s", error.reason, error)
             return rejected(error)
@@ -419,7 +456,7 @@ class Dispatcher:
         extra = {"webhook_id": delivery.webhook_id, "event_type": event.event_type}
         # KeyboardInterrupt and SystemExit are raised on, to stop the process as asked.
         what = "was interrupted" if propagated else "failed"
-        if self.log_exception_messages:
+        if self._log_exception_messages:
             logger.error(
                 "handler %s %s on %s %s (attempt %s)",
                 _handler_name(handler),
@@ -518,14 +555,14 @@ class Dispatcher:
         if not handlers:
             logger.debug("webhook %s: no handler for %s", delivery.webhook_id, _safe_label(event.event_type))
             return IGNORED
-        store = self.idempotency_store
+        store = self._store
         if store is None:
             failure = self._run(handlers, event, delivery)
             return PROCESSED if failure is None else self._failed(failure, event, delivery)
         if self._missed.marks:
-            self._missed.record(store, self.done_ttl)
+            self._missed.record(store, self._done_ttl)
         try:
-            claim = store.acquire(delivery.webhook_id, lease=self.lease)
+            claim = store.acquire(delivery.webhook_id, lease=self._lease)
         except Exception as error:  # noqa: BLE001 - any store failure: answer 503, run nothing
             self._store_failed("acquire", error, delivery)
             return STORE_UNAVAILABLE
@@ -540,7 +577,7 @@ class Dispatcher:
             self._release(store, claim, delivery)
             return self._failed(failure, event, delivery)
         try:
-            store.complete(delivery.webhook_id, claim.token, ttl=self.done_ttl)
+            store.complete(delivery.webhook_id, claim.token, ttl=self._done_ttl)
         except Exception as error:  # noqa: BLE001 - handled already; Svix must not retry it
             self._store_failed("complete", error, delivery)
             self._missed.add(delivery.webhook_id, claim.token)
@@ -622,13 +659,13 @@ class Dispatcher:
         if not handlers:
             logger.debug("webhook %s: no handler for %s", delivery.webhook_id, _safe_label(event.event_type))
             return IGNORED
-        store = self.idempotency_store
+        store = self._store
         if store is None:
             return await self._deliver_async(handlers, event, delivery, None, None)
         if self._missed.marks:
-            await self._missed.record_async(store, self.done_ttl)
+            await self._missed.record_async(store, self._done_ttl)
         try:
-            claim = await store.acquire_async(delivery.webhook_id, lease=self.lease)
+            claim = await store.acquire_async(delivery.webhook_id, lease=self._lease)
         except Exception as error:  # noqa: BLE001 - any store failure: answer 503, run nothing
             self._store_failed("acquire", error, delivery)
             return STORE_UNAVAILABLE
@@ -715,7 +752,7 @@ class Dispatcher:
 
     async def _complete_async(self, store: IdempotencyStore, claim: Claim, delivery: WebhookDelivery) -> None:
         try:
-            await store.complete_async(delivery.webhook_id, claim.token, ttl=self.done_ttl)
+            await store.complete_async(delivery.webhook_id, claim.token, ttl=self._done_ttl)
         except asyncio.CancelledError:
             # Cut short: the handlers succeeded, so record it anyway (a repeated complete
             # changes nothing), then let the cancellation go on.
@@ -749,7 +786,7 @@ class Dispatcher:
     ) -> None:
         """Run ``complete`` or ``release`` again, to its end, whatever cancellations arrive."""
         if action == "complete":
-            call = store.complete_async(delivery.webhook_id, claim.token, ttl=self.done_ttl)
+            call = store.complete_async(delivery.webhook_id, claim.token, ttl=self._done_ttl)
         else:
             call = store.release_async(delivery.webhook_id, claim.token)
         work = asyncio.ensure_future(call)
