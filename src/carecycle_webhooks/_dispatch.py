@@ -13,12 +13,11 @@ import datetime
 import functools
 import inspect
 import logging
-import threading
 import time
 import traceback
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Literal, TypeVar, cast, overload
 
 from ._budget import DEFAULT_BODY_BUDGET, BodyBudget, process_budget
 from ._errors import WebhookConfigurationError, WebhookPayloadError, WebhookVerificationError
@@ -48,6 +47,7 @@ from ._responses import (
     invalid_payload,
     rejected,
 )
+from ._running import PROPAGATED, cancel_requested, keep_handed_over, outlast_cancellation, run_to_completion
 from ._verify import DEFAULT_TOLERANCE, Headers, WebhookDelivery, WebhookVerifier, body_exceeds
 
 if TYPE_CHECKING:
@@ -114,78 +114,6 @@ def _safe_label(value: str) -> str:
 def _frames(error: BaseException) -> str:
     # Where it failed, without the exception's message, which may hold PHI.
     return "".join(traceback.format_list(traceback.extract_tb(error.__traceback__))).rstrip()
-
-
-# Raised by a handler, these stop the process: they propagate (after the lease is
-# released). Any other BaseException a handler raises is a handler failure.
-_PROPAGATED = (KeyboardInterrupt, SystemExit)
-
-
-# Deliveries handed over by cancelled requests, kept alive until their outcome is recorded
-# (the event loop only keeps weak references to its tasks).
-_handed_over: set[asyncio.Task[WebhookResponse]] = set()
-
-
-def _forget_handed_over(task: asyncio.Task[WebhookResponse]) -> None:
-    _handed_over.discard(task)
-    if not task.cancelled():
-        task.exception()  # retrieved, so that asyncio never logs it (it may carry PHI)
-
-
-async def _outlast_cancellation(work: asyncio.Future[Any]) -> bool:
-    """Wait for ``work`` to end, whatever cancellations arrive meanwhile; whether one did.
-
-    For what must not be cut short: a handler's thread (it cannot be stopped, and its
-    outcome must be recorded) and the store call that records an outcome.
-    """
-    cancelled = False
-    while not work.done():
-        try:
-            await asyncio.wait([work])
-        except asyncio.CancelledError:  # noqa: PERF203 - rare: the loop turns once per cancellation
-            cancelled = True
-    return cancelled
-
-
-def _cancel_requested() -> bool:
-    """Whether the running task was asked to stop, as far as this Python can tell.
-
-    A ``CancelledError`` that a handler raises of its own accord is a failure of that
-    handler. Python 3.11 counts the requests to cancel a task; 3.10 cannot tell, and a
-    ``CancelledError`` is then taken for a cancellation.
-    """
-    task = asyncio.current_task()
-    cancelling = getattr(task, "cancelling", None)
-    return cancelling is None or cancelling() > 0
-
-
-async def _await(awaitable: Awaitable[object]) -> object:
-    return await awaitable
-
-
-def _run_to_completion(awaitable: Awaitable[object]) -> None:
-    """Run an async handler's awaitable from synchronous code."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        asyncio.run(_await(awaitable))
-        return
-    # A loop is already running in this thread (handle() called from async code):
-    # asyncio.run() cannot nest, so the coroutine gets a loop in a helper thread.
-    failure: list[BaseException] = []
-    context = contextvars.copy_context()
-
-    def run() -> None:
-        try:
-            context.run(asyncio.run, _await(awaitable))
-        except BaseException as error:  # noqa: BLE001 - handed back to the caller's thread
-            failure.append(error)
-
-    thread = threading.Thread(target=run, name="carecycle-webhooks-async-handler")
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
 
 
 def _store_settings(
@@ -599,8 +527,8 @@ class Dispatcher:
             for handler in handlers:
                 result = handler(event)
                 if result is not None and inspect.isawaitable(result):
-                    _run_to_completion(result)
-        except _PROPAGATED as error:
+                    run_to_completion(result)
+        except PROPAGATED as error:
             self._log_failure(error, handler, event, delivery, propagated=True)
             raise
         except BaseException as error:  # noqa: BLE001 - reported as a 500, never raised to the caller
@@ -699,7 +627,7 @@ class Dispatcher:
                 handler = handlers[index]
                 if thread is not None:
                     # Taken over from a cancelled request: its handler's thread first.
-                    cancelled = await _outlast_cancellation(thread)
+                    cancelled = await outlast_cancellation(thread)
                     result, thread = thread.result(), None
                     if cancelled and index + 1 < len(handlers):
                         raise asyncio.CancelledError  # noqa: TRY301 - the loop is closing: start nothing more
@@ -724,15 +652,15 @@ class Dispatcher:
                         raise
                 if result is not None and inspect.isawaitable(result):
                     await cast("Awaitable[object]", result)
-        except (*_PROPAGATED, asyncio.CancelledError) as error:
+        except (*PROPAGATED, asyncio.CancelledError) as error:
             if handed_over:
                 raise  # the task that took the delivery over records its outcome
-            if isinstance(error, asyncio.CancelledError) and not _cancel_requested():
+            if isinstance(error, asyncio.CancelledError) and not cancel_requested():
                 failure = handler, error  # raised by the handler, not a cancellation
             else:
                 # Cancelled while an async handler ran, or a handler raised KeyboardInterrupt
                 # or SystemExit: free the lease, so that Svix's retry runs the handlers.
-                if isinstance(error, _PROPAGATED):
+                if isinstance(error, PROPAGATED):
                     self._log_failure(error, handler, event, delivery, propagated=True)
                 if store is not None and claim is not None:
                     await self._release_async(store, claim, delivery)
@@ -790,7 +718,7 @@ class Dispatcher:
         else:
             call = store.release_async(delivery.webhook_id, claim.token)
         work = asyncio.ensure_future(call)
-        await _outlast_cancellation(work)
+        await outlast_cancellation(work)
         error = None if work.cancelled() else work.exception()
         if error is None:
             return
@@ -814,5 +742,4 @@ class Dispatcher:
             self._deliver_async(handlers, event, delivery, store, claim, start=start, thread=thread),
             name=f"carecycle-webhooks: finishing {delivery.webhook_id}",
         )
-        _handed_over.add(task)
-        task.add_done_callback(_forget_handed_over)
+        keep_handed_over(task)
