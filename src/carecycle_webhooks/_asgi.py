@@ -142,7 +142,16 @@ class BodyGuard:
         reservation: Takes this body's bytes from the budget; closed by the caller.
     """
 
-    __slots__ = ("_deadline", "_declared", "_limit", "_receive", "_reservation", "received", "refused")
+    __slots__ = (
+        "_deadline",
+        "_declared",
+        "_limit",
+        "_receive",
+        "_reservation",
+        "read",
+        "received",
+        "refused",
+    )
 
     def __init__(self, scope: Scope, receive: Receive, *, limit: int, reservation: Reservation) -> None:
         self._receive = receive
@@ -150,6 +159,7 @@ class BodyGuard:
         self._reservation = reservation
         self._declared = declared_length(header(scope, b"content-length"))
         self._deadline: _Deadline | None = None
+        self.read = False  # the whole body arrived: later messages pass through untouched
         self.received = 0
         self.refused: WebhookResponse | None = None
 
@@ -159,9 +169,15 @@ class BodyGuard:
         return refuse_declared(self._declared, limit=self._limit, reservation=self._reservation)
 
     async def receive(self) -> Message:
-        """The server's ``receive``, counting body bytes; ``http.disconnect`` once refused."""
+        """The server's ``receive``, counting body bytes; ``http.disconnect`` once refused.
+
+        Once the body has arrived whole, the application's later calls (Django listens for
+        the client going away while its view runs) reach the server untouched: no deadline.
+        """
         if self.refused is not None:
             return dict(_DISCONNECT)
+        if self.read:
+            return await self._receive()
         message = await (self._receive() if self._deadline is None else self._deadline.receive(self._receive))
         if message is None:
             self.refused = BODY_TIMEOUT
@@ -175,4 +191,7 @@ class BodyGuard:
             self.refused = body_too_large(self._limit)
         elif not self._reservation.take(size):
             self.refused = self._reservation.refuse()
-        return message if self.refused is None else dict(_DISCONNECT)
+        if self.refused is not None:
+            return dict(_DISCONNECT)
+        self.read = not message.get("more_body", False)
+        return message

@@ -51,7 +51,7 @@ from ._errors import WebhookConfigurationError
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from ._asgi import AnyASGIApp, ASGIApp, Receive, Scope, Send
+    from ._asgi import AnyASGIApp, ASGIApp, Message, Receive, Scope, Send
     from ._responses import WebhookResponse
 
 __all__ = ["limit_webhook_bodies", "webhook_view"]
@@ -248,8 +248,15 @@ def limit_webhook_bodies(application: AnyASGIApp, *, max_other_body_size: int | 
             if early is not None:
                 await send_response(send, early)
                 return
-            await application(scope, guard.receive, send)
-            if guard.refused is not None:
+            started: list[bool] = []
+
+            async def watched(message: Message) -> None:
+                if message.get("type") == "http.response.start":
+                    started.append(True)
+                await send(message)
+
+            await application(scope, guard.receive, watched)
+            if guard.refused is not None and not started:
                 # Django gave up on reading (it saw a disconnect) and answered nothing.
                 await send_response(send, guard.refused)
         finally:

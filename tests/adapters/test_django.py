@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import time
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import django
@@ -454,3 +455,42 @@ def test_limit_webhook_bodies_passes_other_scopes_and_unroutable_requests_throug
     monkeypatch.setattr(adapter, "resolve", broken)
     asyncio.run(guarded({"type": "http", "path": "/webhooks/", "headers": []}, None, None))  # type: ignore[arg-type]
     assert seen == ["lifespan", "http"]
+
+
+def test_limit_webhook_bodies_sets_no_deadline_once_the_body_has_arrived(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Django listens for the client going away while its view runs: that is no body arriving
+    # late. A slow view (or handler) past the deadline must be answered as it answers.
+    monkeypatch.setattr("carecycle_webhooks._asgi.BODY_TIMEOUT_SECONDS", 0.2)
+    recorder = Recorder()
+    serve(recorder.dispatcher)
+    body = fixture_bytes("customer.created")
+
+    @recorder.dispatcher.on("customer.created")
+    def slow(event: object) -> None:
+        time.sleep(0.5)  # longer than the deadline
+
+    run = ASGIRun("/webhooks/", [body[:100], body[100:]], svix_headers(body))  # chunked
+    result = run.run(guarded_application())
+    assert (result.status, result.json()) == (200, {"status": "processed"})
+    assert len(recorder.events) == 1
+
+
+def test_limit_webhook_bodies_never_answers_after_a_response_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    from carecycle_webhooks import django as adapter
+
+    monkeypatch.setattr("carecycle_webhooks._asgi.BODY_TIMEOUT_SECONDS", 0.2)
+    serve(Recorder().dispatcher)
+
+    async def streaming(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await receive()  # the first piece
+        await receive()  # then the client stalls: the guard refuses with a disconnect
+        await send({"type": "http.response.body", "body": b"bye"})
+
+    run = ASGIRun("/webhooks/", [b"{" * 100], {}, stall=True)
+    asyncio.run(
+        asyncio.wait_for(adapter.limit_webhook_bodies(streaming)(run.scope, run.receive, run.send), 10)
+    )
+    assert [m["status"] for m in run.sent if m["type"] == "http.response.start"] == [200]
