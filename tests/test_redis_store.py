@@ -1380,3 +1380,44 @@ def test_an_acquire_whose_reply_was_lost_frees_the_lease_it_took(use_async: bool
             store.acquire("msg_lost", lease=LEASE)
         assert wait_until(lambda: not client.keys)
     assert client.keys == {}  # Svix's retry is not answered 409 for a whole lease
+
+
+class LateLostReplyClient(LostReplyClient):
+    """As LostReplyClient, but the reply is lost only after the store's deadline."""
+
+    def eval(self, *args: Any) -> object:
+        if "'done'" not in str(args[0]) and "DEL" not in str(args[0]):
+            time.sleep(0.3)
+        return self._run(*args)
+
+
+class AsyncLateLostReply(LostReplyClient):
+    async def eval(self, *args: Any) -> object:
+        if "'done'" not in str(args[0]) and "DEL" not in str(args[0]):
+            await asyncio.sleep(0.3)
+        return self._run(*args)
+
+    async def execute_command(self, *args: object) -> object:  # pragma: no cover - only its kind matters
+        return None
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_an_acquire_past_its_deadline_whose_reply_was_lost_frees_the_lease_too(use_async: bool) -> None:
+    client = AsyncLateLostReply() if use_async else LateLostReplyClient()
+    store = RedisIdempotencyStore(client, timeout=datetime.timedelta(seconds=0.1))
+
+    async def acquire_async() -> None:
+        with pytest.raises(TimeoutError):
+            await store.acquire_async("msg_late", lease=LEASE)
+        for _ in range(200):
+            if not client.keys and store._runner.overdue == 0:
+                break
+            await asyncio.sleep(0.01)
+
+    if use_async:
+        asyncio.run(acquire_async())
+    else:
+        with pytest.raises(TimeoutError):
+            store.acquire("msg_late", lease=LEASE)
+        assert wait_until(lambda: not client.keys and store._runner.overdue == 0)
+    assert client.keys == {}

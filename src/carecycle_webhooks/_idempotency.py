@@ -422,6 +422,8 @@ class _Runner:
                 result.close()  # an asyncio client used synchronously: never sent
             elif error is None and _took_lease(result, call.token):
                 call.context.run(self._client.eval, _RELEASE, 1, call.args[2], call.token)
+            elif error is not None and call.token:  # its reply lost too: Redis may have run it
+                self._free_lost_lease(call)
         except Exception:  # noqa: BLE001, S110 - the lease expires on its own
             pass
         finally:
@@ -712,10 +714,10 @@ class RedisIdempotencyStore:
         try:
             result = await awaitable
         except Exception:
-            if call.state == _OVERDUE:
-                return None  # nobody waits for it
             if call.token:  # an acquire: free the lease it may have taken anyway
                 self._current_runner().track(asyncio.ensure_future(self._free_lost_lease_async(call)))
+            if call.state == _OVERDUE:
+                return None  # nobody waits for it
             raise
         if call.state == _OVERDUE and _took_lease(result, call.token):
             try:
