@@ -1329,3 +1329,31 @@ def test_the_dispatchers_options_are_read_only_once_built() -> None:
         with pytest.raises(AttributeError):
             setattr(webhooks, name, value)
     assert webhooks.max_body_size == 1000
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="Python 3.10 cannot tell a CancelledError from a cancellation"
+)
+@pytest.mark.parametrize("action", ["complete", "release"])
+def test_a_store_that_raises_cancelled_error_itself_is_a_store_failure(
+    action: str, all_logs: _Records
+) -> None:
+    class Odd(InMemoryIdempotencyStore):
+        async def complete_async(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
+            raise asyncio.CancelledError
+
+        async def release_async(self, key: str, token: str) -> None:
+            raise asyncio.CancelledError
+
+    webhooks = Dispatcher(SECRET, idempotency_store=Odd())
+
+    @webhooks.on("customer.created")
+    def handler(event: CustomerCreatedEvent) -> None:
+        if action == "release":
+            raise ValueError(PHI_MESSAGE)
+
+    response = asyncio.run(webhooks.handle_async(*signed(msg_id="msg_odd_store")))
+    assert response.status_code == (200 if action == "complete" else 500)
+    assert f"failed to {action} msg_odd_store" in "\n".join(all_logs.lines)
+    if action == "complete":
+        assert "msg_odd_store" in webhooks._missed.marks

@@ -427,3 +427,20 @@ def test_the_parse_path_and_the_wrapped_models_agree_on_errors(payload: object) 
     assert problems(_models.KNOWN_EVENT_ADAPTER.validate_python, payload) == problems(
         _models.KNOWN_EVENT_VALIDATOR.validate_python, payload
     )
+
+
+def test_a_subclass_may_set_its_private_attributes_as_pydantic_allows() -> None:
+    import pydantic
+
+    from carecycle_webhooks import CustomerCreatedEvent
+    from carecycle_webhooks.testing import customer_created
+
+    class Tracked(CustomerCreatedEvent):
+        _seen: int = pydantic.PrivateAttr(default=0)
+
+    event = Tracked.model_validate(customer_created().model_dump(mode="json", by_alias=True))
+    event._seen = 2
+    assert event._seen == 2
+    del event._seen
+    with pytest.raises(pydantic.ValidationError):
+        event.first_name = "Ana"  # type: ignore[misc]

@@ -681,9 +681,12 @@ class Dispatcher:
     async def _complete_async(self, store: IdempotencyStore, claim: Claim, delivery: WebhookDelivery) -> None:
         try:
             await store.complete_async(delivery.webhook_id, claim.token, ttl=self._done_ttl)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as error:
+            if not cancel_requested():  # the store raised it of its own accord: a failure
+                self._complete_failed(error, claim, delivery)
+                return
             # Cut short: the handlers succeeded, so record it anyway (a repeated complete
-            # changes nothing), then let the cancellation go on.
+            # changes nothing), then the cancellation goes on.
             await self._record_through_cancellation("complete", store, claim, delivery)
             raise
         except Exception as error:  # noqa: BLE001 - handled already; Svix must not retry it
@@ -697,7 +700,10 @@ class Dispatcher:
     async def _release_async(self, store: IdempotencyStore, claim: Claim, delivery: WebhookDelivery) -> None:
         try:
             await store.release_async(delivery.webhook_id, claim.token)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as error:
+            if not cancel_requested():  # the store raised it of its own accord: a failure
+                self._store_failed("release", error, delivery)
+                return
             # Cut short: free the lease anyway (a repeated release changes nothing), so that
             # Svix's retry need not wait for it to expire.
             await self._record_through_cancellation("release", store, claim, delivery)
@@ -719,7 +725,7 @@ class Dispatcher:
             call = store.release_async(delivery.webhook_id, claim.token)
         work = asyncio.ensure_future(call)
         await outlast_cancellation(work)
-        error = None if work.cancelled() else work.exception()
+        error: BaseException | None = asyncio.CancelledError() if work.cancelled() else work.exception()
         if error is None:
             return
         if action == "complete":

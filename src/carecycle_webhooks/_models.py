@@ -224,6 +224,9 @@ class _Model(BaseModel):
     if not TYPE_CHECKING:  # keep pydantic's frozen typing for checkers
 
         def __setattr__(self, name: str, value: Any) -> None:
+            if name in type(self).__private_attributes__:  # a subclass's own, as pydantic allows
+                super().__setattr__(name, value)
+                return
             # pydantic's own frozen_instance error echoes the assigned value, which may be PHI.
             raise ValidationError.from_exception_data(
                 type(self).__name__,
@@ -232,6 +235,9 @@ class _Model(BaseModel):
             )
 
         def __delattr__(self, name: str) -> None:
+            if name in type(self).__private_attributes__:
+                super().__delattr__(name)
+                return
             raise ValidationError.from_exception_data(
                 type(self).__name__,
                 [{"type": "frozen_instance", "loc": (name,), "input": None}],

@@ -40,7 +40,7 @@ from tests.adapters.django_urls import serve
 from tests.conftest import fixture_bytes, load_fixture, svix_headers
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, MutableMapping
 
     from django.http.response import HttpResponseBase
 
@@ -307,8 +307,8 @@ class ASGIRun:
         await asyncio.sleep(3600)  # then nothing more until the client goes away
         return {"type": "http.disconnect"}  # pragma: no cover
 
-    async def send(self, message: dict[str, Any]) -> None:
-        self.sent.append(message)
+    async def send(self, message: MutableMapping[str, Any]) -> None:
+        self.sent.append(dict(message))
 
     def run(self, application: Any) -> Reply:
         asyncio.run(asyncio.wait_for(application(self.scope, self.receive, self.send), timeout=10))
