@@ -471,14 +471,15 @@ class _Runner:
                 task.exception()  # retrieved: asyncio must not log it
             return
         self.give_up(call)
-        self._tasks.add(task)
+        with self.lock:
+            self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
     def track(self, task: asyncio.Task[Any]) -> None:
         """Keep a task that works for a call nobody waits for, counted as overdue until it ends."""
         with self.lock:
             self.overdue += 1
-        self._tasks.add(task)
+            self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
     def forget_closed_loops(self) -> None:
@@ -499,9 +500,13 @@ class _Runner:
                     task._log_destroy_pending = False  # type: ignore[attr-defined]  # noqa: SLF001  # pyright: ignore[reportAttributeAccessIssue]
 
     def _task_done(self, task: asyncio.Task[object]) -> None:
-        self._tasks.discard(task)
         with self.lock:
-            self.overdue -= 1
+            # The set and the count change together, under the lock: one store may serve
+            # several threads' event loops, and a task forgotten with its closed loop is
+            # counted out once only.
+            if task in self._tasks:
+                self._tasks.discard(task)
+                self.overdue -= 1
         if not task.cancelled():
             task.exception()  # None: an overdue attempt keeps its failure to itself
 
