@@ -70,7 +70,7 @@ RETRY_WITHIN = 3.0
 # ---------------------------------------------------------------- outcomes
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Failed:
     """A store call or a handler raised ``error``; ``at`` is the driver's monotonic time."""
 
@@ -81,7 +81,7 @@ class Failed:
 # ---------------------------------------------------------------- steps that take time
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Acquire:
     """Ask the store for the delivery's lease; send back its `Claim` or a `Failed`."""
 
@@ -89,14 +89,14 @@ class Acquire:
 ACQUIRE = Acquire()
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class RunHandler:
     """Run handler ``index``; send back ``None`` or a `Failed`, or throw its interrupt in."""
 
     index: int
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Complete:
     """Mark the delivery done; ``to_the_end``: whatever cancellations arrive meanwhile."""
 
@@ -104,7 +104,7 @@ class Complete:
     to_the_end: bool = False
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Release:
     """Free the delivery's lease; ``to_the_end``: whatever cancellations arrive meanwhile."""
 
@@ -112,7 +112,7 @@ class Release:
     to_the_end: bool = False
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Wait:
     """Sleep this many seconds before the next attempt."""
 
@@ -125,8 +125,10 @@ class Wait:
 class Note:
     """A step done at once (a log line, a missed mark kept); the driver sends back ``None``."""
 
+    __slots__ = ()
 
-@dataclasses.dataclass(frozen=True)
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class NoHandler(Note):
     """Log that the event has no handler."""
 
@@ -134,14 +136,14 @@ class NoHandler(Note):
 NO_HANDLER = NoHandler()
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Refused(Note):
     """Log why the store did not hand the lease over (``claim.status``)."""
 
     claim: Claim
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class StoreFailed(Note):
     """Log that the store failed to ``action`` (acquire, complete, release)."""
 
@@ -149,7 +151,7 @@ class StoreFailed(Note):
     error: BaseException
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class HandlerFailed(Note):
     """Log that handler ``index`` failed, or was ``interrupted`` (the error is raised on)."""
 
@@ -158,12 +160,15 @@ class HandlerFailed(Note):
     interrupted: bool = False
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class KeepMissed(Note):
     """Keep the done mark the store failed to record, for the dispatcher's next delivery."""
 
     claim: Claim
 
+
+# The first handlers' steps, made once: a delivery creates as few objects as it can.
+_RUN_HANDLER = tuple(RunHandler(index) for index in range(8))
 
 Step = Acquire | RunHandler | Complete | Release | Wait | Note
 Outcome = Claim | Failed | None
@@ -182,7 +187,7 @@ def _refused(status: object) -> WebhookResponse:
     return STORE_UNAVAILABLE  # a store that breaks the protocol: a store failure, run nothing
 
 
-def delivery_flow(handler_count: int, *, with_store: bool) -> Flow:  # noqa: C901 - every decision, in one place
+def delivery_flow(handler_count: int, *, with_store: bool) -> Flow:  # noqa: C901, PLR0912 - every decision, in one place
     """The steps of one delivery to ``handler_count`` handlers; returns the answer.
 
     Args:
@@ -204,7 +209,7 @@ def delivery_flow(handler_count: int, *, with_store: bool) -> Flow:  # noqa: C90
             return _refused(claim.status)
     for index in range(handler_count):
         try:
-            outcome = yield RunHandler(index)
+            outcome = yield _RUN_HANDLER[index] if index < len(_RUN_HANDLER) else RunHandler(index)
         except GeneratorExit:
             raise
         except BaseException as error:
@@ -221,29 +226,36 @@ def delivery_flow(handler_count: int, *, with_store: bool) -> Flow:  # noqa: C90
                 yield from _release(claim)
             return HANDLER_FAILED
     if claim is not None:
-        yield from _complete(claim)
+        # The handlers succeeded: the answer is 200 whatever happens here (Svix must not retry).
+        failed = yield from _record(Complete(claim))
+        if failed is not None:
+            yield from _retry_complete(claim, failed)
     return PROCESSED
 
 
 def _record(step: Complete | Release) -> Generator[Step, Outcome, Failed | None]:
-    """``step``; if a cancellation cuts it short, run it again to its end, then raise on.
-
-    A repeated complete or release changes nothing: the handlers' outcome is recorded
-    anyway (a success marked done; a failure's lease freed, so a retry need not wait).
-    """
-    action = "complete" if isinstance(step, Complete) else "release"
+    """``step``, and its failure if any; if a cancellation cuts it short, see `_cut_short`."""
     try:
         outcome = yield step
     except GeneratorExit:
         raise
     except BaseException:
-        outcome = yield dataclasses.replace(step, to_the_end=True)
-        if isinstance(outcome, Failed):
-            yield StoreFailed(action, outcome.error)
-            if isinstance(step, Complete):
-                yield KeepMissed(step.claim)
+        yield from _cut_short(step)
         raise
     return outcome if isinstance(outcome, Failed) else None
+
+
+def _cut_short(step: Complete | Release) -> Generator[Step, Outcome, None]:
+    """Run ``step`` again to its end, whatever cancellations arrive; the caller raises on.
+
+    A repeated complete or release changes nothing: the handlers' outcome is recorded
+    anyway (a success marked done; a failure's lease freed, so a retry need not wait).
+    """
+    outcome = yield dataclasses.replace(step, to_the_end=True)
+    if isinstance(outcome, Failed):
+        yield StoreFailed("complete" if isinstance(step, Complete) else "release", outcome.error)
+        if isinstance(step, Complete):
+            yield KeepMissed(step.claim)
 
 
 def _release(claim: Claim) -> Generator[Step, Outcome, None]:
@@ -252,17 +264,11 @@ def _release(claim: Claim) -> Generator[Step, Outcome, None]:
         yield StoreFailed("release", failed.error)
 
 
-def _complete(claim: Claim) -> Generator[Step, Outcome, None]:
-    # The handlers succeeded: the answer is 200 whatever happens here (Svix must not
-    # retry). A mark the store fails to record is tried again for a few seconds, then kept.
-    first_failure: float | None = None
+def _retry_complete(claim: Claim, failed: Failed) -> Generator[Step, Outcome, None]:
+    """Try a done mark again for a few seconds after ``failed``; past that, keep it."""
+    first_failure = failed.at
     for delay in RETRY_DELAYS:
-        failed = yield from _record(Complete(claim))
-        if failed is None:
-            return
         yield StoreFailed("complete", failed.error)
-        if first_failure is None:
-            first_failure = failed.at
         if failed.at + delay - first_failure > RETRY_WITHIN:
             break
         try:
@@ -272,9 +278,10 @@ def _complete(claim: Claim) -> Generator[Step, Outcome, None]:
         except BaseException:  # cancelled while waiting: keep the mark, then raise on
             yield KeepMissed(claim)
             raise
-    else:
-        failed = yield from _record(Complete(claim))  # the last attempt
-        if failed is None:
+        again = yield from _record(Complete(claim))
+        if again is None:
             return
-        yield StoreFailed("complete", failed.error)
+        failed = again
+    else:
+        yield StoreFailed("complete", failed.error)  # the last attempt's
     yield KeepMissed(claim)
