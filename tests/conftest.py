@@ -134,3 +134,12 @@ def async_redis_client(redis_server, redis_client):
             await client.aclose()
 
     return connect
+
+
+@pytest.fixture(autouse=True)
+def quick_done_mark_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retry a failed done mark within milliseconds, not seconds: tests of a store down.
+
+    tests/test_flow.py holds the real schedule; a test that needs it sets it back.
+    """
+    monkeypatch.setattr("carecycle_webhooks._flow.RETRY_DELAYS", (0.001, 0.002, 0.004, 0.008))

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import datetime
 import gc
 import json
@@ -9,8 +8,7 @@ import logging
 import sys
 import threading
 import time
-import weakref
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
@@ -886,7 +884,7 @@ def test_done_marks_the_store_missed_are_recorded_later(use_async: bool) -> None
 
 
 def test_missed_done_marks_are_bounded_and_the_oldest_go_first() -> None:
-    missed = MissedDoneMarks(lambda: None)
+    missed = MissedDoneMarks()
     for number in range(10_050):
         missed.add(f"msg_{number}", "token")
     assert len(missed) == 10_000
@@ -897,7 +895,7 @@ def test_missed_done_marks_are_bounded_and_the_oldest_go_first() -> None:
 
 def test_marks_put_back_after_a_failure_stay_older_than_new_ones() -> None:
     store = BrokenStore(fail={"complete"})
-    missed = MissedDoneMarks(lambda: None)  # no dispatcher: the retry thread stops at once
+    missed = MissedDoneMarks()
     missed.add("msg_old_1", "token-1")
     missed.add("msg_old_2", "token-2")
     missed.record(store, datetime.timedelta(hours=1))  # fails: both kept
@@ -915,94 +913,20 @@ def test_an_interrupted_recording_keeps_the_marks_and_a_newer_token_wins() -> No
             missed.add("msg_2", "newer")  # the same id missed again meanwhile (a later lease)
             raise KeyboardInterrupt
 
-    missed = MissedDoneMarks(lambda: None)
+    missed = MissedDoneMarks()
     missed.add("msg_1", "token-1")
     missed.add("msg_2", "token-2")
     with pytest.raises(KeyboardInterrupt):
         missed.record(Interrupting(), datetime.timedelta(hours=1))
     assert list(missed.marks.items()) == [("msg_1", "token-1"), ("msg_2", "newer")]
-    assert missed._thread is None  # interrupted: no retry thread
 
 
-class CountingStore(BrokenStore):
-    """A BrokenStore that counts its complete calls and says when one got through."""
-
-    def __init__(self, *, fail: set[str]) -> None:
-        super().__init__(fail=fail)
-        self.attempts = 0
-        self.recorded = threading.Event()
-
-    def complete(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
-        self.attempts += 1
-        super().complete(key, token, ttl=ttl)
-        self.recorded.set()
-
-
-def test_a_missed_done_mark_is_recorded_in_the_background_without_another_delivery(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    store = CountingStore(fail={"complete"})
-    webhooks = Dispatcher(SECRET, idempotency_store=store)
-    ran: list[str] = []
-    webhooks.on("customer.created")(lambda event: ran.append("ran"))
-    assert status(webhooks.handle(*signed(msg_id="msg_bg"))) == (200, {"status": "processed"})
-    assert len(webhooks._missed) == 1
-    # The retries continue while the store is down...
-    deadline = time.monotonic() + 10
-    while store.attempts < 3 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert store.attempts >= 3
-    assert not store.recorded.is_set()
-    # ...and the mark is recorded once it answers, with no delivery to carry it.
-    with caplog.at_level(logging.INFO, logger="carecycle_webhooks"):
-        store.fail = set()
-        assert store.recorded.wait(timeout=10)
-        thread = webhooks._missed._thread
-        assert thread is None or thread.join(timeout=10) is None
-    assert webhooks._missed._thread is None
-    assert len(webhooks._missed) == 0
-    assert "msg_bg: its done mark is recorded now" in caplog.text
-    assert store.acquire("msg_bg", lease=datetime.timedelta(seconds=1)) == Claim("done")
-    assert status(webhooks.handle(*signed(msg_id="msg_bg"))) == (200, {"status": "duplicate"})
-    assert ran == ["ran"]
-
-
-def test_a_missed_done_mark_is_recorded_by_a_task_on_the_event_loop() -> None:
-    store = CountingStore(fail={"complete"})
-    webhooks = Dispatcher(SECRET, idempotency_store=store)
-    ran: list[str] = []
-
-    @webhooks.on("customer.created")
-    async def handler(event: CustomerCreatedEvent) -> None:
-        ran.append("ran")
-
-    async def scenario() -> None:
-        response = await webhooks.handle_async(*signed(msg_id="msg_task"))
-        assert status(response) == (200, {"status": "processed"})
-        (task,) = webhooks._missed._tasks
-        assert task.get_loop() is asyncio.get_running_loop()
-        await asyncio.sleep(0.3)  # the task retries meanwhile
-        assert store.attempts >= 2
-        store.fail = set()
-        await asyncio.wait_for(task, timeout=10)  # it ends once every mark is recorded
-        assert store.recorded.is_set()
-        assert webhooks._missed._tasks == set()
-        assert status(await webhooks.handle_async(*signed(msg_id="msg_task"))) == (
-            200,
-            {"status": "duplicate"},
-        )
-
-    asyncio.run(scenario())
-    assert ran == ["ran"]
-
-
-def test_missed_done_marks_outlive_the_event_loop_that_retried_them() -> None:
+def test_missed_done_marks_outlive_the_event_loop_of_their_delivery() -> None:
     store = BrokenStore(fail={"complete"})
     webhooks = Dispatcher(SECRET, idempotency_store=store)
     webhooks.on("customer.created")(lambda event: None)
-    # asyncio.run cancels the retrying task when it returns: the mark is kept...
+    # Nothing of ours is left on the loop: the mark is kept...
     assert asyncio.run(webhooks.handle_async(*signed(msg_id="msg_loop"))).status_code == 200
-    assert webhooks._missed._tasks == set()
     assert list(webhooks._missed.marks) == ["msg_loop"]
     # ...and recorded by the next delivery, on another loop.
     store.fail = set()
@@ -1033,130 +957,6 @@ def test_a_cancelled_delivery_keeps_the_missed_marks_it_was_recording() -> None:
 
     asyncio.run(scenario())
     assert list(webhooks._missed.marks.items()) == [("msg_waiting", "token")]
-
-
-class SwitchingStore(InMemoryIdempotencyStore):
-    """complete_async fails, hangs or works, as ``mode`` says."""
-
-    mode = "fail"
-
-    async def complete_async(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
-        if self.mode == "fail":
-            raise ConnectionError("store unreachable at 127.0.0.1:6379")
-        if self.mode == "hang":
-            await asyncio.sleep(30)
-        self.complete(key, token, ttl=ttl)
-
-
-def test_the_retrier_waits_for_a_delivery_recording_meanwhile() -> None:
-    # A delivery takes the marks out to record them, and is cancelled while the store
-    # hangs: the retrier, which saw no marks meanwhile, must still be there to record them.
-    store = SwitchingStore()
-    webhooks = Dispatcher(SECRET, idempotency_store=store)
-
-    @webhooks.on("customer.created")
-    async def handler(event: CustomerCreatedEvent) -> None: ...
-
-    async def scenario() -> None:
-        assert (await webhooks.handle_async(*signed(msg_id="msg_a"))).status_code == 200
-        store.mode = "hang"
-        delivery = asyncio.create_task(webhooks.handle_async(*signed(msg_id="msg_b")))
-        await asyncio.sleep(0.35)  # the retrier woke up twice meanwhile and found no marks
-        assert len(webhooks._missed._tasks) == 1
-        delivery.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await delivery
-        store.mode = "ok"
-        (retrier,) = webhooks._missed._tasks
-        await asyncio.wait_for(retrier, timeout=10)
-
-    asyncio.run(scenario())
-    assert len(webhooks._missed) == 0
-    assert store.acquire("msg_a", lease=datetime.timedelta(seconds=1)) == Claim("done")
-
-
-def test_tasks_of_loops_closed_without_cancelling_them_are_forgotten(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(logging.getLogger("asyncio"), "disabled", True)  # "Task was destroyed"
-    webhooks = Dispatcher(SECRET, idempotency_store=BrokenStore(fail={"complete"}))
-    webhooks.on("customer.created")(lambda event: None)
-    for number in range(3):
-        loop = asyncio.new_event_loop()
-        assert (
-            loop.run_until_complete(webhooks.handle_async(*signed(msg_id=f"msg_{number}"))).status_code == 200
-        )
-        loop.close()  # its retrier never runs again
-        tasks = webhooks._missed._tasks
-        assert len(tasks) == 1
-        assert next(iter(tasks)).get_loop() is loop
-    assert list(webhooks._missed.marks) == ["msg_0", "msg_1", "msg_2"]
-
-
-def test_the_retrier_task_does_not_run_in_the_failed_request_s_context() -> None:
-    request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
-    seen: list[tuple[str, str | None]] = []
-
-    class Store(SwitchingStore):
-        async def complete_async(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
-            seen.append((cast("asyncio.Task[Any]", asyncio.current_task()).get_name(), request_id.get()))
-            await super().complete_async(key, token, ttl=ttl)
-
-    store = Store()
-    webhooks = Dispatcher(SECRET, idempotency_store=store)
-
-    @webhooks.on("customer.created")
-    async def handler(event: CustomerCreatedEvent) -> None: ...
-
-    async def request() -> int:
-        request_id.set("req-1")
-        return (await webhooks.handle_async(*signed(msg_id="msg_ctx"))).status_code
-
-    async def scenario() -> None:
-        assert await asyncio.create_task(request()) == 200
-        store.mode = "ok"
-        (retrier,) = webhooks._missed._tasks
-        await asyncio.wait_for(retrier, timeout=10)
-
-    asyncio.run(scenario())
-    assert seen[0][1] == "req-1"  # the request itself
-    assert seen[-1] == ("carecycle-webhooks: missed done marks", None)  # the retrier: a context of its own
-
-
-def test_the_retry_thread_stops_when_its_dispatcher_is_gone(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Not logged: a captured log record would keep the store's error, its traceback and
-    # so the dispatcher alive.
-    monkeypatch.setattr(logging.getLogger("carecycle_webhooks"), "disabled", True)
-    webhooks = Dispatcher(SECRET, idempotency_store=BrokenStore(fail={"complete"}))
-    webhooks.on("customer.created")(lambda event: None)
-    assert webhooks.handle(*signed(msg_id="msg_orphan")).status_code == 200
-    thread = webhooks._missed._thread
-    assert thread is not None
-    assert thread.is_alive()
-    gone = weakref.ref(webhooks)
-    del webhooks
-    gc.collect()
-    assert gone() is None
-    thread.join(timeout=10)
-    assert not thread.is_alive()
-
-
-def test_no_thread_to_be_had_leaves_the_marks_for_the_next_delivery(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    store = BrokenStore(fail={"complete"})
-    webhooks = Dispatcher(SECRET, idempotency_store=store)
-    webhooks.on("customer.created")(lambda event: None)
-
-    def refuse(self: threading.Thread) -> None:
-        raise RuntimeError("can't start new thread")
-
-    with monkeypatch.context() as patch, caplog.at_level(logging.WARNING, logger="carecycle_webhooks"):
-        patch.setattr(threading.Thread, "start", refuse)
-        assert webhooks.handle(*signed(msg_id="msg_threadless")).status_code == 200
-    assert "cannot start the thread that records missed done marks" in caplog.text
-    assert webhooks._missed._thread is None
-    store.fail = set()
-    assert webhooks.handle(*signed(msg_id="msg_later")).status_code == 200
-    assert store.acquire("msg_threadless", lease=datetime.timedelta(seconds=1)) == Claim("done")
 
 
 def test_dispatch_runs_an_already_verified_event_once() -> None:
@@ -1310,7 +1110,7 @@ def test_a_complete_cut_short_that_then_fails_keeps_the_mark_for_later(all_logs:
             await task
 
     asyncio.run(scenario())
-    assert "msg_cut_short" in webhooks._missed.marks  # recorded as soon as the store answers
+    assert "msg_cut_short" in webhooks._missed.marks  # recorded by the next delivery
     assert "failed to complete msg_cut_short" in "\n".join(all_logs.lines)
 
 

@@ -567,49 +567,97 @@ def answers(probe: Callable[[], bool]) -> Callable[[], bool]:
     return guarded
 
 
-def test_dispatcher_records_the_missed_done_mark_once_redis_is_back(
-    redis_server: RedisServer, redis_client
+@pytest.mark.parametrize("use_async", [False, True])
+def test_dispatcher_marks_done_before_answering_when_redis_is_back_within_the_retries(
+    redis_server: RedisServer, redis_client, async_redis_client, monkeypatch, use_async: bool
 ) -> None:
-    # Redis went away while the handler ran, and came back empty (this one keeps no data):
-    # the dispatcher records the done mark by itself, with no later delivery to carry it.
-    recorder = Recorder(RedisIdempotencyStore(redis_client))
-    recorder.during = redis_server.stop
+    # Redis went away while the handler ran and came back (empty: this one keeps no data)
+    # a moment later: the retries within the request record the done mark before the answer.
+    monkeypatch.setattr("carecycle_webhooks._flow.RETRY_DELAYS", (0.1, 0.2, 0.4, 0.8))  # the real ones
+    restart = threading.Timer(0.2, redis_server.start)
+
+    def down_for_a_moment() -> None:
+        redis_server.stop()
+        restart.start()
+
+    async def main() -> tuple[Recorder, WebhookResponse]:
+        async with async_redis_client() as client:
+            recorder = Recorder(RedisIdempotencyStore(client))
+            recorder.during = down_for_a_moment  # a sync handler: in a worker thread
+            return recorder, await recorder.dispatcher.handle_async(*delivery("msg_back_soon"))
+
     try:
-        response = recorder.dispatcher.handle(*delivery("msg_missed"))
+        if use_async:
+            recorder, response = asyncio.run(main())
+        else:
+            recorder = Recorder(RedisIdempotencyStore(redis_client))
+            recorder.during = down_for_a_moment
+            response = recorder.dispatcher.handle(*delivery("msg_back_soon"))
     finally:
-        redis_server.start()
+        restart.join(timeout=10)
     assert (response.status_code, body_of(response)) == (200, {"status": "processed"})
-    assert wait_until(answers(lambda: redis_client.get(PREFIX + "msg_missed") == b"done"), timeout=10)
-    again = recorder.dispatcher.handle(*delivery("msg_missed"))
-    assert (again.status_code, body_of(again)) == (200, {"status": "duplicate"})
-    assert recorder.calls == ["customer.created"]
+    assert len(recorder.dispatcher._missed) == 0  # recorded within the request
+    assert wait_until(answers(lambda: redis_client.get(PREFIX + "msg_back_soon") == b"done"))
 
 
-def test_dispatcher_async_records_the_missed_done_mark_once_redis_is_back(
-    redis_server: RedisServer, async_redis_client
+@pytest.mark.parametrize("use_async", [False, True])
+def test_dispatcher_records_a_mark_missed_past_the_retries_on_its_next_delivery(
+    redis_server: RedisServer, redis_client, async_redis_client, use_async: bool
 ) -> None:
-    async def main() -> None:
+    # Redis stayed down past the retries within the request: the dispatcher keeps the mark
+    # (nothing runs in the background), and its next delivery records it first.
+    def deliver_all(recorder: Recorder) -> list[WebhookResponse]:
+        recorder.during = redis_server.stop
+        try:
+            first = recorder.dispatcher.handle(*delivery("msg_missed"))
+        finally:
+            redis_server.start()
+        assert list(recorder.dispatcher._missed.marks) == ["msg_missed"]
+        recorder.during = None
+        assert wait_until(answers(lambda: bool(redis_client.ping())))  # the store's client, reconnected
+        later = [recorder.dispatcher.handle(*delivery(msg_id)) for msg_id in ("msg_next", "msg_missed")]
+        return [first, *later]
+
+    async def deliver_all_async() -> list[WebhookResponse]:
         async with async_redis_client() as client:
             recorder = Recorder(RedisIdempotencyStore(client))
             recorder.during = redis_server.stop  # a sync handler: in a worker thread
             try:
-                response = await recorder.dispatcher.handle_async(*delivery("msg_missed_async"))
+                first = await recorder.dispatcher.handle_async(*delivery("msg_missed"))
             finally:
                 await asyncio.to_thread(redis_server.start)
-            assert (response.status_code, body_of(response)) == (200, {"status": "processed"})
+            assert list(recorder.dispatcher._missed.marks) == ["msg_missed"]
+            recorder.during = None
 
-            async def recorded() -> bool:
+            async def warm() -> bool:
                 try:
-                    return bool(await client.get(PREFIX + "msg_missed_async") == b"done")
+                    return bool(await client.ping())
                 except redis.ConnectionError:
                     return False
 
-            assert await wait_until_async(recorded, timeout=10)
-            again = await recorder.dispatcher.handle_async(*delivery("msg_missed_async"))
-            assert (again.status_code, body_of(again)) == (200, {"status": "duplicate"})
-            assert recorder.calls == ["customer.created"]
+            assert await wait_until_async(warm)  # the store's client, reconnected
+            responses = [first]
+            responses.extend(
+                [
+                    await recorder.dispatcher.handle_async(*delivery(msg_id))
+                    for msg_id in ("msg_next", "msg_missed")
+                ]
+            )
+            assert recorder.calls == ["customer.created", "customer.created"]
+            return responses
 
-    asyncio.run(main())
+    if use_async:
+        responses = asyncio.run(deliver_all_async())
+    else:
+        recorder = Recorder(RedisIdempotencyStore(redis_client))
+        responses = deliver_all(recorder)
+        assert recorder.calls == ["customer.created", "customer.created"]
+    assert [body_of(response) for response in responses] == [
+        {"status": "processed"},
+        {"status": "processed"},  # recorded msg_missed's mark first
+        {"status": "duplicate"},
+    ]
+    assert redis_client.get(PREFIX + "msg_missed") == b"done"
 
 
 def test_dispatcher_redis_lost_during_a_failing_handler(

@@ -14,14 +14,24 @@ import functools
 import inspect
 import logging
 import time
-import traceback
-import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Literal, TypeVar, cast, overload
 
 from ._budget import DEFAULT_BODY_BUDGET, BodyBudget, process_budget
 from ._errors import WebhookConfigurationError, WebhookPayloadError, WebhookVerificationError
+from ._flow import (
+    Acquire,
+    Complete,
+    Failed,
+    KeepMissed,
+    Note,
+    Release,
+    RunHandler,
+    Wait,
+    delivery_flow,
+)
 from ._idempotency import DEFAULT_DONE_TTL, DEFAULT_LEASE, Claim, IdempotencyStore
+from ._logs import log_note
 from ._missed import MissedDoneMarks
 from ._models import (
     EVENT_MODELS,
@@ -33,24 +43,12 @@ from ._models import (
     event_type_key,
 )
 from ._parse import parse_unverified_event
-from ._responses import (
-    DUPLICATE,
-    HANDLER_FAILED,
-    IGNORED,
-    IN_FLIGHT,
-    JSON_HEADERS,
-    NOT_BYTES,
-    PROCESSED,
-    STORE_UNAVAILABLE,
-    WebhookResponse,
-    body_too_large,
-    invalid_payload,
-    rejected,
-)
+from ._responses import JSON_HEADERS, NOT_BYTES, WebhookResponse, body_too_large, invalid_payload, rejected
 from ._running import PROPAGATED, cancel_requested, keep_handed_over, outlast_cancellation, run_to_completion
 from ._verify import DEFAULT_TOLERANCE, Headers, WebhookDelivery, WebhookVerifier, body_exceeds
 
 if TYPE_CHECKING:
+    from ._flow import Flow, Step
     from ._models import Event
 
 __all__ = ["DEFAULT_MAX_BODY_SIZE", "JSON_HEADERS", "Dispatcher", "WebhookResponse", "current_delivery"]
@@ -99,31 +97,6 @@ def current_delivery() -> WebhookDelivery:
     raise LookupError("current_delivery() is only available inside a webhook handler")
 
 
-def _handler_name(handler: _Handler) -> str:
-    module = getattr(handler, "__module__", None)
-    name = getattr(handler, "__qualname__", None) or type(handler).__qualname__
-    return f"{module}.{name}" if module else str(name)
-
-
-def _safe_label(value: str) -> str:
-    # Event types come from a signed payload, but logs deserve printable, bounded text.
-    label = value[:100]
-    return label if label.isprintable() else repr(label)
-
-
-def _frames(error: BaseException) -> str:
-    # Where it failed, without the exception's message, which may hold PHI.
-    return "".join(traceback.format_list(traceback.extract_tb(error.__traceback__))).rstrip()
-
-
-def _store_settings(
-    ref: weakref.ReferenceType[Dispatcher],
-) -> tuple[IdempotencyStore | None, datetime.timedelta] | None:
-    """A dispatcher's store and done_ttl now, for its missed done marks; None once it is gone."""
-    dispatcher = ref()
-    return None if dispatcher is None else (dispatcher.idempotency_store, dispatcher.done_ttl)
-
-
 class Dispatcher:
     """Receives careCycle deliveries and routes each event to its typed handlers.
 
@@ -143,9 +116,9 @@ class Dispatcher:
 
     With an idempotency store, a delivery is handled once: see the docs' status table.
     When the store goes down after the handlers succeeded, the delivery is still answered
-    2xx (it was handled), and its "done" mark is recorded as soon as the store answers
-    again (a background thread or event-loop task retries, at most a second apart),
-    while the lease still keeps duplicates out.
+    2xx (it was handled): its "done" mark is tried again within the request for a few
+    seconds, and past that recorded by the dispatcher's next delivery, while the lease
+    still keeps duplicates out. Nothing of ours runs in the background.
 
     Args:
         secret: The endpoint's ``whsec_...`` secret, or several during a rotation.
@@ -217,8 +190,8 @@ class Dispatcher:
         # Tuples, rebuilt on registration: a delivery only looks its handlers up.
         self._handlers: dict[str, tuple[_Handler, ...]] = {}
         # Deliveries whose handlers succeeded but whose "done" mark the store could not
-        # record (it went down meanwhile): recorded as soon as the store answers again.
-        self._missed = MissedDoneMarks(functools.partial(_store_settings, weakref.ref(self)))
+        # record, even when tried again within the request: the next delivery records them.
+        self._missed = MissedDoneMarks()
         self._catch_all: tuple[_Handler, ...] = ()
         self._coroutine_functions: set[int] = set()  # id() of the async def handlers
 
@@ -372,76 +345,14 @@ class Dispatcher:
             return invalid_payload(error)
         return event, delivery
 
-    def _log_failure(
-        self,
-        error: BaseException,
-        handler: _Handler,
-        event: Event,
-        delivery: WebhookDelivery,
-        *,
-        propagated: bool = False,
+    def _note(
+        self, note: Note, handlers: tuple[_Handler, ...], event: Event, delivery: WebhookDelivery
     ) -> None:
-        extra = {"webhook_id": delivery.webhook_id, "event_type": event.event_type}
-        # KeyboardInterrupt and SystemExit are raised on, to stop the process as asked.
-        what = "was interrupted" if propagated else "failed"
-        if self._log_exception_messages:
-            logger.error(
-                "handler %s %s on %s %s (attempt %s)",
-                _handler_name(handler),
-                what,
-                _safe_label(event.event_type),
-                delivery.webhook_id,
-                delivery.attempt,
-                exc_info=error,
-                extra=extra,
-            )
-            return
-        logger.error(
-            "handler %s %s on %s %s (attempt %s): %s (message hidden: it may hold PHI)\n%s",
-            _handler_name(handler),
-            what,
-            _safe_label(event.event_type),
-            delivery.webhook_id,
-            delivery.attempt,
-            type(error).__qualname__,
-            _frames(error),
-            extra=extra,
-        )
-
-    def _store_failed(self, action: str, error: BaseException, delivery: WebhookDelivery) -> None:
-        logger.error(
-            "idempotency store failed to %s %s: %s: %s",
-            action,
-            delivery.webhook_id,
-            type(error).__qualname__,
-            error,
-            extra={"webhook_id": delivery.webhook_id},
-        )
-
-    def _not_acquired(self, claim: Claim, delivery: WebhookDelivery) -> WebhookResponse:
-        """The answer when the store did not hand this delivery's lease over."""
-        status: object = claim.status
-        if status == "done":
-            logger.info("webhook %s already processed: handlers not run again", delivery.webhook_id)
-            return DUPLICATE
-        if status == "in_flight":
-            logger.info("webhook %s is being processed by another worker: 409", delivery.webhook_id)
-            return IN_FLIGHT
-        # A store that breaks the protocol is a store failure: run nothing, Svix retries.
-        logger.error(
-            "idempotency store answered acquire %s with an unknown status %s",
-            delivery.webhook_id,
-            _safe_label(repr(status)),
-            extra={"webhook_id": delivery.webhook_id},
-        )
-        return STORE_UNAVAILABLE
-
-    def _failed(
-        self, failure: tuple[_Handler, BaseException], event: Event, delivery: WebhookDelivery
-    ) -> WebhookResponse:
-        handler, error = failure
-        self._log_failure(error, handler, event, delivery)
-        return HANDLER_FAILED
+        """Carry out a step of the flow that takes no time: a log line, a missed mark kept."""
+        if isinstance(note, KeepMissed):
+            self._missed.add(delivery.webhook_id, note.claim.token)
+        else:
+            log_note(note, handlers, event, delivery, with_messages=self._log_exception_messages)
 
     def handle(self, body: bytes | str, headers: Headers) -> WebhookResponse:
         """Verify, parse, deduplicate and dispatch one delivery, synchronously.
@@ -479,63 +390,35 @@ class Dispatcher:
         Returns:
             The response `handle` would have given after verification and parsing.
         """
+        # The sync driver of the delivery's flow (see _flow): it only carries steps out.
         handlers = self.handlers_for(event)
-        if not handlers:
-            logger.debug("webhook %s: no handler for %s", delivery.webhook_id, _safe_label(event.event_type))
-            return IGNORED
         store = self._store
-        if store is None:
-            failure = self._run(handlers, event, delivery)
-            return PROCESSED if failure is None else self._failed(failure, event, delivery)
-        if self._missed.marks:
+        if store is not None and handlers and self._missed.marks:
             self._missed.record(store, self._done_ttl)
-        try:
-            claim = store.acquire(delivery.webhook_id, lease=self._lease)
-        except Exception as error:  # noqa: BLE001 - any store failure: answer 503, run nothing
-            self._store_failed("acquire", error, delivery)
-            return STORE_UNAVAILABLE
-        if claim.status != "acquired":
-            return self._not_acquired(claim, delivery)
-        try:
-            failure = self._run(handlers, event, delivery)
-        except BaseException:
-            self._release(store, claim, delivery)  # KeyboardInterrupt or SystemExit: raised on
-            raise
-        if failure is not None:
-            self._release(store, claim, delivery)
-            return self._failed(failure, event, delivery)
-        try:
-            store.complete(delivery.webhook_id, claim.token, ttl=self._done_ttl)
-        except Exception as error:  # noqa: BLE001 - handled already; Svix must not retry it
-            self._store_failed("complete", error, delivery)
-            self._missed.add(delivery.webhook_id, claim.token)
-            self._missed.retry_in_thread()
-        return PROCESSED
-
-    def _release(self, store: IdempotencyStore, claim: Claim, delivery: WebhookDelivery) -> None:
-        try:
-            store.release(delivery.webhook_id, claim.token)
-        except Exception as error:  # noqa: BLE001 - the lease expires on its own
-            self._store_failed("release", error, delivery)
-
-    def _run(
-        self, handlers: tuple[_Handler, ...], event: Event, delivery: WebhookDelivery
-    ) -> tuple[_Handler, BaseException] | None:
+        flow = delivery_flow(len(handlers), with_store=store is not None)
+        webhook_id = delivery.webhook_id
         token = _current.set(delivery)
-        handler = handlers[0]
         try:
-            for handler in handlers:
-                result = handler(event)
-                if result is not None and inspect.isawaitable(result):
-                    run_to_completion(result)
-        except PROPAGATED as error:
-            self._log_failure(error, handler, event, delivery, propagated=True)
-            raise
-        except BaseException as error:  # noqa: BLE001 - reported as a 500, never raised to the caller
-            return handler, error
+            step = next(flow)
+            while True:
+                outcome: Claim | Failed | None = None
+                if type(step) is RunHandler:
+                    try:
+                        outcome = _run_sync(handlers[step.index], event)
+                    except PROPAGATED as error:  # raised on by the flow, once the lease is freed
+                        step = flow.throw(error)
+                        continue
+                elif isinstance(step, Note):
+                    self._note(step, handlers, event, delivery)
+                elif isinstance(step, Wait):
+                    time.sleep(step.seconds)
+                else:
+                    outcome = self._store_call(cast("IdempotencyStore", store), step, webhook_id)
+                step = flow.send(outcome)
+        except StopIteration as stop:
+            return cast("WebhookResponse", stop.value)
         finally:
             _current.reset(token)
-        return None
 
     async def handle_async(self, body: bytes | str, headers: Headers) -> WebhookResponse:
         """Verify, parse, deduplicate and dispatch one delivery, on the event loop.
@@ -573,6 +456,18 @@ class Dispatcher:
             return prepared
         return await self.dispatch_async(*prepared)
 
+    def _store_call(self, store: IdempotencyStore, step: Step, webhook_id: str) -> Claim | Failed | None:
+        try:
+            if isinstance(step, Acquire):
+                return store.acquire(webhook_id, lease=self._lease)
+            if isinstance(step, Complete):
+                store.complete(webhook_id, step.claim.token, ttl=self._done_ttl)
+            else:
+                store.release(webhook_id, cast("Release", step).claim.token)
+        except Exception as error:  # noqa: BLE001 - any store failure: the flow decides
+            return Failed(error, time.monotonic())
+        return None
+
     async def dispatch_async(self, event: Event, delivery: WebhookDelivery) -> WebhookResponse:
         """`dispatch`, on the event loop (as `handle_async` runs handlers).
 
@@ -584,168 +479,140 @@ class Dispatcher:
             The response `handle_async` would have given after verification and parsing.
         """
         handlers = self.handlers_for(event)
-        if not handlers:
-            logger.debug("webhook %s: no handler for %s", delivery.webhook_id, _safe_label(event.event_type))
-            return IGNORED
         store = self._store
-        if store is None:
-            return await self._deliver_async(handlers, event, delivery, None, None)
-        if self._missed.marks:
+        if store is not None and handlers and self._missed.marks:
             await self._missed.record_async(store, self._done_ttl)
-        try:
-            claim = await store.acquire_async(delivery.webhook_id, lease=self._lease)
-        except Exception as error:  # noqa: BLE001 - any store failure: answer 503, run nothing
-            self._store_failed("acquire", error, delivery)
-            return STORE_UNAVAILABLE
-        if claim.status != "acquired":
-            return self._not_acquired(claim, delivery)
-        return await self._deliver_async(handlers, event, delivery, store, claim)
+        flow = delivery_flow(len(handlers), with_store=store is not None)
+        return await self._drive_async(flow, next(flow), handlers, event, delivery)
 
-    async def _deliver_async(  # noqa: C901, PLR0912, PLR0913, PLR0915 - one delivery, start to end, in one coroutine: it runs on every delivery
+    async def _drive_async(  # noqa: C901, PLR0912, PLR0913, PLR0915, PLR0917 - the async driver: every step, one loop, on every delivery
         self,
+        flow: Flow,
+        step: Step,
         handlers: tuple[_Handler, ...],
         event: Event,
         delivery: WebhookDelivery,
-        store: IdempotencyStore | None,
-        claim: Claim | None,
-        *,
-        start: int = 0,
         thread: asyncio.Future[object] | None = None,
     ) -> WebhookResponse:
-        """Run ``handlers[start:]``, then record the outcome in the store and answer.
+        """Carry the flow's steps out on the event loop, from ``step`` to the answer.
 
-        ``thread`` is the running thread of ``handlers[start]``, when a cancelled request
-        handed the rest of its delivery over to this call, in a task of its own.
+        ``thread`` is the running thread of the handler of ``step``, when a cancelled
+        request handed the rest of its delivery over to this call, in a task of its own.
         """
-        coroutine_functions = self._coroutine_functions
-        failure: tuple[_Handler, BaseException] | None = None
+        store = cast("IdempotencyStore", self._store)
+        webhook_id = delivery.webhook_id
+        stop: asyncio.CancelledError | None = None  # the loop is closing: start no handler
         handed_over = False
         token = _current.set(delivery)
-        handler = handlers[start]
         try:
-            for index in range(start, len(handlers)):
-                handler = handlers[index]
-                if thread is not None:
-                    # Taken over from a cancelled request: its handler's thread first.
-                    cancelled = await outlast_cancellation(thread)
-                    result, thread = thread.result(), None
-                    if cancelled and index + 1 < len(handlers):
-                        raise asyncio.CancelledError  # noqa: TRY301 - the loop is closing: start nothing more
-                elif id(handler) in coroutine_functions:  # async def: noted at registration
-                    await cast("Awaitable[object]", handler(event))
-                    continue
-                else:
-                    # Sync handlers never block the loop; the thread runs in this context.
-                    running = asyncio.get_running_loop().run_in_executor(
-                        None, functools.partial(contextvars.copy_context().run, handler, event)
-                    )
+            while True:
+                outcome: Claim | Failed | None = None
+                thrown: BaseException | None = None
+                if isinstance(step, RunHandler):
+                    handler = handlers[step.index]
                     try:
-                        result = await asyncio.shield(running)
+                        if thread is not None:
+                            # Taken over from a cancelled request: its handler's thread first.
+                            if await outlast_cancellation(thread):
+                                stop = asyncio.CancelledError()
+                            result, thread = thread.result(), None
+                        elif stop is not None:
+                            raise stop  # noqa: TRY301 - thrown into the flow below
+                        elif id(handler) in self._coroutine_functions:  # async def: noted at registration
+                            result = await cast("Awaitable[object]", handler(event))
+                        else:
+                            # Sync handlers never block the loop; the thread runs in this context.
+                            running = asyncio.get_running_loop().run_in_executor(
+                                None, functools.partial(contextvars.copy_context().run, handler, event)
+                            )
+                            try:
+                                result = await asyncio.shield(running)
+                            except asyncio.CancelledError as error:
+                                raised = running.done() and not running.cancelled() and running.exception()
+                                if raised is not error:
+                                    # The thread cannot be stopped: a task waits for it and finishes
+                                    # the delivery, so its outcome is recorded; this request ends now.
+                                    self._hand_over(flow, step, handlers, event, delivery, running)
+                                    handed_over = True
+                                    raise
+                                outcome, result = Failed(error), None  # the handler raised it: a failure
+                        if result is not None and inspect.isawaitable(result):
+                            await cast("Awaitable[object]", result)
+                    except PROPAGATED as error:
+                        thrown = error
                     except asyncio.CancelledError as error:
-                        if running.done() and not running.cancelled() and running.exception() is error:
-                            failure = handler, error  # the handler raised it: a failure like any other
-                            break
-                        # The thread cannot be stopped: a task waits for it and finishes
-                        # the delivery, so its outcome is recorded; this request ends now.
-                        self._hand_over(handlers, event, delivery, store, claim, start=index, thread=running)
-                        handed_over = True
-                        raise
-                if result is not None and inspect.isawaitable(result):
-                    await cast("Awaitable[object]", result)
-        except (*PROPAGATED, asyncio.CancelledError) as error:
-            if handed_over:
-                raise  # the task that took the delivery over records its outcome
-            if isinstance(error, asyncio.CancelledError) and not cancel_requested():
-                failure = handler, error  # raised by the handler, not a cancellation
-            else:
-                # Cancelled while an async handler ran, or a handler raised KeyboardInterrupt
-                # or SystemExit: free the lease, so that Svix's retry runs the handlers.
-                if isinstance(error, PROPAGATED):
-                    self._log_failure(error, handler, event, delivery, propagated=True)
-                if store is not None and claim is not None:
-                    await self._release_async(store, claim, delivery)
-                raise
-        except BaseException as error:  # noqa: BLE001 - reported as a 500, never raised to the caller
-            failure = handler, error
+                        if handed_over:
+                            raise
+                        if cancel_requested():
+                            thrown = error
+                        else:  # raised by the handler, not a cancellation
+                            outcome = Failed(error)
+                    except BaseException as error:  # noqa: BLE001 - reported as a 500, never raised to the caller
+                        outcome = Failed(error)
+                elif isinstance(step, Note):
+                    self._note(step, handlers, event, delivery)
+                elif isinstance(step, Wait):
+                    try:
+                        await asyncio.sleep(step.seconds)
+                    except asyncio.CancelledError as error:
+                        thrown = error
+                elif isinstance(step, Acquire):
+                    try:
+                        outcome = await store.acquire_async(webhook_id, lease=self._lease)
+                    except Exception as error:  # noqa: BLE001 - any store failure: the flow decides
+                        outcome = Failed(error, time.monotonic())
+                else:
+                    record = step
+                    call = (
+                        store.complete_async(webhook_id, record.claim.token, ttl=self._done_ttl)
+                        if isinstance(record, Complete)
+                        else store.release_async(webhook_id, record.claim.token)
+                    )
+                    if record.to_the_end:  # cut short once: now whatever cancellations arrive
+                        work = asyncio.ensure_future(call)
+                        await outlast_cancellation(work)
+                        failure = asyncio.CancelledError() if work.cancelled() else work.exception()
+                        outcome = None if failure is None else Failed(failure, time.monotonic())
+                    else:
+                        try:
+                            await call
+                        except asyncio.CancelledError as error:
+                            if cancel_requested():
+                                thrown = error
+                            else:  # the store raised it of its own accord: a failure
+                                outcome = Failed(error, time.monotonic())
+                        except Exception as error:  # noqa: BLE001 - any store failure: the flow decides
+                            outcome = Failed(error, time.monotonic())
+                step = flow.send(outcome) if thrown is None else flow.throw(thrown)
+        except StopIteration as done:
+            return cast("WebhookResponse", done.value)
         finally:
             _current.reset(token)
-        if failure is not None:
-            response = self._failed(failure, event, delivery)  # logged before the lease is freed
-            if store is not None and claim is not None:
-                await self._release_async(store, claim, delivery)
-            return response
-        if store is not None and claim is not None:
-            await self._complete_async(store, claim, delivery)
-        return PROCESSED
 
-    async def _complete_async(self, store: IdempotencyStore, claim: Claim, delivery: WebhookDelivery) -> None:
-        try:
-            await store.complete_async(delivery.webhook_id, claim.token, ttl=self._done_ttl)
-        except asyncio.CancelledError as error:
-            if not cancel_requested():  # the store raised it of its own accord: a failure
-                self._complete_failed(error, claim, delivery)
-                return
-            # Cut short: the handlers succeeded, so record it anyway (a repeated complete
-            # changes nothing), then the cancellation goes on.
-            await self._record_through_cancellation("complete", store, claim, delivery)
-            raise
-        except Exception as error:  # noqa: BLE001 - handled already; Svix must not retry it
-            self._complete_failed(error, claim, delivery)
-
-    def _complete_failed(self, error: BaseException, claim: Claim, delivery: WebhookDelivery) -> None:
-        self._store_failed("complete", error, delivery)
-        self._missed.add(delivery.webhook_id, claim.token)
-        self._missed.retry_in_task()
-
-    async def _release_async(self, store: IdempotencyStore, claim: Claim, delivery: WebhookDelivery) -> None:
-        try:
-            await store.release_async(delivery.webhook_id, claim.token)
-        except asyncio.CancelledError as error:
-            if not cancel_requested():  # the store raised it of its own accord: a failure
-                self._store_failed("release", error, delivery)
-                return
-            # Cut short: free the lease anyway (a repeated release changes nothing), so that
-            # Svix's retry need not wait for it to expire.
-            await self._record_through_cancellation("release", store, claim, delivery)
-            raise
-        except Exception as error:  # noqa: BLE001 - the lease expires on its own
-            self._store_failed("release", error, delivery)
-
-    async def _record_through_cancellation(
+    def _hand_over(  # noqa: PLR0913, PLR0917 - the delivery's whole state
         self,
-        action: Literal["complete", "release"],
-        store: IdempotencyStore,
-        claim: Claim,
-        delivery: WebhookDelivery,
-    ) -> None:
-        """Run ``complete`` or ``release`` again, to its end, whatever cancellations arrive."""
-        if action == "complete":
-            call = store.complete_async(delivery.webhook_id, claim.token, ttl=self._done_ttl)
-        else:
-            call = store.release_async(delivery.webhook_id, claim.token)
-        work = asyncio.ensure_future(call)
-        await outlast_cancellation(work)
-        error: BaseException | None = asyncio.CancelledError() if work.cancelled() else work.exception()
-        if error is None:
-            return
-        if action == "complete":
-            self._complete_failed(error, claim, delivery)
-        else:
-            self._store_failed(action, error, delivery)
-
-    def _hand_over(  # noqa: PLR0913 - the delivery's whole state
-        self,
+        flow: Flow,
+        step: Step,
         handlers: tuple[_Handler, ...],
         event: Event,
         delivery: WebhookDelivery,
-        store: IdempotencyStore | None,
-        claim: Claim | None,
-        *,
-        start: int,
         thread: asyncio.Future[object],
     ) -> None:
         task = asyncio.get_running_loop().create_task(
-            self._deliver_async(handlers, event, delivery, store, claim, start=start, thread=thread),
+            self._drive_async(flow, step, handlers, event, delivery, thread),
             name=f"carecycle-webhooks: finishing {delivery.webhook_id}",
         )
         keep_handed_over(task)
+
+
+def _run_sync(handler: _Handler, event: Event) -> Failed | None:
+    """Run one handler from synchronous code: ``None``, or its failure."""
+    try:
+        result = handler(event)
+        if result is not None and inspect.isawaitable(result):
+            run_to_completion(result)
+    except PROPAGATED:
+        raise
+    except BaseException as error:  # noqa: BLE001 - reported as a 500, never raised to the caller
+        return Failed(error)
+    return None
