@@ -177,7 +177,7 @@ def test_a_content_length_contradicted_by_chunked_framing_is_held_to_the_limit(
 def test_an_oversize_declared_body_is_refused_before_it_is_read(fastapi_receiver: Server) -> None:
     status, sent, head = asyncio.run(post_raw(fastapi_receiver.port, size=64 * MIB, declared=1024 * MIB))
     assert status == 413, head
-    assert sent < 16 * MIB
+    assert sent < 32 * MIB  # of the 1 GiB declared: only what the sockets buffered
 
 
 def test_a_client_that_goes_away_mid_body_is_not_an_application_error(fastapi_receiver: Server) -> None:
