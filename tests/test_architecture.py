@@ -9,10 +9,10 @@ import pytest
 
 SOURCE = Path(__file__).resolve().parent.parent / "src"
 PACKAGE = "carecycle_webhooks"
-MAX_LINES = 650
+MAX_LINES = 600
 # Still too long: issue 10's store protocols split it. Until then it
 # may not grow; remove the name once its split is in.
-TOO_LONG_FOR_NOW = {"_idempotency.py": 800}
+TOO_LONG_FOR_NOW: dict[str, int] = {}
 
 
 def module_name(path: Path) -> str:

@@ -7,13 +7,16 @@ import threading
 import pytest
 
 from carecycle_webhooks import (
+    AsyncIdempotencyStore,
     Claim,
+    Dispatcher,
     IdempotencyStore,
     InMemoryIdempotencyStore,
     RedisIdempotencyStore,
     WebhookConfigurationError,
 )
 
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 LEASE = datetime.timedelta(seconds=60)
 DAY = datetime.timedelta(days=1)
 
@@ -26,9 +29,72 @@ class Clock:
         return self.now
 
 
-def test_both_stores_implement_the_protocol() -> None:
-    assert isinstance(InMemoryIdempotencyStore(), IdempotencyStore)
-    assert isinstance(RedisIdempotencyStore(object()), IdempotencyStore)
+def test_both_stores_implement_both_protocols() -> None:
+    for store in (InMemoryIdempotencyStore(), RedisIdempotencyStore(object())):
+        assert isinstance(store, IdempotencyStore)
+        assert isinstance(store, AsyncIdempotencyStore)
+
+
+class SyncOnlyStore:
+    """A store of one's own with the synchronous protocol only."""
+
+    def __init__(self) -> None:
+        self.store = InMemoryIdempotencyStore()
+
+    def acquire(self, key: str, *, lease: datetime.timedelta) -> Claim:
+        return self.store.acquire(key, lease=lease)
+
+    def complete(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
+        self.store.complete(key, token, ttl=ttl)
+
+    def release(self, key: str, token: str) -> None:
+        self.store.release(key, token)
+
+
+class AsyncOnlyStore:
+    """A store of one's own with the async protocol only (on an asyncio driver, say)."""
+
+    def __init__(self) -> None:
+        self.store = InMemoryIdempotencyStore()
+
+    async def acquire_async(self, key: str, *, lease: datetime.timedelta) -> Claim:
+        return self.store.acquire(key, lease=lease)
+
+    async def complete_async(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
+        self.store.complete(key, token, ttl=ttl)
+
+    async def release_async(self, key: str, token: str) -> None:
+        self.store.release(key, token)
+
+
+def test_a_store_with_one_protocol_serves_its_own_entry_point_only() -> None:
+    from carecycle_webhooks import testing
+
+    ran: list[str] = []
+    signed = testing.sign(testing.customer_created(), secret=SECRET, webhook_id="msg_one_protocol")
+    body_and_headers = (signed.body, signed.headers)
+
+    sync_dispatcher = Dispatcher(SECRET, idempotency_store=SyncOnlyStore())
+    sync_dispatcher.on("customer.created")(lambda event: ran.append("sync"))
+    assert [sync_dispatcher.handle(*body_and_headers).status_code for _ in range(2)] == [200, 200]
+    with pytest.raises(WebhookConfigurationError, match=r"cannot serve Dispatcher\.handle_async"):
+        asyncio.run(sync_dispatcher.handle_async(*body_and_headers))
+
+    async_dispatcher = Dispatcher(SECRET, idempotency_store=AsyncOnlyStore())
+    async_dispatcher.on("customer.created")(lambda event: ran.append("async"))
+
+    async def twice() -> list[int]:
+        return [(await async_dispatcher.handle_async(*body_and_headers)).status_code for _ in range(2)]
+
+    assert asyncio.run(twice()) == [200, 200]
+    with pytest.raises(WebhookConfigurationError, match=r"cannot serve Dispatcher\.handle:"):
+        async_dispatcher.handle(*body_and_headers)
+    assert ran == ["sync", "async"]  # each ran once: the second delivery was a duplicate
+
+
+def test_an_object_with_neither_protocol_is_refused() -> None:
+    with pytest.raises(WebhookConfigurationError, match="IdempotencyStore or AsyncIdempotencyStore"):
+        Dispatcher(SECRET, idempotency_store=object())  # type: ignore[arg-type]
 
 
 def test_acquire_in_flight_done() -> None:

@@ -718,22 +718,22 @@ def test_dispatcher_concurrent_duplicates_run_the_handler_once(redis_client) -> 
     assert body_of(next(r for r in responses if r.status_code == 200)) == {"status": "processed"}
 
 
-def test_dispatcher_handle_with_asyncio_client_answers_503(async_redis_client, redis_client, caplog) -> None:
-    # An asyncio client cannot serve the synchronous handle(): the store raises
-    # WebhookConfigurationError, which the dispatcher answers 503 with no handler run.
-    async def main() -> tuple[WebhookResponse, list[str]]:
+def test_dispatcher_handle_with_asyncio_client_is_a_configuration_error(
+    async_redis_client, redis_client
+) -> None:
+    # An asyncio client cannot serve the synchronous handle(): a mistake of set-up, said
+    # at once, not a 503 that Svix would retry for 28 hours. No handler runs.
+    async def main() -> list[str]:
         async with async_redis_client() as client:
             recorder = Recorder(RedisIdempotencyStore(client))
-            with caplog.at_level(logging.ERROR, logger="carecycle_webhooks"):
-                response = recorder.dispatcher.handle(*delivery("msg_wrong"))
-            return response, recorder.calls
+            with pytest.raises(
+                WebhookConfigurationError,
+                match=r"cannot serve Dispatcher\.handle: call Dispatcher\.handle_async",
+            ):
+                recorder.dispatcher.handle(*delivery("msg_wrong"))
+            return recorder.calls
 
-    response, calls = asyncio.run(main())
-    assert response.status_code == 503
-    assert body_of(response) == {"error": "idempotency_store_unavailable"}
-    assert calls == []
-    assert "WebhookConfigurationError" in caplog.text
-    assert "handle_async" in caplog.text
+    assert asyncio.run(main()) == []
     assert redis_client.keys("*") == []
 
 
@@ -950,7 +950,7 @@ def test_a_retried_acquire_holds_the_lease_its_first_attempt_took(redis_client) 
     # redis-py sends a script again, with the same arguments, when a reply is lost (a
     # timeout, a dropped connection): the repeat must not answer "in flight" to the very
     # call that took the lease, which would then be refused for the whole lease.
-    from carecycle_webhooks._idempotency import _ACQUIRE, _COMPLETE, _RELEASE
+    from carecycle_webhooks._redis import _ACQUIRE, _COMPLETE, _RELEASE
 
     key, token = PREFIX + "msg_retried", "token-1"
     assert redis_client.eval(_ACQUIRE, 1, key, token, 120_000) is None  # the first attempt
@@ -1198,9 +1198,9 @@ def test_calls_fail_at_once_while_too_many_late_ones_wait(
 ) -> None:
     # A stalled Redis must not gather ever more threads, tasks or queued calls: past a
     # bound, a call fails at once. Its threads are bounded too.
-    from carecycle_webhooks import _idempotency
+    from carecycle_webhooks import _redis
 
-    monkeypatch.setattr(_idempotency, "_MAX_OVERDUE", 2)
+    monkeypatch.setattr(_redis, "_MAX_OVERDUE", 2)
     client = redis.Redis(**generous_options(stalling_redis))
     try:
         store = RedisIdempotencyStore(client)
@@ -1223,7 +1223,7 @@ def test_calls_fail_at_once_while_too_many_late_ones_wait(
 def test_concurrent_calls_on_a_stalled_redis_use_a_bounded_number_of_threads(
     stalling_redis: RedisServer,
 ) -> None:
-    from carecycle_webhooks._idempotency import _THREAD_NAME, _THREADS
+    from carecycle_webhooks._redis import _THREAD_NAME, _THREADS
 
     client = redis.Redis(**generous_options(stalling_redis))
     callers = 40
@@ -1301,9 +1301,9 @@ class SlowClient:
 def test_a_burst_beyond_the_threads_leaves_the_counts_true(monkeypatch: pytest.MonkeyPatch) -> None:
     # More concurrent calls than threads, then quiet until the threads end: later calls must
     # still find a thread, not wait out the deadline in the queue (503 on a healthy Redis).
-    from carecycle_webhooks import _idempotency
+    from carecycle_webhooks import _redis
 
-    monkeypatch.setattr(_idempotency, "_IDLE_SECONDS", 0.2)
+    monkeypatch.setattr(_redis, "_IDLE_SECONDS", 0.2)
     store = RedisIdempotencyStore(SlowClient(), timeout=datetime.timedelta(seconds=5))
     callers = [
         threading.Thread(target=store.acquire, args=(f"msg_{n}",), kwargs={"lease": LEASE}) for n in range(48)
@@ -1323,13 +1323,13 @@ def test_a_burst_beyond_the_threads_leaves_the_counts_true(monkeypatch: pytest.M
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_forked_workers_draw_lease_tokens_of_their_own() -> None:
-    from carecycle_webhooks._idempotency import _new_token
+    from carecycle_webhooks._idempotency import new_token
 
-    _new_token()  # the parent has used its counter
+    new_token()  # the parent has used its counter
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child, measured by the parent's assertions
-        os.write(write, _new_token().encode())
+        os.write(write, new_token().encode())
         os._exit(0)
     os.close(write)
     try:
@@ -1337,7 +1337,7 @@ def test_forked_workers_draw_lease_tokens_of_their_own() -> None:
     finally:
         os.close(read)
         os.waitpid(pid, 0)
-    parent = _new_token()
+    parent = new_token()
     assert child
     assert child.split("-")[0] != parent.split("-")[0]
 
@@ -1356,7 +1356,7 @@ class StalledAsyncClient:
 def test_late_calls_of_a_loop_closed_without_cancelling_them_are_forgotten(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from carecycle_webhooks._idempotency import _MAX_OVERDUE
+    from carecycle_webhooks._redis import _MAX_OVERDUE
 
     store = RedisIdempotencyStore(StalledAsyncClient(), timeout=datetime.timedelta(seconds=0.05))
 

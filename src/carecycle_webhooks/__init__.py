@@ -26,10 +26,10 @@ if _typing.TYPE_CHECKING:
     from ._headers import SupportsHeaderItems as SupportsHeaderItems
     from ._idempotency import DEFAULT_DONE_TTL as DEFAULT_DONE_TTL
     from ._idempotency import DEFAULT_LEASE as DEFAULT_LEASE
+    from ._idempotency import AsyncIdempotencyStore as AsyncIdempotencyStore
     from ._idempotency import Claim as Claim
     from ._idempotency import IdempotencyStore as IdempotencyStore
     from ._idempotency import InMemoryIdempotencyStore as InMemoryIdempotencyStore
-    from ._idempotency import RedisIdempotencyStore as RedisIdempotencyStore
     from ._models import AssignedUser as AssignedUser
     from ._models import CallCompletedEvent as CallCompletedEvent
     from ._models import CallDirection as CallDirection
@@ -45,6 +45,7 @@ if _typing.TYPE_CHECKING:
     from ._models import MaritalStatus as MaritalStatus
     from ._models import UnknownEvent as UnknownEvent
     from ._parse import parse_unverified_event as parse_unverified_event
+    from ._redis import RedisIdempotencyStore as RedisIdempotencyStore
     from ._responses import WebhookResponse as WebhookResponse
     from ._verify import DEFAULT_TOLERANCE as DEFAULT_TOLERANCE
     from ._verify import WebhookDelivery as WebhookDelivery
@@ -60,6 +61,7 @@ __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
     "DEFAULT_TOLERANCE",
     "AssignedUser",
+    "AsyncIdempotencyStore",
     "CallCompletedEvent",
     "CallDirection",
     "Campaign",
@@ -106,7 +108,8 @@ _LAZY = {
     "Dispatcher": "._dispatch",
     "IdempotencyStore": "._idempotency",
     "InMemoryIdempotencyStore": "._idempotency",
-    "RedisIdempotencyStore": "._idempotency",
+    "RedisIdempotencyStore": "._redis",
+    "AsyncIdempotencyStore": "._idempotency",
     "WebhookResponse": "._responses",
     "current_delivery": "._dispatch",
     "AssignedUser": "._models",

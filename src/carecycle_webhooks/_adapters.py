@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from ._budget import Reservation
 from ._dispatch import Dispatcher
 from ._errors import WebhookConfigurationError
+from ._idempotency import serves
 from ._responses import CLIENT_DISCONNECTED, JSON_HEADERS, METHOD_NOT_ALLOWED, WebhookResponse, body_too_large
 
 if TYPE_CHECKING:
@@ -43,11 +44,19 @@ def check_dispatcher(dispatcher: object, framework: str, *, synchronous: bool) -
         raise WebhookConfigurationError(
             f"webhook_view() takes a carecycle_webhooks.Dispatcher, not {type(dispatcher).__name__}"
         )
-    if synchronous and getattr(dispatcher.idempotency_store, "is_async", False) is True:
+    store = dispatcher.idempotency_store
+    if store is not None and not serves(store, synchronous=synchronous):
+        kind, needed = (
+            ("synchronous", "IdempotencyStore") if synchronous else ("async", "AsyncIdempotencyStore")
+        )
+        why = (
+            "it has an asyncio Redis client: give RedisIdempotencyStore a redis.Redis client instead"
+            if getattr(store, "is_async", False) is True
+            else f"it does not implement {needed}"
+        )
         raise WebhookConfigurationError(
-            f"{framework} views built by webhook_view() are synchronous, but this dispatcher's "
-            "idempotency store has an asyncio Redis client: give RedisIdempotencyStore a "
-            "redis.Redis client instead"
+            f"{framework} views built by webhook_view() are {kind}, but this dispatcher's "
+            f"idempotency store ({type(store).__name__}) cannot serve them: {why}"
         )
     return dispatcher
 

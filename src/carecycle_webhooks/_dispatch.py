@@ -8,30 +8,23 @@ requests and responses around them.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import datetime
-import functools
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal, TypeVar, cast, overload
 
 from ._budget import DEFAULT_BODY_BUDGET, BodyBudget, process_budget
+from ._drivers import Handler, Wiring, current_delivery, drive, drive_async
 from ._errors import WebhookConfigurationError, WebhookPayloadError, WebhookVerificationError
-from ._flow import (
-    Acquire,
-    Complete,
-    Failed,
-    KeepMissed,
-    Note,
-    Release,
-    RunHandler,
-    Wait,
-    delivery_flow,
+from ._idempotency import (
+    DEFAULT_DONE_TTL,
+    DEFAULT_LEASE,
+    AsyncIdempotencyStore,
+    IdempotencyStore,
+    serves,
 )
-from ._idempotency import DEFAULT_DONE_TTL, DEFAULT_LEASE, Claim, IdempotencyStore
-from ._logs import log_note
 from ._missed import MissedDoneMarks
 from ._models import (
     EVENT_MODELS,
@@ -44,11 +37,9 @@ from ._models import (
 )
 from ._parse import parse_unverified_event
 from ._responses import JSON_HEADERS, NOT_BYTES, WebhookResponse, body_too_large, invalid_payload, rejected
-from ._running import PROPAGATED, cancel_requested, keep_handed_over, outlast_cancellation, run_to_completion
 from ._verify import DEFAULT_TOLERANCE, Headers, WebhookDelivery, WebhookVerifier, body_exceeds
 
 if TYPE_CHECKING:
-    from ._flow import Flow, Step
     from ._models import Event
 
 __all__ = ["DEFAULT_MAX_BODY_SIZE", "JSON_HEADERS", "Dispatcher", "WebhookResponse", "current_delivery"]
@@ -70,31 +61,7 @@ _AnyHandler = TypeVar(
     bound=Callable[[CustomerCreatedEvent | CustomerUpdatedEvent | CallCompletedEvent | UnknownEvent], object],
 )
 
-_Handler = Callable[..., object]
-_H = TypeVar("_H", bound=_Handler)
-
-_current: contextvars.ContextVar[WebhookDelivery] = contextvars.ContextVar("carecycle_webhooks_delivery")
-
-
-def current_delivery() -> WebhookDelivery:
-    """The delivery whose handlers are running: its ``webhook-id``, timestamp and attempt.
-
-    Call it from inside a handler, sync or async (it follows the handler into worker
-    threads and tasks)::
-
-        @webhooks.on("call.completed")
-        def store_call(event: CallCompletedEvent) -> None:
-            delivery = current_delivery()
-            save(event, idempotency_key=delivery.webhook_id)
-
-    Raises:
-        LookupError: Called outside a handler run by a `Dispatcher`.
-    """
-    try:
-        return _current.get()
-    except LookupError:
-        pass
-    raise LookupError("current_delivery() is only available inside a webhook handler")
+_H = TypeVar("_H", bound=Handler)
 
 
 class Dispatcher:
@@ -147,7 +114,7 @@ class Dispatcher:
         secret: str | Sequence[str],
         *,
         tolerance: datetime.timedelta = DEFAULT_TOLERANCE,
-        idempotency_store: IdempotencyStore | None = None,
+        idempotency_store: IdempotencyStore | AsyncIdempotencyStore | None = None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         body_budget: int | None = None,
         lease: datetime.timedelta = DEFAULT_LEASE,
@@ -156,9 +123,11 @@ class Dispatcher:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._verifier = WebhookVerifier(secret, tolerance=tolerance, clock=clock)
-        if idempotency_store is not None and not isinstance(idempotency_store, IdempotencyStore):
+        if idempotency_store is not None and not isinstance(
+            idempotency_store, (IdempotencyStore, AsyncIdempotencyStore)
+        ):
             raise WebhookConfigurationError(
-                "idempotency_store must implement IdempotencyStore "
+                "idempotency_store must implement IdempotencyStore or AsyncIdempotencyStore "
                 "(InMemoryIdempotencyStore, RedisIdempotencyStore, or your own)"
             )
         size: object = max_body_size  # options are checked at runtime too
@@ -177,6 +146,17 @@ class Dispatcher:
         # Read-only once built (see the properties below): a delivery in progress never
         # sees its options change.
         self._store = idempotency_store
+        # What handle() and handle_async() call: the store, if it serves them.
+        self._sync_store = (
+            cast("IdempotencyStore", idempotency_store)
+            if serves(idempotency_store, synchronous=True)
+            else None
+        )
+        self._async_store = (
+            cast("AsyncIdempotencyStore", idempotency_store)
+            if serves(idempotency_store, synchronous=False)
+            else None
+        )
         self._max_body_size = max_body_size
         self._body_budget: int = budget
         # What the adapters hold now, against body_budget (they reach it by reservation_for).
@@ -188,12 +168,26 @@ class Dispatcher:
         self._done_ttl = done_ttl
         self._log_exception_messages = log_exception_messages
         # Tuples, rebuilt on registration: a delivery only looks its handlers up.
-        self._handlers: dict[str, tuple[_Handler, ...]] = {}
+        self._handlers: dict[str, tuple[Handler, ...]] = {}
         # Deliveries whose handlers succeeded but whose "done" mark the store could not
         # record, even when tried again within the request: the next delivery records them.
         self._missed = MissedDoneMarks()
-        self._catch_all: tuple[_Handler, ...] = ()
+        self._catch_all: tuple[Handler, ...] = ()
         self._coroutine_functions: set[int] = set()  # id() of the async def handlers
+        # What the drivers need, once: the store as each of them may call it, and so on.
+        self._wiring = Wiring(
+            sync_store=cast("IdempotencyStore", idempotency_store)
+            if serves(idempotency_store, synchronous=True)
+            else None,
+            async_store=cast("AsyncIdempotencyStore", idempotency_store)
+            if serves(idempotency_store, synchronous=False)
+            else None,
+            lease=lease,
+            done_ttl=done_ttl,
+            missed=self._missed,
+            with_messages=log_exception_messages,
+            async_handlers=self._coroutine_functions,
+        )
 
     @property
     def verifier(self) -> WebhookVerifier:
@@ -201,7 +195,7 @@ class Dispatcher:
         return self._verifier
 
     @property
-    def idempotency_store(self) -> IdempotencyStore | None:
+    def idempotency_store(self) -> IdempotencyStore | AsyncIdempotencyStore | None:
         """Where processed ``webhook-id`` s are remembered, or ``None``."""
         return self._store
 
@@ -311,7 +305,7 @@ class Dispatcher:
         self._note_coroutine_function(handler)
         return handler
 
-    def _note_coroutine_function(self, handler: _Handler) -> None:
+    def _note_coroutine_function(self, handler: Handler) -> None:
         # Looked up once here rather than on every delivery by handle_async. The
         # handler tuples keep every handler alive, so its id() stays its own.
         if inspect.iscoroutinefunction(handler):
@@ -345,15 +339,6 @@ class Dispatcher:
             return invalid_payload(error)
         return event, delivery
 
-    def _note(
-        self, note: Note, handlers: tuple[_Handler, ...], event: Event, delivery: WebhookDelivery
-    ) -> None:
-        """Carry out a step of the flow that takes no time: a log line, a missed mark kept."""
-        if isinstance(note, KeepMissed):
-            self._missed.add(delivery.webhook_id, note.claim.token)
-        else:
-            log_note(note, handlers, event, delivery, with_messages=self._log_exception_messages)
-
     def handle(self, body: bytes | str, headers: Headers) -> WebhookResponse:
         """Verify, parse, deduplicate and dispatch one delivery, synchronously.
 
@@ -368,6 +353,11 @@ class Dispatcher:
         Returns:
             The response for Svix; see the status table in the docs. Never raises for
             any delivery: bad input and failing handlers become 4xx/5xx responses.
+
+        Raises:
+            WebhookConfigurationError: The idempotency store serves only `handle_async`
+                (a `RedisIdempotencyStore` with an asyncio client): a mistake of set-up,
+                never of a delivery.
         """
         prepared = self._prepare(body, headers)
         if isinstance(prepared, WebhookResponse):
@@ -390,35 +380,10 @@ class Dispatcher:
         Returns:
             The response `handle` would have given after verification and parsing.
         """
-        # The sync driver of the delivery's flow (see _flow): it only carries steps out.
         handlers = self.handlers_for(event)
-        store = self._store
-        if store is not None and handlers and self._missed.marks:
-            self._missed.record(store, self._done_ttl)
-        flow = delivery_flow(len(handlers), with_store=store is not None)
-        webhook_id = delivery.webhook_id
-        token = _current.set(delivery)
-        try:
-            step = next(flow)
-            while True:
-                outcome: Claim | Failed | None = None
-                if type(step) is RunHandler:
-                    try:
-                        outcome = _run_sync(handlers[step.index], event)
-                    except PROPAGATED as error:  # raised on by the flow, once the lease is freed
-                        step = flow.throw(error)
-                        continue
-                elif isinstance(step, Note):
-                    self._note(step, handlers, event, delivery)
-                elif isinstance(step, Wait):
-                    time.sleep(step.seconds)
-                else:
-                    outcome = self._store_call(cast("IdempotencyStore", store), step, webhook_id)
-                step = flow.send(outcome)
-        except StopIteration as stop:
-            return cast("WebhookResponse", stop.value)
-        finally:
-            _current.reset(token)
+        if self._wiring.sync_store is None and self._store is not None:
+            raise _cannot_serve(self._store, "handle", "handle_async")
+        return drive(self._wiring, handlers, event, delivery)
 
     async def handle_async(self, body: bytes | str, headers: Headers) -> WebhookResponse:
         """Verify, parse, deduplicate and dispatch one delivery, on the event loop.
@@ -445,6 +410,9 @@ class Dispatcher:
 
         Returns:
             The response for Svix. Never raises for any delivery.
+
+        Raises:
+            WebhookConfigurationError: The idempotency store serves only `handle`.
         """
         data: object = body  # checked at runtime too: callers are not always type-checked
         if isinstance(data, (bytes, str, bytearray)) and len(data) > _PREPARE_IN_THREAD_ABOVE:
@@ -455,18 +423,6 @@ class Dispatcher:
         if isinstance(prepared, WebhookResponse):
             return prepared
         return await self.dispatch_async(*prepared)
-
-    def _store_call(self, store: IdempotencyStore, step: Step, webhook_id: str) -> Claim | Failed | None:
-        try:
-            if isinstance(step, Acquire):
-                return store.acquire(webhook_id, lease=self._lease)
-            if isinstance(step, Complete):
-                store.complete(webhook_id, step.claim.token, ttl=self._done_ttl)
-            else:
-                store.release(webhook_id, cast("Release", step).claim.token)
-        except Exception as error:  # noqa: BLE001 - any store failure: the flow decides
-            return Failed(error, time.monotonic())
-        return None
 
     async def dispatch_async(self, event: Event, delivery: WebhookDelivery) -> WebhookResponse:
         """`dispatch`, on the event loop (as `handle_async` runs handlers).
@@ -479,140 +435,14 @@ class Dispatcher:
             The response `handle_async` would have given after verification and parsing.
         """
         handlers = self.handlers_for(event)
-        store = self._store
-        if store is not None and handlers and self._missed.marks:
-            await self._missed.record_async(store, self._done_ttl)
-        flow = delivery_flow(len(handlers), with_store=store is not None)
-        return await self._drive_async(flow, next(flow), handlers, event, delivery)
-
-    async def _drive_async(  # noqa: C901, PLR0912, PLR0913, PLR0915, PLR0917 - the async driver: every step, one loop, on every delivery
-        self,
-        flow: Flow,
-        step: Step,
-        handlers: tuple[_Handler, ...],
-        event: Event,
-        delivery: WebhookDelivery,
-        thread: asyncio.Future[object] | None = None,
-    ) -> WebhookResponse:
-        """Carry the flow's steps out on the event loop, from ``step`` to the answer.
-
-        ``thread`` is the running thread of the handler of ``step``, when a cancelled
-        request handed the rest of its delivery over to this call, in a task of its own.
-        """
-        store = cast("IdempotencyStore", self._store)
-        webhook_id = delivery.webhook_id
-        stop: asyncio.CancelledError | None = None  # the loop is closing: start no handler
-        handed_over = False
-        token = _current.set(delivery)
-        try:
-            while True:
-                outcome: Claim | Failed | None = None
-                thrown: BaseException | None = None
-                if isinstance(step, RunHandler):
-                    handler = handlers[step.index]
-                    try:
-                        if thread is not None:
-                            # Taken over from a cancelled request: its handler's thread first.
-                            if await outlast_cancellation(thread):
-                                stop = asyncio.CancelledError()
-                            result, thread = thread.result(), None
-                        elif stop is not None:
-                            raise stop  # noqa: TRY301 - thrown into the flow below
-                        elif id(handler) in self._coroutine_functions:  # async def: noted at registration
-                            result = await cast("Awaitable[object]", handler(event))
-                        else:
-                            # Sync handlers never block the loop; the thread runs in this context.
-                            running = asyncio.get_running_loop().run_in_executor(
-                                None, functools.partial(contextvars.copy_context().run, handler, event)
-                            )
-                            try:
-                                result = await asyncio.shield(running)
-                            except asyncio.CancelledError as error:
-                                raised = running.done() and not running.cancelled() and running.exception()
-                                if raised is not error:
-                                    # The thread cannot be stopped: a task waits for it and finishes
-                                    # the delivery, so its outcome is recorded; this request ends now.
-                                    self._hand_over(flow, step, handlers, event, delivery, running)
-                                    handed_over = True
-                                    raise
-                                outcome, result = Failed(error), None  # the handler raised it: a failure
-                        if result is not None and inspect.isawaitable(result):
-                            await cast("Awaitable[object]", result)
-                    except PROPAGATED as error:
-                        thrown = error
-                    except asyncio.CancelledError as error:
-                        if handed_over:
-                            raise
-                        if cancel_requested():
-                            thrown = error
-                        else:  # raised by the handler, not a cancellation
-                            outcome = Failed(error)
-                    except BaseException as error:  # noqa: BLE001 - reported as a 500, never raised to the caller
-                        outcome = Failed(error)
-                elif isinstance(step, Note):
-                    self._note(step, handlers, event, delivery)
-                elif isinstance(step, Wait):
-                    try:
-                        await asyncio.sleep(step.seconds)
-                    except asyncio.CancelledError as error:
-                        thrown = error
-                elif isinstance(step, Acquire):
-                    try:
-                        outcome = await store.acquire_async(webhook_id, lease=self._lease)
-                    except Exception as error:  # noqa: BLE001 - any store failure: the flow decides
-                        outcome = Failed(error, time.monotonic())
-                else:
-                    record = step
-                    call = (
-                        store.complete_async(webhook_id, record.claim.token, ttl=self._done_ttl)
-                        if isinstance(record, Complete)
-                        else store.release_async(webhook_id, record.claim.token)
-                    )
-                    if record.to_the_end:  # cut short once: now whatever cancellations arrive
-                        work = asyncio.ensure_future(call)
-                        await outlast_cancellation(work)
-                        failure = asyncio.CancelledError() if work.cancelled() else work.exception()
-                        outcome = None if failure is None else Failed(failure, time.monotonic())
-                    else:
-                        try:
-                            await call
-                        except asyncio.CancelledError as error:
-                            if cancel_requested():
-                                thrown = error
-                            else:  # the store raised it of its own accord: a failure
-                                outcome = Failed(error, time.monotonic())
-                        except Exception as error:  # noqa: BLE001 - any store failure: the flow decides
-                            outcome = Failed(error, time.monotonic())
-                step = flow.send(outcome) if thrown is None else flow.throw(thrown)
-        except StopIteration as done:
-            return cast("WebhookResponse", done.value)
-        finally:
-            _current.reset(token)
-
-    def _hand_over(  # noqa: PLR0913, PLR0917 - the delivery's whole state
-        self,
-        flow: Flow,
-        step: Step,
-        handlers: tuple[_Handler, ...],
-        event: Event,
-        delivery: WebhookDelivery,
-        thread: asyncio.Future[object],
-    ) -> None:
-        task = asyncio.get_running_loop().create_task(
-            self._drive_async(flow, step, handlers, event, delivery, thread),
-            name=f"carecycle-webhooks: finishing {delivery.webhook_id}",
-        )
-        keep_handed_over(task)
+        if self._wiring.async_store is None and self._store is not None:
+            raise _cannot_serve(self._store, "handle_async", "handle")
+        return await drive_async(self._wiring, handlers, event, delivery)
 
 
-def _run_sync(handler: _Handler, event: Event) -> Failed | None:
-    """Run one handler from synchronous code: ``None``, or its failure."""
-    try:
-        result = handler(event)
-        if result is not None and inspect.isawaitable(result):
-            run_to_completion(result)
-    except PROPAGATED:
-        raise
-    except BaseException as error:  # noqa: BLE001 - reported as a 500, never raised to the caller
-        return Failed(error)
-    return None
+def _cannot_serve(store: object, called: str, other: str) -> WebhookConfigurationError:
+    return WebhookConfigurationError(
+        f"this dispatcher's idempotency store ({type(store).__name__}) cannot serve "
+        f"Dispatcher.{called}: call Dispatcher.{other}, or give the dispatcher a store that "
+        f"serves both (a RedisIdempotencyStore with a synchronous redis.Redis client does)"
+    )

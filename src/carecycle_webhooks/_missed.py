@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import datetime
     from collections.abc import Sequence
 
-    from ._idempotency import IdempotencyStore
+    from ._idempotency import AsyncIdempotencyStore, IdempotencyStore
 
 __all__ = ["MAX_MISSED", "MissedDoneMarks"]
 
@@ -80,7 +80,7 @@ class MissedDoneMarks:
         finally:  # interrupted too: the rest stays for the next delivery
             self._finish(pending[recorded:])
 
-    async def record_async(self, store: IdempotencyStore, ttl: datetime.timedelta) -> None:
+    async def record_async(self, store: AsyncIdempotencyStore, ttl: datetime.timedelta) -> None:
         """`record`, on the event loop."""
         pending = self._take()
         recorded = 0

@@ -192,6 +192,16 @@ def test_endpoint_routed_for_get_too_still_answers_405() -> None:
     assert response.headers["allow"] == "POST"
 
 
+def test_a_sync_only_store_is_refused_where_the_view_is_built() -> None:
+    from tests.test_idempotency import SyncOnlyStore
+
+    recorder = Recorder(idempotency_store=SyncOnlyStore())
+    with pytest.raises(
+        WebhookConfigurationError, match=r"SyncOnlyStore.*not implement AsyncIdempotencyStore"
+    ):
+        webhook_view(recorder.dispatcher)
+
+
 def test_not_a_dispatcher_is_refused() -> None:
     with pytest.raises(WebhookConfigurationError, match="Dispatcher"):
         webhook_view(FastAPI())  # type: ignore[arg-type]

@@ -172,6 +172,14 @@ def test_asyncio_store_is_refused() -> None:
         webhook_view(recorder.dispatcher)
 
 
+def test_an_async_only_store_is_refused_where_the_view_is_built() -> None:
+    from tests.test_idempotency import AsyncOnlyStore
+
+    recorder = Recorder(idempotency_store=AsyncOnlyStore())
+    with pytest.raises(WebhookConfigurationError, match=r"AsyncOnlyStore.*not implement IdempotencyStore"):
+        webhook_view(recorder.dispatcher)
+
+
 def test_not_a_dispatcher_is_refused() -> None:
     with pytest.raises(WebhookConfigurationError, match="Dispatcher"):
         webhook_view(flask.Flask(__name__))  # type: ignore[arg-type]

@@ -16,6 +16,7 @@ from werkzeug.datastructures import EnvironHeaders, Headers
 import carecycle_webhooks
 from carecycle_webhooks import (
     AssignedUser,
+    AsyncIdempotencyStore,
     CallCompletedEvent,
     CallDirection,
     Campaign,
@@ -203,6 +204,14 @@ def stores(redis_client: object) -> None:
     store: IdempotencyStore = RedisIdempotencyStore(redis_client)
     store = InMemoryIdempotencyStore(max_entries=10)
     assert_type(store.acquire("msg", lease=datetime.timedelta(seconds=30)), Claim)
+    async_store: AsyncIdempotencyStore = InMemoryIdempotencyStore()
+    Dispatcher(SECRET, idempotency_store=async_store)
+    Dispatcher(SECRET, idempotency_store=store)
+    assert_type(webhooks.idempotency_store, IdempotencyStore | AsyncIdempotencyStore | None)
+
+
+async def async_store(store: AsyncIdempotencyStore) -> None:
+    assert_type(await store.acquire_async("msg", lease=datetime.timedelta(seconds=30)), Claim)
 
 
 # --------------------------------------------------------------------------- testing helpers

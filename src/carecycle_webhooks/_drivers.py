@@ -1,0 +1,301 @@
+"""The drivers of a delivery's flow: they carry its steps out, and decide nothing.
+
+`_flow.delivery_flow` says what to do next (acquire, run a handler, complete...). `drive`
+does each step in the calling thread; `drive_async` does each on the event loop, where a
+cancelled request can hand the rest of its delivery over to a task of its own. What a
+driver needs from its dispatcher is built once, as `Wiring`; what it needs of one
+delivery travels as one `Run`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
+
+from ._flow import Acquire, Complete, Failed, KeepMissed, Note, Release, RunHandler, Wait, delivery_flow
+from ._logs import log_note
+from ._running import PROPAGATED, cancel_requested, keep_handed_over, outlast_cancellation, run_to_completion
+
+if TYPE_CHECKING:
+    import datetime
+    from collections.abc import Awaitable
+
+    from ._flow import Flow, Step
+    from ._idempotency import AsyncIdempotencyStore, Claim, IdempotencyStore
+    from ._missed import MissedDoneMarks
+    from ._models import Event
+    from ._responses import WebhookResponse
+    from ._verify import WebhookDelivery
+
+__all__ = ["Handler", "Wiring", "current_delivery", "drive", "drive_async"]
+
+Handler = Callable[..., object]
+
+_current: contextvars.ContextVar[WebhookDelivery] = contextvars.ContextVar("carecycle_webhooks_delivery")
+
+
+def current_delivery() -> WebhookDelivery:
+    """The delivery whose handlers are running: its ``webhook-id``, timestamp and attempt.
+
+    Call it from inside a handler, sync or async (it follows the handler into worker
+    threads and tasks)::
+
+        @webhooks.on("call.completed")
+        def store_call(event: CallCompletedEvent) -> None:
+            delivery = current_delivery()
+            save(event, idempotency_key=delivery.webhook_id)
+
+    Raises:
+        LookupError: Called outside a handler run by a `Dispatcher`.
+    """
+    try:
+        return _current.get()
+    except LookupError:
+        pass
+    raise LookupError("current_delivery() is only available inside a webhook handler")
+
+
+class Wiring:
+    """What the drivers need from their dispatcher, built once with it."""
+
+    __slots__ = (
+        "async_handlers",
+        "async_store",
+        "done_ttl",
+        "lease",
+        "missed",
+        "sync_store",
+        "with_messages",
+    )
+
+    def __init__(  # noqa: PLR0913 - the dispatcher's options, once
+        self,
+        *,
+        sync_store: IdempotencyStore | None,
+        async_store: AsyncIdempotencyStore | None,
+        lease: datetime.timedelta,
+        done_ttl: datetime.timedelta,
+        missed: MissedDoneMarks,
+        with_messages: bool,
+        async_handlers: set[int],
+    ) -> None:
+        self.sync_store = sync_store
+        self.async_store = async_store
+        self.lease = lease
+        self.done_ttl = done_ttl
+        self.missed = missed  # done marks the store missed, recorded by the next delivery
+        self.with_messages = with_messages  # log handlers' exception messages
+        self.async_handlers = async_handlers  # id() of the async def handlers
+
+
+class Run:
+    """One delivery on its way through the flow."""
+
+    __slots__ = ("delivery", "event", "flow", "handlers", "wiring")
+
+    def __init__(
+        self,
+        wiring: Wiring,
+        flow: Flow,
+        handlers: tuple[Handler, ...],
+        event: Event,
+        delivery: WebhookDelivery,
+    ) -> None:
+        self.wiring = wiring
+        self.flow = flow
+        self.handlers = handlers
+        self.event = event
+        self.delivery = delivery
+
+
+def drive(
+    wiring: Wiring, handlers: tuple[Handler, ...], event: Event, delivery: WebhookDelivery
+) -> WebhookResponse:
+    """Handle a verified delivery in the calling thread (`Dispatcher.dispatch`)."""
+    store = wiring.sync_store
+    if store is not None and handlers and wiring.missed.marks:
+        wiring.missed.record(store, wiring.done_ttl)
+    flow = delivery_flow(len(handlers), with_store=store is not None)
+    run = Run(wiring, flow, handlers, event, delivery)
+    webhook_id = delivery.webhook_id
+    token = _current.set(delivery)
+    try:
+        step = next(flow)
+        while True:
+            outcome: Claim | Failed | None = None
+            if type(step) is RunHandler:
+                try:
+                    outcome = _run_sync(handlers[step.index], event)
+                except PROPAGATED as error:  # raised on by the flow, once the lease is freed
+                    step = flow.throw(error)
+                    continue
+            elif isinstance(step, Note):
+                _note(run, step)
+            elif isinstance(step, Wait):
+                time.sleep(step.seconds)
+            else:
+                outcome = _store_call(wiring, cast("IdempotencyStore", store), step, webhook_id)
+            step = flow.send(outcome)
+    except StopIteration as stop:
+        return cast("WebhookResponse", stop.value)
+    finally:
+        _current.reset(token)
+
+
+async def drive_async(
+    wiring: Wiring, handlers: tuple[Handler, ...], event: Event, delivery: WebhookDelivery
+) -> WebhookResponse:
+    """Handle a verified delivery on the event loop (`Dispatcher.dispatch_async`)."""
+    store = wiring.async_store
+    if store is not None and handlers and wiring.missed.marks:
+        await wiring.missed.record_async(store, wiring.done_ttl)
+    flow = delivery_flow(len(handlers), with_store=store is not None)
+    return await _carry_out(Run(wiring, flow, handlers, event, delivery), next(flow))
+
+
+async def _carry_out(  # noqa: C901, PLR0912, PLR0915 - the async driver: every step, one loop, on every delivery
+    run: Run, step: Step, thread: asyncio.Future[object] | None = None
+) -> WebhookResponse:
+    """Carry the flow's steps out on the event loop, from ``step`` to the answer.
+
+    ``thread`` is the running thread of the handler of ``step``, when a cancelled
+    request handed the rest of its delivery over to this call, in a task of its own.
+    """
+    wiring, flow, handlers, event, delivery = run.wiring, run.flow, run.handlers, run.event, run.delivery
+    store = cast("AsyncIdempotencyStore", wiring.async_store)
+    webhook_id = delivery.webhook_id
+    stop: asyncio.CancelledError | None = None  # the loop is closing: start no handler
+    handed_over = False
+    token = _current.set(delivery)
+    try:
+        while True:
+            outcome: Claim | Failed | None = None
+            thrown: BaseException | None = None
+            if isinstance(step, RunHandler):
+                handler = handlers[step.index]
+                try:
+                    if thread is not None:
+                        # Taken over from a cancelled request: its handler's thread first.
+                        if await outlast_cancellation(thread):
+                            stop = asyncio.CancelledError()
+                        result, thread = thread.result(), None
+                    elif stop is not None:
+                        raise stop  # noqa: TRY301 - thrown into the flow below
+                    elif id(handler) in wiring.async_handlers:  # async def: noted at registration
+                        result = await cast("Awaitable[object]", handler(event))
+                    else:
+                        # Sync handlers never block the loop; the thread runs in this context.
+                        running = asyncio.get_running_loop().run_in_executor(
+                            None, functools.partial(contextvars.copy_context().run, handler, event)
+                        )
+                        try:
+                            result = await asyncio.shield(running)
+                        except asyncio.CancelledError as error:
+                            raised = running.done() and not running.cancelled() and running.exception()
+                            if raised is not error:
+                                # The thread cannot be stopped: a task waits for it and finishes
+                                # the delivery, so its outcome is recorded; this request ends now.
+                                _hand_over(run, step, running)
+                                handed_over = True
+                                raise
+                            outcome, result = Failed(error), None  # the handler raised it: a failure
+                    if result is not None and inspect.isawaitable(result):
+                        await cast("Awaitable[object]", result)
+                except PROPAGATED as error:
+                    thrown = error
+                except asyncio.CancelledError as error:
+                    if handed_over:
+                        raise
+                    if cancel_requested():
+                        thrown = error
+                    else:  # raised by the handler, not a cancellation
+                        outcome = Failed(error)
+                except BaseException as error:  # noqa: BLE001 - reported as a 500, never raised to the caller
+                    outcome = Failed(error)
+            elif isinstance(step, Note):
+                _note(run, step)
+            elif isinstance(step, Wait):
+                try:
+                    await asyncio.sleep(step.seconds)
+                except asyncio.CancelledError as error:
+                    thrown = error
+            elif isinstance(step, Acquire):
+                try:
+                    outcome = await store.acquire_async(webhook_id, lease=wiring.lease)
+                except Exception as error:  # noqa: BLE001 - any store failure: the flow decides
+                    outcome = Failed(error, time.monotonic())
+            else:
+                record = step
+                call = (
+                    store.complete_async(webhook_id, record.claim.token, ttl=wiring.done_ttl)
+                    if isinstance(record, Complete)
+                    else store.release_async(webhook_id, record.claim.token)
+                )
+                if record.to_the_end:  # cut short once: now whatever cancellations arrive
+                    work = asyncio.ensure_future(call)
+                    await outlast_cancellation(work)
+                    failure = asyncio.CancelledError() if work.cancelled() else work.exception()
+                    outcome = None if failure is None else Failed(failure, time.monotonic())
+                else:
+                    try:
+                        await call
+                    except asyncio.CancelledError as error:
+                        if cancel_requested():
+                            thrown = error
+                        else:  # the store raised it of its own accord: a failure
+                            outcome = Failed(error, time.monotonic())
+                    except Exception as error:  # noqa: BLE001 - any store failure: the flow decides
+                        outcome = Failed(error, time.monotonic())
+            step = flow.send(outcome) if thrown is None else flow.throw(thrown)
+    except StopIteration as done:
+        return cast("WebhookResponse", done.value)
+    finally:
+        _current.reset(token)
+
+
+def _hand_over(run: Run, step: Step, thread: asyncio.Future[object]) -> None:
+    task = asyncio.get_running_loop().create_task(
+        _carry_out(run, step, thread), name=f"carecycle-webhooks: finishing {run.delivery.webhook_id}"
+    )
+    keep_handed_over(task)
+
+
+def _note(run: Run, note: Note) -> None:
+    """Carry out a step of the flow that takes no time: a log line, a missed mark kept."""
+    if isinstance(note, KeepMissed):
+        run.wiring.missed.add(run.delivery.webhook_id, note.claim.token)
+    else:
+        log_note(note, run.handlers, run.event, run.delivery, with_messages=run.wiring.with_messages)
+
+
+def _store_call(
+    wiring: Wiring, store: IdempotencyStore, step: Step, webhook_id: str
+) -> Claim | Failed | None:
+    try:
+        if isinstance(step, Acquire):
+            return store.acquire(webhook_id, lease=wiring.lease)
+        if isinstance(step, Complete):
+            store.complete(webhook_id, step.claim.token, ttl=wiring.done_ttl)
+        else:
+            store.release(webhook_id, cast("Release", step).claim.token)
+    except Exception as error:  # noqa: BLE001 - any store failure: the flow decides
+        return Failed(error, time.monotonic())
+    return None
+
+
+def _run_sync(handler: Handler, event: Event) -> Failed | None:
+    """Run one handler from synchronous code: ``None``, or its failure."""
+    try:
+        result = handler(event)
+        if result is not None and inspect.isawaitable(result):
+            run_to_completion(result)
+    except PROPAGATED:
+        raise
+    except BaseException as error:  # noqa: BLE001 - reported as a 500, never raised to the caller
+        return Failed(error)
+    return None
