@@ -425,15 +425,7 @@ class Dispatcher:
         return await self.dispatch_async(*prepared)
 
     async def dispatch_async(self, event: Event, delivery: WebhookDelivery) -> WebhookResponse:
-        """`dispatch`, on the event loop (as `handle_async` runs handlers).
-
-        Args:
-            event: The parsed event.
-            delivery: Its delivery's id, timestamp and attempt, as verified.
-
-        Returns:
-            The response `handle_async` would have given after verification and parsing.
-        """
+        """`dispatch`, on the event loop (as `handle_async` runs handlers): the same answers."""
         handlers = self.handlers_for(event)
         if self._wiring.async_store is None and self._store is not None:
             raise _cannot_serve(self._store, "handle_async", "handle")

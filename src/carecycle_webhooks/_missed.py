@@ -11,13 +11,14 @@ the window that remains.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import datetime
-    from collections.abc import Sequence
+    from collections.abc import Generator, Sequence
 
     from ._idempotency import AsyncIdempotencyStore, IdempotencyStore
 
@@ -68,28 +69,28 @@ class MissedDoneMarks:
 
     def record(self, store: IdempotencyStore, ttl: datetime.timedelta) -> None:
         """Record the missed marks now; on a failure, keep the rest for the next delivery."""
-        pending = self._take()
-        recorded = 0
-        try:
-            for webhook_id, token in pending:
+        with contextlib.suppress(Exception), contextlib.closing(self._recording()) as marks:
+            for webhook_id, token in marks:
                 store.complete(webhook_id, token, ttl=ttl)
-                recorded += 1
-                logger.info("webhook %s: its done mark is recorded now", webhook_id)
-        except Exception:  # noqa: BLE001, S110 - the store is still down: the next delivery tries again
-            pass
-        finally:  # interrupted too: the rest stays for the next delivery
-            self._finish(pending[recorded:])
 
     async def record_async(self, store: AsyncIdempotencyStore, ttl: datetime.timedelta) -> None:
         """`record`, on the event loop."""
+        with contextlib.suppress(Exception), contextlib.closing(self._recording()) as marks:
+            for webhook_id, token in marks:
+                await store.complete_async(webhook_id, token, ttl=ttl)
+
+    def _recording(self) -> Generator[tuple[str, str], None, None]:
+        """The marks to record, one by one. Asking for the next says the last one is recorded.
+
+        A failure, a cancellation or an interruption closes this generator: the marks not
+        recorded yet stay for the next delivery.
+        """
         pending = self._take()
         recorded = 0
         try:
             for webhook_id, token in pending:
-                await store.complete_async(webhook_id, token, ttl=ttl)
+                yield webhook_id, token
                 recorded += 1
                 logger.info("webhook %s: its done mark is recorded now", webhook_id)
-        except Exception:  # noqa: BLE001, S110 - the store is still down: the next delivery tries again
-            pass
-        finally:  # cancelled too: the rest stays for the next delivery
+        finally:
             self._finish(pending[recorded:])
