@@ -25,7 +25,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from ._idempotency import CLAIM_DONE, CLAIM_IN_FLIGHT, DONE, Claim, new_token
 
@@ -183,7 +183,7 @@ def _checked_path(path: object) -> str:
     """The database file's absolute path, or a `WebhookConfigurationError` that says what is wrong."""
     if not isinstance(path, (str, os.PathLike)):
         raise _configuration_error(f"path must be a str or os.PathLike, not {type(path).__name__}")
-    name = os.fspath(path)  # pyright: ignore[reportUnknownArgumentType]
+    name: object = os.fspath(cast("str | os.PathLike[str] | os.PathLike[bytes]", path))
     if not isinstance(name, str):
         raise _configuration_error("path must be a str or os.PathLike of str, not bytes")
     if name in ("", ":memory:") or name.startswith("file:"):
