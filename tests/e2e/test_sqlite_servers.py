@@ -110,3 +110,30 @@ def test_deliveries_sent_three_times_run_once_and_restarts_remember_them(
         again = send(restarted, range(0, 300, 6), copies=1)
     assert again == [(200, "duplicate")] * 50
     assert ran(tmp_path) == counts  # no handler ran again
+
+
+@pytest.mark.parametrize(
+    ("kind", "app", "workers"),
+    [
+        ("gunicorn", "memory_app:flask_app", 2),
+        ("uvicorn", "memory_app:app", 2),
+        ("gunicorn", "memory_app:flask_app", 1),
+    ],
+)
+def test_the_in_memory_store_warns_under_several_workers(
+    tmp_path: Path, kind: str, app: str, workers: int
+) -> None:
+    env = {"CARECYCLE_WEBHOOK_SECRET": SECRET}
+    with server(kind, app, tmp=tmp_path, env=env, workers=workers, app_dir=E2E) as running:
+        # Each worker logs it once it has loaded the app (one has: it answered /health).
+        deadline = time.monotonic() + (10 if workers > 1 else 0)
+        while time.monotonic() < deadline and running.log_text().count("serves with several") < workers:
+            time.sleep(0.1)
+        log = running.log_text()
+    warned = log.count("InMemoryIdempotencyStore in a process that serves with several workers")
+    if workers == 1:
+        assert warned == 0, log
+    else:
+        assert warned == workers, log
+        assert f"{kind} with {workers} workers" in log
+        assert "SQLiteIdempotencyStore" in log
