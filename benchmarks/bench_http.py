@@ -68,6 +68,8 @@ from svix.webhooks import Webhook
 import carecycle_webhooks
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from typing_extensions import Self
 
 BENCH = Path(__file__).resolve().parent
@@ -202,6 +204,46 @@ class Signer:
 
 # ---------------------------------------------------------------------- processes
 
+STORES = {
+    "memory": "InMemoryIdempotencyStore",
+    "sqlite": "SQLiteIdempotencyStore, a file in a temporary directory (shared by nothing else)",
+    "redis": "RedisIdempotencyStore (synchronous redis.Redis client), a redis-server on 127.0.0.1 "
+    "without persistence, pinned with the server",
+}
+
+
+@contextlib.contextmanager
+def _store(kind: str, workdir: Path, cpu: int | None) -> Iterator[dict[str, str]]:
+    """The environment that tells the apps (``_bench_common.store``) which store to build."""
+    if kind == "sqlite":
+        yield {"BENCH_STORE": "sqlite", "BENCH_SQLITE_PATH": str(workdir / "idempotency.sqlite3")}
+        return
+    if kind != "redis":
+        yield {"BENCH_STORE": kind}
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        sys.exit("redis-server is not on PATH: apt-get install redis-server")
+    port = _free_port()
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=workdir,
+        preexec_fn=lambda: _pin(cpu),  # noqa: PLW1509 - no threads in this process yet
+    )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            time.sleep(0.05)
+        yield {"BENCH_STORE": "redis", "BENCH_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
 
 def _pin(cpu: int | None) -> None:
     if cpu is not None:
@@ -216,7 +258,9 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, framework: Framework, workdir: Path, cpu: int | None) -> None:
+    def __init__(
+        self, framework: Framework, workdir: Path, cpu: int | None, store_env: dict[str, str]
+    ) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = workdir / f"{framework.key}-server.log"
@@ -232,7 +276,7 @@ class Server:
                 "--log-level", "warning", framework.app,
             ]  # fmt: skip
         self.cpu = cpu
-        self.env = {**os.environ, "BENCH_WEBHOOK_SECRET": p.SECRET, "PYTHONUNBUFFERED": "1"}
+        self.env = {**os.environ, **store_env, "BENCH_WEBHOOK_SECRET": p.SECRET, "PYTHONUNBUFFERED": "1"}
         self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Self:
@@ -409,7 +453,12 @@ def _fmt_result(result: LoadResult) -> str:
 
 
 def bench_framework(
-    framework: Framework, args: argparse.Namespace, loadgen: LoadGenerator, signer: Signer, workdir: Path
+    framework: Framework,
+    args: argparse.Namespace,
+    loadgen: LoadGenerator,
+    signer: Signer,
+    workdir: Path,
+    store_env: dict[str, str],
 ) -> dict[str, Samples]:
     server_version = importlib.metadata.version(framework.server)
     framework_version = importlib.metadata.version(framework.key)
@@ -424,7 +473,7 @@ def bench_framework(
     labels = list(framework.endpoints)
     samples = {label: Samples() for label in labels}
     server_cpu = SERVER_CPU if loadgen.cpu is not None else None
-    with Server(framework, workdir, server_cpu) as server:
+    with Server(framework, workdir, server_cpu, store_env) as server:
         _sanity_check(server, framework, signer)
         estimate: dict[str, float] = {}
         for label in labels:
@@ -508,6 +557,12 @@ def main() -> None:
     parser.add_argument("--min-ids", type=int, default=20_000, help="fewest pre-signed ids per run")
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and load generator to CPUs")
     parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument(
+        "--store",
+        choices=STORES,
+        default="memory",
+        help="ours' idempotency store: in memory, a SQLite file in a temporary directory, a redis-server",
+    )
     args = parser.parse_args()
     chosen = [name.strip() for name in args.frameworks.split(",") if name.strip()]
     if unknown := [name for name in chosen if name not in FRAMEWORKS]:
@@ -522,12 +577,13 @@ def main() -> None:
     pin = not args.no_pin and cpus >= 2 and hasattr(os, "sched_setaffinity")
 
     body = p.fixture_text("customer.created").encode("utf-8")
-    with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp:
-        workdir = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-http-")))
         body_file = workdir / "body.json"
         body_file.write_bytes(body)
         loadgen = LoadGenerator(kind, args.connections, workdir, body_file, LOADGEN_CPU if pin else None)
         signer = Signer(body, workdir)
+        store_env = stack.enter_context(_store(args.store, workdir, SERVER_CPU if pin else None))
 
         print("HTTP throughput: webhook_view(dispatcher) vs a bare svix verify + json.loads endpoint")
         print(f"Python {platform.python_version()} on {platform.machine()}, {cpus} CPUs")
@@ -543,6 +599,7 @@ def main() -> None:
             f"Load:   {loadgen.describe()}, from a second process on 127.0.0.1"
             + (f", pinned to CPU {LOADGEN_CPU}" if pin else " (not pinned)")
         )
+        print(f"Store:  ours' idempotency store is {STORES[args.store]}")
         print(
             f"Payload: customer.created fixture, {len(body):,} bytes; every request has its own "
             "webhook-id, signed by svix's Webhook.sign"
@@ -556,7 +613,7 @@ def main() -> None:
         reports = []
         for name in chosen:
             framework = FRAMEWORKS[name]
-            samples = bench_framework(framework, args, loadgen, signer, workdir)
+            samples = bench_framework(framework, args, loadgen, signer, workdir, store_env)
             report = _report(framework, samples)
             print(report)
             reports.append(f"{framework.title}:\n{report}")

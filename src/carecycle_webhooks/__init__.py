@@ -47,6 +47,7 @@ if _typing.TYPE_CHECKING:
     from ._parse import parse_unverified_event as parse_unverified_event
     from ._redis import RedisIdempotencyStore as RedisIdempotencyStore
     from ._responses import WebhookResponse as WebhookResponse
+    from ._sqlite import SQLiteIdempotencyStore as SQLiteIdempotencyStore
     from ._verify import DEFAULT_TOLERANCE as DEFAULT_TOLERANCE
     from ._verify import WebhookDelivery as WebhookDelivery
     from ._verify import WebhookVerifier as WebhookVerifier
@@ -81,6 +82,7 @@ __all__ = [
     "MaritalStatus",
     "PayloadErrorDetail",
     "RedisIdempotencyStore",
+    "SQLiteIdempotencyStore",
     "SupportsHeaderItems",
     "UnknownEvent",
     "VerificationFailure",
@@ -109,6 +111,7 @@ _LAZY = {
     "IdempotencyStore": "._idempotency",
     "InMemoryIdempotencyStore": "._idempotency",
     "RedisIdempotencyStore": "._redis",
+    "SQLiteIdempotencyStore": "._sqlite",
     "AsyncIdempotencyStore": "._idempotency",
     "WebhookResponse": "._responses",
     "current_delivery": "._dispatch",

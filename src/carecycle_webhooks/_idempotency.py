@@ -167,11 +167,29 @@ def claim_from(existing: str | None, token: str) -> Claim:
     return CLAIM_DONE if existing == DONE else CLAIM_IN_FLIGHT
 
 
+def _warn_if_several_workers() -> None:
+    from ._workers import several_workers
+
+    server = several_workers()
+    if server is not None:
+        import logging
+
+        logging.getLogger("carecycle_webhooks").warning(
+            "InMemoryIdempotencyStore in a process that serves with several workers (%s): each worker "
+            "remembers its own ids, so a retry that reaches another worker runs the handlers again, "
+            "and a restart forgets them all. Use SQLiteIdempotencyStore (one machine) or "
+            "RedisIdempotencyStore (many machines)",
+            server,
+        )
+
+
 class InMemoryIdempotencyStore:
     """An idempotency store for one process: thread-safe, bounded, with expiry.
 
     Enough for a single worker process. With several processes or machines behind a
-    load balancer, use `RedisIdempotencyStore`: each process would otherwise have its own memory.
+    load balancer, use `SQLiteIdempotencyStore` (one machine) or `RedisIdempotencyStore`: each
+    process would otherwise have its own memory. Built inside gunicorn or uvicorn with several
+    workers (or with ``WEB_CONCURRENCY`` over 1), it logs a warning that says so.
 
     Args:
         max_entries: At most this many ids are remembered; past it, the oldest 1 % of the
@@ -188,6 +206,7 @@ class InMemoryIdempotencyStore:
             raise WebhookConfigurationError("max_entries must be at least 1")
         self._max_entries = max_entries
         self._clock = clock
+        _warn_if_several_workers()
         self._lock = threading.Lock()
         # key -> (holder token or "done", expiry). A plain dict, whose insertion order is
         # age order: half the memory of an OrderedDict per id, and fewer writes per delivery.

@@ -1,0 +1,463 @@
+"""`SQLiteIdempotencyStore`: the idempotency store for every worker of one machine, in a file.
+
+Standard library only (`sqlite3`). Each ``webhook-id`` is one row of one table, and each
+step of the protocol is one SQL statement: a writing statement outside a transaction is
+its own write transaction, which takes the database's write lock when it starts (as
+``BEGIN IMMEDIATE`` does), so each read-modify-write is atomic across every thread and
+process that opens the file. The file is in WAL mode: readers never wait for the writer,
+and a commit writes to the log without waiting for the disk (``synchronous=NORMAL``).
+
+Connections are never shared by two threads at once: each call takes one from a small
+pool and gives it back. A forked child (gunicorn ``--preload``, multiprocessing) never
+uses, nor closes, a connection its parent opened: SQLite forbids carrying one across a
+fork. The async methods run the same calls in a few threads of the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import datetime
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar, cast
+
+from ._idempotency import CLAIM_DONE, CLAIM_IN_FLIGHT, DONE, Claim, new_token
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["SQLiteIdempotencyStore"]
+
+_T = TypeVar("_T")
+
+# The table's name is written out in each statement: no SQL is built from values. One
+# b-tree, by key, and no index on expires: keeping one up to date doubled each write's cost.
+_SCHEMA = (
+    # key: the webhook-id; holder: a lease's token, or "done"; expires: Unix milliseconds.
+    "CREATE TABLE IF NOT EXISTS carecycle_webhooks_idempotency "
+    "(key TEXT PRIMARY KEY NOT NULL, holder TEXT NOT NULL, expires INTEGER NOT NULL) WITHOUT ROWID"
+)
+
+# Take the id if it is free or its row expired; otherwise change nothing (0 rows).
+_ACQUIRE = (
+    "INSERT INTO carecycle_webhooks_idempotency (key, holder, expires) VALUES (?1, ?2, ?3) "
+    "ON CONFLICT (key) DO UPDATE SET holder = excluded.holder, expires = excluded.expires "
+    "WHERE expires <= ?4"
+)
+_HOLDER = "SELECT holder, expires FROM carecycle_webhooks_idempotency WHERE key = ?1"
+# 'done' is `DONE`. Done if the lease is ours (even expired) or nobody's; never over another's
+# live lease or a done mark (so a repeated complete changes nothing, its ttl included).
+_COMPLETE = (
+    "INSERT INTO carecycle_webhooks_idempotency (key, holder, expires) VALUES (?1, 'done', ?3) "
+    "ON CONFLICT (key) DO UPDATE SET holder = 'done', expires = excluded.expires "
+    "WHERE holder = ?2 OR expires <= ?4"
+)
+_RELEASE = "DELETE FROM carecycle_webhooks_idempotency WHERE key = ?1 AND holder = ?2"
+
+# Pruning sweeps the table in key order, a slice at a time: the end of the slice after ?1,
+# then the expired rows in it (the last slice: every row after ?1).
+_SLICE_END = "SELECT key FROM carecycle_webhooks_idempotency WHERE key > ?1 ORDER BY key LIMIT 1 OFFSET ?2"
+_PRUNE_SLICE = "DELETE FROM carecycle_webhooks_idempotency WHERE key > ?1 AND key <= ?2 AND expires <= ?3"
+_PRUNE_LAST_SLICE = "DELETE FROM carecycle_webhooks_idempotency WHERE key > ?1 AND expires <= ?2"
+
+_PRUNE_EVERY = 256
+"""Every this many acquires (in one process), one slice of the table is pruned..."""
+
+_PRUNE_SLICE_ROWS = 1024
+"""...of this many rows: four for each row added meanwhile, so a sweep of the whole table
+takes a quarter of the acquires that the table has rows, and an id expired when a sweep
+begins is deleted by its end. The table holds at most about 4/3 of the ids within ``done_ttl``."""
+
+_DEFAULT_TIMEOUT = datetime.timedelta(seconds=5)
+
+_THREADS = 4
+"""Threads of one store for its async methods (SQLite runs one write at a time anyway)."""
+
+_MAX_IDLE = 8
+"""Connections a store keeps open for the next call, per process."""
+
+_MIN_SQLITE = (3, 24, 0)  # INSERT ... ON CONFLICT DO UPDATE
+
+_INHERITED: list[object] = []
+"""A forked child's copies of its parent's pools: kept, never used, never closed (SQLite's rule)."""
+
+
+_forks = 0
+"""How many forks made this process (in its line): cheaper to compare than `os.getpid`, a system call."""
+
+
+def _forked() -> None:
+    global _forks  # noqa: PLW0603 - counted once per forked process
+    _forks += 1
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_forked)
+
+
+def _now_ms() -> int:
+    # Wall-clock time: rows outlive the process, and several processes compare them.
+    return int(time.time() * 1000)
+
+
+def _milliseconds(delta: datetime.timedelta) -> int:
+    return max(1, int(delta.total_seconds() * 1000))
+
+
+def _close_all(idle: dict[bool, list[sqlite3.Connection]], pid: int) -> None:
+    if os.getpid() != pid:
+        return  # a forked child: its parent's connections are not its to close
+    for connections in idle.values():
+        while connections:
+            connections.pop().close()
+
+
+class _Pool:
+    """One process's idle connections; a call takes one for itself and gives it back.
+
+    Two kinds: waiting ones (their busy timeout is the store's), and quick ones for the
+    event loop's thread, which never wait for a lock nor write a checkpoint (that waits
+    for the disk): a call that would wait runs again in the store's threads.
+    """
+
+    def __init__(self, connect: Callable[[bool], sqlite3.Connection]) -> None:
+        self.pid = os.getpid()
+        self.forks = _forks
+        self._connect = connect
+        self._lock = threading.Lock()
+        self._idle: dict[bool, list[sqlite3.Connection]] = {False: [], True: []}
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        weakref.finalize(self, _close_all, self._idle, self.pid)
+
+    def run(self, work: Callable[[sqlite3.Connection], _T], *, quick: bool = False) -> _T:
+        idle = self._idle[quick]
+        with self._lock:
+            connection = idle.pop() if idle else None
+        if connection is None:
+            connection = self._connect(quick)
+        try:
+            return work(connection)
+        finally:
+            if connection.in_transaction:  # not by our statements; a defence
+                connection.rollback()
+            with self._lock:
+                keep = len(idle) < _MAX_IDLE
+                if keep:
+                    idle.append(connection)
+            if not keep:
+                connection.close()
+
+    def executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        executor = self._executor
+        if executor is None:
+            with self._lock:
+                executor = self._executor
+                if executor is None:
+                    executor = self._executor = concurrent.futures.ThreadPoolExecutor(
+                        _THREADS, thread_name_prefix="carecycle-webhooks: sqlite calls"
+                    )
+                    weakref.finalize(self, executor.shutdown, wait=False)
+        return executor
+
+    def close(self) -> None:
+        with self._lock:
+            _close_all(self._idle, self.pid)
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False)
+
+
+def _configuration_error(message: str) -> Exception:
+    from ._errors import WebhookConfigurationError
+
+    return WebhookConfigurationError(message)
+
+
+def _checked_path(path: object) -> str:
+    """The database file's absolute path, or a `WebhookConfigurationError` that says what is wrong."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise _configuration_error(f"path must be a str or os.PathLike, not {type(path).__name__}")
+    name: object = os.fspath(cast("str | os.PathLike[str] | os.PathLike[bytes]", path))
+    if not isinstance(name, str):
+        raise _configuration_error("path must be a str or os.PathLike of str, not bytes")
+    if name in ("", ":memory:") or name.startswith("file:"):
+        raise _configuration_error(
+            f"path {name!r} is not a file that other processes can open: SQLiteIdempotencyStore needs "
+            "a file path (an in-memory database would be private to one connection; for one process, "
+            "use InMemoryIdempotencyStore)"
+        )
+    absolute = Path(name).absolute()
+    if not absolute.parent.is_dir():
+        raise _configuration_error(
+            f"the directory of the SQLite idempotency store {str(absolute)!r} does not exist: "
+            f"create {str(absolute.parent)!r}"
+        )
+    if absolute.is_dir():
+        raise _configuration_error(f"the SQLite idempotency store's path {str(absolute)!r} is a directory")
+    return str(absolute)
+
+
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return code & 0xFF in (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED (and their extended codes)
+    return "locked" in str(error)
+
+
+class SQLiteIdempotencyStore:
+    """An idempotency store shared by every worker process and thread of one machine, in a file.
+
+    The embedded choice for gunicorn or uvicorn with several workers on one machine: the
+    standard library's `sqlite3`, no server to run, and the done marks survive restarts.
+    Each id is one row; each step is one atomic SQL statement, with the same lease, done
+    and release semantics as `RedisIdempotencyStore`. It serves both `Dispatcher.handle`
+    and `Dispatcher.handle_async` (whose calls run in a few threads of the store, so that
+    the event loop never waits for the file's lock).
+
+    Every call waits at most ``timeout`` for a lock that another connection holds (a
+    long write, or a writer process that is stopped): then it raises `TimeoutError`, and
+    the dispatcher answers 503 before Svix stops waiting (15 s). Expired rows are deleted
+    as deliveries come (a bounded batch every 256 acquires), so the file holds about one
+    row per id processed within the last ``done_ttl``.
+
+    The file must be on a local filesystem: SQLite's locks do not work reliably over NFS
+    or other network filesystems. The constructor creates the file and its table if
+    missing, and switches it to WAL mode.
+
+    Args:
+        path: The database file (a ``str`` or `os.PathLike`), created if missing; its
+            directory must exist. The store's table (``carecycle_webhooks_idempotency``)
+            may share a database with other tables. ``":memory:"`` is refused: it would
+            not be shared.
+        timeout: How long one call may wait for the database's lock (5 s by default).
+
+    Raises:
+        WebhookConfigurationError: ``path`` is not a str or os.PathLike, names no file
+            (``":memory:"``) or is in a directory that does not exist; ``timeout`` is not a
+            positive `datetime.timedelta`; or the file cannot be opened as a database in
+            WAL mode.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, timeout: datetime.timedelta = _DEFAULT_TIMEOUT
+    ) -> None:
+        value: object = timeout  # checked at run time too
+        if not isinstance(value, datetime.timedelta) or value <= datetime.timedelta(0):
+            raise _configuration_error("timeout must be a positive datetime.timedelta")
+        if sqlite3.sqlite_version_info < _MIN_SQLITE:
+            raise _configuration_error(
+                f"SQLiteIdempotencyStore needs SQLite 3.24 or later; this Python has {sqlite3.sqlite_version}"
+            )
+        self._path = _checked_path(path)
+        self._seconds = timeout.total_seconds()
+        self._clock = _now_ms
+        self._acquires = 0
+        self._sweep_after = ""  # where this process's sweep of expired rows goes on
+        self._setup()
+        self._pool = _Pool(self._connect)
+
+    def __repr__(self) -> str:
+        return f"SQLiteIdempotencyStore({self._path!r})"
+
+    @property
+    def path(self) -> str:
+        """The database file's absolute path."""
+        return self._path
+
+    @property
+    def timeout(self) -> datetime.timedelta:
+        """How long one call may wait for the database's lock before it raises `TimeoutError`."""
+        return datetime.timedelta(seconds=self._seconds)
+
+    def close(self) -> None:
+        """Close this process's connections and threads of the store (a later call opens new ones)."""
+        self._current_pool().close()
+
+    def _connect(self, quick: bool = False) -> sqlite3.Connection:  # noqa: FBT001, FBT002 - the pool's argument
+        # isolation_level=None: no implicit transactions; each statement is its own.
+        connection = sqlite3.connect(
+            self._path, timeout=0 if quick else self._seconds, isolation_level=None, check_same_thread=False
+        )
+        try:
+            # In WAL mode, NORMAL writes a commit to the log without waiting for the disk: a
+            # crashed process loses nothing; a power cut may lose the last commits.
+            connection.execute("PRAGMA synchronous = NORMAL")
+            if quick:
+                # A checkpoint waits for the disk: the store's threads do them (`_housekeeping`).
+                connection.execute("PRAGMA wal_autocheckpoint = 0")
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def _setup(self) -> None:
+        try:
+            connection = self._connect()
+        except sqlite3.Error as error:
+            raise _configuration_error(
+                f"cannot open the SQLite idempotency store {self._path!r}: {error}"
+            ) from error
+        try:
+            (mode,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()
+            if str(mode).lower() != "wal":
+                raise _configuration_error(
+                    f"the SQLite idempotency store {self._path!r} cannot use WAL mode (it stays {mode!r})"
+                )
+            connection.execute(_SCHEMA)
+        except sqlite3.Error as error:
+            raise _configuration_error(
+                f"cannot set up the SQLite idempotency store {self._path!r}: {error}"
+            ) from error
+        finally:
+            connection.close()
+
+    def _current_pool(self) -> _Pool:
+        pool = self._pool
+        if pool.forks != _forks:
+            # A forked child: its parent's connections and threads are not its own.
+            _INHERITED.append(pool)
+            pool = self._pool = _Pool(self._connect)
+        return pool
+
+    def _locked(self) -> TimeoutError:
+        return TimeoutError(
+            f"the SQLite database {self._path!r} stayed locked for {self._seconds:g} s "
+            "(SQLiteIdempotencyStore timeout)"
+        )
+
+    def _call(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        try:
+            return self._current_pool().run(work)
+        except sqlite3.OperationalError as error:
+            if _is_busy(error):
+                raise self._locked() from error
+            raise
+
+    # The statements, each run on a connection of the pool.
+
+    def _take(self, key: str, token: str, lease_ms: int, connection: sqlite3.Connection) -> Claim:
+        for _ in range(3):
+            now = self._clock()
+            if connection.execute(_ACQUIRE, (key, token, now + lease_ms, now)).rowcount:
+                return Claim("acquired", token)
+            row = connection.execute(_HOLDER, (key,)).fetchone()
+            if row is not None and row[1] > self._clock():
+                return CLAIM_DONE if row[0] == DONE else CLAIM_IN_FLIGHT
+            # Freed or expired since the insert looked: try again.
+        return CLAIM_IN_FLIGHT
+
+    def _housekeeping_due(self) -> bool:
+        self._acquires += 1  # not exact across threads: it only spaces the prunes out
+        return self._acquires % _PRUNE_EVERY == 0
+
+    def _housekeeping(self, connection: sqlite3.Connection) -> None:
+        """Delete the expired rows of the next slice, and copy the log into the database (a checkpoint)."""
+        start = self._sweep_after
+        try:
+            row = connection.execute(_SLICE_END, (start, _PRUNE_SLICE_ROWS - 1)).fetchone()
+            if row is None:  # the last slice: the next sweep starts again from the first key
+                connection.execute(_PRUNE_LAST_SLICE, (start, self._clock()))
+                self._sweep_after = ""
+            else:
+                connection.execute(_PRUNE_SLICE, (start, row[0], self._clock()))
+                self._sweep_after = row[0]
+            connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.OperationalError:
+            pass  # busy: the next time does it
+
+    def _mark_done(self, key: str, token: str, ttl_ms: int, connection: sqlite3.Connection) -> None:
+        now = self._clock()
+        connection.execute(_COMPLETE, (key, token, now + ttl_ms, now))
+
+    @staticmethod
+    def _free(key: str, token: str, connection: sqlite3.Connection) -> None:
+        connection.execute(_RELEASE, (key, token))
+
+    # IdempotencyStore
+
+    def acquire(self, key: str, *, lease: datetime.timedelta) -> Claim:
+        """Take the lease on ``key``, or report it in flight or done."""
+        token, lease_ms = new_token(), _milliseconds(lease)
+        claim = self._call(lambda connection: self._take(key, token, lease_ms, connection))
+        if claim.token and self._housekeeping_due():
+            self._call(self._housekeeping)
+        return claim
+
+    def complete(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
+        """Mark ``key`` done, unless another worker took it since ``token``'s lease expired."""
+        ttl_ms = _milliseconds(ttl)
+        self._call(lambda connection: self._mark_done(key, token, ttl_ms, connection))
+
+    def release(self, key: str, token: str) -> None:
+        """Free ``key``, if ``token`` still holds it."""
+        self._call(lambda connection: self._free(key, token, connection))
+
+    # AsyncIdempotencyStore. A call first runs on the loop's thread on a quick connection,
+    # which does not wait: a statement is tens of microseconds, and a thread hop would cost
+    # more. When the database is locked, the call runs in the store's threads, which wait
+    # for the lock, and the loop awaits them, at most ``timeout``.
+
+    async def _call_async(
+        self,
+        work: Callable[[sqlite3.Connection], _T],
+        abandoned: Callable[[concurrent.futures.Future[_T]], object] | None = None,
+    ) -> _T:
+        pool = self._current_pool()
+        try:
+            return pool.run(work, quick=True)
+        except sqlite3.OperationalError as error:
+            if not _is_busy(error):
+                raise
+        # Locked: nothing was written. Wait for the lock in a thread.
+        future = pool.executor().submit(self._call, work)
+        waiter = asyncio.wrap_future(future)
+        done: set[asyncio.Future[_T]] = set()
+        try:
+            done, _ = await asyncio.wait((waiter,), timeout=self._seconds)
+        finally:
+            if not done:
+                # Cancelled, or queued behind calls that wait for the lock: a call not
+                # started yet never runs; one started finishes on its own, within timeout.
+                waiter.cancel()
+                if abandoned is not None:
+                    future.add_done_callback(abandoned)
+        if not done:
+            raise self._locked()
+        return waiter.result()
+
+    def _free_if_taken(self, key: str, token: str, future: concurrent.futures.Future[Claim]) -> None:
+        """An acquire whose caller stopped waiting: free the lease it took, nobody holds its token."""
+        if future.cancelled() or future.exception() is not None or future.result().status != "acquired":
+            return
+        self._in_thread(lambda connection: self._free(key, token, connection))
+
+    def _in_thread(self, work: Callable[[sqlite3.Connection], object]) -> None:
+        """Run ``work`` in one of the store's threads; nobody waits for it."""
+        with contextlib.suppress(RuntimeError):  # the interpreter is exiting: leases expire anyway
+            self._current_pool().executor().submit(self._call, work)
+
+    async def acquire_async(self, key: str, *, lease: datetime.timedelta) -> Claim:
+        """`acquire`, for the event loop."""
+        token, lease_ms = new_token(), _milliseconds(lease)
+        claim = await self._call_async(
+            lambda connection: self._take(key, token, lease_ms, connection),
+            lambda future: self._free_if_taken(key, token, future),
+        )
+        if claim.token and self._housekeeping_due():
+            self._in_thread(self._housekeeping)  # a batch of deletes and a checkpoint take a while
+        return claim
+
+    async def complete_async(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
+        """`complete`, for the event loop."""
+        ttl_ms = _milliseconds(ttl)
+        await self._call_async(lambda connection: self._mark_done(key, token, ttl_ms, connection))
+
+    async def release_async(self, key: str, token: str) -> None:
+        """`release`, for the event loop."""
+        await self._call_async(lambda connection: self._free(key, token, connection))
