@@ -45,21 +45,22 @@ the server ends a transaction idle for longer (``idle_in_transaction_session_tim
 from __future__ import annotations
 
 try:
-    from ._postgres import (
-        DEFAULT_TABLE,
-        DEFAULT_TIMEOUT,
-        AsyncPostgresIdempotencyStore,
-        PostgresIdempotencyStore,
-        current_async_connection,
-        current_connection,
-    )
-except ModuleNotFoundError as missing:
-    if missing.name not in {"psycopg", "psycopg_pool"}:
-        raise
+    import psycopg as _psycopg  # noqa: F401 - only to say which extra is missing
+    import psycopg_pool as _psycopg_pool  # noqa: F401
+except ImportError:
     raise ImportError(
         "carecycle_webhooks.postgres needs psycopg and psycopg-pool: "
         "pip install 'carecycle-webhooks[postgres]'"
     ) from None
+
+from ._postgres import (
+    DEFAULT_TABLE,
+    DEFAULT_TIMEOUT,
+    AsyncPostgresIdempotencyStore,
+    PostgresIdempotencyStore,
+    current_async_connection,
+    current_connection,
+)
 
 __all__ = [
     "DEFAULT_TABLE",
