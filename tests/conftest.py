@@ -136,6 +136,56 @@ def async_redis_client(redis_server, redis_client):
     return connect
 
 
+# --------------------------------------------------------------------------- postgres
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server on a free loopback port for the whole session (tests/postgres_server.py).
+
+    Tests may stop, crash (``kill -9``), pause and restart it; `postgres_dsn` starts it again
+    (or resumes it) if a test left it stopped or paused.
+    """
+    from tests.postgres_server import PostgresServer, find_postgres_bindir
+
+    server = PostgresServer(find_postgres_bindir())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server) -> str:
+    """A libpq connection string to the session server's ``postgres`` database, the server running."""
+    postgres_server.ensure_running()
+    return str(postgres_server.dsn)
+
+
+@pytest.fixture
+def postgres_database(postgres_server):
+    """A fresh, empty database for this test (dropped after it); yields its libpq connection string."""
+    import uuid
+
+    postgres_server.ensure_running()
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    dsn = postgres_server.create_database(name)
+    try:
+        yield dsn
+    finally:
+        postgres_server.ensure_running()
+        postgres_server.drop_database(name)
+
+
+@pytest.fixture
+def postgres_table() -> str:
+    """A table name no other test uses, for tests that share the ``postgres`` database."""
+    import uuid
+
+    return f"carecycle_test_{uuid.uuid4().hex[:16]}"
+
+
 @pytest.fixture(autouse=True)
 def quick_done_mark_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Retry a failed done mark within milliseconds, not seconds: tests of a store down.

@@ -27,12 +27,13 @@ from carecycle_webhooks._flow import (
     Wait,
     delivery_flow,
 )
-from carecycle_webhooks._idempotency import Claim
+from carecycle_webhooks._idempotency import Claim, CommitFailed
 from carecycle_webhooks._responses import (
     DUPLICATE,
     HANDLER_FAILED,
     IGNORED,
     IN_FLIGHT,
+    NOT_COMMITTED,
     PROCESSED,
     STORE_UNAVAILABLE,
     WebhookResponse,
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 CLAIM = Claim("acquired", "token-1")
 DOWN = ConnectionError("store unreachable")
 BOOM = ValueError("a handler failed")
+ROLLED_BACK = CommitFailed("the delivery's transaction was not committed")
 
 
 @pytest.fixture(autouse=True)
@@ -218,3 +220,50 @@ def test_a_flow_closed_while_a_handler_runs_asks_for_nothing_more() -> None:
     flow = delivery_flow(1, with_store=True)
     assert start(flow, CLAIM) == RunHandler(0)
     flow.close()  # GeneratorExit: no Release asked of a driver that is gone
+
+
+# ---------------------------------------------------------------- a transactional store's failed commit
+
+
+def test_a_commit_that_failed_answers_503_at_once_with_no_retry_and_no_mark_kept() -> None:
+    # The handlers' writes were rolled back with the done mark: a 2xx would lose the event.
+    steps, answer = drive(delivery_flow(1, with_store=True), [CLAIM, None, Failed(ROLLED_BACK, 10.0)])
+    assert steps == [ACQUIRE, RunHandler(0), Complete(CLAIM), StoreFailed("complete", ROLLED_BACK)]
+    assert answer == NOT_COMMITTED
+    assert answer.status_code == 503
+
+
+def test_a_commit_that_failed_on_a_retry_of_the_done_mark_answers_503() -> None:
+    steps, answer = drive(
+        delivery_flow(1, with_store=True),
+        [CLAIM, None, Failed(DOWN, 10.0), None, Failed(ROLLED_BACK, 10.1)],
+    )
+    assert steps[2:] == [
+        Complete(CLAIM),
+        StoreFailed("complete", DOWN),
+        Wait(0.1),
+        Complete(CLAIM),
+        StoreFailed("complete", ROLLED_BACK),
+    ]
+    assert answer == NOT_COMMITTED
+
+
+def test_a_commit_that_failed_on_the_last_attempt_answers_503_and_keeps_no_mark() -> None:
+    failures: list[Outcome] = []
+    for attempt in range(4):
+        failures += [Failed(DOWN, attempt * 0.5), None]
+    steps, answer = drive(
+        delivery_flow(1, with_store=True), [CLAIM, None, *failures, Failed(ROLLED_BACK, 2.0)]
+    )
+    assert steps[-2:] == [Complete(CLAIM), StoreFailed("complete", ROLLED_BACK)]
+    assert not any(isinstance(step, KeepMissed) for step in steps)
+    assert answer == NOT_COMMITTED
+
+
+def test_a_complete_cut_short_whose_commit_failed_keeps_no_mark() -> None:
+    flow = delivery_flow(1, with_store=True)
+    assert start(flow, CLAIM, None) == Complete(CLAIM)
+    assert flow.throw(asyncio.CancelledError()) == Complete(CLAIM, to_the_end=True)
+    assert flow.send(Failed(ROLLED_BACK)) == StoreFailed("complete", ROLLED_BACK)
+    with pytest.raises(asyncio.CancelledError):
+        flow.send(None)  # raised on: no KeepMissed asked for

@@ -28,6 +28,7 @@ if _typing.TYPE_CHECKING:
     from ._idempotency import DEFAULT_LEASE as DEFAULT_LEASE
     from ._idempotency import AsyncIdempotencyStore as AsyncIdempotencyStore
     from ._idempotency import Claim as Claim
+    from ._idempotency import CommitFailed as CommitFailed
     from ._idempotency import IdempotencyStore as IdempotencyStore
     from ._idempotency import InMemoryIdempotencyStore as InMemoryIdempotencyStore
     from ._models import AssignedUser as AssignedUser
@@ -66,6 +67,7 @@ __all__ = [
     "CallDirection",
     "Campaign",
     "Claim",
+    "CommitFailed",
     "Customer",
     "CustomerCreatedEvent",
     "CustomerStatus",
@@ -105,6 +107,7 @@ _LAZY = {
     "DEFAULT_MAX_BODY_SIZE": "._dispatch",
     "DEFAULT_TOLERANCE": "._verify",
     "Claim": "._idempotency",
+    "CommitFailed": "._idempotency",
     "Dispatcher": "._dispatch",
     "IdempotencyStore": "._idempotency",
     "InMemoryIdempotencyStore": "._idempotency",

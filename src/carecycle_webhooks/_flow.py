@@ -14,6 +14,9 @@ line, a wait) and send back what happened. Every decision is taken here, once:
 - every handler returned: the id is marked done (200). A mark the store fails to record
   is tried again within the request, a few times over about `RETRY_WITHIN` seconds; past
   that, the driver keeps it, and the dispatcher's next delivery records it first;
+- unless the store raised `CommitFailed`: a transactional store, whose commit of the
+  handlers' writes with the done mark failed, so nothing of them remains (503, so that
+  Svix retries; no retry here, no mark kept: it would mark done what never took effect);
 - a ``complete`` or ``release`` cut short by a cancellation is run again to its end.
 
 Outcomes: a `Claim` for `Acquire`, ``None`` for a success, a `Failed` for a failure.
@@ -25,12 +28,13 @@ import dataclasses
 from collections.abc import Generator
 from typing import cast
 
-from ._idempotency import Claim
+from ._idempotency import Claim, CommitFailed
 from ._responses import (
     DUPLICATE,
     HANDLER_FAILED,
     IGNORED,
     IN_FLIGHT,
+    NOT_COMMITTED,
     PROCESSED,
     STORE_UNAVAILABLE,
     WebhookResponse,
@@ -226,10 +230,11 @@ def delivery_flow(handler_count: int, *, with_store: bool) -> Flow:  # noqa: C90
                 yield from _release(claim)
             return HANDLER_FAILED
     if claim is not None:
-        # The handlers succeeded: the answer is 200 whatever happens here (Svix must not retry).
+        # The handlers succeeded: the answer is 200 whatever happens here (Svix must not
+        # retry), unless a transactional store rolled their writes back (CommitFailed).
         failed = yield from _record(Complete(claim))
         if failed is not None:
-            yield from _retry_complete(claim, failed)
+            return (yield from _retry_complete(claim, failed))
     return PROCESSED
 
 
@@ -254,7 +259,7 @@ def _cut_short(step: Complete | Release) -> Generator[Step, Outcome, None]:
     outcome = yield dataclasses.replace(step, to_the_end=True)
     if isinstance(outcome, Failed):
         yield StoreFailed("complete" if isinstance(step, Complete) else "release", outcome.error)
-        if isinstance(step, Complete):
+        if isinstance(step, Complete) and not isinstance(outcome.error, CommitFailed):
             yield KeepMissed(step.claim)
 
 
@@ -264,11 +269,16 @@ def _release(claim: Claim) -> Generator[Step, Outcome, None]:
         yield StoreFailed("release", failed.error)
 
 
-def _retry_complete(claim: Claim, failed: Failed) -> Generator[Step, Outcome, None]:
-    """Try a done mark again for a few seconds after ``failed``; past that, keep it."""
+def _retry_complete(claim: Claim, failed: Failed) -> Generator[Step, Outcome, WebhookResponse]:
+    """Try a done mark again for a few seconds after ``failed``; past that, keep it.
+
+    A `CommitFailed` ends it at once: nothing was committed, Svix must retry (503).
+    """
     first_failure = failed.at
     for delay in RETRY_DELAYS:
         yield StoreFailed("complete", failed.error)
+        if isinstance(failed.error, CommitFailed):
+            return NOT_COMMITTED
         if failed.at + delay - first_failure > RETRY_WITHIN:
             break
         try:
@@ -280,8 +290,11 @@ def _retry_complete(claim: Claim, failed: Failed) -> Generator[Step, Outcome, No
             raise
         again = yield from _record(Complete(claim))
         if again is None:
-            return
+            return PROCESSED
         failed = again
     else:
         yield StoreFailed("complete", failed.error)  # the last attempt's
+        if isinstance(failed.error, CommitFailed):
+            return NOT_COMMITTED
     yield KeepMissed(claim)
+    return PROCESSED

@@ -44,6 +44,7 @@ __all__ = [
     "DEFAULT_LEASE",
     "AsyncIdempotencyStore",
     "Claim",
+    "CommitFailed",
     "IdempotencyStore",
     "InMemoryIdempotencyStore",
     "serves",
@@ -90,6 +91,25 @@ class Claim(NamedTuple):
     token: str = ""
 
 
+class CommitFailed(Exception):  # noqa: N818 - says what happened, as TimeoutError does
+    """Raised by a transactional store's ``complete``: the delivery's transaction did not commit.
+
+    A store such as `carecycle_webhooks.postgres.PostgresIdempotencyStore` commits the
+    handlers' own writes and the done mark in one transaction. When that commit fails,
+    the handlers' writes are rolled back with it: answering 2xx would lose the event for
+    good, and trying ``complete`` again would mark it done without its effects. So the
+    dispatcher answers 503 (Svix retries, and the retry runs the handlers again), does not
+    call ``complete`` again and keeps no missed mark.
+
+    Raise it too when the commit's outcome is unknown (the connection was lost while the
+    ``COMMIT`` was on its way): the store's own record is the truth, and Svix's retry
+    finds the done mark (answered as a duplicate) or does not (the handlers run again).
+
+    Its message must hold no payload value: a store says what failed (an error class, an
+    SQLSTATE), never the database's detail, which may quote the handlers' rows.
+    """
+
+
 @runtime_checkable
 class IdempotencyStore(Protocol):
     """Where `Dispatcher.handle` records which deliveries are in flight or done.
@@ -97,8 +117,10 @@ class IdempotencyStore(Protocol):
     An exception from `acquire` (a Redis outage, say) makes the dispatcher answer 503, so
     that Svix retries; no handler runs. When `complete` fails after the handlers
     succeeded, the delivery is answered 2xx and the dispatcher calls `complete` again
-    until the store records it. A method must return or raise well within Svix's 15 s
-    request timeout, also when its backend stalls. `AsyncIdempotencyStore` is the same
+    until the store records it; unless it raised `CommitFailed` (a transactional store:
+    the handlers' writes were rolled back), which is answered 503, with no retry. A
+    method must return or raise well within Svix's 15 s request timeout, also when its
+    backend stalls. `AsyncIdempotencyStore` is the same
     for `Dispatcher.handle_async`.
     """
 

@@ -29,6 +29,7 @@ __all__ = [
     "JSON_HEADERS",
     "METHOD_NOT_ALLOWED",
     "NOT_BYTES",
+    "NOT_COMMITTED",
     "PROCESSED",
     "RETRY_AFTER_SECONDS",
     "STORE_UNAVAILABLE",
@@ -111,6 +112,11 @@ HANDLER_FAILED = json_response(500, error="handler_failed")
 
 STORE_UNAVAILABLE = json_response(503, error="idempotency_store_unavailable")
 """The idempotency store failed or did not answer in time: no handler ran."""
+
+NOT_COMMITTED = json_response(
+    503, error="not_committed", detail="the delivery's transaction was not committed: retry it"
+)
+"""A transactional store's commit of the handlers' writes and done mark failed (`CommitFailed`)."""
 
 RETRY_AFTER_SECONDS = 5
 """What a 503 for a spent body budget asks the sender to wait. Svix keeps its own schedule."""
