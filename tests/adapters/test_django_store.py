@@ -38,7 +38,7 @@ from django.core.management import call_command
 from django.db import IntegrityError, close_old_connections, connections, transaction
 from django.test import AsyncClient, Client
 
-from carecycle_webhooks import CommitFailed, CustomerCreatedEvent, Dispatcher, current_delivery
+from carecycle_webhooks import Claim, CommitFailed, CustomerCreatedEvent, Dispatcher, current_delivery
 from carecycle_webhooks.django import DjangoIdempotencyStore, webhook_view
 from carecycle_webhooks.django.models import ProcessedWebhook
 from carecycle_webhooks.testing import sign
@@ -178,11 +178,11 @@ def test_importing_the_adapter_and_building_the_store_need_no_settings() -> None
         "from carecycle_webhooks.django import DjangoIdempotencyStore, webhook_view;"
         "from django.conf import settings;"
         "store = DjangoIdempotencyStore(using='other');"
-        "print(settings.configured, store.using)"
+        "print(settings.configured, store.using, repr(store))"
     )
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    assert run.stdout.split() == ["False", "other"]
+    assert run.stdout.split() == ["False", "other", "DjangoIdempotencyStore(using='other')"]
 
 
 def test_prune_every_must_be_a_positive_number() -> None:
@@ -294,6 +294,7 @@ def test_an_expired_mark_is_run_again_and_marked_anew(alias: str) -> None:
     )
     assert answer(writer(alias).handle(*signed())) == (200, {"status": "processed"})
     mark = ProcessedWebhook.objects.using(alias).get(webhook_id="msg_1")
+    assert str(mark) == "msg_1"
     assert mark.expires_at > datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=47)
     assert effects(alias) == 1
 
@@ -340,6 +341,54 @@ def test_a_concurrent_copy_in_another_worker_is_409_at_once_on_postgresql(postgr
         )
     finally:
         connections.close_all()
+
+
+def test_a_delivery_left_open_holds_its_id_in_this_process_for_the_lease_only(alias: str) -> None:
+    # A delivery whose complete or release never came (its thread's connection closed):
+    # the database ended its transaction; the process's own note of it lasts the lease.
+    store = DjangoIdempotencyStore(using=alias)
+    lease = datetime.timedelta(milliseconds=200)
+
+    def leave_open() -> None:
+        try:
+            assert store.acquire("msg_1", lease=lease).status == "acquired"
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=leave_open)
+    thread.start()
+    thread.join(WAIT)
+    assert store.acquire("msg_1", lease=lease) == Claim("in_flight")
+    time.sleep(0.25)  # past the lease
+    claim = store.acquire("msg_1", lease=lease)
+    assert claim.status == "acquired"
+    store.release("msg_1", claim.token)
+    assert (effects(alias), marked(alias)) == (0, False)
+
+
+def test_inside_an_atomic_block_of_ones_own_the_delivery_is_a_savepoint(alias: str) -> None:
+    # A Django TestCase, or dispatch() in a job's own transaction: the delivery's writes and
+    # done mark are part of the outer transaction, and commit or roll back with it.
+    failures = [RuntimeError("first attempt fails")]
+
+    def fail_once() -> None:
+        if failures:
+            raise failures.pop()
+
+    webhooks = writer(alias, then=fail_once)
+
+    def outer_transaction() -> None:
+        with transaction.atomic(using=alias):
+            Effect.objects.using(alias).create(webhook_id="outer", event_id=uuid.UUID(int=1))
+            assert webhooks.handle(*signed()).status_code == 500  # rolled back to its savepoint
+            assert Effect.objects.using(alias).filter(webhook_id="outer").exists()
+            assert answer(webhooks.handle(*signed())) == (200, {"status": "processed"})
+            assert (effects(alias), marked(alias)) == (1, True)
+            raise LookupError  # the outer transaction rolls back: the delivery with it
+
+    with pytest.raises(LookupError):
+        outer_transaction()
+    assert (effects(alias), marked(alias), Effect.objects.using(alias).count()) == (0, False, 0)
 
 
 def test_sqlite_another_worker_waits_for_the_write_lock_then_sees_the_mark(sqlite_alias: str) -> None:

@@ -37,6 +37,7 @@ import contextlib
 import hashlib
 import itertools
 import threading
+import time
 from typing import TYPE_CHECKING, TypeVar
 
 from django.db import close_old_connections, connections, transaction
@@ -114,9 +115,11 @@ class DjangoIdempotencyStore:
         self._prune_every = prune_every
         self._completed = itertools.count(1)
         self._sql: _Statements | None = None
-        # Ids being delivered by this process: a copy is answered 409 without touching the
-        # database (on SQLite, it would otherwise wait for the write lock).
-        self._in_flight: set[str] = set()
+        # Ids being delivered by this process, until when at most: a copy is answered 409
+        # without touching the database (on SQLite, it would wait for the write lock). The
+        # database is what holds the id: an entry left behind (a delivery whose complete or
+        # release was never called) only counts for the lease, then the database decides.
+        self._in_flight: dict[str, float] = {}
         self._lock = threading.Lock()
         # Per thread: the open atomic block of each delivery acquired in it, by token.
         self._local = threading.local()
@@ -138,10 +141,11 @@ class DjangoIdempotencyStore:
         without querying): past it, the server ends the session, which frees the id, and
         the delivery's commit fails (503).
         """
+        now = time.monotonic()
         with self._lock:
-            if key in self._in_flight:
+            if self._in_flight.get(key, now) > now:
                 return CLAIM_IN_FLIGHT
-            self._in_flight.add(key)
+            self._in_flight[key] = now + lease.total_seconds()
         try:
             claim = self._begin(key, lease)
         except BaseException:
@@ -222,7 +226,7 @@ class DjangoIdempotencyStore:
 
     def _forget(self, key: str) -> None:
         with self._lock:
-            self._in_flight.discard(key)
+            self._in_flight.pop(key, None)
 
     def _statements(self) -> tuple[BaseDatabaseWrapper, _Statements]:
         """The connection of this thread, and the store's SQL for it (built on first use)."""
