@@ -279,6 +279,38 @@ def test_commit_failed_names_no_value_of_the_handlers_writes(postgres_alias: str
         connections.close_all()
 
 
+def test_a_mark_committed_meanwhile_by_a_worker_this_one_could_not_see_rolls_this_run_back(
+    postgres_alias: str,
+) -> None:
+    # As under REPEATABLE READ, where a snapshot older than the lock hides a finished run:
+    # the done mark is written over an expired one only, so this run's writes are rolled back.
+    alias = postgres_alias
+    for model in (Effect, ProcessedWebhook):
+        model.objects.using(alias).all().delete()
+    store = DjangoIdempotencyStore(using=alias)
+    claim = store.acquire("msg_1", lease=datetime.timedelta(minutes=1))
+    Effect.objects.using(alias).create(webhook_id="msg_1", event_id=uuid.UUID(int=2))
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def another_worker() -> None:
+        try:
+            ProcessedWebhook.objects.using(alias).create(
+                webhook_id="msg_1", done_at=now, expires_at=now + datetime.timedelta(hours=1)
+            )
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=another_worker)  # bypasses the lock, commits on its own connection
+    thread.start()
+    thread.join(WAIT)
+    try:
+        with pytest.raises(CommitFailed, match="marked it done meanwhile"):
+            store.complete("msg_1", claim.token, ttl=datetime.timedelta(hours=1))
+        assert (effects(alias), marked(alias)) == (0, True)
+    finally:
+        connections.close_all()
+
+
 def test_complete_without_an_acquire_in_this_thread_is_not_committed(alias: str) -> None:
     store = DjangoIdempotencyStore(using=alias)
     with pytest.raises(CommitFailed):
