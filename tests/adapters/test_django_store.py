@@ -311,12 +311,16 @@ def test_a_mark_committed_meanwhile_by_a_worker_this_one_could_not_see_rolls_thi
         connections.close_all()
 
 
-def test_complete_without_an_acquire_in_this_thread_is_not_committed(alias: str) -> None:
+def test_a_token_not_open_in_this_thread_commits_and_frees_nothing(alias: str) -> None:
     store = DjangoIdempotencyStore(using=alias)
-    with pytest.raises(CommitFailed):
-        store.complete("msg_1", "someone-else", ttl=datetime.timedelta(hours=1))
-    store.release("msg_1", "someone-else")  # nothing to roll back: no error
-    assert not marked(alias)
+    lease, ttl = datetime.timedelta(minutes=1), datetime.timedelta(hours=1)
+    claim = store.acquire("msg_1", lease=lease)
+    with pytest.raises(CommitFailed, match="no transaction of this delivery is open"):
+        store.complete("msg_1", "someone-else", ttl=ttl)
+    store.release("msg_1", "someone-else")  # nothing of it here: no error, nothing freed
+    assert store.acquire("msg_1", lease=lease) == Claim("in_flight")
+    store.complete("msg_1", claim.token, ttl=ttl)
+    assert marked(alias)
 
 
 def test_an_expired_mark_is_run_again_and_marked_anew(alias: str) -> None:

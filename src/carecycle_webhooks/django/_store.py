@@ -163,24 +163,27 @@ class DjangoIdempotencyStore:
                 ``COMMIT``, it is not known): the answer is 503 and Svix retries.
         """
         atomic = self._open().pop(token, None)
+        if atomic is None:  # not this thread's delivery: nothing here to commit
+            raise CommitFailed(
+                "DjangoIdempotencyStore: no transaction of this delivery is open in this thread"
+            )
         try:
-            failure = "no delivery of this token is open in this thread" if atomic is None else None
-            if atomic is not None:
-                failure = self._commit(atomic, key, ttl)
+            failure = self._commit(atomic, key, ttl)
         finally:
             self._forget(key)
         if failure is not None:
             # By type only, and no chained cause: a database error may quote the handlers' rows.
-            raise CommitFailed(f"delivery not committed, nothing of it kept: {failure}")
+            raise CommitFailed(f"DjangoIdempotencyStore: {failure}")
         if next(self._completed) % self._prune_every == 0:
             self.prune(limit=2 * self._prune_every)
 
     def release(self, key: str, token: str) -> None:
         """Roll the delivery back: the handlers' writes are undone and ``key`` is free again."""
         atomic = self._open().pop(token, None)
+        if atomic is None:  # not this thread's delivery: nothing here to roll back
+            return
         try:
-            if atomic is not None:
-                atomic.__exit__(_Released, _RELEASED, None)
+            atomic.__exit__(_Released, _RELEASED, None)
         finally:
             self._forget(key)
 
@@ -296,14 +299,15 @@ class DjangoIdempotencyStore:
             atomic.__exit__(type(error), error, error.__traceback__)  # rolled back
             if not isinstance(error, Exception):
                 raise
-            return f"the done mark could not be written ({type(error).__qualname__})"
+            return f"rolled back: the done mark could not be written ({type(error).__qualname__})"
         if failure is not None:
             atomic.__exit__(_Released, _RELEASED, None)
             return failure
         try:
             atomic.__exit__(None, None, None)  # the commit (Django rolls back if it fails)
         except Exception as error:  # noqa: BLE001 - reported by type only, as CommitFailed
-            return f"the commit failed ({type(error).__qualname__})"
+            # Django rolled back; or the connection went during COMMIT, and nobody knows.
+            return f"the commit failed ({type(error).__qualname__}): rolled back, or its outcome unknown"
         return None
 
     def _mark_done(self, key: str, ttl: datetime.timedelta) -> str | None:
@@ -312,7 +316,7 @@ class DjangoIdempotencyStore:
         if connection.needs_rollback or connection.closed_in_transaction:
             # A handler's database error left the transaction broken (caught without a
             # savepoint): Django would roll it back without a word on leaving the block.
-            return "a handler left the transaction broken"
+            return "rolled back: a handler left the transaction broken"
         now = timezone.now()
         adapt = connection.ops.adapt_datetimefield_value
         with _cursor(connection) as cursor:
@@ -320,7 +324,7 @@ class DjangoIdempotencyStore:
             if cursor.rowcount != 1:
                 # Marked done by a transaction this one could not see (an isolation level
                 # above READ COMMITTED): this run is rolled back.
-                return "another worker marked it done meanwhile"
+                return "rolled back: another worker marked it done meanwhile"
         return None
 
 
