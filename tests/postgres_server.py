@@ -12,9 +12,10 @@ PostgreSQL refuses to run as root. CI runs as root: then ``initdb`` and ``postgr
 the unprivileged ``postgres`` user (Debian's package creates it), or ``nobody`` without it,
 and the temporary directory is given to that user.
 
-The server runs in a process group of its own, so that `pause` (SIGSTOP) stalls every
-backend, not only the postmaster, and `crash` (SIGKILL) takes all of them down at once, as
-an out-of-memory kill or a lost machine would.
+`pause` (SIGSTOP) stalls every backend, not only the postmaster, and `crash` (SIGKILL)
+takes all of them down at once, as a lost machine would: each of the postmaster's
+children is signalled by its process id (read from /proc: they leave the postmaster's
+process group).
 
 The binaries are required in CI: missing ones fail the tests there (a skip would hide them);
 elsewhere they skip with the install hint. ``scripts/test`` installs them.
@@ -285,7 +286,7 @@ class PostgresServer:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     cwd=self.directory,
-                    start_new_session=True,  # its own process group: pause and crash reach every backend
+                    start_new_session=True,  # not in our process group: a Ctrl-C of the tests is ours only
                     **self._as_owner(),
                 )
             while time.monotonic() < deadline and self.running:
@@ -304,9 +305,34 @@ class PostgresServer:
                 raise RuntimeError(f"postgres on {self.host}:{self.port} exited at start:\n{self.log_tail()}")
             time.sleep(0.2)
 
+    def _children(self) -> list[int]:
+        """The postmaster's child processes (backends, background workers), from /proc.
+
+        PostgreSQL's children call setsid(): a signal to the postmaster's process group
+        does not reach them, so each is signalled by its own id.
+        """
+        children: list[int] = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # pid (comm) state ppid ...: comm may hold spaces and parentheses.
+            fields = stat.rsplit(")", 1)[-1].split()
+            if len(fields) > 1 and fields[1] == str(self.pid):
+                children.append(int(entry.name))
+        return children
+
     def _signal_group(self, signum: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signum)
+        """``signum`` to the postmaster first (so it starts no more children), then to each child."""
+        if self._process is None:
+            return
+        children = self._children()
+        for pid in [self.pid, *children]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
 
     def stop(self, *, timeout: float = STOP_TIMEOUT) -> None:
         """Stop the server: a fast shutdown (SIGINT: clients are disconnected, open

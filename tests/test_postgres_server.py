@@ -21,7 +21,19 @@ def test_a_crash_keeps_committed_rows_and_drops_open_transactions(postgres_serve
         assert conn.execute("SELECT v FROM t").fetchall() == [(1,)]
 
 
+def _state(pid: int) -> str:
+    from pathlib import Path
+
+    return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[-1].split()[0]
+
+
 def test_a_paused_server_accepts_nothing_until_resumed(postgres_server, postgres_dsn):
+    with psycopg.connect(postgres_dsn) as idle:  # a backend of its own, stalled too
+        idle.execute("SELECT 1")
+        with postgres_server.paused():
+            children = postgres_server._children()
+            assert len(children) >= 2  # the background workers and our backend
+            assert {_state(pid) for pid in [postgres_server.pid, *children]} == {"T"}
     with postgres_server.paused():
         started = time.monotonic()
         with pytest.raises(psycopg.OperationalError):
