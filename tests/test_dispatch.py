@@ -15,18 +15,21 @@ import pytest
 from carecycle_webhooks import (
     CallCompletedEvent,
     Claim,
+    CommitFailed,
     CustomerCreatedEvent,
     CustomerUpdatedEvent,
     Dispatcher,
     Event,
     EventType,
     InMemoryIdempotencyStore,
+    TransactionalIdempotencyStore,
     UnknownEvent,
     WebhookConfigurationError,
     WebhookDelivery,
     WebhookResponse,
     current_delivery,
 )
+from carecycle_webhooks._idempotency import serves
 from carecycle_webhooks._missed import MissedDoneMarks
 from carecycle_webhooks.testing import sign
 from tests.conftest import OTHER_SECRET, SECRET, fixture_bytes, load_fixture, svix_headers
@@ -322,6 +325,96 @@ def test_complete_failure_still_answers_2xx(use_async: bool) -> None:
     response = asyncio.run(webhooks.handle_async(*signed())) if use_async else webhooks.handle(*signed())
     assert response.status_code == 200
     assert len(ran) == 1
+
+
+class OneThreadStore:
+    """A transactional store's shape, in memory: it notes the thread of every call."""
+
+    def __init__(self, *, commits: bool = True) -> None:
+        self.memory = InMemoryIdempotencyStore()
+        self.commits = commits
+        self.calls: list[tuple[str, int]] = []
+
+    def acquire(self, key: str, *, lease: datetime.timedelta) -> Claim:
+        self.calls.append(("acquire", threading.get_ident()))
+        return self.memory.acquire(key, lease=lease)
+
+    def complete(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
+        self.calls.append(("complete", threading.get_ident()))
+        if not self.commits:
+            self.memory.release(key, token)  # rolled back, with the handlers' writes
+            raise CommitFailed("the delivery's transaction did not commit")
+        self.memory.complete(key, token, ttl=ttl)
+
+    def release(self, key: str, token: str) -> None:
+        self.calls.append(("release", threading.get_ident()))
+        self.memory.release(key, token)
+
+    async def run_delivery_async(self, deliver: Any) -> Any:
+        self.calls.append(("run_delivery_async", threading.get_ident()))
+        return await asyncio.to_thread(deliver)
+
+
+def test_a_transactional_store_serves_both_entry_points() -> None:
+    store = OneThreadStore()
+    assert isinstance(store, TransactionalIdempotencyStore)
+    assert serves(store, synchronous=True)
+    assert serves(store, synchronous=False)
+
+
+def test_handle_async_runs_a_transactional_delivery_in_one_thread_off_the_loop() -> None:
+    store = OneThreadStore()
+    webhooks = Dispatcher(SECRET, idempotency_store=store)
+
+    @webhooks.on("customer.created")
+    def write(event: CustomerCreatedEvent) -> None:
+        store.calls.append((f"handler {current_delivery().webhook_id}", threading.get_ident()))
+
+    async def deliver_twice() -> tuple[int, list[WebhookResponse]]:
+        loop_thread = threading.get_ident()
+        return loop_thread, [await webhooks.handle_async(*signed()) for _ in range(2)]
+
+    loop_thread, responses = asyncio.run(deliver_twice())
+    assert [status(response) for response in responses] == [
+        (200, {"status": "processed"}),
+        (200, {"status": "duplicate"}),
+    ]
+    first = store.calls[:4]
+    assert [name for name, _ in first] == ["run_delivery_async", "acquire", "handler msg_1", "complete"]
+    assert first[0][1] == loop_thread
+    assert len({thread for _, thread in first[1:]}) == 1  # one thread: one transaction
+    assert first[1][1] != loop_thread
+
+
+def test_handle_async_with_a_transactional_store_and_no_handler_calls_nothing() -> None:
+    store = OneThreadStore()
+    webhooks = Dispatcher(SECRET, idempotency_store=store)
+    response = asyncio.run(webhooks.handle_async(*signed()))
+    assert status(response) == (200, {"status": "ignored"})
+    assert store.calls == []
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_a_delivery_not_committed_is_503_at_once_and_no_mark_is_kept(
+    use_async: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = OneThreadStore(commits=False)
+    webhooks = Dispatcher(SECRET, idempotency_store=store)
+    ran: list[object] = []
+    webhooks.on("customer.created")(ran.append)
+    started = time.monotonic()
+    response = asyncio.run(webhooks.handle_async(*signed())) if use_async else webhooks.handle(*signed())
+    assert status(response)[0] == 503
+    assert status(response)[1]["error"] == "not_committed"
+    assert time.monotonic() - started < 1.0  # no retries of the mark: the writes are gone
+    assert [name for name, _ in store.calls if name == "complete"] == ["complete"]
+    assert len(webhooks._missed) == 0
+    assert "CommitFailed" in caplog.text
+    # Svix's retry runs the handlers again, and this time the transaction commits.
+    store.commits = True
+    retried = asyncio.run(webhooks.handle_async(*signed())) if use_async else webhooks.handle(*signed())
+    assert status(retried) == (200, {"status": "processed"})
+    assert len(ran) == 2
 
 
 @pytest.mark.parametrize("use_async", [False, True])

@@ -11,7 +11,9 @@ import pytest
 import carecycle_webhooks
 
 PACKAGE = Path(carecycle_webhooks.__file__).parent
-SOURCES = sorted(p.name for p in (Path(__file__).parent.parent / "src" / "carecycle_webhooks").glob("*.py"))
+SOURCE = Path(__file__).parent.parent / "src"
+# Every module, subpackages too (the Django app's models and migrations).
+SOURCES = sorted(p.relative_to(SOURCE).as_posix() for p in (SOURCE / "carecycle_webhooks").rglob("*.py"))
 
 
 def test_py_typed_ships() -> None:
@@ -19,7 +21,8 @@ def test_py_typed_ships() -> None:
 
 
 def test_every_module_ships() -> None:
-    shipped = {Path(str(f)).name for f in files("carecycle-webhooks") or () if str(f).endswith(".py")}
+    shipped = {f.as_posix() for f in files("carecycle-webhooks") or () if f.suffix == ".py"}
+    assert "carecycle_webhooks/django/migrations/0001_initial.py" in SOURCES
     if os.environ.get("CARECYCLE_WEBHOOKS_TEST_WHEEL"):
         assert set(SOURCES) <= shipped
         assert "py.typed" in {Path(str(f)).name for f in files("carecycle-webhooks") or ()}

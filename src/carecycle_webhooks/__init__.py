@@ -31,6 +31,7 @@ if _typing.TYPE_CHECKING:
     from ._idempotency import CommitFailed as CommitFailed
     from ._idempotency import IdempotencyStore as IdempotencyStore
     from ._idempotency import InMemoryIdempotencyStore as InMemoryIdempotencyStore
+    from ._idempotency import TransactionalIdempotencyStore as TransactionalIdempotencyStore
     from ._models import AssignedUser as AssignedUser
     from ._models import CallCompletedEvent as CallCompletedEvent
     from ._models import CallDirection as CallDirection
@@ -86,6 +87,7 @@ __all__ = [
     "RedisIdempotencyStore",
     "SQLiteIdempotencyStore",
     "SupportsHeaderItems",
+    "TransactionalIdempotencyStore",
     "UnknownEvent",
     "VerificationFailure",
     "WebhookConfigurationError",
@@ -113,6 +115,7 @@ _LAZY = {
     "Dispatcher": "._dispatch",
     "IdempotencyStore": "._idempotency",
     "InMemoryIdempotencyStore": "._idempotency",
+    "TransactionalIdempotencyStore": "._idempotency",
     "RedisIdempotencyStore": "._redis",
     "SQLiteIdempotencyStore": "._sqlite",
     "AsyncIdempotencyStore": "._idempotency",

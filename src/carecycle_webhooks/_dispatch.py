@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import inspect
 import logging
 import time
@@ -23,6 +24,7 @@ from ._idempotency import (
     DEFAULT_LEASE,
     AsyncIdempotencyStore,
     IdempotencyStore,
+    TransactionalIdempotencyStore,
     serves,
 )
 from ._missed import MissedDoneMarks
@@ -146,16 +148,10 @@ class Dispatcher:
         # Read-only once built (see the properties below): a delivery in progress never
         # sees its options change.
         self._store = idempotency_store
-        # What handle() and handle_async() call: the store, if it serves them.
-        self._sync_store = (
-            cast("IdempotencyStore", idempotency_store)
-            if serves(idempotency_store, synchronous=True)
-            else None
-        )
-        self._async_store = (
-            cast("AsyncIdempotencyStore", idempotency_store)
-            if serves(idempotency_store, synchronous=False)
-            else None
+        # A transactional store runs each delivery in one thread: handle_async hands the
+        # whole delivery, through the sync driver, to the store's run_delivery_async.
+        self._transactional = (
+            idempotency_store if isinstance(idempotency_store, TransactionalIdempotencyStore) else None
         )
         self._max_body_size = max_body_size
         self._body_budget: int = budget
@@ -179,8 +175,8 @@ class Dispatcher:
             sync_store=cast("IdempotencyStore", idempotency_store)
             if serves(idempotency_store, synchronous=True)
             else None,
-            async_store=cast("AsyncIdempotencyStore", idempotency_store)
-            if serves(idempotency_store, synchronous=False)
+            async_store=idempotency_store
+            if isinstance(idempotency_store, AsyncIdempotencyStore) and self._transactional is None
             else None,
             lease=lease,
             done_ttl=done_ttl,
@@ -400,6 +396,11 @@ class Dispatcher:
         failure is logged and the lease freed), so a retry never runs it beside the thread,
         nor again after it succeeded.
 
+        With a transactional store (`DjangoIdempotencyStore`), the whole delivery runs in
+        one thread of the store's choosing, as `handle` runs it (async handlers with
+        ``asyncio.run`` there), so that it is one database transaction; cancelling the call
+        ends it at once, and that thread still commits or rolls the delivery back.
+
         A handler's ``KeyboardInterrupt`` and ``SystemExit`` propagate (the lease is freed
         first); every other exception, ``BaseException`` subclasses included, is a handler
         failure (500). Neither is logged with its message.
@@ -427,6 +428,14 @@ class Dispatcher:
     async def dispatch_async(self, event: Event, delivery: WebhookDelivery) -> WebhookResponse:
         """`dispatch`, on the event loop (as `handle_async` runs handlers): the same answers."""
         handlers = self.handlers_for(event)
+        transactional = self._transactional
+        if transactional is not None:
+            if not handlers:  # ignored: the store is not called, nothing blocks the loop
+                return drive(self._wiring, handlers, event, delivery)
+            # One thread for acquire, the handlers and complete: one database transaction.
+            return await transactional.run_delivery_async(
+                functools.partial(drive, self._wiring, handlers, event, delivery)
+            )
         if self._wiring.async_store is None and self._store is not None:
             raise _cannot_serve(self._store, "handle_async", "handle")
         return await drive_async(self._wiring, handlers, event, delivery)

@@ -24,6 +24,13 @@ retries multiply its socket timeout.
 There are two protocols, as httpx has a transport and an async transport:
 `IdempotencyStore` for `Dispatcher.handle` and `AsyncIdempotencyStore` for
 `Dispatcher.handle_async`. A store may implement both (every store of this package does).
+
+A *transactional* store (`TransactionalIdempotencyStore`) runs each delivery in one database
+transaction instead of a lease: ``acquire`` begins it, the handlers write in it, ``complete``
+commits it with the done mark, ``release`` rolls it back. Its three calls and the handlers
+between them run in one thread; ``handle_async`` hands that whole delivery to the store's
+``run_delivery_async``. A commit that fails is `CommitFailed`: the handlers' writes
+are gone, so the delivery is answered 503 and Svix retries it.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import os
 import secrets
 import threading
 import time
-from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -47,8 +54,11 @@ __all__ = [
     "CommitFailed",
     "IdempotencyStore",
     "InMemoryIdempotencyStore",
+    "TransactionalIdempotencyStore",
     "serves",
 ]
+
+_T = TypeVar("_T")
 
 DEFAULT_LEASE = datetime.timedelta(minutes=2)
 """How long a worker holds a delivery while its handlers run; longer than any handler should take."""
@@ -164,14 +174,35 @@ class AsyncIdempotencyStore(Protocol):
         ...
 
 
+@runtime_checkable
+class TransactionalIdempotencyStore(IdempotencyStore, Protocol):
+    """An `IdempotencyStore` that runs each delivery in one database transaction, in one thread.
+
+    ``acquire`` begins the transaction and holds the id in it (a concurrent copy is
+    answered ``"in_flight"`` at once), the handlers write in it, ``complete`` adds the done
+    mark and commits (or raises `CommitFailed`), ``release`` rolls it back. A
+    worker that dies mid-handler leaves nothing behind: the database ends its transaction.
+
+    `Dispatcher.handle` calls all of this in the calling thread. `Dispatcher.handle_async`
+    gives the whole delivery, a synchronous function, to `run_delivery_async`, which runs
+    it in one thread of the store's choosing, so that the sync handlers' writes are in
+    the transaction too. `DjangoIdempotencyStore` is one.
+    """
+
+    async def run_delivery_async(self, deliver: Callable[[], _T]) -> _T:
+        """Run ``deliver`` (acquire, the handlers, complete or release) in one thread, off the loop."""
+        ...
+
+
 def serves(store: object, *, synchronous: bool) -> bool:
     """Whether ``store`` can serve `Dispatcher.handle` (or, if not ``synchronous``, `handle_async`).
 
     A store that has both sets of methods but can use only one says so with an ``is_async``
     property: `RedisIdempotencyStore` with an asyncio client serves only ``handle_async``.
+    A `TransactionalIdempotencyStore` serves both.
     """
     if not synchronous:
-        return isinstance(store, AsyncIdempotencyStore)
+        return isinstance(store, (AsyncIdempotencyStore, TransactionalIdempotencyStore))
     return isinstance(store, IdempotencyStore) and getattr(store, "is_async", False) is not True
 
 

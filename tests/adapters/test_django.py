@@ -6,22 +6,14 @@ import json
 import time
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
-import django
 import pytest
+
+from tests.adapters import django_settings
+
+if not django_settings.configured():
+    django_settings.configure()
+
 from django.conf import settings
-
-if not settings.configured:
-    settings.configure(
-        DEBUG=False,
-        SECRET_KEY="django-adapter-tests-not-secret",  # noqa: S106 - a test-only key
-        ROOT_URLCONF="tests.adapters.django_urls",
-        ALLOWED_HOSTS=["testserver"],
-        MIDDLEWARE=["django.middleware.csrf.CsrfViewMiddleware"],
-        USE_TZ=True,
-        # DATA_UPLOAD_MAX_MEMORY_SIZE stays Django's default, 2.5 MB: the view must not be bound by it.
-    )
-    django.setup()
-
 from django.http import HttpResponse
 from django.test import AsyncClient, Client, RequestFactory
 

@@ -14,12 +14,18 @@ The view is CSRF-exempt (Svix signs its deliveries; it has no CSRF token) and an
 only ``POST``. It reads the raw request body, at most ``dispatcher.max_body_size`` bytes
 of it (10 MiB by default), hands it to `Dispatcher.handle` and turns the answer into an
 ``HttpResponse``: the status codes are the dispatcher's, the same in every adapter.
+
+`DjangoIdempotencyStore` runs each delivery in one ``transaction.atomic()``, so that the
+handlers' ORM writes commit together with its done mark, or not at all. It is also an
+installable app (``"carecycle_webhooks.django"`` in ``INSTALLED_APPS``, then ``migrate``);
+importing this module needs no configured settings.
 """
 
 from __future__ import annotations
 
 try:
     from django.conf import settings
+    from django.db import transaction
     from django.http import HttpRequest, HttpResponse
     from django.http.request import HttpHeaders
     from django.urls import Resolver404, ResolverMatch, resolve
@@ -33,7 +39,7 @@ except ImportError:
 import sys
 from typing import TYPE_CHECKING
 
-from ._adapters import (
+from carecycle_webhooks._adapters import (
     METHOD_NOT_ALLOWED,
     Reservation,
     check_dispatcher,
@@ -43,18 +49,20 @@ from ._adapters import (
     read_body,
     reservation_for,
 )
-from ._asgi import BodyGuard, send_response
-from ._budget import BodyBudget
-from ._dispatch import Dispatcher
-from ._errors import WebhookConfigurationError
+from carecycle_webhooks._asgi import BodyGuard, send_response
+from carecycle_webhooks._budget import BodyBudget
+from carecycle_webhooks._dispatch import Dispatcher
+from carecycle_webhooks._errors import WebhookConfigurationError
+
+from ._store import DjangoIdempotencyStore
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from ._asgi import AnyASGIApp, ASGIApp, Message, Receive, Scope, Send
-    from ._responses import WebhookResponse
+    from carecycle_webhooks._asgi import AnyASGIApp, ASGIApp, Message, Receive, Scope, Send
+    from carecycle_webhooks._responses import WebhookResponse
 
-__all__ = ["limit_webhook_bodies", "webhook_view"]
+__all__ = ["DjangoIdempotencyStore", "limit_webhook_bodies", "webhook_view"]
 
 # The scope key by which limit_webhook_bodies tells the view that it budgeted the body.
 _BUDGETED = "carecycle_webhooks.budgeted"
@@ -103,6 +111,10 @@ def webhook_view(dispatcher: Dispatcher) -> Callable[[HttpRequest], HttpResponse
 
     The view is synchronous; under ASGI Django runs it in a worker thread.
 
+    With a `DjangoIdempotencyStore`, the view is left out of ``ATOMIC_REQUESTS`` for the
+    store's database: the store's own transaction, one per delivery, must be the
+    outermost, so that its commit is known before the answer is.
+
     Args:
         dispatcher: The `Dispatcher` whose handlers run. Its idempotency store must be
             usable synchronously (not a `RedisIdempotencyStore` with an asyncio client).
@@ -147,7 +159,11 @@ def webhook_view(dispatcher: Dispatcher) -> Callable[[HttpRequest], HttpResponse
             reservation.close()
 
     carecycle_webhook.carecycle_dispatcher = dispatcher  # type: ignore[attr-defined]  # for limit_webhook_bodies
-    return csrf_exempt(carecycle_webhook)
+    view = csrf_exempt(carecycle_webhook)
+    store = dispatcher.idempotency_store
+    if isinstance(store, DjangoIdempotencyStore):
+        view = transaction.non_atomic_requests(using=store.using)(view)
+    return view
 
 
 def _resolve(path_info: str) -> ResolverMatch | None:

@@ -1,0 +1,1 @@
+"""A Django app of the tests: the rows that handlers write (the delivery's effects)."""
