@@ -45,8 +45,8 @@ the server ends a transaction idle for longer (``idle_in_transaction_session_tim
 from __future__ import annotations
 
 try:
-    import psycopg as _psycopg  # noqa: F401 - only to say which extra is missing
-    import psycopg_pool as _psycopg_pool  # noqa: F401
+    import psycopg
+    import psycopg_pool
 except ImportError:
     raise ImportError(
         "carecycle_webhooks.postgres needs psycopg and psycopg-pool: "
@@ -61,6 +61,8 @@ from ._postgres import (
     current_async_connection,
     current_connection,
 )
+
+del psycopg, psycopg_pool  # imported above only to say which extra is missing
 
 __all__ = [
     "DEFAULT_TABLE",

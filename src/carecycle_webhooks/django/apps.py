@@ -12,5 +12,3 @@ class CarecycleWebhooksConfig(AppConfig):
 
     name = "carecycle_webhooks.django"
     label = "carecycle_webhooks"
-    verbose_name = "careCycle webhooks"
-    default_auto_field = "django.db.models.BigAutoField"
