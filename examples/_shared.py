@@ -3,8 +3,11 @@
 Environment:
     CARECYCLE_WEBHOOK_SECRET: the endpoint's ``whsec_...`` secret (several, space-separated,
         while rotating).
+    WEBHOOK_DB: optional, the SQLite file in which every worker process of this machine
+        records the processed webhook-ids (`SQLiteIdempotencyStore`); by default
+        ``carecycle-webhooks.sqlite3`` next to this file. Its directory must exist.
     REDIS_URL: optional, e.g. ``redis://127.0.0.1:6379/0``: deduplicate across workers and
-        machines. Without it, deliveries are deduplicated in this process's memory.
+        machines in Redis instead of the SQLite file.
     EVENTS_LOG: optional path of a JSON-lines file; each processed event appends one line
         (webhook-id, event type, id), standing in for your CRM or database.
 """
@@ -15,6 +18,7 @@ import json
 import logging
 import os
 import threading
+from pathlib import Path
 from typing import Any
 
 from carecycle_webhooks import (
@@ -24,8 +28,8 @@ from carecycle_webhooks import (
     Dispatcher,
     Event,
     IdempotencyStore,
-    InMemoryIdempotencyStore,
     RedisIdempotencyStore,
+    SQLiteIdempotencyStore,
     UnknownEvent,
     current_delivery,
 )
@@ -33,6 +37,7 @@ from carecycle_webhooks import (
 logging.basicConfig(level=logging.INFO)
 log = logging.getLogger("example")
 _write_lock = threading.Lock()
+DEFAULT_DB = Path(__file__).with_name("carecycle-webhooks.sqlite3")
 
 
 def _record(event: Event) -> None:
@@ -48,10 +53,12 @@ def _record(event: Event) -> None:
 
 
 def make_store(*, use_async_redis: bool = False) -> IdempotencyStore:
-    """Redis when REDIS_URL is set, else this process's memory."""
+    """Redis when REDIS_URL is set, else the SQLite file WEBHOOK_DB that every worker shares."""
     url = os.environ.get("REDIS_URL")
     if not url:
-        return InMemoryIdempotencyStore()
+        # One file for every worker process of this machine: a retry that reaches another
+        # worker, or comes after a restart, is still answered as a duplicate.
+        return SQLiteIdempotencyStore(os.environ.get("WEBHOOK_DB") or DEFAULT_DB)
     client: Any
     if use_async_redis:
         import redis.asyncio

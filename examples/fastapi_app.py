@@ -2,7 +2,11 @@
 
 Run it (from the repository root)::
 
-    CARECYCLE_WEBHOOK_SECRET=whsec_... uvicorn --app-dir examples fastapi_app:app --port 8000
+    CARECYCLE_WEBHOOK_SECRET=whsec_... uvicorn --app-dir examples fastapi_app:app --port 8000 --workers 4
+
+Every worker records the processed webhook-ids in one SQLite file (``WEBHOOK_DB``, see
+``_shared.py``), so a retry is handled once whichever worker it reaches, and after a
+restart. Set ``REDIS_URL`` when several machines serve the endpoint.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import importlib
 import io
 import json
 import logging
+import re
 import runpy
 import socket
 import ssl
@@ -1022,6 +1023,13 @@ def test_demo_sends_every_event_over_http(capsys: pytest.CaptureFixture[str]) ->
     assert "The handlers ran 4 times for 7 deliveries" in out
     assert not any(value in out + err for value in PHI_VALUES)
     assert not [thread for thread in threading.enumerate() if thread.name == "carecycle-webhooks-demo"]
+    # The duplicate was answered by the store the docs start with, in a temporary directory
+    # that is gone once the demo ends.
+    store = re.search(r"SQLiteIdempotencyStore\('(?P<path>[^']+)'\)", out)
+    assert store, out
+    database = Path(store["path"])
+    assert database.parent.name.startswith("carecycle-webhooks-demo-")
+    assert not database.parent.exists()
     assert (logger.level, logger.propagate, list(logger.handlers)) == before
 
 

@@ -1,9 +1,11 @@
 """The demo's receiver: typed handlers behind a WSGI server on a loopback port, in a thread.
 
 What an integrator writes: a `Dispatcher` with a handler per event type and a catch-all,
-served over HTTP (here by the standard library's wsgiref, as a framework adapter would). It
-records what each handler gets and the library's log lines, for the demo to print under
-each delivery. Only ``demo`` imports it, when it runs: it loads the library and logging.
+served over HTTP (here by the standard library's wsgiref, as a framework adapter would),
+with the idempotency store the docs start with, a `SQLiteIdempotencyStore` (here in a
+temporary directory, see `temporary_store`). It records what each handler gets and the
+library's log lines, for the demo to print under each delivery. Only ``demo`` imports it,
+when it runs: it loads the library and logging.
 """
 
 from __future__ import annotations
@@ -12,19 +14,22 @@ import contextlib
 import dataclasses
 import http
 import logging
+import tempfile
 import textwrap
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from carecycle_webhooks._dispatch import Dispatcher, current_delivery
-from carecycle_webhooks._idempotency import InMemoryIdempotencyStore
 from carecycle_webhooks._models import CallCompletedEvent, CustomerCreatedEvent, CustomerUpdatedEvent
+from carecycle_webhooks._sqlite import SQLiteIdempotencyStore
 
 if TYPE_CHECKING:
     from collections.abc import Generator, Iterable
 
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
+    from carecycle_webhooks._idempotency import IdempotencyStore
     from carecycle_webhooks._models import Event
 
 _REPR_WIDTH = 300
@@ -58,14 +63,30 @@ class Received:
         return "".join(line + "\n" for line in lines)
 
 
-class Receiver:
-    """The integrator's side: typed handlers that record what they get."""
+@contextlib.contextmanager
+def temporary_store() -> Generator[SQLiteIdempotencyStore]:
+    """A `SQLiteIdempotencyStore` in a new temporary directory, closed and deleted when the block ends."""
+    with tempfile.TemporaryDirectory(prefix="carecycle-webhooks-demo-") as directory:
+        store = SQLiteIdempotencyStore(Path(directory) / "webhooks.sqlite3")
+        try:
+            yield store
+        finally:
+            store.close()  # its connections, before their files go
 
-    def __init__(self, secret: str) -> None:
+
+class Receiver:
+    """The integrator's side: typed handlers that record what they get.
+
+    Args:
+        secret: The endpoint's secret.
+        store: The dispatcher's idempotency store.
+    """
+
+    def __init__(self, secret: str, store: IdempotencyStore) -> None:
         self.received: list[Received] = []
         self._lock = threading.Lock()
         self._log = _LogLines()
-        self.dispatcher = Dispatcher(secret, idempotency_store=InMemoryIdempotencyStore())
+        self.dispatcher = Dispatcher(secret, idempotency_store=store)
         webhooks = self.dispatcher
 
         @webhooks.on("customer.created")

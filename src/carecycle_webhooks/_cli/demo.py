@@ -2,11 +2,13 @@
 
 Run it with ``carecycle-webhooks demo`` (``./scripts/demo`` does, from a fresh clone). A
 `Dispatcher` with a typed handler per event type and a catch-all sits behind a small
-WSGI server on 127.0.0.1 (a free port, in a thread; see ``_receiver``). Every event of the
+WSGI server on 127.0.0.1 (a free port, in a thread; see ``_receiver``), with the store the
+docs start with, a `SQLiteIdempotencyStore`, in a temporary directory. Every event of the
 catalog is signed with a fresh secret, as careCycle's Svix endpoint signs it, and POSTed;
 then an event type this version does not know, a duplicate, a tampered and a stale
 delivery. The output shows what each handler received (fields that are not PHI; ``repr()``
-redacts the rest) and each HTTP status. The server stops at the end.
+redacts the rest) and each HTTP status. The server stops and the directory is deleted at
+the end.
 """
 
 from __future__ import annotations
@@ -33,9 +35,11 @@ example:
   {PROG} demo
 
 Starts a Dispatcher with typed handlers behind a small HTTP server on 127.0.0.1 (a free
-port), sends it every event of the catalog, an unknown one, a duplicate, a tampered and a
-stale delivery, signed with a fresh secret, prints what the handlers received and each
-HTTP status, then stops the server. Nothing leaves the machine.
+port), which records processed webhook-ids in a SQLite file in a temporary directory (a
+SQLiteIdempotencyStore), sends it every event of the catalog, an unknown one, a duplicate,
+a tampered and a stale delivery, signed with a fresh secret, prints what the handlers
+received and each HTTP status, then stops the server and deletes the directory. Nothing
+leaves the machine.
 """
 
 
@@ -106,41 +110,45 @@ def _steps(secret: str) -> Iterator[_Step]:
 def run(out: TextIO) -> int:
     """Run the demo, writing to ``out``; 0 when every delivery got the expected status."""
     # The receiver loads the library and logging: only now, not when --help is asked for.
-    from carecycle_webhooks._cli._receiver import Receiver
+    from carecycle_webhooks._cli._receiver import Receiver, temporary_store
     from carecycle_webhooks.testing import generate_secret
 
     secret = generate_secret()
-    receiver = Receiver(secret)
     all_as_expected = True
     sent = 0
-    with receiver.serving() as port:
-        url = f"http://127.0.0.1:{port}{_PATH}"
-        out.write(
-            "carecycle-webhooks demo\n"
-            f"A Dispatcher with typed handlers listens on {url}; deliveries are signed with a fresh\n"
-            "random secret, as careCycle's Svix endpoint signs them, and sent over HTTP.\n"
-        )
-        for step in _steps(secret):
-            sent += 1
-            body = step.delivery.body if step.body is None else step.body
-            already = len(receiver.received)
+    with temporary_store() as store:
+        receiver = Receiver(secret, store)
+        with receiver.serving() as port:
+            url = f"http://127.0.0.1:{port}{_PATH}"
             out.write(
-                f"\n{sent}. {step.label}\n   {len(body)} bytes, webhook-id {step.delivery.webhook_id}\n"
+                "carecycle-webhooks demo\n"
+                f"A Dispatcher with typed handlers listens on {url}; deliveries are signed with a fresh\n"
+                "random secret, as careCycle's Svix endpoint signs them, and sent over HTTP.\n"
+                "It remembers processed webhook-ids in a SQLite file, which every worker of one machine\n"
+                "would share; this one is temporary, deleted at the end:\n"
+                f"   {store!r}\n"
             )
-            try:
-                answer = post(url, body, step.delivery.headers, timeout=_TIMEOUT)
-            except Unreachable as error:  # pragma: no cover - the server is ours, on loopback
-                out.write(f"   could not reach the receiver: {error}\n")
-                return EXIT_FAILED
-            out.write(f"   -> HTTP {_shown(answer)}\n")
-            all_as_expected &= answer.status == step.expected_status
-            out.writelines(received.report() for received in receiver.received[already:])
-            out.writelines(f"   receiver log: {line}\n" for line in receiver.log_lines())
-            if step.note:
-                out.write(f"   {step.note}\n")
+            for step in _steps(secret):
+                sent += 1
+                body = step.delivery.body if step.body is None else step.body
+                already = len(receiver.received)
+                out.write(
+                    f"\n{sent}. {step.label}\n   {len(body)} bytes, webhook-id {step.delivery.webhook_id}\n"
+                )
+                try:
+                    answer = post(url, body, step.delivery.headers, timeout=_TIMEOUT)
+                except Unreachable as error:  # pragma: no cover - the server is ours, on loopback
+                    out.write(f"   could not reach the receiver: {error}\n")
+                    return EXIT_FAILED
+                out.write(f"   -> HTTP {_shown(answer)}\n")
+                all_as_expected &= answer.status == step.expected_status
+                out.writelines(received.report() for received in receiver.received[already:])
+                out.writelines(f"   receiver log: {line}\n" for line in receiver.log_lines())
+                if step.note:
+                    out.write(f"   {step.note}\n")
     out.write(
         f"\nThe handlers ran {len(receiver.received)} times for {sent} deliveries; the receiver on port "
-        f"{port} is stopped.\n"
+        f"{port} is stopped, and its SQLite file deleted.\n"
     )
     if not all_as_expected:  # pragma: no cover - would be a bug in the library
         out.write("Some deliveries did not get the expected status: see above.\n")
