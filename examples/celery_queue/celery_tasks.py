@@ -15,6 +15,10 @@ Environment:
         while rotating). Only the web endpoint verifies, but `Dispatcher` needs it.
     REDIS_URL: the Redis of the idempotency store, e.g. ``redis://127.0.0.1:6379/0``; also
         the broker and result backend unless these are given.
+    DATABASE_URL: optional, a PostgreSQL database (``postgresql://app@db/app``). When set, the
+        worker keeps its done marks there (`PostgresIdempotencyStore`, extra ``postgres``) and
+        the handlers write their effects to its table ``crm_events`` in the delivery's own
+        transaction: each event's row commits with its done mark, or not at all.
     CELERY_BROKER_URL, CELERY_RESULT_BACKEND: optional, another broker or result backend.
     EVENTS_LOG: optional path of a JSON-lines file; each processed event appends one line
         (webhook-id, event type, id), standing in for your CRM or database.
@@ -31,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import redis
+from celery import signals
 
 # `celery.app.Celery` is `celery.Celery`, imported from there because mypy, which checks
 # every file under examples/, would otherwise take this directory for the celery package.
@@ -42,6 +47,7 @@ from carecycle_webhooks import (
     CustomerUpdatedEvent,
     Dispatcher,
     Event,
+    IdempotencyStore,
     RedisIdempotencyStore,
     UnknownEvent,
     WebhookDelivery,
@@ -53,9 +59,14 @@ from carecycle_webhooks import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from psycopg_pool import ConnectionPool
+
+    from carecycle_webhooks.postgres import PostgresIdempotencyStore
+
 log = logging.getLogger("example.celery")
 
 REDIS_URL = os.environ["REDIS_URL"]
+DATABASE_URL = os.environ.get("DATABASE_URL")
 BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)
 RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND", BROKER_URL)
 
@@ -109,24 +120,69 @@ def task(**options: object) -> Callable[[Callable[..., object]], Any]:
     return decorator
 
 
-webhooks = Dispatcher(
-    os.environ["CARECYCLE_WEBHOOK_SECRET"].split(),
-    idempotency_store=RedisIdempotencyStore(
-        redis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
-    ),
-    lease=LEASE,
+# The effects table of the PostgreSQL variant: one row per processed event, standing in
+# for your CRM's tables. The primary key makes a second row for one event impossible.
+CRM_EVENTS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS crm_events "
+    "(webhook_id text PRIMARY KEY, event_type text NOT NULL, record_id text NOT NULL)"
 )
+
+_pool: ConnectionPool | None = None
+_postgres: PostgresIdempotencyStore | None = None
+
+
+def _store() -> IdempotencyStore:
+    """PostgreSQL when DATABASE_URL is set (exactly-once effects), else Redis (leases)."""
+    global _pool, _postgres  # noqa: PLW0603 - set once, at import
+    if DATABASE_URL:
+        from psycopg_pool import ConnectionPool
+
+        from carecycle_webhooks.postgres import PostgresIdempotencyStore
+
+        # Opened in each worker process (below), never in the parent: a pool's threads and
+        # connections do not survive a fork.
+        _pool = ConnectionPool(
+            DATABASE_URL, min_size=1, max_size=2, kwargs={"connect_timeout": 3}, open=False
+        )
+        _postgres = PostgresIdempotencyStore(_pool)
+        return _postgres
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    return RedisIdempotencyStore(client)
+
+
+webhooks = Dispatcher(os.environ["CARECYCLE_WEBHOOK_SECRET"].split(), idempotency_store=_store(), lease=LEASE)
+
+
+def _open_pool(**_: object) -> None:
+    """Each worker process opens its own pool, and creates the tables if missing."""
+    if _pool is None or _postgres is None:
+        return
+    _pool.open(wait=True, timeout=10)
+    _postgres.create_table()
+    with _pool.connection() as connection:
+        connection.execute(CRM_EVENTS_TABLE)
+
+
+signals.worker_process_init.connect(_open_pool)
 
 
 # --------------------------------------------------------------------------- handlers
 
 
 def _record(event: Event) -> None:
-    """Stand-in for your CRM: one JSON line per processed event, without PHI."""
+    """Stand-in for your CRM: one row (PostgreSQL) or one JSON line per processed event, without PHI."""
+    record_id = event.payload.get("id") if isinstance(event, UnknownEvent) else event.id
+    if DATABASE_URL:
+        from carecycle_webhooks.postgres import current_connection
+
+        # The delivery's own transaction: this row commits with the done mark, or not at all.
+        current_connection().execute(
+            "INSERT INTO crm_events (webhook_id, event_type, record_id) VALUES (%s, %s, %s)",
+            (current_delivery().webhook_id, event.event_type, str(record_id)),
+        )
     path = os.environ.get("EVENTS_LOG")
     if not path:
         return
-    record_id = event.payload.get("id") if isinstance(event, UnknownEvent) else event.id
     line = json.dumps(
         {"webhook_id": current_delivery().webhook_id, "event_type": event.event_type, "id": str(record_id)}
     )

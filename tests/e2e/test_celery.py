@@ -8,6 +8,7 @@ events log that its handlers append to.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import signal
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self
 
+    from tests.postgres_server import PostgresServer
     from tests.redis_server import RedisServer
 
 CELERY_DIR = EXAMPLES / "celery_queue"
@@ -179,11 +181,14 @@ def environment(events_log: Path, redis_url: str) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
-def celery(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Example]:
+@contextlib.contextmanager
+def running_example(
+    redis_server: RedisServer, tmp: Path, *, database: int, database_url: str | None = None
+) -> Iterator[Example]:
     """The worker (two prefork processes) and the web endpoint (gunicorn), on one Redis database.
 
-    Database 1, which no other test flushes; it is emptied first.
+    ``database`` is a Redis database no other test flushes; it is emptied first. With
+    ``database_url``, the worker keeps its done marks and effects in PostgreSQL.
     """
     import redis
 
@@ -192,14 +197,15 @@ def celery(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) 
         if os.environ.get("CI"):
             pytest.fail(f"{message} (required in CI)", pytrace=False)
         pytest.skip(message)
-    tmp = tmp_path_factory.mktemp("celery")
     redis_server.ensure_running()
-    redis_url = f"redis://{redis_server.host}:{redis_server.port}/1"
+    redis_url = f"redis://{redis_server.host}:{redis_server.port}/{database}"
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
     client.close()
     events_log = tmp / "events.jsonl"
     env = environment(events_log, redis_url)
+    if database_url is not None:
+        env["DATABASE_URL"] = database_url
     started = time.monotonic()
     with (
         Worker(env, tmp / "worker.log") as worker,
@@ -220,6 +226,13 @@ def celery(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) 
     for text in (worker.log_text(), web.log_text()):
         for value in PHI:
             assert value not in text
+
+
+@pytest.fixture(scope="module")
+def celery(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Example]:
+    """The example with Redis as broker and idempotency store (Redis database 1)."""
+    with running_example(redis_server, tmp_path_factory.mktemp("celery"), database=1) as example:
+        yield example
 
 
 def test_each_event_is_processed_once_by_the_worker(celery: Example) -> None:
@@ -337,3 +350,64 @@ def test_an_unreachable_broker_is_answered_503(tmp_path: Path) -> None:
     assert (response.status_code, response.json()) == (503, {"error": "queue_unavailable"})
     assert elapsed < 5, f"503 after {elapsed:.2f} s"
     assert not (tmp_path / "events.jsonl").exists()
+
+
+# --------------------------------------------------------------------------- the PostgreSQL variant
+
+
+@pytest.fixture(scope="module")
+def celery_postgres(
+    redis_server: RedisServer, postgres_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Example, str]]:
+    """The example with DATABASE_URL: done marks and effect rows in PostgreSQL (Redis database 2)."""
+    postgres_server.ensure_running()
+    name = "celery_example"
+    dsn = postgres_server.create_database(name)
+    try:
+        with running_example(
+            redis_server, tmp_path_factory.mktemp("celery-pg"), database=2, database_url=dsn
+        ) as example:
+            yield example, dsn
+    finally:
+        postgres_server.ensure_running()
+        postgres_server.drop_database(name)
+
+
+def rows(dsn: str, query: str) -> list[tuple[object, ...]]:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        return connection.execute(query).fetchall()
+
+
+def test_postgres_variant_commits_each_effect_once_with_its_done_mark(
+    celery_postgres: tuple[Example, str],
+) -> None:
+    example, dsn = celery_postgres
+    ids = [f"msg_pg_{number}" for number in range(len(EVENT_TYPES))]
+    for msg_id, event_type in zip(ids, EVENT_TYPES, strict=True):
+        assert example.post(fixture_bytes(event_type), msg_id).status_code == 202
+    # A retried delivery, and two copies in quick succession: each is one job more.
+    assert example.post(fixture_bytes("customer.updated"), ids[1]).status_code == 202
+    body = fixture_bytes("customer.created")
+    assert example.post(body, "msg_pg_twice").status_code == 202
+    assert example.post(body, "msg_pg_twice").status_code == 202
+    # A handler that fails on its first attempt: rolled back, retried by Celery, then processed.
+    payload = json.loads(body)
+    payload["externalId"] = "fail-once"
+    assert example.post(json.dumps(payload).encode(), "msg_pg_fail_once").status_code == 202
+    everything = [*ids, "msg_pg_twice", "msg_pg_fail_once"]
+    example.wait_until(
+        lambda: all("processed" in example.outcomes(msg_id) for msg_id in everything),
+        f"{everything} processed",
+    )
+    example.wait_until(
+        lambda: len(example.outcomes(ids[1])) == 2 and len(example.outcomes("msg_pg_twice")) >= 2,
+        "every copy's job done",
+    )
+    effects = rows(dsn, "SELECT webhook_id, count(*) FROM crm_events GROUP BY webhook_id ORDER BY webhook_id")
+    assert effects == sorted((msg_id, 1) for msg_id in everything)
+    marks = rows(dsn, "SELECT webhook_id FROM carecycle_webhook_deliveries ORDER BY webhook_id")
+    assert marks == sorted((msg_id,) for msg_id in everything)
+    assert "processed" in example.outcomes("msg_pg_fail_once")
+    assert len(example.outcomes("msg_pg_fail_once")) >= 2  # the failed try, then the processed one
