@@ -24,14 +24,7 @@ if TYPE_CHECKING:
 
     from typing_extensions import LiteralString
 
-__all__ = [
-    "DEFAULT_TABLE",
-    "DEFAULT_TIMEOUT",
-    "AsyncPostgresIdempotencyStore",
-    "PostgresIdempotencyStore",
-    "current_async_connection",
-    "current_connection",
-]
+# The public names are listed once, in carecycle_webhooks.postgres, which re-exports them.
 
 logger = logging.getLogger("carecycle_webhooks")
 
