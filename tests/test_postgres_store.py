@@ -442,6 +442,65 @@ def test_a_handler_past_its_lease_loses_its_transaction(pool, postgres_table) ->
     assert done_marks(pool, postgres_table) == []
 
 
+def _lose(conn: Any, how: str, dsn: str) -> None:
+    """Lose a delivery's connection as a handler may see it: closed by the handler, or by the server."""
+    if how == "closed by the handler":
+        conn.close()
+        return
+    with psycopg.connect(dsn, autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+
+
+@pytest.mark.parametrize("how", ["closed by the handler", "terminated by the server"])
+def test_a_lost_connection_goes_back_to_the_pool_and_leaves_no_deadline(
+    postgres_dsn, postgres_table, how: str
+) -> None:
+    from carecycle_webhooks._watchdog import watchdog
+
+    # One connection: a delivery that kept it would answer every later one 503.
+    with psycopg_pool.ConnectionPool(postgres_dsn, min_size=1, max_size=1, open=True) as small:
+        made = PostgresIdempotencyStore(small, table=postgres_table, timeout=SHORT)
+        made.create_table()
+        dispatcher = Dispatcher(SECRET, idempotency_store=made)
+        lost: list[int] = []
+
+        @dispatcher.on("customer.created")
+        def handler(event: CustomerCreatedEvent) -> None:
+            conn = current_connection()
+            if not lost:
+                lost.append(id(conn))
+                _lose(conn, how, postgres_dsn)
+                conn.execute("SELECT 1")  # closed: raises; terminated: the socket is gone
+
+        response = dispatcher.handle(*delivery("msg_1"))
+        assert response.status_code in (500, 503)  # the handler raised, or the commit failed
+        # No deadline left on the lost connection's socket, whose number another socket reuses.
+        assert lost[0] not in watchdog()._armed
+        assert dispatcher.handle(*delivery("msg_1")).status_code == 200
+        assert dispatcher.handle(*delivery("msg_2")).status_code == 200
+        assert done_marks(small, postgres_table) == ["msg_1", "msg_2"]
+
+
+def test_a_connection_closed_by_a_handler_that_returns_is_not_committed(postgres_dsn, postgres_table) -> None:
+    with psycopg_pool.ConnectionPool(postgres_dsn, min_size=1, max_size=1, open=True) as small:
+        made = PostgresIdempotencyStore(small, table=postgres_table, timeout=SHORT)
+        made.create_table()
+        dispatcher = Dispatcher(SECRET, idempotency_store=made)
+        close = [True]
+
+        @dispatcher.on("customer.created")
+        def handler(event: CustomerCreatedEvent) -> None:
+            if close[0]:
+                current_connection().close()
+
+        response = dispatcher.handle(*delivery("msg_1"))
+        assert response.status_code == 503
+        assert body_of(response)["error"] == "not_committed"
+        close[0] = False
+        assert dispatcher.handle(*delivery("msg_1")).status_code == 200
+        assert done_marks(small, postgres_table) == ["msg_1"]
+
+
 # --------------------------------------------------------------------------- the async store
 
 
@@ -556,5 +615,42 @@ def test_async_commit_cancelled_midway_finishes_and_the_call_again_gets_its_outc
                 await first
             await store.complete_async("msg_1", claim.token, ttl=TTL)  # the flow's call to the end
             assert (await store.acquire_async("msg_1", lease=LEASE)).status == "done"
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("how", ["closed by the handler", "terminated by the server"])
+def test_async_a_lost_connection_goes_back_to_the_pool_and_leaves_no_deadline(
+    postgres_dsn, postgres_table, how: str
+) -> None:
+    from carecycle_webhooks._watchdog import watchdog
+
+    async def main() -> None:
+        async with psycopg_pool.AsyncConnectionPool(
+            postgres_dsn, min_size=1, max_size=1, open=False
+        ) as apool:
+            store = AsyncPostgresIdempotencyStore(apool, table=postgres_table, timeout=SHORT)
+            await store.create_table_async()
+            dispatcher = Dispatcher(SECRET, idempotency_store=store)
+            lost: list[int] = []
+
+            @dispatcher.on("customer.created")
+            async def handler(event: CustomerCreatedEvent) -> None:
+                conn = current_async_connection()
+                if lost:
+                    return
+                lost.append(id(conn))
+                if how == "closed by the handler":
+                    await conn.close()
+                else:
+                    async with await psycopg.AsyncConnection.connect(postgres_dsn, autocommit=True) as other:
+                        await other.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+                    await conn.execute("SELECT 1")
+
+            response = await dispatcher.handle_async(*delivery("msg_1"))
+            assert response.status_code in (500, 503)
+            assert lost[0] not in watchdog()._armed
+            assert (await dispatcher.handle_async(*delivery("msg_1"))).status_code == 200
+            assert (await dispatcher.handle_async(*delivery("msg_2"))).status_code == 200
 
     asyncio.run(main())

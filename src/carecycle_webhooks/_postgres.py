@@ -288,9 +288,9 @@ class PostgresIdempotencyStore(_Store["psycopg.Connection[Any]"]):
             conn: psycopg.Connection[Any] = self._pool.getconn(
                 timeout=max(0.001, deadline - time.monotonic())
             )
-            self._arm(conn, deadline - time.monotonic())
             transaction = _transaction(conn)
             try:
+                self._arm(conn, deadline - time.monotonic())
                 with conn.pipeline():  # one round trip
                     transaction.__enter__()
                     conn.execute(_BEGIN)
@@ -331,8 +331,10 @@ class PostgresIdempotencyStore(_Store["psycopg.Connection[Any]"]):
         if entry is None:
             raise CommitFailed("no open transaction for this delivery: its outcome is unknown")
         conn = entry.conn
-        self._arm(conn, self._seconds)
         try:
+            # Inside the try: a connection lost meanwhile (the server gone, a handler that
+            # closed it) has no socket to arm, and must go back to the pool all the same.
+            self._arm(conn, self._seconds)
             with conn.pipeline():  # one round trip
                 conn.execute(self._mark, (key, ttl.total_seconds()))
                 entry.transaction.__exit__(None, None, None)  # COMMIT
@@ -352,8 +354,11 @@ class PostgresIdempotencyStore(_Store["psycopg.Connection[Any]"]):
         if entry is None:
             return
         conn = entry.conn
-        self._arm(conn, self._seconds)
+        if _broken(conn):  # lost (the server gone, a handler closed it): the server rolled back
+            self._discard(conn)
+            return
         try:
+            self._arm(conn, self._seconds)
             entry.transaction.__exit__(psycopg.Rollback, psycopg.Rollback(), None)
         except BaseException:
             self._discard(conn)  # closed: the server rolls back
@@ -440,9 +445,9 @@ class AsyncPostgresIdempotencyStore(_Store["psycopg.AsyncConnection[Any]"]):
             conn: psycopg.AsyncConnection[Any] = await self._pool.getconn(
                 timeout=max(0.001, deadline - time.monotonic())
             )
-            self._arm(conn, deadline - time.monotonic())
             transaction = _transaction(conn)
             try:
+                self._arm(conn, deadline - time.monotonic())
                 async with conn.pipeline():
                     await transaction.__aenter__()
                     await conn.execute(_BEGIN)
@@ -532,8 +537,8 @@ class AsyncPostgresIdempotencyStore(_Store["psycopg.AsyncConnection[Any]"]):
         self, entry: _Open[psycopg.AsyncConnection[Any]], key: str, ttl: datetime.timedelta
     ) -> None:
         conn = entry.conn
-        self._arm(conn, self._seconds)
         try:
+            self._arm(conn, self._seconds)  # inside the try: see PostgresIdempotencyStore.complete
             async with conn.pipeline():
                 await conn.execute(self._mark, (key, ttl.total_seconds()))
                 await entry.transaction.__aexit__(None, None, None)
@@ -548,8 +553,11 @@ class AsyncPostgresIdempotencyStore(_Store["psycopg.AsyncConnection[Any]"]):
 
     async def _rollback(self, entry: _Open[psycopg.AsyncConnection[Any]]) -> None:
         conn = entry.conn
-        self._arm(conn, self._seconds)
+        if _broken(conn):  # lost: the server rolled back
+            await self._discard(conn)
+            return
         try:
+            self._arm(conn, self._seconds)
             await entry.transaction.__aexit__(psycopg.Rollback, psycopg.Rollback(), None)
         except BaseException:
             await self._discard(conn)
