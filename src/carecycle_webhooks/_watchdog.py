@@ -18,6 +18,7 @@ socket: checked on a duplicate of it, which the owner cannot close meanwhile.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
@@ -66,8 +67,11 @@ class Watchdog:
                 for owner, (deadline, fd, identity) in list(self._armed.items()):
                     if deadline <= now:
                         del self._armed[owner]
-                        if _shut(fd, identity):
-                            self.fired += 1
+                        duplicate = _still(fd, identity)
+                        if duplicate is not None:
+                            with duplicate, contextlib.suppress(OSError):
+                                self.fired += 1  # before the shutdown wakes its owner
+                                duplicate.shutdown(socket.SHUT_RDWR)
                 self._wake_at = min((armed[0] for armed in self._armed.values()), default=math.inf)
                 self._cond.wait(None if self._wake_at == math.inf else self._wake_at - now)
 
@@ -77,26 +81,22 @@ def _identity(fd: int) -> tuple[int, int]:
     return status.st_dev, status.st_ino
 
 
-def _shut(fd: int, identity: tuple[int, int]) -> bool:
-    """Shut ``fd``'s socket down if it is still the one armed; whether it was."""
+def _still(fd: int, identity: tuple[int, int]) -> socket.socket | None:
+    """A duplicate of ``fd`` if it is still the socket armed, else None.
+
+    The duplicate is the same socket until it is closed, whatever its owner does meanwhile.
+    """
     try:
-        # A duplicate is the same file until we close it, whatever its owner does meanwhile.
         duplicate = os.dup(fd)
     except OSError:
-        return False  # closed since
+        return None  # closed since
     try:
-        if _identity(duplicate) != identity:
-            return False  # closed since, and the number reused by another socket or file
-        sock = socket.socket(fileno=duplicate)
-        duplicate = -1  # the socket object owns it now, and closes it
-        with sock:
-            sock.shutdown(socket.SHUT_RDWR)
+        if _identity(duplicate) == identity:
+            return socket.socket(fileno=duplicate)  # owns the duplicate from now on
     except OSError:
-        return False
-    finally:
-        if duplicate >= 0:
-            os.close(duplicate)
-    return True
+        pass
+    os.close(duplicate)  # closed since, and the number reused by another socket or file
+    return None
 
 
 _watchdog = Watchdog()
