@@ -11,6 +11,7 @@ transaction, and the tests count those rows and the done marks.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime
 import json
 import logging
@@ -501,6 +502,22 @@ def test_a_connection_closed_by_a_handler_that_returns_is_not_committed(postgres
         assert done_marks(small, postgres_table) == ["msg_1"]
 
 
+def test_a_thread_started_by_a_handler_gets_no_connection_once_its_delivery_ended(store) -> None:
+    dispatcher = Dispatcher(SECRET, idempotency_store=store)
+    contexts: list[contextvars.Context] = []
+
+    @dispatcher.on("customer.created")
+    def handler(event: CustomerCreatedEvent) -> None:
+        # What a thread started here with the handler's context (asyncio.to_thread) would see.
+        contexts.append(contextvars.copy_context())
+        assert contexts[0].run(current_connection) is current_connection()
+
+    assert dispatcher.handle(*delivery("msg_1")).status_code == 200
+    # The connection is back in the pool, perhaps in another delivery's transaction.
+    with pytest.raises(LookupError, match="while its delivery runs"):
+        contexts[0].run(current_connection)
+
+
 # --------------------------------------------------------------------------- the async store
 
 
@@ -652,5 +669,45 @@ def test_async_a_lost_connection_goes_back_to_the_pool_and_leaves_no_deadline(
             assert lost[0] not in watchdog()._armed
             assert (await dispatcher.handle_async(*delivery("msg_1"))).status_code == 200
             assert (await dispatcher.handle_async(*delivery("msg_2"))).status_code == 200
+
+    asyncio.run(main())
+
+
+def test_async_a_task_started_by_a_handler_cannot_write_into_the_next_delivery(
+    postgres_dsn, postgres_table
+) -> None:
+    async def main() -> None:
+        # One connection: the next delivery gets the one the first delivery used.
+        async with psycopg_pool.AsyncConnectionPool(
+            postgres_dsn, min_size=1, max_size=1, open=False
+        ) as apool:
+            store = AsyncPostgresIdempotencyStore(apool, table=postgres_table, timeout=SHORT)
+            await store.create_table_async()
+            async with apool.connection() as conn:
+                await conn.execute(f"CREATE TABLE {postgres_table}_effects (webhook_id text, name text)")
+            dispatcher = Dispatcher(SECRET, idempotency_store=store)
+            later = asyncio.Event()
+            spawned: list[asyncio.Task[None]] = []
+
+            async def audit() -> None:  # fire and forget: outlives msg_1's delivery
+                await later.wait()
+                await current_async_connection().execute(
+                    f"INSERT INTO {postgres_table}_effects VALUES ('late', 'msg_1')"
+                )
+
+            @dispatcher.on("customer.created")
+            async def handler(event: CustomerCreatedEvent) -> None:
+                if not spawned:
+                    spawned.append(asyncio.create_task(audit()))
+                    return
+                later.set()
+                with pytest.raises(LookupError, match="while its delivery runs"):
+                    await spawned[0]
+
+            assert (await dispatcher.handle_async(*delivery("msg_1"))).status_code == 200
+            assert (await dispatcher.handle_async(*delivery("msg_2"))).status_code == 200
+            async with apool.connection() as conn:
+                cursor = await conn.execute(f"SELECT count(*) FROM {postgres_table}_effects")
+                assert await cursor.fetchone() == (0,)  # nothing slipped into msg_2's transaction
 
     asyncio.run(main())
