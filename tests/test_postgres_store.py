@@ -11,6 +11,7 @@ transaction, and the tests count those rows and the done marks.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime
 import json
 import logging
@@ -442,6 +443,81 @@ def test_a_handler_past_its_lease_loses_its_transaction(pool, postgres_table) ->
     assert done_marks(pool, postgres_table) == []
 
 
+def _lose(conn: Any, how: str, dsn: str) -> None:
+    """Lose a delivery's connection as a handler may see it: closed by the handler, or by the server."""
+    if how == "closed by the handler":
+        conn.close()
+        return
+    with psycopg.connect(dsn, autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+
+
+@pytest.mark.parametrize("how", ["closed by the handler", "terminated by the server"])
+def test_a_lost_connection_goes_back_to_the_pool_and_leaves_no_deadline(
+    postgres_dsn, postgres_table, how: str
+) -> None:
+    from carecycle_webhooks._watchdog import watchdog
+
+    # One connection: a delivery that kept it would answer every later one 503.
+    with psycopg_pool.ConnectionPool(postgres_dsn, min_size=1, max_size=1, open=True) as small:
+        made = PostgresIdempotencyStore(small, table=postgres_table, timeout=SHORT)
+        made.create_table()
+        dispatcher = Dispatcher(SECRET, idempotency_store=made)
+        lost: list[int] = []
+
+        @dispatcher.on("customer.created")
+        def handler(event: CustomerCreatedEvent) -> None:
+            conn = current_connection()
+            if not lost:
+                lost.append(id(conn))
+                _lose(conn, how, postgres_dsn)
+                conn.execute("SELECT 1")  # closed: raises; terminated: the socket is gone
+
+        response = dispatcher.handle(*delivery("msg_1"))
+        assert response.status_code in (500, 503)  # the handler raised, or the commit failed
+        # No deadline left on the lost connection's socket, whose number another socket reuses.
+        assert lost[0] not in watchdog()._armed
+        assert dispatcher.handle(*delivery("msg_1")).status_code == 200
+        assert dispatcher.handle(*delivery("msg_2")).status_code == 200
+        assert done_marks(small, postgres_table) == ["msg_1", "msg_2"]
+
+
+def test_a_connection_closed_by_a_handler_that_returns_is_not_committed(postgres_dsn, postgres_table) -> None:
+    with psycopg_pool.ConnectionPool(postgres_dsn, min_size=1, max_size=1, open=True) as small:
+        made = PostgresIdempotencyStore(small, table=postgres_table, timeout=SHORT)
+        made.create_table()
+        dispatcher = Dispatcher(SECRET, idempotency_store=made)
+        close = [True]
+
+        @dispatcher.on("customer.created")
+        def handler(event: CustomerCreatedEvent) -> None:
+            if close[0]:
+                current_connection().close()
+
+        response = dispatcher.handle(*delivery("msg_1"))
+        assert response.status_code == 503
+        assert body_of(response)["error"] == "not_committed"
+        close[0] = False
+        assert dispatcher.handle(*delivery("msg_1")).status_code == 200
+        assert done_marks(small, postgres_table) == ["msg_1"]
+
+
+def test_a_thread_started_by_a_handler_gets_no_connection_once_its_delivery_ended(store) -> None:
+    dispatcher = Dispatcher(SECRET, idempotency_store=store)
+    contexts: list[contextvars.Context] = []
+
+    @dispatcher.on("customer.created")
+    def handler(event: CustomerCreatedEvent) -> None:
+        # What a thread started here with the handler's context (asyncio.to_thread) would see.
+        contexts.append(contextvars.copy_context())
+        assert contexts[0].run(current_connection) is current_connection()
+
+    assert dispatcher.handle(*delivery("msg_1")).status_code == 200
+    # The connection is back in the pool, perhaps in another delivery's transaction.
+    with pytest.raises(LookupError, match="while its delivery runs"):
+        contexts[0].run(current_connection)
+
+
 # --------------------------------------------------------------------------- the async store
 
 
@@ -556,5 +632,82 @@ def test_async_commit_cancelled_midway_finishes_and_the_call_again_gets_its_outc
                 await first
             await store.complete_async("msg_1", claim.token, ttl=TTL)  # the flow's call to the end
             assert (await store.acquire_async("msg_1", lease=LEASE)).status == "done"
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("how", ["closed by the handler", "terminated by the server"])
+def test_async_a_lost_connection_goes_back_to_the_pool_and_leaves_no_deadline(
+    postgres_dsn, postgres_table, how: str
+) -> None:
+    from carecycle_webhooks._watchdog import watchdog
+
+    async def main() -> None:
+        async with psycopg_pool.AsyncConnectionPool(
+            postgres_dsn, min_size=1, max_size=1, open=False
+        ) as apool:
+            store = AsyncPostgresIdempotencyStore(apool, table=postgres_table, timeout=SHORT)
+            await store.create_table_async()
+            dispatcher = Dispatcher(SECRET, idempotency_store=store)
+            lost: list[int] = []
+
+            @dispatcher.on("customer.created")
+            async def handler(event: CustomerCreatedEvent) -> None:
+                conn = current_async_connection()
+                if lost:
+                    return
+                lost.append(id(conn))
+                if how == "closed by the handler":
+                    await conn.close()
+                else:
+                    async with await psycopg.AsyncConnection.connect(postgres_dsn, autocommit=True) as other:
+                        await other.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+                    await conn.execute("SELECT 1")
+
+            response = await dispatcher.handle_async(*delivery("msg_1"))
+            assert response.status_code in (500, 503)
+            assert lost[0] not in watchdog()._armed
+            assert (await dispatcher.handle_async(*delivery("msg_1"))).status_code == 200
+            assert (await dispatcher.handle_async(*delivery("msg_2"))).status_code == 200
+
+    asyncio.run(main())
+
+
+def test_async_a_task_started_by_a_handler_cannot_write_into_the_next_delivery(
+    postgres_dsn, postgres_table
+) -> None:
+    async def main() -> None:
+        # One connection: the next delivery gets the one the first delivery used.
+        async with psycopg_pool.AsyncConnectionPool(
+            postgres_dsn, min_size=1, max_size=1, open=False
+        ) as apool:
+            store = AsyncPostgresIdempotencyStore(apool, table=postgres_table, timeout=SHORT)
+            await store.create_table_async()
+            async with apool.connection() as conn:
+                await conn.execute(f"CREATE TABLE {postgres_table}_effects (webhook_id text, name text)")
+            dispatcher = Dispatcher(SECRET, idempotency_store=store)
+            later = asyncio.Event()
+            spawned: list[asyncio.Task[None]] = []
+
+            async def audit() -> None:  # fire and forget: outlives msg_1's delivery
+                await later.wait()
+                await current_async_connection().execute(
+                    f"INSERT INTO {postgres_table}_effects VALUES ('late', 'msg_1')"
+                )
+
+            @dispatcher.on("customer.created")
+            async def handler(event: CustomerCreatedEvent) -> None:
+                if not spawned:
+                    spawned.append(asyncio.create_task(audit()))
+                    return
+                later.set()
+                with pytest.raises(LookupError, match="while its delivery runs"):
+                    await spawned[0]
+
+            assert (await dispatcher.handle_async(*delivery("msg_1"))).status_code == 200
+            assert (await dispatcher.handle_async(*delivery("msg_2"))).status_code == 200
+            async with apool.connection() as conn:
+                cursor = await conn.execute(f"SELECT count(*) FROM {postgres_table}_effects")
+                assert await cursor.fetchone() == (0,)  # nothing slipped into msg_2's transaction
 
     asyncio.run(main())

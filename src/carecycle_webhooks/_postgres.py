@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import datetime
 import hashlib
 import logging
@@ -17,6 +16,7 @@ import psycopg_pool
 from psycopg import sql
 
 from ._idempotency import CLAIM_DONE, CLAIM_IN_FLIGHT, Claim, CommitFailed, new_token
+from ._postgres_context import OpenDelivery, current_async_connection, current_connection, delivery_context
 from ._watchdog import watchdog
 
 if TYPE_CHECKING:
@@ -45,69 +45,6 @@ _CREATE_LOCK: Final = "SELECT pg_advisory_xact_lock(%s)"
 _ATTEMPTS = 3  # a pooled connection the server dropped (a restart) fails at once: take another
 
 _Conn = TypeVar("_Conn", "psycopg.Connection[Any]", "psycopg.AsyncConnection[Any]")
-
-_connection: contextvars.ContextVar[psycopg.Connection[Any] | psycopg.AsyncConnection[Any] | None] = (
-    contextvars.ContextVar("carecycle_webhooks_postgres_connection", default=None)
-)
-
-
-def current_connection() -> psycopg.Connection[Any]:
-    """The connection of the delivery whose handlers are running, inside its transaction.
-
-    Write your rows through it: they commit together with the delivery's done mark, or
-    roll back if a handler raises (the id is then free for Svix's retry). Do not commit
-    or roll back yourself (psycopg refuses it inside the delivery's transaction block);
-    ``with conn.transaction():`` nests a savepoint.
-
-    Raises:
-        LookupError: Called outside a handler run with a `PostgresIdempotencyStore`.
-        RuntimeError: The delivery runs on an async pool: an ``async def`` handler reads
-            `current_async_connection`; a sync handler, which runs in a worker thread,
-            cannot use the event loop's connection.
-    """
-    conn = _connection.get()
-    if isinstance(conn, psycopg.Connection):
-        return conn
-    if conn is None:
-        raise LookupError(
-            "current_connection() is only available inside a webhook handler "
-            "run by a Dispatcher with a PostgresIdempotencyStore"
-        )
-    raise RuntimeError(
-        "this delivery runs on an AsyncConnectionPool (AsyncPostgresIdempotencyStore): "
-        "write the handler as `async def` and use current_async_connection(); a sync "
-        "handler runs in a worker thread and cannot use the event loop's connection"
-    )
-
-
-def current_async_connection() -> psycopg.AsyncConnection[Any]:
-    """`current_connection`, for ``async def`` handlers of an `AsyncPostgresIdempotencyStore`.
-
-    Raises:
-        LookupError: Called outside a handler run with an `AsyncPostgresIdempotencyStore`.
-        RuntimeError: The delivery runs on a synchronous pool: use `current_connection`.
-    """
-    conn = _connection.get()
-    if isinstance(conn, psycopg.AsyncConnection):
-        return conn
-    if conn is None:
-        raise LookupError(
-            "current_async_connection() is only available inside a webhook handler "
-            "run by a Dispatcher with an AsyncPostgresIdempotencyStore"
-        )
-    raise RuntimeError(
-        "this delivery runs on a ConnectionPool (PostgresIdempotencyStore): use current_connection()"
-    )
-
-
-class _Open(Generic[_Conn]):
-    """One delivery's open transaction, from acquire to complete or release."""
-
-    __slots__ = ("conn", "transaction")
-
-    def __init__(self, conn: _Conn, transaction: Any) -> None:  # noqa: ANN401 - psycopg's (Async)Transaction
-        self.conn: _Conn = conn
-        self.transaction = transaction
 
 
 def _seconds(delta: datetime.timedelta, name: str) -> float:
@@ -159,7 +96,7 @@ class _Store(Generic[_Conn]):
         self._prune_every = prune_every
         self._prune_batch = prune_batch
         self._completed = 0
-        self._open: dict[str, _Open[_Conn]] = {}  # lease token -> its delivery's transaction
+        self._open: dict[str, OpenDelivery[_Conn]] = {}  # lease token -> its delivery's transaction
         ident = sql.Identifier(*parts)
         # An index is created in its table's schema: its name is never qualified.
         index = sql.Identifier(f"{parts[-1]}_expires_at")
@@ -281,9 +218,9 @@ class PostgresIdempotencyStore(_Store["psycopg.Connection[Any]"]):
             conn: psycopg.Connection[Any] = self._pool.getconn(
                 timeout=max(0.001, deadline - time.monotonic())
             )
-            self._arm(conn, deadline - time.monotonic())
             transaction = _transaction(conn)
             try:
+                self._arm(conn, deadline - time.monotonic())
                 with conn.pipeline():  # one round trip
                     transaction.__enter__()
                     conn.execute(_BEGIN)
@@ -307,9 +244,9 @@ class PostgresIdempotencyStore(_Store["psycopg.Connection[Any]"]):
                 self._discard(conn)
                 raise
             token = new_token()
-            self._open[token] = _Open(conn, transaction)
+            self._open[token] = opened = OpenDelivery(conn, transaction)
             self._arm(conn, lease.total_seconds())  # the handlers' bound
-            _connection.set(conn)
+            delivery_context.set(opened)
             return Claim("acquired", token)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -320,12 +257,14 @@ class PostgresIdempotencyStore(_Store["psycopg.Connection[Any]"]):
             CommitFailed: Nothing was committed, or the outcome is unknown.
         """
         entry = self._open.pop(token, None)
-        _connection.set(None)
+        delivery_context.set(None)
         if entry is None:
             raise CommitFailed("no open transaction for this delivery: its outcome is unknown")
-        conn = entry.conn
-        self._arm(conn, self._seconds)
+        conn = entry.end()
         try:
+            # Inside the try: a connection lost meanwhile (the server gone, a handler that
+            # closed it) has no socket to arm, and must go back to the pool all the same.
+            self._arm(conn, self._seconds)
             with conn.pipeline():  # one round trip
                 conn.execute(self._mark, (key, ttl.total_seconds()))
                 entry.transaction.__exit__(None, None, None)  # COMMIT
@@ -341,12 +280,15 @@ class PostgresIdempotencyStore(_Store["psycopg.Connection[Any]"]):
     def release(self, key: str, token: str) -> None:  # noqa: ARG002 - the token names the transaction
         """Roll the delivery's transaction back: the handlers' writes vanish, ``key`` is free."""
         entry = self._open.pop(token, None)
-        _connection.set(None)
+        delivery_context.set(None)
         if entry is None:
             return
-        conn = entry.conn
-        self._arm(conn, self._seconds)
+        conn = entry.end()
+        if _broken(conn):  # lost (the server gone, a handler closed it): the server rolled back
+            self._discard(conn)
+            return
         try:
+            self._arm(conn, self._seconds)
             entry.transaction.__exit__(psycopg.Rollback, psycopg.Rollback(), None)
         except BaseException:
             self._discard(conn)  # closed: the server rolls back
@@ -433,9 +375,9 @@ class AsyncPostgresIdempotencyStore(_Store["psycopg.AsyncConnection[Any]"]):
             conn: psycopg.AsyncConnection[Any] = await self._pool.getconn(
                 timeout=max(0.001, deadline - time.monotonic())
             )
-            self._arm(conn, deadline - time.monotonic())
             transaction = _transaction(conn)
             try:
+                self._arm(conn, deadline - time.monotonic())
                 async with conn.pipeline():
                     await transaction.__aenter__()
                     await conn.execute(_BEGIN)
@@ -459,9 +401,9 @@ class AsyncPostgresIdempotencyStore(_Store["psycopg.AsyncConnection[Any]"]):
                 await self._discard(conn)
                 raise
             token = new_token()
-            self._open[token] = _Open(conn, transaction)
+            self._open[token] = opened = OpenDelivery(conn, transaction)
             self._arm(conn, lease.total_seconds())
-            _connection.set(conn)
+            delivery_context.set(opened)
             return Claim("acquired", token)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -471,12 +413,12 @@ class AsyncPostgresIdempotencyStore(_Store["psycopg.AsyncConnection[Any]"]):
         Raises:
             CommitFailed: Nothing was committed, or the outcome is unknown.
         """
-        _connection.set(None)
+        delivery_context.set(None)
         await self._finish(token, lambda entry: self._commit(entry, key, ttl), missing=True)
 
     async def release_async(self, key: str, token: str) -> None:  # noqa: ARG002 - the token names the transaction
         """`PostgresIdempotencyStore.release`, for the event loop."""
-        _connection.set(None)
+        delivery_context.set(None)
         await self._finish(token, self._rollback, missing=False)
 
     async def prune_async(self, *, batch: int | None = None) -> int:
@@ -491,7 +433,7 @@ class AsyncPostgresIdempotencyStore(_Store["psycopg.AsyncConnection[Any]"]):
     async def _finish(
         self,
         token: str,
-        end: Callable[[_Open[psycopg.AsyncConnection[Any]]], Awaitable[None]],
+        end: Callable[[OpenDelivery[psycopg.AsyncConnection[Any]]], Awaitable[None]],
         *,
         missing: bool,
     ) -> None:
@@ -506,6 +448,7 @@ class AsyncPostgresIdempotencyStore(_Store["psycopg.AsyncConnection[Any]"]):
                 if missing:
                     raise CommitFailed("no open transaction for this delivery: its outcome is unknown")
                 return
+            entry.end()
             task = asyncio.ensure_future(end(entry))
             task.add_done_callback(_retrieve)
             self._finishing[token] = task
@@ -522,11 +465,11 @@ class AsyncPostgresIdempotencyStore(_Store["psycopg.AsyncConnection[Any]"]):
         self._finishing.pop(token, None)
 
     async def _commit(
-        self, entry: _Open[psycopg.AsyncConnection[Any]], key: str, ttl: datetime.timedelta
+        self, entry: OpenDelivery[psycopg.AsyncConnection[Any]], key: str, ttl: datetime.timedelta
     ) -> None:
         conn = entry.conn
-        self._arm(conn, self._seconds)
         try:
+            self._arm(conn, self._seconds)  # inside the try: see PostgresIdempotencyStore.complete
             async with conn.pipeline():
                 await conn.execute(self._mark, (key, ttl.total_seconds()))
                 await entry.transaction.__aexit__(None, None, None)
@@ -539,10 +482,13 @@ class AsyncPostgresIdempotencyStore(_Store["psycopg.AsyncConnection[Any]"]):
             await self._prune_on(conn, self._prune_batch)
         await self._put(conn)
 
-    async def _rollback(self, entry: _Open[psycopg.AsyncConnection[Any]]) -> None:
+    async def _rollback(self, entry: OpenDelivery[psycopg.AsyncConnection[Any]]) -> None:
         conn = entry.conn
-        self._arm(conn, self._seconds)
+        if _broken(conn):  # lost: the server rolled back
+            await self._discard(conn)
+            return
         try:
+            self._arm(conn, self._seconds)
             await entry.transaction.__aexit__(psycopg.Rollback, psycopg.Rollback(), None)
         except BaseException:
             await self._discard(conn)

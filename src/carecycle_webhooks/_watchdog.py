@@ -7,8 +7,13 @@ per process shuts the socket down (``shutdown(2)``, not ``close``: the descripto
 its owner's), which wakes whatever waits on it, in a thread or an event loop, with an
 end of file: the driver raises, and its connection is broken for good.
 
-A socket is always disarmed by its owner before the owner closes it, under the same lock
-the watchdog fires under, so a descriptor number reused by another socket is never shut.
+A socket is disarmed by its owner before the owner closes it, under the same lock the
+watchdog fires under. But a socket can also be closed behind its owner's back: libpq
+closes a connection's socket as soon as it sees the server gone, and the descriptor
+number may then be reused by any other socket of the process (another delivery's
+connection, a client's request). So `arm` notes which socket the descriptor is (its
+device and inode), and the watchdog shuts a descriptor down only while it is still that
+socket: checked on a duplicate of it, which the owner cannot close meanwhile.
 """
 
 from __future__ import annotations
@@ -29,15 +34,21 @@ class Watchdog:
     def __init__(self) -> None:
         self.pid = os.getpid()
         self._cond = threading.Condition(threading.Lock())
-        self._armed: dict[int, tuple[float, int]] = {}  # owner's id -> (deadline, descriptor)
+        # owner's id -> (deadline, descriptor, the socket's (device, inode) when armed)
+        self._armed: dict[int, tuple[float, int, tuple[int, int]]] = {}
         self._wake_at = math.inf
         self._started = False
         self.fired = 0  # how many sockets were shut down, for tests
 
     def arm(self, owner: object, fd: int, deadline: float) -> None:
-        """Shut ``fd`` down at ``deadline`` (monotonic seconds), unless `disarm` comes first."""
+        """Shut ``fd`` down at ``deadline`` (monotonic seconds), unless `disarm` comes first.
+
+        Raises:
+            OSError: ``fd`` is not an open descriptor.
+        """
+        identity = _identity(fd)
         with self._cond:
-            self._armed[id(owner)] = (deadline, fd)
+            self._armed[id(owner)] = (deadline, fd, identity)
             if not self._started:
                 threading.Thread(target=self._run, name="carecycle-webhooks: deadlines", daemon=True).start()
                 self._started = True
@@ -53,22 +64,39 @@ class Watchdog:
         with self._cond:
             while True:
                 now = time.monotonic()
-                for owner, (deadline, fd) in list(self._armed.items()):
+                for owner, (deadline, fd, identity) in list(self._armed.items()):
                     if deadline <= now:
                         del self._armed[owner]
-                        self.fired += 1
-                        _shut(fd)
-                self._wake_at = min((deadline for deadline, _ in self._armed.values()), default=math.inf)
+                        duplicate = _still(fd, identity)
+                        if duplicate is not None:
+                            with duplicate, contextlib.suppress(OSError):
+                                self.fired += 1  # before the shutdown wakes its owner
+                                duplicate.shutdown(socket.SHUT_RDWR)
+                self._wake_at = min((armed[0] for armed in self._armed.values()), default=math.inf)
                 self._cond.wait(None if self._wake_at == math.inf else self._wake_at - now)
 
 
-def _shut(fd: int) -> None:
-    with contextlib.suppress(OSError):
-        duplicate = socket.socket(fileno=os.dup(fd))
-        try:
-            duplicate.shutdown(socket.SHUT_RDWR)
-        finally:
-            duplicate.close()
+def _identity(fd: int) -> tuple[int, int]:
+    status = os.fstat(fd)
+    return status.st_dev, status.st_ino
+
+
+def _still(fd: int, identity: tuple[int, int]) -> socket.socket | None:
+    """A duplicate of ``fd`` if it is still the socket armed, else None.
+
+    The duplicate is the same socket until it is closed, whatever its owner does meanwhile.
+    """
+    try:
+        duplicate = os.dup(fd)
+    except OSError:
+        return None  # closed since
+    try:
+        if _identity(duplicate) == identity:
+            return socket.socket(fileno=duplicate)  # owns the duplicate from now on
+    except OSError:
+        pass
+    os.close(duplicate)  # closed since, and the number reused by another socket or file
+    return None
 
 
 _watchdog = Watchdog()
