@@ -16,7 +16,7 @@ import psycopg_pool
 from psycopg import sql
 
 from ._idempotency import CLAIM_DONE, CLAIM_IN_FLIGHT, Claim, CommitFailed, new_token
-from ._postgres_context import OpenDelivery, current_async_connection, current_connection, delivery_context
+from ._postgres_context import OpenDelivery, delivery_context
 from ._watchdog import watchdog
 
 if TYPE_CHECKING:

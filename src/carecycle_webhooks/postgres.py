@@ -53,14 +53,8 @@ except ImportError:
         "pip install 'carecycle-webhooks[postgres]'"
     ) from None
 
-from ._postgres import (
-    DEFAULT_TABLE,
-    DEFAULT_TIMEOUT,
-    AsyncPostgresIdempotencyStore,
-    PostgresIdempotencyStore,
-    current_async_connection,
-    current_connection,
-)
+from ._postgres import DEFAULT_TABLE, DEFAULT_TIMEOUT, AsyncPostgresIdempotencyStore, PostgresIdempotencyStore
+from ._postgres_context import current_async_connection, current_connection
 
 del psycopg, psycopg_pool  # imported above only to say which extra is missing
 
