@@ -703,3 +703,34 @@ def test_dispatcher_in_flight_answers_409(store: SQLiteIdempotencyStore) -> None
     recorder = Recorder(store)
     assert recorder.deliver("msg_busy").status_code == 409
     assert recorder.calls == []
+
+
+def test_one_thread_reuses_one_connection_and_idle_ones_are_bounded(
+    store: SQLiteIdempotencyStore,
+) -> None:
+    # Opening a connection per call would cost more than the statements (a cold page cache).
+    opened: list[sqlite3.Connection] = []
+    pool = store._current_pool()
+    connect = pool._connect
+
+    def counting(quick: bool) -> sqlite3.Connection:
+        opened.append(connect(quick))
+        return opened[-1]
+
+    pool._connect = counting
+    for number in range(50):
+        claim = store.acquire(f"msg_{number}", lease=LEASE)
+        store.complete(f"msg_{number}", claim.token, ttl=DAY)
+    assert len(opened) == 1
+    barrier = threading.Barrier(_sqlite._MAX_IDLE * 2, timeout=WAIT)
+
+    def hold_one() -> None:
+        pool.run(lambda _connection: barrier.wait(), ())  # every thread holds a connection at once
+
+    threads = [threading.Thread(target=hold_one) for _ in range(_sqlite._MAX_IDLE * 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=WAIT)
+    assert len(opened) == _sqlite._MAX_IDLE * 2
+    assert len(pool._idle[False]) == _sqlite._MAX_IDLE  # the others were closed

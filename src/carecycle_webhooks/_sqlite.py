@@ -135,22 +135,21 @@ class _Pool:
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         weakref.finalize(self, _close_all, self._idle, self.pid)
 
-    def run(self, work: Callable[[sqlite3.Connection], _T], *, quick: bool = False) -> _T:
+    def run(self, work: Callable[..., _T], args: tuple[object, ...], *, quick: bool = False) -> _T:
         idle = self._idle[quick]
-        with self._lock:
-            connection = idle.pop() if idle else None
-        if connection is None:
+        # list.pop and list.append are atomic: no lock on the path of every call.
+        try:
+            connection = idle.pop()
+        except IndexError:
             connection = self._connect(quick)
         try:
-            return work(connection)
+            return work(connection, *args)
         finally:
             if connection.in_transaction:  # not by our statements; a defence
                 connection.rollback()
-            with self._lock:
-                keep = len(idle) < _MAX_IDLE
-                if keep:
-                    idle.append(connection)
-            if not keep:
+            if len(idle) < _MAX_IDLE:  # may go one or two over when threads race: a bound all the same
+                idle.append(connection)
+            else:
                 connection.close()
 
     def executor(self) -> concurrent.futures.ThreadPoolExecutor:
@@ -331,9 +330,13 @@ class SQLiteIdempotencyStore:
             "(SQLiteIdempotencyStore timeout)"
         )
 
-    def _call(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+    def _call(self, work: Callable[..., _T], *args: object) -> _T:
+        """``work(connection, *args)`` on a connection of this process's pool.
+
+        Positional arguments rather than a closure: one fewer function object per call.
+        """
         try:
-            return self._current_pool().run(work)
+            return self._current_pool().run(work, args)
         except sqlite3.OperationalError as error:
             if _is_busy(error):
                 raise self._locked() from error
@@ -341,7 +344,7 @@ class SQLiteIdempotencyStore:
 
     # The statements, each run on a connection of the pool.
 
-    def _take(self, key: str, token: str, lease_ms: int, connection: sqlite3.Connection) -> Claim:
+    def _take(self, connection: sqlite3.Connection, key: str, token: str, lease_ms: int) -> Claim:
         for _ in range(3):
             now = self._clock()
             if connection.execute(_ACQUIRE, (key, token, now + lease_ms, now)).rowcount:
@@ -371,32 +374,30 @@ class SQLiteIdempotencyStore:
         except sqlite3.OperationalError:
             pass  # busy: the next time does it
 
-    def _mark_done(self, key: str, token: str, ttl_ms: int, connection: sqlite3.Connection) -> None:
+    def _mark_done(self, connection: sqlite3.Connection, key: str, token: str, ttl_ms: int) -> None:
         now = self._clock()
         connection.execute(_COMPLETE, (key, token, now + ttl_ms, now))
 
     @staticmethod
-    def _free(key: str, token: str, connection: sqlite3.Connection) -> None:
+    def _free(connection: sqlite3.Connection, key: str, token: str) -> None:
         connection.execute(_RELEASE, (key, token))
 
     # IdempotencyStore
 
     def acquire(self, key: str, *, lease: datetime.timedelta) -> Claim:
         """Take the lease on ``key``, or report it in flight or done."""
-        token, lease_ms = new_token(), _milliseconds(lease)
-        claim = self._call(lambda connection: self._take(key, token, lease_ms, connection))
+        claim = self._call(self._take, key, new_token(), _milliseconds(lease))
         if claim.token and self._housekeeping_due():
             self._call(self._housekeeping)
         return claim
 
     def complete(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
         """Mark ``key`` done, unless another worker took it since ``token``'s lease expired."""
-        ttl_ms = _milliseconds(ttl)
-        self._call(lambda connection: self._mark_done(key, token, ttl_ms, connection))
+        self._call(self._mark_done, key, token, _milliseconds(ttl))
 
     def release(self, key: str, token: str) -> None:
         """Free ``key``, if ``token`` still holds it."""
-        self._call(lambda connection: self._free(key, token, connection))
+        self._call(self._free, key, token)
 
     # AsyncIdempotencyStore. A call first runs on the loop's thread on a quick connection,
     # which does not wait: a statement is tens of microseconds, and a thread hop would cost
@@ -405,17 +406,18 @@ class SQLiteIdempotencyStore:
 
     async def _call_async(
         self,
-        work: Callable[[sqlite3.Connection], _T],
+        work: Callable[..., _T],
+        args: tuple[object, ...],
         abandoned: Callable[[concurrent.futures.Future[_T]], object] | None = None,
     ) -> _T:
         pool = self._current_pool()
         try:
-            return pool.run(work, quick=True)
+            return pool.run(work, args, quick=True)
         except sqlite3.OperationalError as error:
             if not _is_busy(error):
                 raise
         # Locked: nothing was written. Wait for the lock in a thread.
-        future = pool.executor().submit(self._call, work)
+        future = pool.executor().submit(self._call, work, *args)
         waiter = asyncio.wrap_future(future)
         done: set[asyncio.Future[_T]] = set()
         try:
@@ -435,18 +437,19 @@ class SQLiteIdempotencyStore:
         """An acquire whose caller stopped waiting: free the lease it took, nobody holds its token."""
         if future.cancelled() or future.exception() is not None or future.result().status != "acquired":
             return
-        self._in_thread(lambda connection: self._free(key, token, connection))
+        self._in_thread(self._free, key, token)
 
-    def _in_thread(self, work: Callable[[sqlite3.Connection], object]) -> None:
-        """Run ``work`` in one of the store's threads; nobody waits for it."""
+    def _in_thread(self, work: Callable[..., object], *args: object) -> None:
+        """Run ``work(connection, *args)`` in one of the store's threads; nobody waits for it."""
         with contextlib.suppress(RuntimeError):  # the interpreter is exiting: leases expire anyway
-            self._current_pool().executor().submit(self._call, work)
+            self._current_pool().executor().submit(self._call, work, *args)
 
     async def acquire_async(self, key: str, *, lease: datetime.timedelta) -> Claim:
         """`acquire`, for the event loop."""
-        token, lease_ms = new_token(), _milliseconds(lease)
+        token = new_token()
         claim = await self._call_async(
-            lambda connection: self._take(key, token, lease_ms, connection),
+            self._take,
+            (key, token, _milliseconds(lease)),
             lambda future: self._free_if_taken(key, token, future),
         )
         if claim.token and self._housekeeping_due():
@@ -455,9 +458,8 @@ class SQLiteIdempotencyStore:
 
     async def complete_async(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
         """`complete`, for the event loop."""
-        ttl_ms = _milliseconds(ttl)
-        await self._call_async(lambda connection: self._mark_done(key, token, ttl_ms, connection))
+        await self._call_async(self._mark_done, (key, token, _milliseconds(ttl)))
 
     async def release_async(self, key: str, token: str) -> None:
         """`release`, for the event loop."""
-        await self._call_async(lambda connection: self._free(key, token, connection))
+        await self._call_async(self._free, (key, token))
