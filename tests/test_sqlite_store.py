@@ -11,6 +11,7 @@ import asyncio
 import datetime
 import itertools
 import json
+import logging
 import multiprocessing
 import os
 import signal
@@ -734,3 +735,47 @@ def test_one_thread_reuses_one_connection_and_idle_ones_are_bounded(
         thread.join(timeout=WAIT)
     assert len(opened) == _sqlite._MAX_IDLE * 2
     assert len(pool._idle[False]) == _sqlite._MAX_IDLE  # the others were closed
+
+
+# --------------------------------------------------------------------------- the file replaced
+
+
+def done(store: SQLiteIdempotencyStore, key: str) -> None:
+    claim = store.acquire(key, lease=LEASE)
+    assert claim.status == "acquired"
+    store.complete(key, claim.token, ttl=DAY)
+
+
+def test_a_deleted_file_is_opened_again_so_a_restarted_worker_shares_it(
+    store: SQLiteIdempotencyStore, path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from carecycle_webhooks._sqlite import _PRUNE_EVERY
+
+    done(store, "msg_before")
+    for suffix in ("", "-wal", "-shm"):  # an operator cleans up, or a deploy replaces the directory
+        (path.parent / (path.name + suffix)).unlink(missing_ok=True)
+    with caplog.at_level(logging.WARNING, logger="carecycle_webhooks"):
+        for number in range(_PRUNE_EVERY):  # the check runs with the store's housekeeping
+            done(store, f"msg_fill_{number}")
+    assert "deleted or replaced: opening it again" in caplog.text
+    restarted = SQLiteIdempotencyStore(path)  # a worker started after the file was deleted
+    try:
+        done(restarted, "msg_after")
+        # This worker sees what the restarted one marked done, and the other way round.
+        assert store.acquire("msg_after", lease=LEASE).status == "done"
+        assert restarted.acquire(f"msg_fill_{_PRUNE_EVERY - 1}", lease=LEASE).status == "done"
+    finally:
+        restarted.close()
+
+
+def test_a_failing_housekeeping_never_fails_the_acquire_that_took_a_lease(
+    store: SQLiteIdempotencyStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from carecycle_webhooks._sqlite import _PRUNE_EVERY
+
+    def broken(connection: sqlite3.Connection) -> None:
+        raise sqlite3.DatabaseError("disk I/O error")
+
+    monkeypatch.setattr(store, "_housekeeping", broken)
+    claims = [store.acquire(f"msg_{number}", lease=LEASE) for number in range(_PRUNE_EVERY + 1)]
+    assert {claim.status for claim in claims} == {"acquired"}

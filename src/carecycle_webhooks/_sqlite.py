@@ -19,6 +19,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import datetime
+import logging
 import os
 import sqlite3
 import threading
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 __all__ = ["SQLiteIdempotencyStore"]
+
+logger = logging.getLogger("carecycle_webhooks")
 
 _T = TypeVar("_T")
 
@@ -202,6 +205,12 @@ def _checked_path(path: object) -> str:
     return str(absolute)
 
 
+def _identity(path: str) -> tuple[int, int]:
+    """Which file ``path`` names now: its device and inode."""
+    status = Path(path).stat()
+    return status.st_dev, status.st_ino
+
+
 def _is_busy(error: sqlite3.OperationalError) -> bool:
     code = getattr(error, "sqlite_errorcode", None)  # Python 3.11+
     if code is not None:
@@ -258,7 +267,7 @@ class SQLiteIdempotencyStore:
         self._clock = _now_ms
         self._acquires = 0
         self._sweep_after = ""  # where this process's sweep of expired rows goes on
-        self._setup()
+        self._file = self._setup()
         self._pool = _Pool(self._connect)
 
     def __repr__(self) -> str:
@@ -295,7 +304,8 @@ class SQLiteIdempotencyStore:
             raise
         return connection
 
-    def _setup(self) -> None:
+    def _setup(self) -> tuple[int, int]:
+        """Create the file and its table if missing, in WAL mode; the file's identity."""
         try:
             connection = self._connect()
         except sqlite3.Error as error:
@@ -309,12 +319,34 @@ class SQLiteIdempotencyStore:
                     f"the SQLite idempotency store {self._path!r} cannot use WAL mode (it stays {mode!r})"
                 )
             connection.execute(_SCHEMA)
-        except sqlite3.Error as error:
+            return _identity(self._path)
+        except (sqlite3.Error, OSError) as error:
             raise _configuration_error(
                 f"cannot set up the SQLite idempotency store {self._path!r}: {error}"
             ) from error
         finally:
             connection.close()
+
+    def _reopen_if_replaced(self) -> None:
+        """Open the file again if it was deleted or replaced since this process opened it.
+
+        Open connections would go on with the old file, which no new process sees: a
+        restarted worker would run the handlers of ids this one marked done.
+        """
+        try:
+            if _identity(self._path) == self._file:
+                return
+        except OSError:
+            pass  # deleted: set up a new one
+        logger.warning(
+            "the SQLite idempotency store's file %r was deleted or replaced: opening it again", self._path
+        )
+        try:
+            self._file = self._setup()
+        except Exception:  # noqa: BLE001 - the calls that follow fail and are answered 503
+            return
+        old, self._pool = self._pool, _Pool(self._connect)
+        old.close()  # its idle connections; those in use are closed once their call ends
 
     def _current_pool(self) -> _Pool:
         pool = self._pool
@@ -361,6 +393,7 @@ class SQLiteIdempotencyStore:
 
     def _housekeeping(self, connection: sqlite3.Connection) -> None:
         """Delete the expired rows of the next slice, and copy the log into the database (a checkpoint)."""
+        self._reopen_if_replaced()
         start = self._sweep_after
         try:
             row = connection.execute(_SLICE_END, (start, _PRUNE_SLICE_ROWS - 1)).fetchone()
@@ -388,7 +421,9 @@ class SQLiteIdempotencyStore:
         """Take the lease on ``key``, or report it in flight or done."""
         claim = self._call(self._take, key, new_token(), _milliseconds(lease))
         if claim.token and self._housekeeping_due():
-            self._call(self._housekeeping)
+            # The lease is taken: a failure here must not make the caller answer 503.
+            with contextlib.suppress(Exception):
+                self._call(self._housekeeping)
         return claim
 
     def complete(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
