@@ -9,7 +9,7 @@ or ``release``; from then on the context hands no connection out.
 from __future__ import annotations
 
 import contextvars
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import psycopg
 
@@ -43,19 +43,15 @@ def current_connection() -> psycopg.Connection[Any]:
             `current_async_connection`; a sync handler, which runs in a worker thread,
             cannot use the event loop's connection.
     """
-    conn = _current()
-    if isinstance(conn, psycopg.Connection):
-        return conn
-    if conn is None:
-        raise LookupError(
-            "current_connection() is only available inside a webhook handler "
-            "run by a Dispatcher with a PostgresIdempotencyStore, while its delivery runs"
-        )
-    raise RuntimeError(
-        "this delivery runs on an AsyncConnectionPool (AsyncPostgresIdempotencyStore): "
+    conn = _connection(
+        "current_connection",
+        "a PostgresIdempotencyStore",
+        wrong_kind=psycopg.AsyncConnection,
+        hint="this delivery runs on an AsyncConnectionPool (AsyncPostgresIdempotencyStore): "
         "write the handler as `async def` and use current_async_connection(); a sync "
-        "handler runs in a worker thread and cannot use the event loop's connection"
+        "handler runs in a worker thread and cannot use the event loop's connection",
     )
+    return cast("psycopg.Connection[Any]", conn)
 
 
 def current_async_connection() -> psycopg.AsyncConnection[Any]:
@@ -66,17 +62,28 @@ def current_async_connection() -> psycopg.AsyncConnection[Any]:
             or after its delivery ended (from a task the handler started).
         RuntimeError: The delivery runs on a synchronous pool: use `current_connection`.
     """
+    conn = _connection(
+        "current_async_connection",
+        "an AsyncPostgresIdempotencyStore",
+        wrong_kind=psycopg.Connection,
+        hint="this delivery runs on a ConnectionPool (PostgresIdempotencyStore): use current_connection()",
+    )
+    return cast("psycopg.AsyncConnection[Any]", conn)
+
+
+def _connection(
+    function: str, store: str, *, wrong_kind: type[object], hint: str
+) -> psycopg.Connection[Any] | psycopg.AsyncConnection[Any]:
+    """The open delivery's connection, or the error that says why ``function`` has none to give."""
     conn = _current()
-    if isinstance(conn, psycopg.AsyncConnection):
-        return conn
     if conn is None:
         raise LookupError(
-            "current_async_connection() is only available inside a webhook handler "
-            "run by a Dispatcher with an AsyncPostgresIdempotencyStore, while its delivery runs"
+            f"{function}() is only available inside a webhook handler run by a Dispatcher "
+            f"with {store}, while its delivery runs"
         )
-    raise RuntimeError(
-        "this delivery runs on a ConnectionPool (PostgresIdempotencyStore): use current_connection()"
-    )
+    if isinstance(conn, wrong_kind):
+        raise RuntimeError(hint)  # noqa: TRY004 - a misuse of the store, not a wrong argument
+    return conn
 
 
 class OpenDelivery(Generic[_Conn]):
