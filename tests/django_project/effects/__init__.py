@@ -1,0 +1,1 @@
+"""The project's app: the rows its webhook handlers write."""
