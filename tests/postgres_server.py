@@ -329,10 +329,19 @@ class PostgresServer:
         """``signum`` to the postmaster first (so it starts no more children), then to each child."""
         if self._process is None:
             return
-        children = self._children()
-        for pid in [self.pid, *children]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signum)
+        # Listed after the postmaster got the signal, and again, a few times: a child it forked
+        # just before then is signalled too.
+        signalled: set[int] = set()
+        for _ in range(5):
+            children = [pid for pid in self._children() if pid not in signalled]
+            if not children:
+                break
+            for pid in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signum)
+                signalled.add(pid)
 
     def stop(self, *, timeout: float = STOP_TIMEOUT) -> None:
         """Stop the server: a fast shutdown (SIGINT: clients are disconnected, open
