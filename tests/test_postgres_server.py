@@ -36,7 +36,6 @@ def test_a_paused_server_accepts_nothing_until_resumed(postgres_server, postgres
         with postgres_server.paused():
             children = postgres_server._children()
             assert len(children) >= 2  # the background workers and our backend
-            assert _state(postgres_server.pid) in {"T", "R"}  # the postmaster, stopping
             # A signal is delivered asynchronously: each process stops within moments.
             deadline = time.monotonic() + 5
             while not {_state(pid) for pid in [postgres_server.pid, *children]} <= {"T", "X"}:
