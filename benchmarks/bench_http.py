@@ -545,7 +545,13 @@ def _report(framework: Framework, samples: dict[str, Samples]) -> str:
     return "\n".join(lines)
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    # `timeout` or a shell's kill: leave through the `with` blocks, which stop the servers.
+    sys.exit(128 + signum)
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--rounds", type=int, default=12, help="rounds, each timing every endpoint twice (A B C C B A)"
