@@ -1,8 +1,8 @@
 """One delivery's decisions, free of I/O: a generator that the dispatcher's drivers run.
 
 `delivery_flow` yields steps and is sent their outcomes, in the manner of httpx's
-``auth_flow``: the sync driver (`Dispatcher.dispatch`) and the async driver
-(`Dispatcher.dispatch_async`) only carry the steps out (a store call, a handler, a log
+``auth_flow``: the sync driver (`_drivers.drive`) and the async driver
+(`_drivers.drive_async`) only carry the steps out (a store call, a handler, a log
 line, a wait) and send back what happened. Every decision is taken here, once:
 
 - no handler: ignored (200);
@@ -275,11 +275,13 @@ def _retry_complete(claim: Claim, failed: Failed) -> Generator[Step, Outcome, We
     A `CommitFailed` ends it at once: nothing was committed, Svix must retry (503).
     """
     first_failure = failed.at
-    for delay in RETRY_DELAYS:
+    delays = iter(RETRY_DELAYS)
+    while True:
         yield StoreFailed("complete", failed.error)
         if isinstance(failed.error, CommitFailed):
             return NOT_COMMITTED
-        if failed.at + delay - first_failure > RETRY_WITHIN:
+        delay = next(delays, None)
+        if delay is None or failed.at + delay - first_failure > RETRY_WITHIN:
             break
         try:
             yield Wait(delay)
@@ -292,9 +294,5 @@ def _retry_complete(claim: Claim, failed: Failed) -> Generator[Step, Outcome, We
         if again is None:
             return PROCESSED
         failed = again
-    else:
-        yield StoreFailed("complete", failed.error)  # the last attempt's
-        if isinstance(failed.error, CommitFailed):
-            return NOT_COMMITTED
     yield KeepMissed(claim)
     return PROCESSED
