@@ -574,6 +574,31 @@ def test_handle_async_does_not_block_the_loop_while_locked(
     assert recorder.calls == ["customer.created"]
 
 
+def test_an_acquire_async_given_up_while_locked_takes_no_lease(
+    store: SQLiteIdempotencyStore, path: Path
+) -> None:
+    # Every insert into the table is logged by a trigger, so a lease taken and freed at once
+    # is seen too. Before the fix, the store's thread took the lease once the lock was free,
+    # after its caller had answered 503; a retry coming at once then got 409.
+    setup = sqlite3.connect(path, isolation_level=None)
+    setup.executescript(
+        "CREATE TABLE inserted (key TEXT);"
+        "CREATE TRIGGER log_insert AFTER INSERT ON carecycle_webhooks_idempotency "
+        "BEGIN INSERT INTO inserted VALUES (new.key); END;"
+    )
+    setup.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(TimeoutError):
+            asyncio.run(store.acquire_async("given-up", lease=LEASE))
+    finally:
+        setup.rollback()
+    # Let the store's threads finish whatever they still do.
+    executor = store._current_pool().executor()
+    executor.shutdown(wait=True)
+    assert setup.execute("SELECT key FROM inserted").fetchall() == []
+    setup.close()
+
+
 def test_handle_async_waits_for_a_short_lock(store: SQLiteIdempotencyStore, path: Path) -> None:
     # A lock held a moment (another worker's write): the call waits in a thread and succeeds.
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)

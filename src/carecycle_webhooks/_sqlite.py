@@ -439,12 +439,7 @@ class SQLiteIdempotencyStore:
     # more. When the database is locked, the call runs in the store's threads, which wait
     # for the lock, and the loop awaits them, at most ``timeout``.
 
-    async def _call_async(
-        self,
-        work: Callable[..., _T],
-        args: tuple[object, ...],
-        abandoned: Callable[[concurrent.futures.Future[_T]], object] | None = None,
-    ) -> _T:
+    async def _call_async(self, work: Callable[..., _T], args: tuple[object, ...]) -> _T:
         pool = self._current_pool()
         try:
             return pool.run(work, args, quick=True)
@@ -452,7 +447,12 @@ class SQLiteIdempotencyStore:
             if not _is_busy(error):
                 raise
         # Locked: nothing was written. Wait for the lock in a thread.
-        future = pool.executor().submit(self._call, work, *args)
+        return await self._wait_for(pool.executor().submit(self._call, work, *args))
+
+    async def _wait_for(
+        self, future: concurrent.futures.Future[_T], gone: threading.Event | None = None
+    ) -> _T:
+        """Await a call of the store's threads, at most ``timeout``; on giving up, set ``gone``."""
         waiter = asyncio.wrap_future(future)
         done: set[asyncio.Future[_T]] = set()
         try:
@@ -462,11 +462,31 @@ class SQLiteIdempotencyStore:
                 # Cancelled, or queued behind calls that wait for the lock: a call not
                 # started yet never runs; one started finishes on its own, within timeout.
                 waiter.cancel()
-                if abandoned is not None:
-                    future.add_done_callback(abandoned)
+                if gone is not None:
+                    gone.set()
         if not done:
             raise self._locked()
         return waiter.result()
+
+    def _take_unless_gone(
+        self, connection: sqlite3.Connection, gone: threading.Event, key: str, token: str, lease_ms: int
+    ) -> Claim:
+        """`_take` for a caller that may stop waiting: once it has, take nothing.
+
+        The check and the insert are in one write transaction. So a caller that gave up
+        while this thread waited for the lock leaves no lease behind, and a retry of the
+        delivery that comes next finds the id free.
+        """
+        connection.execute("BEGIN IMMEDIATE")  # waits for the lock, at most the store's timeout
+        try:
+            if gone.is_set():
+                return CLAIM_IN_FLIGHT  # nobody reads it
+            claim = self._take(connection, key, token, lease_ms)
+            connection.execute("COMMIT")
+            return claim
+        finally:
+            if connection.in_transaction:
+                connection.rollback()
 
     def _free_if_taken(self, key: str, token: str, future: concurrent.futures.Future[Claim]) -> None:
         """An acquire whose caller stopped waiting: free the lease it took, nobody holds its token."""
@@ -482,14 +502,29 @@ class SQLiteIdempotencyStore:
     async def acquire_async(self, key: str, *, lease: datetime.timedelta) -> Claim:
         """`acquire`, for the event loop."""
         token = new_token()
-        claim = await self._call_async(
-            self._take,
-            (key, token, _milliseconds(lease)),
-            lambda future: self._free_if_taken(key, token, future),
-        )
+        lease_ms = _milliseconds(lease)
+        pool = self._current_pool()
+        try:
+            claim = pool.run(self._take, (key, token, lease_ms), quick=True)
+        except sqlite3.OperationalError as error:
+            if not _is_busy(error):
+                raise
+            claim = await self._take_waiting(pool, key, token, lease_ms)
         if claim.token and self._housekeeping_due():
             self._in_thread(self._housekeeping)  # a batch of deletes and a checkpoint take a while
         return claim
+
+    async def _take_waiting(self, pool: _Pool, key: str, token: str, lease_ms: int) -> Claim:
+        """`_take` in one of the store's threads, which waits for the lock."""
+        gone = threading.Event()
+        future = pool.executor().submit(self._call, self._take_unless_gone, gone, key, token, lease_ms)
+        try:
+            return await self._wait_for(future, gone)
+        except BaseException:
+            # Timed out or cancelled. The thread may have taken the lease just before the
+            # caller gave up: free it once the thread is done.
+            future.add_done_callback(lambda done: self._free_if_taken(key, token, done))
+            raise
 
     async def complete_async(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
         """`complete`, for the event loop."""
