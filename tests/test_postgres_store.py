@@ -26,7 +26,12 @@ import pytest
 psycopg = pytest.importorskip("psycopg")
 psycopg_pool = pytest.importorskip("psycopg_pool")
 
-from carecycle_webhooks import CommitFailed, Dispatcher, WebhookConfigurationError  # noqa: E402
+from carecycle_webhooks import (  # noqa: E402
+    CommitFailed,
+    Dispatcher,
+    WebhookConfigurationError,
+    _postgres,
+)
 from carecycle_webhooks._idempotency import serves  # noqa: E402
 from carecycle_webhooks.postgres import (  # noqa: E402
     AsyncPostgresIdempotencyStore,
@@ -632,6 +637,57 @@ def test_async_commit_cancelled_midway_finishes_and_the_call_again_gets_its_outc
                 await first
             await store.complete_async("msg_1", claim.token, ttl=TTL)  # the flow's call to the end
             assert (await store.acquire_async("msg_1", lease=LEASE)).status == "done"
+
+    asyncio.run(main())
+
+
+def test_async_commit_cancelled_just_after_it_finished_gives_the_call_again_its_outcome(
+    postgres_dsn, postgres_table
+) -> None:
+    # The cancellation reaches the call after its commit task has finished. Before the fix,
+    # that call forgot the task: the call again raised CommitFailed ("outcome unknown"),
+    # so a delivery that had committed was answered 503.
+    async def main() -> None:
+        async with psycopg_pool.AsyncConnectionPool(
+            postgres_dsn, min_size=1, max_size=2, open=False
+        ) as apool:
+            store = AsyncPostgresIdempotencyStore(apool, table=postgres_table)
+            await store.create_table_async()
+            claim = await store.acquire_async("msg_1", lease=LEASE)
+            first = asyncio.ensure_future(store.complete_async("msg_1", claim.token, ttl=TTL))
+            await asyncio.sleep(0)  # the commit task has started
+            commit = store._finishing[claim.token]
+            # Cancelled once the task has finished, before the first call resumes.
+            commit.add_done_callback(lambda _: first.cancel())
+            with pytest.raises(asyncio.CancelledError):
+                await first
+            await store.complete_async("msg_1", claim.token, ttl=TTL)  # the flow's call to the end
+            assert store._finishing == {}
+            assert (await store.acquire_async("msg_1", lease=LEASE)).status == "done"
+
+    asyncio.run(main())
+
+
+def test_async_finished_commits_nobody_calls_again_for_are_kept_in_bounds(
+    postgres_dsn, postgres_table, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A caller of its own may cancel and never call again: what is kept for it is bounded.
+    monkeypatch.setattr(_postgres, "_MAX_FINISHED", 3)
+
+    async def main() -> None:
+        async with psycopg_pool.AsyncConnectionPool(
+            postgres_dsn, min_size=1, max_size=2, open=False
+        ) as apool:
+            store = AsyncPostgresIdempotencyStore(apool, table=postgres_table)
+            await store.create_table_async()
+            for number in range(6):
+                claim = await store.acquire_async(f"msg_{number}", lease=LEASE)
+                call = asyncio.ensure_future(store.complete_async(f"msg_{number}", claim.token, ttl=TTL))
+                await asyncio.sleep(0)
+                store._finishing[claim.token].add_done_callback(lambda _, call=call: call.cancel())
+                with pytest.raises(asyncio.CancelledError):
+                    await call
+            assert len(store._finishing) == 3
 
     asyncio.run(main())
 

@@ -42,7 +42,7 @@ def mypy_output(tmp_path_factory: pytest.TempPathFactory) -> str:
 def test_mypy_rejects_exactly_the_marked_lines(path: Path, mypy_output: str) -> None:
     reported: dict[int, set[str]] = {}
     for line in mypy_output.splitlines():
-        match = re.match(rf".*{re.escape(path.name)}:(\d+): error: .*\[([a-z-]+)\]$", line)
+        match = re.match(rf"(?:.*/)?{re.escape(path.name)}:(\d+): error: .*\[([a-z-]+)\]$", line)
         if match:
             reported.setdefault(int(match.group(1)), set()).add(match.group(2))
     expected = expected_errors(path)

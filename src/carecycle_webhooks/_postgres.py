@@ -42,9 +42,11 @@ _BEGIN: Final = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED"
 _LOCK: Final = "SELECT pg_try_advisory_xact_lock(%s)"
 _IDLE: Final = "SELECT set_config('idle_in_transaction_session_timeout', %s, true)"
 _CREATE_LOCK: Final = "SELECT pg_advisory_xact_lock(%s)"
+_MAX_FINISHED = 1000  # finished commits kept for a call again, at most
 _ATTEMPTS = 3  # a pooled connection the server dropped (a restart) fails at once: take another
 
 _Conn = TypeVar("_Conn", "psycopg.Connection[Any]", "psycopg.AsyncConnection[Any]")
+_Pool = TypeVar("_Pool", "psycopg_pool.ConnectionPool[Any]", "psycopg_pool.AsyncConnectionPool[Any]")
 
 
 def _seconds(delta: datetime.timedelta, name: str) -> float:
@@ -65,18 +67,23 @@ def _commit_failed(error: BaseException) -> CommitFailed:
     )
 
 
-class _Store(Generic[_Conn]):
-    """What both stores share: the table, its statements, the deadlines, the open deliveries."""
+class _Store(Generic[_Pool, _Conn]):
+    """What both stores share: the table, its statements, the deadlines, the open deliveries.
+
+    Each store's class says which pool it takes (`_check_pool`): the constructor is written
+    once, here, and a type checker sees it typed for that store's pool.
+    """
 
     def __init__(
         self,
-        pool: Any,  # noqa: ANN401 - checked by each subclass
+        pool: _Pool,
         *,
-        table: str,
-        timeout: datetime.timedelta,
-        prune_every: int,
-        prune_batch: int,
+        table: str = DEFAULT_TABLE,
+        timeout: datetime.timedelta = DEFAULT_TIMEOUT,
+        prune_every: int = 100,
+        prune_batch: int = 500,
     ) -> None:
+        self._check_pool(pool)
         name: object = table  # checked at runtime too
         parts = table.split(".") if isinstance(name, str) else [""]
         if not 1 <= len(parts) <= 2 or not all(_IDENTIFIER.fullmatch(part) for part in parts):
@@ -90,13 +97,14 @@ class _Store(Generic[_Conn]):
             from ._errors import WebhookConfigurationError
 
             raise WebhookConfigurationError("prune_every and prune_batch must be at least 1")
-        self._pool = pool
+        self._pool: _Pool = pool
         self._table = table
         self._seconds = _seconds(timeout, "timeout")
         self._prune_every = prune_every
         self._prune_batch = prune_batch
         self._completed = 0
         self._open: dict[str, OpenDelivery[_Conn]] = {}  # lease token -> its delivery's transaction
+        self._finishing: dict[str, asyncio.Future[None]] = {}  # the async store's commits under way
         ident = sql.Identifier(*parts)
         # An index is created in its table's schema: its name is never qualified.
         index = sql.Identifier(f"{parts[-1]}_expires_at")
@@ -113,6 +121,11 @@ class _Store(Generic[_Conn]):
             "DELETE FROM {t} WHERE webhook_id IN (SELECT webhook_id FROM {t} WHERE expires_at < now() "
             "ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED)"
         ).format(t=ident)
+
+    @staticmethod
+    def _check_pool(pool: object) -> None:
+        """Raise `WebhookConfigurationError` unless ``pool`` is this store's kind of pool."""
+        raise NotImplementedError
 
     @property
     def table(self) -> str:
@@ -160,7 +173,7 @@ def _schema_sql() -> str:
     return resources.files("carecycle_webhooks").joinpath("postgres.sql").read_text(encoding="utf-8")
 
 
-class PostgresIdempotencyStore(_Store["psycopg.Connection[Any]"]):
+class PostgresIdempotencyStore(_Store["psycopg_pool.ConnectionPool[Any]", "psycopg.Connection[Any]"]):
     """An idempotency store whose done marks commit with the handlers' own writes.
 
     For a `psycopg_pool.ConnectionPool` and `Dispatcher.handle` (Flask, Django, any WSGI
@@ -188,22 +201,13 @@ class PostgresIdempotencyStore(_Store["psycopg.Connection[Any]"]):
             invalid (the table name is not a plain identifier).
     """
 
-    def __init__(
-        self,
-        pool: psycopg_pool.ConnectionPool[Any],
-        *,
-        table: str = DEFAULT_TABLE,
-        timeout: datetime.timedelta = DEFAULT_TIMEOUT,
-        prune_every: int = 100,
-        prune_batch: int = 500,
-    ) -> None:
-        given: object = pool  # checked at runtime too
-        if not isinstance(given, psycopg_pool.ConnectionPool):
+    @staticmethod
+    def _check_pool(pool: object) -> None:
+        if not isinstance(pool, psycopg_pool.ConnectionPool):
             from ._errors import WebhookConfigurationError
 
             hint = " (use AsyncPostgresIdempotencyStore)" if _is_async_pool(pool) else ""
             raise WebhookConfigurationError(f"pool must be a psycopg_pool.ConnectionPool{hint}")
-        super().__init__(pool, table=table, timeout=timeout, prune_every=prune_every, prune_batch=prune_batch)
 
     def create_table(self) -> None:
         """Create the table and its index if missing (postgres.sql); safe to call again, concurrently too."""
@@ -324,7 +328,9 @@ class PostgresIdempotencyStore(_Store["psycopg.Connection[Any]"]):
         self._pool.putconn(conn)
 
 
-class AsyncPostgresIdempotencyStore(_Store["psycopg.AsyncConnection[Any]"]):
+class AsyncPostgresIdempotencyStore(
+    _Store["psycopg_pool.AsyncConnectionPool[Any]", "psycopg.AsyncConnection[Any]"]
+):
     """`PostgresIdempotencyStore` for a `psycopg_pool.AsyncConnectionPool` and `Dispatcher.handle_async`.
 
     ``async def`` handlers write through `current_async_connection`. A sync handler runs
@@ -343,15 +349,8 @@ class AsyncPostgresIdempotencyStore(_Store["psycopg.AsyncConnection[Any]"]):
         WebhookConfigurationError: ``pool`` is not an async pool, or an argument is invalid.
     """
 
-    def __init__(
-        self,
-        pool: psycopg_pool.AsyncConnectionPool[Any],
-        *,
-        table: str = DEFAULT_TABLE,
-        timeout: datetime.timedelta = DEFAULT_TIMEOUT,
-        prune_every: int = 100,
-        prune_batch: int = 500,
-    ) -> None:
+    @staticmethod
+    def _check_pool(pool: object) -> None:
         if not _is_async_pool(pool):
             from ._errors import WebhookConfigurationError
 
@@ -359,8 +358,6 @@ class AsyncPostgresIdempotencyStore(_Store["psycopg.AsyncConnection[Any]"]):
                 "pool must be a psycopg_pool.AsyncConnectionPool "
                 "(for a ConnectionPool, use PostgresIdempotencyStore)"
             )
-        super().__init__(pool, table=table, timeout=timeout, prune_every=prune_every, prune_batch=prune_batch)
-        self._finishing: dict[str, asyncio.Future[None]] = {}
 
     async def create_table_async(self) -> None:
         """`PostgresIdempotencyStore.create_table`, for the event loop."""
@@ -455,14 +452,24 @@ class AsyncPostgresIdempotencyStore(_Store["psycopg.AsyncConnection[Any]"]):
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
-            if not task.done():
-                raise  # kept for the call again, which waits for its outcome
-            self._finishing.pop(token, None)
+            # Kept for the call again, which takes its outcome, even when the task has
+            # just finished: a forgotten one would read as "outcome unknown".
+            if task.done():
+                self._forget_finished_beyond(_MAX_FINISHED)
             raise
         except BaseException:
             self._finishing.pop(token, None)
             raise
         self._finishing.pop(token, None)
+
+    def _forget_finished_beyond(self, limit: int) -> None:
+        """Forget finished tasks that nobody called again for, past ``limit`` of them.
+
+        The dispatcher always calls again after a cancellation; a caller of its own may not.
+        """
+        finished = [token for token, task in self._finishing.items() if task.done()]
+        for token in finished[: max(0, len(finished) - limit)]:  # the oldest first
+            del self._finishing[token]
 
     async def _commit(
         self, entry: OpenDelivery[psycopg.AsyncConnection[Any]], key: str, ttl: datetime.timedelta
