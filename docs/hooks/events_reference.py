@@ -270,8 +270,9 @@ def field_table(model: type[pydantic.BaseModel], groups: dict[str, tuple[str, ..
     if stale:
         raise _fail(f"{model.__name__} has no field {', '.join(sorted(stale))}")
     rows = [
-        "| Wire name | Attribute | Type | Required | PHI | Description |",
-        "|---|---|---|---|---|---|",
+        # The wire name, and under it the attribute: one column, so that neither is broken mid-name.
+        "| Wire name<br>attribute | Type | Required | PHI | Description |",
+        "|---|---|---|---|---|",
     ]
 
     def row(wire: str) -> str:
@@ -282,7 +283,8 @@ def field_table(model: type[pydantic.BaseModel], groups: dict[str, tuple[str, ..
         if not info.is_required() and (info.default is not None or not kind.endswith("`None`")):
             raise _fail(f"{model.__name__}.{name} is optional but does not default to None")
         phi = "**PHI**" if is_phi(model, name, info) else ""
-        return f"| `{wire}` | `{name}` | {kind} | {required} | {phi} | {_cell(descriptions.get(wire, ''))} |"
+        field = f"`{wire}`<br>`{name}`" if name != wire else f"`{wire}`"
+        return f"| {field} | {kind} | {required} | {phi} | {_cell(descriptions.get(wire, ''))} |"
 
     if groups is None:
         rows.extend(row(wire) for wire in fields)
@@ -294,7 +296,7 @@ def field_table(model: type[pydantic.BaseModel], groups: dict[str, tuple[str, ..
     for title, members in groups.items():
         present = [wire for wire in members if wire in fields]
         if present:
-            rows.append(f"| **{title}** | | | | | |")
+            rows.append(f"| **{title}** | | | | |")
             rows.extend(row(wire) for wire in present)
     return "\n".join(rows)
 
