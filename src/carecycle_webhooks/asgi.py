@@ -94,11 +94,23 @@ def webhook_app(dispatcher: Dispatcher) -> ASGIApp:
         WebhookConfigurationError: ``dispatcher`` is not a `Dispatcher`, or its
             idempotency store only works synchronously.
     """
-    dispatcher = check_dispatcher(
-        dispatcher, "ASGI", synchronous=False, built="applications built by webhook_app()"
+    return _WebhookApp(
+        check_dispatcher(dispatcher, "ASGI", synchronous=False, built="applications built by webhook_app()")
     )
 
-    async def carecycle_webhook_app(scope: Scope, receive: Receive, send: Send) -> None:
+
+class _WebhookApp:
+    """The application: an object, not a function, so that Starlette's ``Route`` serves it as ASGI."""
+
+    __slots__ = ("_dispatcher",)
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self._dispatcher = dispatcher
+
+    def __repr__(self) -> str:
+        return f"<carecycle_webhooks.asgi.webhook_app({self._dispatcher!r})>"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "lifespan":
             await _lifespan(receive, send)
@@ -112,6 +124,7 @@ def webhook_app(dispatcher: Dispatcher) -> ASGIApp:
         if scope.get("method") != "POST":
             await send_response(send, POST_ONLY)
             return
+        dispatcher = self._dispatcher
         raw = scope.get("headers") or []
         headers = _ScopeHeaders(raw if type(raw) is list else list(raw))
         reservation = reservation_for(dispatcher)
@@ -135,5 +148,3 @@ def webhook_app(dispatcher: Dispatcher) -> ASGIApp:
         finally:
             reservation.close()
         await send_response(send, response)
-
-    return carecycle_webhook_app

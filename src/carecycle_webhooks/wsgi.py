@@ -48,7 +48,6 @@ class StartResponse(Protocol):
         ...
 
 
-
 class _EnvironHeaders:
     """A WSGI environ's headers for the verifier, read as Werkzeug's ``EnvironHeaders`` are.
 
