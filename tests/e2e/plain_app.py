@@ -25,7 +25,7 @@ webhooks = Dispatcher(
 
 
 @webhooks.catch_all
-async def record(event: Event) -> None:
+def record(event: Event) -> None:
     with EVENTS_LOG.open("a") as log:
         log.write(f"{current_delivery().webhook_id}\n")
 
@@ -43,7 +43,8 @@ def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
 
 async def asgi(scope: Any, receive: Any, send: Any) -> None:
     if scope["type"] == "http" and scope["path"] == "/health":
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        headers = [(b"content-type", b"text/plain")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"ok"})
         return
     await _webhook_asgi(scope, receive, send)
