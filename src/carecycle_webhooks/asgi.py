@@ -2,14 +2,17 @@
 
 ::
 
+    import os
+
     from carecycle_webhooks import Dispatcher
     from carecycle_webhooks.asgi import webhook_app
 
-    webhooks = Dispatcher()  # the secret from CARECYCLE_WEBHOOK_SECRET
+    webhooks = Dispatcher(os.environ["CARECYCLE_WEBHOOK_SECRET"].split())
     app = webhook_app(webhooks)  # uvicorn module:app, or mount it under a path
 
-Mount it where your framework mounts ASGI applications: Starlette's
-``Mount("/webhooks", app=...)``, Litestar's ``@asgi(..., is_mount=True)``, or serve it
+Route or mount it where your framework takes ASGI applications: Starlette's
+``Route("/webhooks", app)`` (the application is an object, which Starlette serves as
+ASGI) or ``Mount``, Litestar's ``asgi("/webhooks", is_mount=True)(app)``, or serve it
 alone. It needs no framework, so it has no extra: only the ASGI 3 interface (a
 coroutine function of ``scope``, ``receive`` and ``send``).
 
