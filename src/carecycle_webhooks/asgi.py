@@ -23,7 +23,7 @@ are the dispatcher's, the same in every adapter.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ._adapters import check_dispatcher, declared_length, reservation_for
 from ._asgi import header, receive_body, send_response
@@ -128,8 +128,9 @@ class _WebhookApp:
             await send_response(send, POST_ONLY)
             return
         dispatcher = self._dispatcher
-        raw = scope.get("headers") or []
-        headers = _ScopeHeaders(raw if type(raw) is list else list(raw))
+        raw: Iterable[tuple[bytes, bytes]] = scope.get("headers") or []
+        # A list as the verifier reads it; ASGI allows any iterable of pairs.
+        headers = _ScopeHeaders(cast("list[tuple[bytes, bytes]]", raw) if type(raw) is list else list(raw))
         reservation = reservation_for(dispatcher)
         try:
             body = await receive_body(

@@ -29,7 +29,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ._adapters import check_dispatcher
 from ._errors import WebhookConfigurationError
@@ -66,32 +66,31 @@ class _EventHeaders:
         return self._pairs
 
 
-def _headers(event: Mapping[str, Any]) -> _EventHeaders:
-    multi = event.get("multiValueHeaders")
-    if isinstance(multi, Mapping) and multi:
-        pairs = [
-            (name, value)
-            for name, values in multi.items()
-            if isinstance(values, list)
-            for value in values  # pyright: ignore[reportUnknownVariableType]
-            if isinstance(value, str)
-        ]
+def _mapping(value: object) -> Mapping[str, object] | None:
+    # Events are JSON objects: parsed JSON, whose keys are strings.
+    return cast("Mapping[str, object]", value) if isinstance(value, Mapping) else None
+
+
+def _headers(event: Mapping[str, object]) -> _EventHeaders:
+    pairs: list[tuple[str, str]] = []
+    multi = _mapping(event.get("multiValueHeaders"))
+    if multi:
+        for name, values in multi.items():
+            if isinstance(values, list):
+                pairs.extend(
+                    (name, value) for value in cast("list[object]", values) if isinstance(value, str)
+                )
     else:
-        single = event.get("headers")
-        pairs = (
-            [(name, value) for name, value in single.items() if isinstance(value, str)]
-            if isinstance(single, Mapping)
-            else []
-        )
+        single = _mapping(event.get("headers")) or {}
+        pairs.extend((name, value) for name, value in single.items() if isinstance(value, str))
     return _EventHeaders(pairs)
 
 
-def _method(event: Mapping[str, Any]) -> str:
+def _method(event: Mapping[str, object]) -> str:
     method = event.get("httpMethod")  # payload 1.0
     if method is None:  # payload 2.0: HTTP APIs and function URLs
-        context = event.get("requestContext")
-        http = context.get("http") if isinstance(context, Mapping) else None
-        method = http.get("method") if isinstance(http, Mapping) else None
+        http = _mapping((_mapping(event.get("requestContext")) or {}).get("http"))
+        method = http.get("method") if http is not None else None
     if not isinstance(method, str):
         # A misrouted trigger (SQS, a scheduled rule...): a setup error, raised for the logs.
         raise WebhookConfigurationError(
@@ -101,7 +100,7 @@ def _method(event: Mapping[str, Any]) -> str:
     return method
 
 
-def _body(event: Mapping[str, Any], limit: int) -> bytes | str | WebhookResponse:
+def _body(event: Mapping[str, object], limit: int) -> bytes | str | WebhookResponse:
     body = event.get("body")
     if not isinstance(body, str):
         return b""  # no body: the dispatcher says what is missing

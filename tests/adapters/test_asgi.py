@@ -17,7 +17,7 @@ from tests.adapters import AdapterContract, Recorder, Reply, bodies
 from tests.conftest import fixture_bytes, svix_headers
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import AsyncIterator, Mapping, MutableMapping
 
     from carecycle_webhooks import Dispatcher
 
@@ -175,7 +175,7 @@ def test_a_server_that_raises_on_a_closed_connection_is_no_error() -> None:
     async def receive() -> dict[str, Any]:
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         raise ConnectionResetError
 
     app = webhook_app(recorder.dispatcher)

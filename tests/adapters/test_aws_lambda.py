@@ -19,7 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from carecycle_webhooks import Dispatcher, RedisIdempotencyStore, WebhookConfigurationError
+from carecycle_webhooks import (
+    CustomerCreatedEvent,
+    Dispatcher,
+    RedisIdempotencyStore,
+    WebhookConfigurationError,
+)
 from carecycle_webhooks.aws_lambda import webhook_handler
 from tests.adapters import AdapterContract, AsyncRedisClient, Recorder, Reply, bodies
 from tests.conftest import SECRET, fixture_bytes, svix_headers
@@ -137,7 +142,9 @@ def test_base64_and_plain_bodies(shape: str, encoded: bool) -> None:
     assert (event["body"] == body.decode()) is not encoded
     answer = webhook_handler(recorder.dispatcher)(event, None)
     assert (answer["statusCode"], json.loads(answer["body"])) == (200, {"status": "processed"})
-    assert recorder.events[0].first_name == json.loads(body)["firstName"]
+    (event,) = recorder.events
+    assert isinstance(event, CustomerCreatedEvent)
+    assert str(event.id) == json.loads(body)["id"]
 
 
 def test_a_body_marked_base64_that_is_not_is_400() -> None:

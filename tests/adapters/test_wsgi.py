@@ -56,9 +56,12 @@ def call(
     """One request through a hand-made WSGI environ; ``body`` is the ``wsgi.input`` stream."""
     started: list[tuple[str, list[tuple[str, str]]]] = []
 
+    def write(data: bytes) -> None:  # pragma: no cover - PEP 3333's write(), not used
+        raise AssertionError("write() is not used")
+
     def start_response(status: str, response_headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
         started.append((status, response_headers))
-        return lambda data: None  # pragma: no cover - the write() callable, not used
+        return write
 
     full: dict[str, Any] = {
         "REQUEST_METHOD": "POST",
