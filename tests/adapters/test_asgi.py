@@ -123,8 +123,16 @@ def test_lifespan_is_acknowledged() -> None:
     # uvicorn's default (lifespan "auto") sends both: a server must not wait on them.
     app = webhook_app(Recorder().dispatcher)
     scope = {"type": "lifespan", "asgi": {"version": "3.0"}}
-    sent = run(app, scope, [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+    messages = [{"type": "lifespan.startup"}, {"type": "lifespan.other"}, {"type": "lifespan.shutdown"}]
+    sent = run(app, scope, messages)
     assert sent == [{"type": "lifespan.startup.complete"}, {"type": "lifespan.shutdown.complete"}]
+
+
+def test_the_app_says_what_it_is() -> None:
+    # No secret in it: the dispatcher's repr names its handlers only.
+    assert repr(webhook_app(Recorder().dispatcher)) == (
+        "<carecycle_webhooks.asgi.webhook_app(Dispatcher(handlers for: customer.created; catch-all: False))>"
+    )
 
 
 def test_a_websocket_is_refused() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import functools
 import json
 import subprocess
 import sys
@@ -18,15 +19,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from carecycle_webhooks import (
     CustomerCreatedEvent,
     Dispatcher,
     RedisIdempotencyStore,
     WebhookConfigurationError,
+    WebhookResponse,
 )
 from carecycle_webhooks.aws_lambda import webhook_handler
-from tests.adapters import AdapterContract, AsyncRedisClient, Recorder, Reply, bodies
+from tests.adapters import AdapterContract, AsyncRedisClient, CustomAnswer, Recorder, Reply, bodies
 from tests.conftest import SECRET, fixture_bytes, svix_headers
 
 if TYPE_CHECKING:
@@ -38,8 +42,13 @@ SHAPES = Path(__file__).parent.parent / "fixtures" / "aws_lambda"
 OURS = ("webhook-", "svix-", "content-length")
 
 
+@functools.cache
+def _recorded_text(shape: str) -> str:
+    return (SHAPES / f"{shape}.json").read_text()
+
+
 def recorded(shape: str) -> dict[str, Any]:
-    event: dict[str, Any] = json.loads((SHAPES / f"{shape}.json").read_text())
+    event: dict[str, Any] = json.loads(_recorded_text(shape))
     return event
 
 
@@ -260,3 +269,63 @@ def test_no_framework_and_no_aws_library_is_imported() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_an_answer_that_is_not_utf_8_goes_as_base64() -> None:
+    class Binary(CustomAnswer):
+        ANSWER = WebhookResponse(202, b"\xff\xfe", {"content-type": "application/octet-stream"})
+
+    body = fixture_bytes("customer.created")
+    answer = webhook_handler(Binary(SECRET))(lambda_event("function-url", body, {}), None)
+    assert (answer["body"], answer["isBase64Encoded"]) == ("//4=", True)
+    assert reply(answer).body == b"\xff\xfe"
+
+
+def test_header_values_that_are_not_strings_are_left_out() -> None:
+    # Not what AWS sends; a hand-made test event may. What is left is judged as usual.
+    recorder = Recorder()
+    body = fixture_bytes("customer.created")
+    event = lambda_event("rest-api", body, svix_headers(body))
+    event["multiValueHeaders"]["X-Odd"] = "not a list"
+    event["multiValueHeaders"]["X-Odder"] = [1, None]
+    assert webhook_handler(recorder.dispatcher)(event, None)["statusCode"] == 200
+    event = lambda_event("function-url", body, svix_headers(body))
+    event["headers"]["webhook-id"] = 7
+    answer = webhook_handler(recorder.dispatcher)(event, None)
+    assert (answer["statusCode"], json.loads(answer["body"])["error"]) == (400, "missing_header")
+
+
+ANY_EVENT_DISPATCHER = Dispatcher(SECRET, max_body_size=1000)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=12), children, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@given(
+    shape=st.sampled_from(SHAPE_NAMES),
+    changes=st.dictionaries(
+        st.sampled_from(
+            ["body", "isBase64Encoded", "headers", "multiValueHeaders", "httpMethod", "requestContext"]
+        ),
+        JSON,
+        max_size=3,
+    ),
+)
+def test_any_event_is_answered_or_refused_as_a_setup_error(shape: str, changes: dict[str, Any]) -> None:
+    # Whatever a test event or a misconfigured trigger holds: an answer in AWS's format, or
+    # WebhookConfigurationError; never another exception.
+    event = {**recorded(shape), **changes}
+    handler = webhook_handler(ANY_EVENT_DISPATCHER)
+    try:
+        answer = handler(event, None)
+    except WebhookConfigurationError:
+        return
+    assert set(answer) in (
+        {"statusCode", "headers", "body", "isBase64Encoded"},
+        {"statusCode", "multiValueHeaders", "body", "isBase64Encoded"},
+    )
+    assert 200 <= reply(answer).status < 600

@@ -182,6 +182,19 @@ def test_a_status_without_a_standard_phrase_still_makes_a_status_line() -> None:
     assert (status, data) == ("299 Unknown", b"odd")
 
 
+def test_an_answer_without_a_content_type_has_none() -> None:
+    from carecycle_webhooks import WebhookResponse
+    from tests.adapters import CustomAnswer
+
+    class Bare(CustomAnswer):
+        ANSWER = WebhookResponse(204, b"", {})
+
+    status, headers, data = call(
+        webhook_app(Bare("whsec_" + "A" * 32)), io.BytesIO(b"{}"), {}, CONTENT_LENGTH="2"
+    )
+    assert (status, headers, data) == ("204 No Content", [("Content-Length", "0")], b"")
+
+
 def test_an_asyncio_only_store_is_refused_where_the_app_is_built() -> None:
     recorder = Recorder(idempotency_store=RedisIdempotencyStore(AsyncRedisClient()))
     with pytest.raises(
