@@ -11,6 +11,9 @@ each, and the medians are compared.
     ``import svix.webhooks`` + ``Webhook(secret).verify(...)`` + ``json.loads``; target <= 0.50.
     Both children read the same precomputed JSON file (body, headers, secret), signed
     now and re-signed if the run gets near the 5-minute tolerance.
+(c) an AWS Lambda cold start: import + build the handler (a `Dispatcher` with one
+    handler, `aws_lambda.webhook_handler`) + the first event (a function URL's, the
+    same delivery) handled, vs the same peer as (b); target <= 0.30 (issue 12).
 
 ``python -c pass`` is timed too, as the floor. Prints the verdicts; always exits 0.
 """
@@ -42,6 +45,14 @@ VARIANTS = {
     + "import carecycle_webhooks\n"
     + "event = carecycle_webhooks.parse_event(body, d['headers'], d['secret'])\n"
     + "assert event.event_type == 'customer.created'\n",
+    "(c) ours: Lambda cold start, first event": _READ
+    + "event = {'version': '2.0', 'requestContext': {'http': {'method': 'POST'}},\n"
+    + "         'headers': d['headers'], 'body': d['body'], 'isBase64Encoded': False}\n"
+    + "import carecycle_webhooks\nfrom carecycle_webhooks.aws_lambda import webhook_handler\n"
+    + "webhooks = carecycle_webhooks.Dispatcher(d['secret'])\n"
+    + "webhooks.on('customer.created')(lambda event: None)\n"
+    + "answer = webhook_handler(webhooks)(event, None)\n"
+    + "assert answer['statusCode'] == 200, answer\n",
     "(b) peer: import + svix verify + json.loads": _READ
     + "import svix.webhooks\n"
     + "svix.webhooks.Webhook(d['secret']).verify(body, d['headers'])\n"
@@ -56,6 +67,12 @@ COMPARISONS = (
         "(b) ours: import + parse_event",
         "(b) peer: import + svix verify + json.loads",
         0.50,
+    ),
+    (
+        "(c) Lambda: import + handler + first event",
+        "(c) ours: Lambda cold start, first event",
+        "(b) peer: import + svix verify + json.loads",
+        0.30,
     ),
 )
 

@@ -38,11 +38,17 @@ logger = logging.getLogger("carecycle_webhooks")
 _CHUNK = 64 * 1024
 
 
-def check_dispatcher(dispatcher: object, framework: str, *, synchronous: bool) -> Dispatcher:
-    """The dispatcher, checked at start-up: routing code is rarely type-checked."""
+def check_dispatcher(
+    dispatcher: object, framework: str, *, synchronous: bool, built: str = "views built by webhook_view()"
+) -> Dispatcher:
+    """The dispatcher, checked at start-up: routing code is rarely type-checked.
+
+    ``built`` says what the caller builds, for the messages (``applications built by webhook_app()``).
+    """
+    factory = built.rpartition(" ")[2]
     if not isinstance(dispatcher, Dispatcher):
         raise WebhookConfigurationError(
-            f"webhook_view() takes a carecycle_webhooks.Dispatcher, not {type(dispatcher).__name__}"
+            f"{factory} takes a carecycle_webhooks.Dispatcher, not {type(dispatcher).__name__}"
         )
     store = dispatcher.idempotency_store
     if store is not None and not serves(store, synchronous=synchronous):
@@ -55,7 +61,7 @@ def check_dispatcher(dispatcher: object, framework: str, *, synchronous: bool) -
             else f"it does not implement {needed}"
         )
         raise WebhookConfigurationError(
-            f"{framework} views built by webhook_view() are {kind}, but this dispatcher's "
+            f"{framework} {built} are {kind}, but this dispatcher's "
             f"idempotency store ({type(store).__name__}) cannot serve them: {why}"
         )
     return dispatcher
