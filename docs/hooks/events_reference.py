@@ -8,7 +8,7 @@ longer exists, or a field without a catalog group, fails the build, so the page 
 drift from the code.
 """
 
-# ruff: noqa: INP001 - a hook file that MkDocs loads by path, not a package module
+
 
 from __future__ import annotations
 
