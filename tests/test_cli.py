@@ -144,7 +144,7 @@ def test_catalog_and_defaults_are_the_library_s() -> None:
     assert DEFAULT_TOLERANCE.total_seconds() == verify_command.DEFAULT_TOLERANCE
 
 
-@pytest.mark.parametrize("command", [[], ["send"], ["verify"], ["schema"], ["demo"]])
+@pytest.mark.parametrize("command", [[], ["send"], ["verify"], ["schema"], ["demo"], ["secret"]])
 def test_help_of_every_command_has_examples(capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
     code, out, _ = run(capsys, *command, "--help")
     assert code == 0
@@ -171,12 +171,30 @@ def test_help_loads_neither_pydantic_nor_svix() -> None:
         "import sys, contextlib, io\n"
         "from carecycle_webhooks._cli import main\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
-        "    for command in ([], ['send'], ['verify'], ['schema'], ['demo']):\n"
+        "    for command in ([], ['send'], ['verify'], ['schema'], ['demo'], ['secret']):\n"
         "        main([*command, '--help'])\n"
         "print(sorted({'pydantic', 'svix', 'standardwebhooks'} & {m.split('.')[0] for m in sys.modules}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_secret_prints_a_new_secret_the_library_accepts(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, out, err = run(capsys, "secret")
+    assert (code, err) == (0, "")
+    secret = out.removesuffix("\n")
+    assert re.fullmatch(r"whsec_[A-Za-z0-9+/]{32}", secret), secret
+    code, again, _ = run(capsys, "secret")
+    assert again != out
+    code, line, _ = run(capsys, "secret", "--env")
+    assert code == 0
+    name, _, value = line.strip().partition("=")
+    assert name == SECRET_ENV
+    monkeypatch.setenv(name, value)
+    signed = sign(fixture_bytes("customer.created"), secret=value)
+    assert Dispatcher().handle(signed.body, signed.headers).status_code == 200
 
 
 def test_python_dash_m_runs_the_command(
@@ -305,13 +323,28 @@ def test_send_call_completed_with_nested_customer(
     assert "webhook-id  msg_cli_1" in out
 
 
-def test_send_an_event_type_not_in_the_catalog(
+def test_send_a_misspelt_event_type_sends_nothing_and_exits_2(
     receiver: Receiver, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, _, err = send(
+    code, out, err = send(capsys, receiver.url, "customer.create")
+    assert code == 2
+    assert out == ""
+    assert "'customer.create' is not in the careCycle event catalog (did you mean customer.created" in err
+    assert "add --allow-unknown-type" in err
+    code, _, err = send(capsys, receiver.url, "Call.Completed", "--file", "/nonexistent.json")
+    assert code == 2
+    assert "(did you mean call.completed?)" in err
+    assert receiver.bodies == []
+
+
+def test_send_an_event_type_not_in_the_catalog_when_asked(
+    receiver: Receiver, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = send(
         capsys,
         receiver.url,
         "customer.deleted",
+        "--allow-unknown-type",
         "--set",
         "reason=merged",
         "--set",
@@ -319,9 +352,9 @@ def test_send_an_event_type_not_in_the_catalog(
         "--set",
         "location.floor=two",
     )
-    assert code == 0
-    assert "'customer.deleted' is not in the careCycle event catalog" in err
-    assert "(did you mean customer.updated or customer.created?)" in err
+    assert code == 0, err
+    assert "event type  customer.deleted (not in the catalog)" in out
+    assert err == ""
     [event] = receiver.events
     assert isinstance(event, UnknownEvent)
     assert event.event_type == "customer.deleted"

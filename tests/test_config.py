@@ -10,7 +10,7 @@ from carecycle_webhooks import CustomerCreatedEvent, Dispatcher, EventType, Webh
 from carecycle_webhooks.testing import sign
 from tests.conftest import OTHER_SECRET, SECRET, fixture_bytes
 
-SECRET_ENV = "CARECYCLE_WEBHOOK_SECRET"  # noqa: S105 - the variable's name, not a secret
+SECRET_ENV = "CARECYCLE_WEBHOOK_SECRET"
 
 # --------------------------------------------------------------------------- the secret
 

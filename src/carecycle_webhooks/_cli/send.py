@@ -73,7 +73,8 @@ examples:
   {PROG} send call.completed --url http://localhost:8000/webhooks \\
       --set disposition='"No Answer"' --set durationMs=0 --set customer.do_not_call=true
   {PROG} send customer.created --url https://example.ngrok.app/webhooks --file payload.json
-  {PROG} send appointment.booked --url http://localhost:8000/webhooks --set startsAt=2026-07-01
+  {PROG} send appointment.booked --allow-unknown-type --url http://localhost:8000/webhooks \\
+      --set startsAt=2026-07-01
 
 --set FIELD=VALUE: FIELD is the attribute (first_name) or the wire name (firstName),
 nested with dots (customer.first_name, assignedUser.npn). VALUE is read as JSON when it
@@ -82,8 +83,13 @@ parses (true, 42, null, "x", ["AZ"], {{"a": 1}}), else as a string; a field that
 --file: the JSON object is sent byte for byte (and re-serialised only when --set changes
 it); its keys are wire names, and --set translates attribute names to them.
 
+--allow-unknown-type: send an EVENT_TYPE that is not in the catalog, as careCycle would
+send a type added after this version (a receiver parses it as an UnknownEvent). Without
+it, such an EVENT_TYPE is taken for a misspelling: nothing is sent.
+
 Exit codes: 0 the endpoint answered 2xx, 1 it answered something else, 2 usage error
-(bad arguments, --set or --file, invalid secret), 3 the URL could not be reached.
+(bad arguments, --set or --file, invalid secret, an event type outside the catalog),
+3 the URL could not be reached.
 """
 
 
@@ -93,7 +99,14 @@ def _positive_seconds(text: str) -> float:
 
 def _add_arguments(send: argparse.ArgumentParser) -> None:
     send.add_argument(
-        "event_type", metavar="EVENT_TYPE", help=f"one of {', '.join(CATALOG)}, or any other type to test"
+        "event_type",
+        metavar="EVENT_TYPE",
+        help=f"one of {', '.join(CATALOG)} (any other with --allow-unknown-type)",
+    )
+    send.add_argument(
+        "--allow-unknown-type",
+        action="store_true",
+        help="send an EVENT_TYPE outside the catalog, as a type careCycle added later",
     )
     send.add_argument("--url", required=True, help="the endpoint, e.g. http://localhost:8000/webhooks")
     send.add_argument(
@@ -355,13 +368,16 @@ def _check_webhook_id(webhook_id: str | None) -> str | None:
     return webhook_id
 
 
-def _warn_if_unknown(event_type: str) -> None:
-    if event_type in CATALOG:
+def _check_event_type(event_type: str, *, allow_unknown: bool) -> None:
+    if not event_type.strip() or not event_type.isprintable():
+        raise UsageError(f"EVENT_TYPE must be a name such as {CATALOG[0]}, got {event_type!r}")
+    if event_type in CATALOG or allow_unknown:
         return
-    warn(
-        f"{event_type!r} is not in the careCycle event catalog ({', '.join(CATALOG)})"
-        f"{did_you_mean(event_type, CATALOG)}: it is sent as a new event type, which a "
-        "receiver parses as an UnknownEvent"
+    # Most likely a misspelling: a receiver would take it for a new type and ignore it.
+    raise UsageError(
+        f"{event_type!r} is not in the careCycle event catalog{did_you_mean(event_type, CATALOG)}; "
+        f"known: {', '.join(CATALOG)}. To send it as a type careCycle added later (a receiver "
+        "parses it as an UnknownEvent), add --allow-unknown-type"
     )
 
 
@@ -397,10 +413,9 @@ def _run(args: argparse.Namespace) -> int:
     url = check_url(args.url)
     webhook_id = _check_webhook_id(args.webhook_id)
     assignments = [_parse_assignment(text) for text in args.assignments]
+    allow_unknown: bool = args.allow_unknown_type
+    _check_event_type(event_type, allow_unknown=allow_unknown)
     secrets = endpoint_secrets(args.secret)
-    if not event_type.strip() or not event_type.isprintable():
-        raise UsageError(f"EVENT_TYPE must be a name such as {CATALOG[0]}, got {event_type!r}")
-    _warn_if_unknown(event_type)
     model = _event_model(event_type)
     targets = [_resolve(model, assignment, event_type) for assignment in assignments]
     file: str | None = args.file
@@ -418,7 +433,7 @@ def _run(args: argparse.Namespace) -> int:
     stamp = int(delivery.timestamp.timestamp())
     out.write(
         f"POST {url}\n"
-        f"  event type  {event_type}\n"
+        f"  event type  {event_type}{'' if event_type in CATALOG else ' (not in the catalog)'}\n"
         f"  webhook-id  {delivery.webhook_id}\n"
         f"  timestamp   {stamp} ({utc(stamp)})\n"
         f"  body        {plural(len(delivery.body), 'byte')}, signed with "
