@@ -8,6 +8,7 @@ import importlib
 import io
 import json
 import logging
+import os
 import re
 import runpy
 import socket
@@ -462,7 +463,7 @@ def test_send_shows_a_redirect_without_following_it(
     assert code == 1
     assert "HTTP 308" in out
     assert "location: https://example.com/webhooks" in out
-    assert "do not follow redirects" in out
+    assert "hint: the receiver redirected to https://example.com/webhooks; webhook senders" in out
     assert len(receiver.bodies) == 1
 
 
@@ -476,7 +477,85 @@ def test_send_shows_the_start_of_a_long_answer(
     assert "é" * 2000 in out
     assert "é" * 2001 not in out
     assert "... (2000 more bytes)" in out
-    assert "hint: a handler raised" in out
+    assert "hint: this 500 is a body, not the JSON answer of a carecycle-webhooks view" in out
+    assert "handler raised" not in out
+
+
+@pytest.fixture(scope="module", params=["production", "debug"])
+def django_receiver(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
+    """The base URL of a Django project whose webhook route ends in a slash, and its DEBUG mode."""
+    environment = {**os.environ, SECRET_ENV: SECRET}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.django_receiver", request.param],
+        cwd=Path(__file__).parent.parent,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        ready = threading.Event()
+        port: list[str] = []
+        stdout = process.stdout
+        reader = threading.Thread(target=lambda: (port.append(stdout.readline()), ready.set()), daemon=True)
+        reader.start()
+        assert ready.wait(timeout=60), "the Django receiver did not start"
+        assert port[0].strip().isdigit(), port
+        yield f"http://127.0.0.1:{port[0].strip()}", str(request.param)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def test_send_without_django_s_trailing_slash_says_so(
+    django_receiver: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    base, mode = django_receiver
+    code, out, _ = send(capsys, f"{base}/webhooks", "customer.updated")
+    assert code == 1
+    if mode == "production":  # APPEND_SLASH answers 301
+        assert "HTTP 301" in out
+        assert "location: /webhooks/" in out
+        assert (
+            "hint: the receiver redirected to /webhooks/: Django's APPEND_SLASH; webhook senders "
+            f"do not follow redirects, so send to {base}/webhooks/" in out
+        )
+    else:  # with DEBUG on, Django raises instead: a 500 page
+        assert "HTTP 500" in out
+        assert re.search(r'\(an HTML page of \d+ bytes, titled "RuntimeError at /webhooks"; not shown\)', out)
+        assert "hint: Django's APPEND_SLASH: the URL has no trailing slash" in out
+        assert f"send to {base}/webhooks/" in out
+    assert "handler raised" not in out
+    assert "<html" not in out.lower()
+    code, out, _ = send(capsys, f"{base}/webhooks/", "customer.updated")
+    assert code == 0
+    assert '{"status": "ignored"}' in out
+
+
+def test_send_to_a_django_path_that_is_not_routed(
+    django_receiver: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    base, _ = django_receiver
+    code, out, _ = send(capsys, f"{base}/hooks/", "customer.updated")
+    assert code == 1
+    assert "HTTP 404" in out
+    assert re.search(r"\(an HTML page of \d+ bytes(, titled \"[^\"]+\")?; not shown\)", out)
+    assert "hint: nothing is routed at /hooks/: check --url" in out
+    assert "<html" not in out.lower()
+
+
+def test_send_says_a_handler_raised_only_when_the_view_says_so(
+    django_receiver: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    base, _ = django_receiver
+    code, out, _ = send(capsys, f"{base}/webhooks/", "customer.created")
+    assert code == 1
+    assert "HTTP 500" in out
+    assert '{"error": "handler_failed"}' in out
+    assert "hint: a handler raised: look at the receiver's log" in out
 
 
 def test_send_to_a_server_that_hangs_up_exits_3(

@@ -12,8 +12,9 @@ import dataclasses
 import datetime
 import json
 import sys
-from typing import TYPE_CHECKING, Any, TextIO, cast
+from typing import TYPE_CHECKING, Any, cast
 
+from ._answer import print_answer
 from ._common import (
     CATALOG,
     EXIT_FAILED,
@@ -32,7 +33,7 @@ from ._common import (
     utc,
     warn,
 )
-from ._http import Answer, Unreachable, check_url, post
+from ._http import Unreachable, check_url, post
 
 if TYPE_CHECKING:
     import argparse
@@ -42,28 +43,6 @@ if TYPE_CHECKING:
 
 # Svix gives an endpoint 15 s to answer.
 DEFAULT_TIMEOUT = 15.0
-
-_MAX_SHOWN_BODY = 2000
-# The response headers worth showing: what the body is, and where to go or when to retry.
-_SHOWN_RESPONSE_HEADERS = ("content-type", "content-length", "location", "retry-after")
-
-_STATUS_HINTS = {
-    3: "webhook senders do not follow redirects (Svix counts anything but 2xx as a failure): "
-    "point --url at the final address",
-    400: "a carecycle-webhooks receiver answers 400 when the signature does not verify: "
-    "is the endpoint configured with the same secret?",
-    401: "webhook deliveries carry no credentials: exempt the webhook route from authentication",
-    403: "webhook deliveries carry no credentials or CSRF token: exempt the webhook route "
-    "(Django: the view must be csrf_exempt; webhook_view already is)",
-    404: "nothing is routed at this path: check --url",
-    405: "the route does not accept POST",
-    409: "the receiver is processing this webhook-id right now; Svix would retry later",
-    413: "the body is larger than the receiver accepts",
-    422: "the receiver verified the signature but could not read the event",
-    500: "a handler raised: look at the receiver's log (Svix would retry)",
-    503: "the receiver's idempotency store is unreachable (Svix would retry)",
-}
-
 
 _EPILOG = f"""\
 examples:
@@ -391,23 +370,6 @@ def _check_payload(body: bytes, event_type: str) -> None:
         warn(f"the payload is not a valid {event_type} event ({error}): expect a 422")
 
 
-def _print_answer(answer: Answer, out: TextIO) -> None:
-    out.write(f"HTTP {answer.status} {answer.reason}  ({answer.seconds * 1000:.0f} ms)\n")
-    for name in _SHOWN_RESPONSE_HEADERS:
-        if name in answer.headers:
-            out.write(f"  {name}: {answer.headers[name]}\n")
-    if answer.body:
-        text = answer.body.decode("utf-8", errors="replace")
-        shown = text[:_MAX_SHOWN_BODY]
-        more = len(answer.body) - len(shown.encode("utf-8", errors="replace"))
-        out.write(f"\n{shown}{'' if shown.endswith(chr(10)) else chr(10)}")
-        if more > 0:
-            out.write(f"... ({plural(more, 'more byte')})\n")
-    hint = _STATUS_HINTS.get(answer.status) or _STATUS_HINTS.get(answer.status // 100)
-    if not 200 <= answer.status < 300 and hint:
-        out.write(f"hint: {hint}\n")
-
-
 def _run(args: argparse.Namespace) -> int:
     event_type: str = args.event_type
     url = check_url(args.url)
@@ -445,7 +407,7 @@ def _run(args: argparse.Namespace) -> int:
     except Unreachable as error:
         sys.stderr.write(f"{PROG} send: could not reach {url}: {error}\n")
         return EXIT_UNREACHABLE
-    _print_answer(answer, out)
+    print_answer(answer, url, out)
     return EXIT_OK if 200 <= answer.status < 300 else EXIT_FAILED
 
 
