@@ -75,6 +75,15 @@ class Receiver:
                     self.end_headers()
                     self.wfile.write("é".encode() * 3000)
                     return
+                if self.path == "/get-only":  # as Flask answers a route registered without POST
+                    page = b"<!doctype html>\n<html lang=en>\n<title>405 Method Not Allowed</title>\n"
+                    self.send_response(405)
+                    self.send_header("allow", "GET, HEAD, OPTIONS")
+                    self.send_header("content-type", "text/html; charset=utf-8")
+                    self.send_header("content-length", str(len(page)))
+                    self.end_headers()
+                    self.wfile.write(page)
+                    return
                 if self.path == "/hang-up":
                     self.close_connection = True
                     return
@@ -467,6 +476,15 @@ def test_send_shows_a_redirect_without_following_it(
     assert len(receiver.bodies) == 1
 
 
+def test_send_to_a_route_without_post(receiver: Receiver, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = send(capsys, receiver.url.replace("/webhooks", "/get-only"), "customer.created")
+    assert code == 1
+    assert "allow: GET, HEAD, OPTIONS" in out
+    assert '(an HTML page of 69 bytes, titled "405 Method Not Allowed"; not shown)' in out
+    assert "hint: the route at /get-only does not accept POST (it allows GET, HEAD, OPTIONS)" in out
+    assert "<title>" not in out
+
+
 def test_send_shows_the_start_of_a_long_answer(
     receiver: Receiver, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -760,7 +778,7 @@ def test_verify_valid_says_which_secret_matched(capsys: pytest.CaptureFixture[st
     code, out, _ = verify(capsys, tmp_path, body, headers, secrets=(OTHER_SECRET, SECRET))
     assert code == 0
     assert "valid: signed with secret #2 (of 2)" in out
-    assert "webhook-id  msg_verify_1" in out
+    assert "svix-id     msg_verify_1" in out  # the header's name as sent
     assert f"timestamp   {SIGNED_AT} (2026-06-17 19:07:23 UTC, 4 s before now; tolerance 300 s)" in out
     assert "event       customer.created (CustomerCreatedEvent)" in out
     assert not any(value in out for value in PHI_VALUES)
@@ -791,7 +809,7 @@ def test_verify_missing_header(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     del headers["svix-signature"]
     code, out, _ = verify(capsys, tmp_path, body, headers)
     assert code == 1
-    assert "invalid: missing header webhook-signature (or svix-*)" in out
+    assert "invalid: missing header svix-signature\n" in out
     assert "headers given: svix-id, svix-timestamp" in out
 
 
@@ -801,7 +819,7 @@ def test_verify_misnamed_header(capsys: pytest.CaptureFixture[str], tmp_path: Pa
     headers["Host"] = "localhost"
     code, out, _ = verify(capsys, tmp_path, body, headers)
     assert code == 1
-    assert "missing header webhook-id" in out
+    assert "missing header svix-id\n" in out
     assert "hint: header 'x-svix-id' looks like svix-id: the name must be exactly svix-id" in out
     assert "'host'" not in out
 
@@ -811,14 +829,35 @@ def test_verify_malformed_headers(capsys: pytest.CaptureFixture[str], tmp_path: 
     headers["svix-timestamp"] = str(SIGNED_AT * 1000)
     code, out, _ = verify(capsys, tmp_path, body, headers)
     assert code == 1
-    assert "invalid: header webhook-timestamp is malformed" in out
+    assert "invalid: header svix-timestamp is malformed" in out
     assert "the timestamp looks like milliseconds" in out
     body, headers = delivery()
     headers["svix-signature"] = headers["svix-signature"].removeprefix("v1,")
     code, out, _ = verify(capsys, tmp_path, body, headers)
     assert code == 1
-    assert "invalid: header webhook-signature has no v1 signature that could be read" in out
-    assert "'v1,<base64>' entries separated by spaces" in out
+    assert "invalid: header svix-signature has no v1 signature that could be read" in out
+    assert "hint: svix-signature must hold 'v1,<base64>' entries separated by spaces" in out
+
+
+def test_verify_names_each_header_as_it_was_sent(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    body, headers = delivery(prefix="webhook")
+    del headers["webhook-timestamp"]
+    code, out, _ = verify(capsys, tmp_path, body, headers)
+    assert code == 1
+    assert "invalid: missing header webhook-timestamp\n" in out
+    body, headers = delivery(secret=OTHER_SECRET)
+    code, out, _ = verify(capsys, tmp_path, body, headers)
+    assert code == 1
+    assert "or the body, svix-id or svix-timestamp changed after signing" in out
+    assert "webhook-" not in out
+    body, headers = delivery()
+    headers = {"webhook-id": headers["svix-id"], "svix-timestamp": headers["svix-timestamp"]}
+    code, out, _ = verify(capsys, tmp_path, body, headers)  # mixed names: both are named
+    assert "invalid: missing header webhook-signature (or svix-*)" in out
+    body, headers = delivery()
+    headers["Svix-Timestamp"] = headers.pop("svix-timestamp") + "x"
+    code, out, _ = verify(capsys, tmp_path, body, headers)
+    assert "invalid: header svix-timestamp is malformed" in out
 
 
 def test_verify_signature_without_v1(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -826,7 +865,7 @@ def test_verify_signature_without_v1(capsys: pytest.CaptureFixture[str], tmp_pat
     headers["svix-signature"] = headers["svix-signature"].replace("v1,", "v2,")
     code, out, _ = verify(capsys, tmp_path, body, headers)
     assert code == 1
-    assert "invalid: header webhook-signature has no v1 signature" in out
+    assert "invalid: header svix-signature has no v1 signature" in out
 
 
 def test_verify_conflicting_headers(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -834,7 +873,7 @@ def test_verify_conflicting_headers(capsys: pytest.CaptureFixture[str], tmp_path
     headers["webhook-id"] = "msg_other"
     code, out, _ = verify(capsys, tmp_path, body, headers)
     assert code == 1
-    assert "header webhook-id is given twice with different values" in out
+    assert "invalid: headers svix-id and webhook-id are both given, with different values" in out
 
 
 def test_verify_stale_says_by_how_much_and_that_it_would_match(
