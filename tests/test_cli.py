@@ -1133,6 +1133,32 @@ def test_schema_of_one_event_on_one_line(capsys: pytest.CaptureFixture[str]) -> 
     assert schema["properties"]["transcript"]["x-phi"] is True
 
 
+@pytest.mark.parametrize("argv", [[], ["customer.created"], ["call.completed"]])
+def test_schema_descriptions_are_plain_text(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    code, out, _ = run(capsys, "schema", *argv)
+    assert code == 0
+    texts: list[str] = []
+
+    def collect(node: object) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in {"title", "description"} and isinstance(value, str):
+                    texts.append(value)
+                else:
+                    collect(value)
+        elif isinstance(node, list):
+            for item in node:
+                collect(item)
+
+    collect(json.loads(out))
+    assert len(texts) > 5
+    markup = [text for text in texts if "`" in text or re.search(r":[a-z]+:", text)]
+    assert markup == []
+    described = "\n".join(texts)
+    assert "call.completed: a call reached a terminal state" in described or argv != ["call.completed"]
+    assert "as nested in CallCompletedEvent.customer" in described or argv == ["customer.created"]
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -1147,6 +1173,7 @@ def test_schema_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str
     assert code == 2
     assert out == ""
     assert message in err
+    assert err.count("did you mean") <= 1
 
 
 # --------------------------------------------------------------------------- demo
