@@ -1,7 +1,7 @@
-"""Configuration from the environment, and the "did you mean" of a misspelt name.
+"""Configuration from the environment: the endpoint's secret.
 
-Standard library only (and `_errors`), so that the command line can share it without
-loading pydantic for ``--help``.
+Standard library only at import (and `_errors`), so that the command line can share it
+without loading pydantic for ``--help``; the verifier loads when a secret is checked.
 
 The endpoint's secret is read from ``CARECYCLE_WEBHOOK_SECRET`` when none is given in
 code: one ``whsec_...`` secret, or several separated by whitespace while a secret is
@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 from ._errors import WebhookConfigurationError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Mapping
 
-__all__ = ["SECRET_ENV", "close_matches", "did_you_mean", "secrets_from_environment"]
+__all__ = ["SECRET_ENV", "secrets_from_environment"]
 
 SECRET_ENV = "CARECYCLE_WEBHOOK_SECRET"  # noqa: S105 - the variable's name, not a secret
 
@@ -68,19 +68,3 @@ def _problem(secret: str) -> str | None:
     except WebhookConfigurationError as error:
         return str(error)  # says what is wrong, never the secret itself
     return None
-
-
-def close_matches(word: str, candidates: Sequence[str]) -> list[str]:
-    """The candidates ``word`` may be a misspelling of; the one differing only in case alone."""
-    folded = {candidate.lower(): candidate for candidate in candidates}
-    if word.lower() in folded:
-        return [folded[word.lower()]]
-    import difflib  # only when a name is wrong
-
-    return difflib.get_close_matches(word, candidates, n=3, cutoff=0.6)
-
-
-def did_you_mean(word: str, candidates: Sequence[str]) -> str:
-    """`` (did you mean X?)`` to end a message with, or nothing when no candidate is close."""
-    matches = close_matches(word, candidates)
-    return f" (did you mean {' or '.join(matches)}?)" if matches else ""

@@ -508,7 +508,7 @@ def event_type_key(event_type: object, *, catalog_only: bool, what: str = "event
 
 def not_in_catalog(event_type: object, what: str = "event type") -> str:
     """Says that ``event_type`` is not in the catalog, naming the closest event types."""
-    from ._config import did_you_mean
+    from ._spelling import did_you_mean
 
     shown = repr(event_type) if isinstance(event_type, (str, type)) else type(event_type).__name__
     guess = did_you_mean(event_type, tuple(EVENT_MODELS)) if isinstance(event_type, str) else ""

@@ -13,7 +13,8 @@ import sys
 from typing import TYPE_CHECKING
 
 # Shared with the library (standard library only): one variable name, one "did you mean".
-from carecycle_webhooks._config import SECRET_ENV, close_matches, did_you_mean
+from carecycle_webhooks._config import SECRET_ENV
+from carecycle_webhooks._spelling import close_matches, did_you_mean
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
