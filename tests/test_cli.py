@@ -485,6 +485,59 @@ def test_send_to_a_route_without_post(receiver: Receiver, capsys: pytest.Capture
     assert "<title>" not in out
 
 
+@pytest.mark.parametrize(
+    ("status", "headers", "body", "shown"),
+    [
+        (301, {"location": "https://example.com/webhooks"}, b"", "the receiver redirected to HTTPS; "),
+        (308, {"location": "/webhooks/"}, b"", "/webhooks/: Werkzeug's strict slashes (Flask)"),
+        (307, {"location": "/webhooks/"}, b"", "/webhooks/: Starlette's redirect_slashes (FastAPI)"),
+        (
+            302,
+            {"location": "/login?next=/webhooks"},
+            b"",
+            "redirected to http://example.com/login?next=/webhooks;",
+        ),
+        (303, {}, b"", "webhook senders do not follow redirects (Svix counts anything but 2xx"),
+        (
+            503,
+            {"content-type": "text/html"},
+            b"<html><title>502 &amp; 503</title>" + b" " * 65536,
+            (
+                '(an HTML page of more than 65536 bytes, titled "502 & 503"; not shown)\n'
+                "hint: this 503 is an HTML page, not the JSON answer of a carecycle-webhooks view"
+            ),
+        ),
+        (
+            503,
+            {"content-type": "application/json"},
+            b'{"error": "idempotency_store_unavailable"}',
+            "hint: the receiver's idempotency store is unreachable",
+        ),
+        (413, {}, b"", "hint: the body is larger than the receiver accepts"),
+        (
+            500,
+            {},
+            b"\n<!DOCTYPE html><title>" + b"x" * 200 + b"</title>",
+            f'(an HTML page of 231 bytes, titled "{"x" * 117}..."; not shown)',
+        ),
+        (
+            404,
+            {},
+            b"",
+            'hint: nothing is routed at /webhooks; if the route ends in a slash (Django: path("webhooks/"',
+        ),
+    ],
+)
+def test_hints_for_answers(status: int, headers: dict[str, str], body: bytes, shown: str) -> None:
+    from carecycle_webhooks._cli._answer import print_answer
+
+    out = io.StringIO()
+    answer = _http.Answer(status=status, reason="", headers=headers, body=body[:65536], seconds=0.01)
+    print_answer(answer, "http://example.com/webhooks", out)
+    assert shown in out.getvalue()
+    assert "handler raised" not in out.getvalue()
+
+
 def test_send_shows_the_start_of_a_long_answer(
     receiver: Receiver, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -697,6 +750,16 @@ def test_send_without_any_secret(capsys: pytest.CaptureFixture[str], monkeypatch
     code, _, err = run(capsys, "send", "customer.created", "--url", "http://127.0.0.1:9/")
     assert code == 2
     assert f"--secret whsec_... (or set ${SECRET_ENV})" in err
+
+
+def test_send_with_an_invalid_secret_in_the_environment(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(SECRET_ENV, f"{SECRET} whsec_%%%%")
+    code, _, err = run(capsys, "send", "customer.created", "--url", "http://127.0.0.1:9/")
+    assert code == 2
+    assert f"secret #2 of 2 in {SECRET_ENV}: the webhook secret is not valid" in err
+    assert SECRET not in err
 
 
 def test_send_rejects_an_empty_event_type(capsys: pytest.CaptureFixture[str]) -> None:
