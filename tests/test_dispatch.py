@@ -555,12 +555,15 @@ def test_catch_all_runs_for_events_without_handlers_only() -> None:
     assert [type(e) for e in fallback] == [CallCompletedEvent, UnknownEvent]
 
 
-def test_handler_for_an_event_type_this_version_does_not_know() -> None:
+def test_an_event_type_this_version_does_not_know_reaches_the_catch_all() -> None:
     webhooks = Dispatcher(SECRET)
-    seen: list[UnknownEvent] = []
-    webhooks.on("appointment.booked")(seen.append)
+    with pytest.raises(WebhookConfigurationError, match="reaches the catch-all"):
+        webhooks.on("appointment.booked")
+    seen: list[Event] = []
+    webhooks.catch_all(seen.append)
     body = b'{"event_type": "appointment.booked", "when": "tomorrow"}'
     assert webhooks.handle(body, svix_headers(body)).status_code == 200
+    assert isinstance(seen[0], UnknownEvent)
     assert seen[0].payload["when"] == "tomorrow"
 
 

@@ -14,9 +14,10 @@ import inspect
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Literal, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Literal, TypeVar, cast, final, overload
 
 from ._budget import DEFAULT_BODY_BUDGET, BodyBudget, process_budget
+from ._config import secrets_from_environment
 from ._drivers import Handler, Wiring, current_delivery, drive, drive_async
 from ._errors import WebhookConfigurationError, WebhookPayloadError, WebhookVerificationError
 from ._idempotency import (
@@ -36,6 +37,7 @@ from ._models import (
     EventType,
     UnknownEvent,
     event_type_key,
+    not_in_catalog,
 )
 from ._parse import parse_unverified_event
 from ._responses import JSON_HEADERS, NOT_BYTES, WebhookResponse, body_too_large, invalid_payload, rejected
@@ -44,7 +46,14 @@ from ._verify import DEFAULT_TOLERANCE, Headers, WebhookDelivery, WebhookVerifie
 if TYPE_CHECKING:
     from ._models import Event
 
-__all__ = ["DEFAULT_MAX_BODY_SIZE", "JSON_HEADERS", "Dispatcher", "WebhookResponse", "current_delivery"]
+__all__ = [
+    "DEFAULT_MAX_BODY_SIZE",
+    "JSON_HEADERS",
+    "Dispatcher",
+    "NotAnEventTypeOfTheCatalog",
+    "WebhookResponse",
+    "current_delivery",
+]
 
 logger = logging.getLogger("carecycle_webhooks")
 
@@ -57,7 +66,6 @@ _PREPARE_IN_THREAD_ABOVE = 256 * 1024
 _CreatedHandler = TypeVar("_CreatedHandler", bound=Callable[[CustomerCreatedEvent], object])
 _UpdatedHandler = TypeVar("_UpdatedHandler", bound=Callable[[CustomerUpdatedEvent], object])
 _CallHandler = TypeVar("_CallHandler", bound=Callable[[CallCompletedEvent], object])
-_UnknownHandler = TypeVar("_UnknownHandler", bound=Callable[[UnknownEvent], object])
 _AnyHandler = TypeVar(
     "_AnyHandler",
     bound=Callable[[CustomerCreatedEvent | CustomerUpdatedEvent | CallCompletedEvent | UnknownEvent], object],
@@ -66,13 +74,32 @@ _AnyHandler = TypeVar(
 _H = TypeVar("_H", bound=Handler)
 
 
+@final
+class NotAnEventTypeOfTheCatalog:
+    """What type checkers see `Dispatcher.on` return for a string outside the catalog.
+
+    It cannot decorate anything, so mypy and pyright report a misspelt event type, or
+    any ``str`` that is not a literal of the catalog, where it is registered::
+
+        @webhooks.on("customer.create")  # mypy: "NotAnEventTypeOfTheCatalog" not callable
+        def created(event: CustomerCreatedEvent) -> None: ...
+
+    At run time, `Dispatcher.on` raises `WebhookConfigurationError` for such a string
+    instead, naming the closest event types: nothing of this class is ever made. For a
+    ``str`` read at run time, pass ``EventType(value)``.
+    """
+
+    __slots__ = ()
+
+
 class Dispatcher:
     """Receives careCycle deliveries and routes each event to its typed handlers.
 
     Build one per endpoint, register handlers with `on` (and optionally `catch_all`), and
     call `handle` or `handle_async` from your framework, or use a framework adapter::
 
-        webhooks = Dispatcher("whsec_...", idempotency_store=InMemoryIdempotencyStore())
+        # The secret from $CARECYCLE_WEBHOOK_SECRET; or Dispatcher("whsec_...", ...)
+        webhooks = Dispatcher(idempotency_store=InMemoryIdempotencyStore())
 
         @webhooks.on("customer.created")
         def created(event: CustomerCreatedEvent) -> None: ...
@@ -90,7 +117,9 @@ class Dispatcher:
     still keeps duplicates out. Nothing of ours runs in the background.
 
     Args:
-        secret: The endpoint's ``whsec_...`` secret, or several during a rotation.
+        secret: The endpoint's ``whsec_...`` secret, or several during a rotation. By
+            default, the ``CARECYCLE_WEBHOOK_SECRET`` environment variable, read once,
+            here: one secret, or several separated by spaces.
         tolerance: How far a delivery's timestamp may be from now.
         idempotency_store: Where processed ``webhook-id`` s are remembered; ``None``
             runs the handlers for every delivery, duplicates included.
@@ -108,12 +137,14 @@ class Dispatcher:
         clock: Current time in seconds since the epoch, for the tolerance; for tests.
 
     Raises:
-        WebhookConfigurationError: An invalid secret, tolerance or option.
+        WebhookConfigurationError: An invalid secret, tolerance or option; without a
+            secret, ``CARECYCLE_WEBHOOK_SECRET`` unset, empty or invalid (the message names
+            the variable, never its value).
     """
 
     def __init__(  # noqa: PLR0913 - every option is keyword-only and has a safe default
         self,
-        secret: str | Sequence[str],
+        secret: str | Sequence[str] | None = None,
         *,
         tolerance: datetime.timedelta = DEFAULT_TOLERANCE,
         idempotency_store: IdempotencyStore | AsyncIdempotencyStore | None = None,
@@ -124,7 +155,9 @@ class Dispatcher:
         log_exception_messages: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._verifier = WebhookVerifier(secret, tolerance=tolerance, clock=clock)
+        # None, not a falsy value: Dispatcher("") is a mistake to report, not a request.
+        secrets = secrets_from_environment() if secret is None else secret
+        self._verifier = WebhookVerifier(secrets, tolerance=tolerance, clock=clock)
         if idempotency_store is not None and not isinstance(
             idempotency_store, (IdempotencyStore, AsyncIdempotencyStore)
         ):
@@ -247,21 +280,23 @@ class Dispatcher:
     @overload
     def on(self, event_type: EventType, /) -> Callable[[_AnyHandler], _AnyHandler]: ...  # type: ignore[overload-overlap]
     @overload
-    def on(self, event_type: str, /) -> Callable[[_UnknownHandler], _UnknownHandler]: ...
-    def on(self, event_type: str | type[object], /) -> Callable[[_H], _H]:
+    def on(self, event_type: str, /) -> NotAnEventTypeOfTheCatalog: ...
+    def on(self, event_type: str | type[object], /) -> Callable[[_H], _H] | NotAnEventTypeOfTheCatalog:
         """Register the decorated function as a handler of one event type.
 
         Args:
             event_type: ``"customer.created"``, ``EventType.CUSTOMER_CREATED`` or
-                ``CustomerCreatedEvent`` (likewise for the other events). A string this
-                version does not know registers a handler of `UnknownEvent` s of that type.
+                ``CustomerCreatedEvent`` (likewise for the other events).
 
         Returns:
             A decorator that registers the handler and returns it unchanged. Type checkers
-            reject a handler whose parameter does not accept the event.
+            reject a handler whose parameter does not accept the event, and a string that
+            is not an event type of the catalog.
 
         Raises:
-            WebhookConfigurationError: Not an event type, or the decorated object is not callable.
+            WebhookConfigurationError: Not an event type of the catalog (the message names
+                the closest ones), or the decorated object is not callable. Event types
+                this version does not know reach the `catch_all` handlers as `UnknownEvent` s.
         """
         key = self._key(event_type)
 
@@ -276,9 +311,15 @@ class Dispatcher:
 
     @staticmethod
     def _key(event_type: object) -> str:
+        if isinstance(event_type, str) and event_type and event_type not in EVENT_MODELS:
+            # careCycle sends no such type, so a misspelt registration would never run. A
+            # type this version does not know reaches the catch-all, as an UnknownEvent.
+            raise WebhookConfigurationError(
+                f"{not_in_catalog(event_type)}. An event type this version does not know "
+                "reaches the catch-all (@webhooks.catch_all) as an UnknownEvent"
+            )
         if (isinstance(event_type, str) and event_type) or event_type in EVENT_MODELS.values():
-            # Any string: an event type this version does not know reaches UnknownEvent handlers.
-            return event_type_key(event_type, catalog_only=False)
+            return event_type_key(event_type, catalog_only=True)
         raise WebhookConfigurationError(
             "on() takes an event type such as 'customer.created', EventType.CUSTOMER_CREATED "
             f"or CustomerCreatedEvent, not {event_type!r}; use catch_all for everything else"

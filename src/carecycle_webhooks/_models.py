@@ -62,6 +62,7 @@ __all__ = [
     "MaritalStatus",
     "UnknownEvent",
     "event_type_key",
+    "not_in_catalog",
 ]
 
 
@@ -502,11 +503,17 @@ def event_type_key(event_type: object, *, catalog_only: bool, what: str = "event
         return _EVENT_TYPE_OF_MODEL[event_type]
     from ._errors import WebhookConfigurationError
 
+    raise WebhookConfigurationError(not_in_catalog(event_type, what))
+
+
+def not_in_catalog(event_type: object, what: str = "event type") -> str:
+    """Says that ``event_type`` is not in the catalog, naming the closest event types."""
+    from ._spelling import did_you_mean
+
     shown = repr(event_type) if isinstance(event_type, (str, type)) else type(event_type).__name__
-    raise WebhookConfigurationError(
-        f"no {what} {shown} in the careCycle catalog; known: {', '.join(EVENT_MODELS)} "
-        "(or their EventType members and models)"
-    )
+    guess = did_you_mean(event_type, tuple(EVENT_MODELS)) if isinstance(event_type, str) else ""
+    known = f"known: {', '.join(EVENT_MODELS)} (or their EventType members and models)"
+    return f"no {what} {shown} in the careCycle catalog{guess}; {known}"
 
 
 # --------------------------------------------------------------------------- the union

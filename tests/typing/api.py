@@ -148,6 +148,7 @@ def frozen(event: CustomerCreatedEvent) -> None:
 # --------------------------------------------------------------------------- dispatcher
 
 webhooks = Dispatcher(SECRET, idempotency_store=InMemoryIdempotencyStore())
+from_environment = Dispatcher(idempotency_store=InMemoryIdempotencyStore())  # $CARECYCLE_WEBHOOK_SECRET
 
 
 @webhooks.on("customer.created")
@@ -165,10 +166,6 @@ async def on_call(event: CallCompletedEvent) -> None: ...
 @webhooks.on("customer.created")
 @webhooks.on("customer.updated")
 def on_either(event: CustomerCreatedEvent | CustomerUpdatedEvent) -> None: ...
-
-
-@webhooks.on("appointment.booked")
-def on_new_type(event: UnknownEvent) -> None: ...
 
 
 @webhooks.catch_all

@@ -2,14 +2,15 @@
 
 Subcommands, one module each: ``send`` (sign an event and POST it to your endpoint, like
 ``stripe trigger``), ``verify`` (say exactly why a captured delivery does or does not
-verify), ``schema`` (the events' JSON Schema) and ``demo`` (a receiver on a loopback port,
-fed every event). They share ``_common`` (exit codes, `UsageError`, inputs, wording) and
-``_http`` (the POST); nothing in this package imports this module back.
+verify), ``schema`` (the events' JSON Schema), ``demo`` (a receiver on a loopback port,
+fed every event) and ``secret`` (a new ``whsec_`` secret for local work). They share
+``_common`` (exit codes, `UsageError`, inputs, wording) and ``_http`` (the POST); nothing
+in this package imports this module back.
 
-Only the standard library is imported at the top of these modules, so ``--help`` stays
-fast; pydantic, the models and the verifier load inside the subcommands that use them.
-User mistakes end in a one-line message and exit code 2, never a traceback, and no message
-shows a secret or a payload's values.
+Only the standard library (and the library's stdlib-only ``_config``) is imported at the
+top of these modules, so ``--help`` stays fast; pydantic, the models and the verifier
+load inside the subcommands that use them. User mistakes end in a one-line message and
+exit code 2, never a traceback, and no message shows a secret or a payload's values.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sys
 import textwrap
 from typing import TYPE_CHECKING, NoReturn
 
-from . import demo, schema, send, verify
+from . import demo, schema, secret, send, verify
 from ._common import CATALOG, EXIT_USAGE, PROG, SECRET_ENV, UsageError
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
-_COMMANDS = (send.COMMAND, verify.COMMAND, schema.COMMAND, demo.COMMAND)
+_COMMANDS = (send.COMMAND, verify.COMMAND, schema.COMMAND, demo.COMMAND, secret.COMMAND)
 
 _EPILOG = f"""\
 examples:
@@ -35,6 +36,7 @@ examples:
   {PROG} verify --secret whsec_... --body-file body.json --headers-file headers.txt
   {PROG} schema call.completed > call.completed.schema.json
   {PROG} demo
+  export {SECRET_ENV}="$({PROG} secret)"
 
 The secret may also come from ${SECRET_ENV}, which keeps it out of your shell history.
 Event types in the catalog: {", ".join(CATALOG)}.
@@ -64,12 +66,12 @@ class _Version(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command's parser: ``send``, ``verify``, ``schema`` and ``demo``."""
+    """The command's parser: ``send``, ``verify``, ``schema``, ``demo`` and ``secret``."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description=textwrap.fill(
             "Fire signed careCycle sample events at your endpoint, check captured "
-            "deliveries, print the events' JSON Schema.",
+            "deliveries, print the events' JSON Schema, make a secret for local work.",
             88,
         ),
         epilog=_EPILOG,

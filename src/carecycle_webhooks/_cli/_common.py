@@ -8,13 +8,36 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import difflib
 import os
 import sys
 from typing import TYPE_CHECKING
 
+# Shared with the library (standard library only): one variable name, one "did you mean".
+from carecycle_webhooks._config import SECRET_ENV
+from carecycle_webhooks._spelling import close_matches, did_you_mean
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+
+__all__ = [
+    "CATALOG",
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "PROG",
+    "SECRET_ENV",
+    "Command",
+    "UsageError",
+    "close_matches",
+    "did_you_mean",
+    "endpoint_secrets",
+    "plural",
+    "read_bytes",
+    "seconds",
+    "utc",
+    "warn",
+]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -22,7 +45,6 @@ EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 
 PROG = "carecycle-webhooks"
-SECRET_ENV = "CARECYCLE_WEBHOOK_SECRET"  # noqa: S105 - the variable's name, not a secret
 
 # The catalog, spelled out so that --help needs no models; a test keeps it equal to EventType.
 CATALOG = ("customer.created", "customer.updated", "call.completed")
@@ -81,15 +103,28 @@ def endpoint_secrets(given: Sequence[str]) -> list[str]:
     Raises:
         UsageError: No secret, or one that is not a valid ``whsec_`` secret (never shown).
     """
-    secrets = list(given) or os.environ.get(SECRET_ENV, "").split()
-    if not secrets:
-        raise UsageError(f"give the endpoint's secret with --secret whsec_... (or set ${SECRET_ENV})")
+    if not given:
+        if not os.environ.get(SECRET_ENV, "").strip():
+            raise UsageError(f"give the endpoint's secret with --secret whsec_... (or set ${SECRET_ENV})")
+        return list(_environment_secrets())
+    secrets = list(given)
     for position, secret in enumerate(secrets, start=1):
         problem = _secret_problem(secret)
         if problem is not None:
             label = f"secret #{position}" if len(secrets) > 1 else "the secret"
             raise UsageError(f"{label}: {problem}")
     return secrets
+
+
+def _environment_secrets() -> tuple[str, ...]:
+    from carecycle_webhooks._config import secrets_from_environment
+    from carecycle_webhooks._errors import WebhookConfigurationError
+
+    try:
+        return secrets_from_environment()
+    except WebhookConfigurationError as error:
+        problem = str(error)  # names the variable, never its value
+    raise UsageError(problem)
 
 
 def _secret_problem(secret: str) -> str | None:
@@ -116,20 +151,6 @@ def read_bytes(path: str, option: str) -> bytes:
             return file.read()
     except OSError as error:
         raise UsageError(f"cannot read {option} {path}: {error.strerror or error}") from None
-
-
-def close_matches(word: str, candidates: Sequence[str]) -> list[str]:
-    """The candidates ``word`` may be a misspelling of, the one differing only in case alone."""
-    folded = {candidate.lower(): candidate for candidate in candidates}
-    if word.lower() in folded:
-        return [folded[word.lower()]]
-    return difflib.get_close_matches(word, candidates, n=3, cutoff=0.6)
-
-
-def did_you_mean(word: str, candidates: Sequence[str]) -> str:
-    """`` (did you mean X?)`` to end a message with, or nothing when no candidate is close."""
-    matches = close_matches(word, candidates)
-    return f" (did you mean {' or '.join(matches)}?)" if matches else ""
 
 
 def utc(timestamp: float) -> str:

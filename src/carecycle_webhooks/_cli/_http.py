@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from email.message import Message
 
-_MAX_READ_BODY = 64 * 1024
+MAX_READ_BODY = 64 * 1024
+"""How much of an answer's body is read."""
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
@@ -77,11 +78,11 @@ def post(url: str, body: bytes, headers: Mapping[str, str], *, timeout: float) -
     try:
         with _opener(url).open(request, timeout=timeout) as response:
             return _answer(
-                response.status, response.reason, response.headers, response.read(_MAX_READ_BODY), started
+                response.status, response.reason, response.headers, response.read(MAX_READ_BODY), started
             )
     except urllib.error.HTTPError as error:
         with error:
-            return _answer(error.code, str(error.reason), error.headers, error.read(_MAX_READ_BODY), started)
+            return _answer(error.code, str(error.reason), error.headers, error.read(MAX_READ_BODY), started)
     except urllib.error.URLError as error:
         reason: BaseException = error.reason if isinstance(error.reason, BaseException) else error
         raise Unreachable(_unreachable_reason(reason, timeout)) from None

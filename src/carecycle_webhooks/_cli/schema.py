@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import cast
 
-from ._common import CATALOG, EXIT_OK, PROG, Command, UsageError, did_you_mean
+from ._common import EXIT_OK, PROG, Command, UsageError
 
 _EPILOG = f"""\
 examples:
@@ -41,6 +42,27 @@ def _add_arguments(schema: argparse.ArgumentParser) -> None:
     )
 
 
+def _plain(text: str) -> str:
+    import re
+
+    # The models' docstrings are reStructuredText and Markdown: ``x``, `x`, :class:`~a.B`.
+    text = re.sub(r":[a-z]+:`~?(?:[\w.]+\.)?([^`.]+)`", r"\1", text)
+    return re.sub(r"`{1,2}([^`]+)`{1,2}", r"\1", text)
+
+
+def _plain_text(node: object) -> object:
+    """The schema with plain-text titles and descriptions, for tools that show them as they are."""
+    if isinstance(node, list):
+        return [_plain_text(item) for item in cast("list[object]", node)]
+    if not isinstance(node, dict):
+        return node
+    plain: dict[str, object] = {}
+    for key, value in cast("dict[str, object]", node).items():
+        texts = key in {"title", "description"} and isinstance(value, str)
+        plain[key] = _plain(cast("str", value)) if texts else _plain_text(value)
+    return plain
+
+
 def _run(args: argparse.Namespace) -> int:
     from carecycle_webhooks._errors import WebhookConfigurationError
     from carecycle_webhooks.schema import json_schema
@@ -49,12 +71,13 @@ def _run(args: argparse.Namespace) -> int:
     try:
         schema = json_schema(event_type)
     except WebhookConfigurationError as error:
-        raise UsageError(f"{error}{did_you_mean(event_type or '', CATALOG)}") from None
+        raise UsageError(str(error)) from None  # it names the closest event types
+    plain = _plain_text(schema)
     indent: int = args.indent
     if indent:
-        text = json.dumps(schema, indent=indent, ensure_ascii=False)
+        text = json.dumps(plain, indent=indent, ensure_ascii=False)
     else:
-        text = json.dumps(schema, separators=(",", ":"), ensure_ascii=False)
+        text = json.dumps(plain, separators=(",", ":"), ensure_ascii=False)
     sys.stdout.write(text + "\n")
     return EXIT_OK
 

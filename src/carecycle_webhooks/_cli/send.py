@@ -12,8 +12,9 @@ import dataclasses
 import datetime
 import json
 import sys
-from typing import TYPE_CHECKING, Any, TextIO, cast
+from typing import TYPE_CHECKING, Any, cast
 
+from ._answer import print_answer
 from ._common import (
     CATALOG,
     EXIT_FAILED,
@@ -32,7 +33,7 @@ from ._common import (
     utc,
     warn,
 )
-from ._http import Answer, Unreachable, check_url, post
+from ._http import Unreachable, check_url, post
 
 if TYPE_CHECKING:
     import argparse
@@ -43,28 +44,6 @@ if TYPE_CHECKING:
 # Svix gives an endpoint 15 s to answer.
 DEFAULT_TIMEOUT = 15.0
 
-_MAX_SHOWN_BODY = 2000
-# The response headers worth showing: what the body is, and where to go or when to retry.
-_SHOWN_RESPONSE_HEADERS = ("content-type", "content-length", "location", "retry-after")
-
-_STATUS_HINTS = {
-    3: "webhook senders do not follow redirects (Svix counts anything but 2xx as a failure): "
-    "point --url at the final address",
-    400: "a carecycle-webhooks receiver answers 400 when the signature does not verify: "
-    "is the endpoint configured with the same secret?",
-    401: "webhook deliveries carry no credentials: exempt the webhook route from authentication",
-    403: "webhook deliveries carry no credentials or CSRF token: exempt the webhook route "
-    "(Django: the view must be csrf_exempt; webhook_view already is)",
-    404: "nothing is routed at this path: check --url",
-    405: "the route does not accept POST",
-    409: "the receiver is processing this webhook-id right now; Svix would retry later",
-    413: "the body is larger than the receiver accepts",
-    422: "the receiver verified the signature but could not read the event",
-    500: "a handler raised: look at the receiver's log (Svix would retry)",
-    503: "the receiver's idempotency store is unreachable (Svix would retry)",
-}
-
-
 _EPILOG = f"""\
 examples:
   {PROG} send customer.created --url http://localhost:8000/webhooks --secret whsec_...
@@ -73,7 +52,8 @@ examples:
   {PROG} send call.completed --url http://localhost:8000/webhooks \\
       --set disposition='"No Answer"' --set durationMs=0 --set customer.do_not_call=true
   {PROG} send customer.created --url https://example.ngrok.app/webhooks --file payload.json
-  {PROG} send appointment.booked --url http://localhost:8000/webhooks --set startsAt=2026-07-01
+  {PROG} send appointment.booked --allow-unknown-type --url http://localhost:8000/webhooks \\
+      --set startsAt=2026-07-01
 
 --set FIELD=VALUE: FIELD is the attribute (first_name) or the wire name (firstName),
 nested with dots (customer.first_name, assignedUser.npn). VALUE is read as JSON when it
@@ -82,8 +62,13 @@ parses (true, 42, null, "x", ["AZ"], {{"a": 1}}), else as a string; a field that
 --file: the JSON object is sent byte for byte (and re-serialised only when --set changes
 it); its keys are wire names, and --set translates attribute names to them.
 
+--allow-unknown-type: send an EVENT_TYPE that is not in the catalog, as careCycle would
+send a type added after this version (a receiver parses it as an UnknownEvent). Without
+it, such an EVENT_TYPE is taken for a misspelling: nothing is sent.
+
 Exit codes: 0 the endpoint answered 2xx, 1 it answered something else, 2 usage error
-(bad arguments, --set or --file, invalid secret), 3 the URL could not be reached.
+(bad arguments, --set or --file, invalid secret, an event type outside the catalog),
+3 the URL could not be reached.
 """
 
 
@@ -93,7 +78,14 @@ def _positive_seconds(text: str) -> float:
 
 def _add_arguments(send: argparse.ArgumentParser) -> None:
     send.add_argument(
-        "event_type", metavar="EVENT_TYPE", help=f"one of {', '.join(CATALOG)}, or any other type to test"
+        "event_type",
+        metavar="EVENT_TYPE",
+        help=f"one of {', '.join(CATALOG)} (any other with --allow-unknown-type)",
+    )
+    send.add_argument(
+        "--allow-unknown-type",
+        action="store_true",
+        help="send an EVENT_TYPE outside the catalog, as a type careCycle added later",
     )
     send.add_argument("--url", required=True, help="the endpoint, e.g. http://localhost:8000/webhooks")
     send.add_argument(
@@ -355,13 +347,16 @@ def _check_webhook_id(webhook_id: str | None) -> str | None:
     return webhook_id
 
 
-def _warn_if_unknown(event_type: str) -> None:
-    if event_type in CATALOG:
+def _check_event_type(event_type: str, *, allow_unknown: bool) -> None:
+    if not event_type.strip() or not event_type.isprintable():
+        raise UsageError(f"EVENT_TYPE must be a name such as {CATALOG[0]}, got {event_type!r}")
+    if event_type in CATALOG or allow_unknown:
         return
-    warn(
-        f"{event_type!r} is not in the careCycle event catalog ({', '.join(CATALOG)})"
-        f"{did_you_mean(event_type, CATALOG)}: it is sent as a new event type, which a "
-        "receiver parses as an UnknownEvent"
+    # Most likely a misspelling: a receiver would take it for a new type and ignore it.
+    raise UsageError(
+        f"{event_type!r} is not in the careCycle event catalog{did_you_mean(event_type, CATALOG)}; "
+        f"known: {', '.join(CATALOG)}. To send it as a type careCycle added later (a receiver "
+        "parses it as an UnknownEvent), add --allow-unknown-type"
     )
 
 
@@ -375,32 +370,14 @@ def _check_payload(body: bytes, event_type: str) -> None:
         warn(f"the payload is not a valid {event_type} event ({error}): expect a 422")
 
 
-def _print_answer(answer: Answer, out: TextIO) -> None:
-    out.write(f"HTTP {answer.status} {answer.reason}  ({answer.seconds * 1000:.0f} ms)\n")
-    for name in _SHOWN_RESPONSE_HEADERS:
-        if name in answer.headers:
-            out.write(f"  {name}: {answer.headers[name]}\n")
-    if answer.body:
-        text = answer.body.decode("utf-8", errors="replace")
-        shown = text[:_MAX_SHOWN_BODY]
-        more = len(answer.body) - len(shown.encode("utf-8", errors="replace"))
-        out.write(f"\n{shown}{'' if shown.endswith(chr(10)) else chr(10)}")
-        if more > 0:
-            out.write(f"... ({plural(more, 'more byte')})\n")
-    hint = _STATUS_HINTS.get(answer.status) or _STATUS_HINTS.get(answer.status // 100)
-    if not 200 <= answer.status < 300 and hint:
-        out.write(f"hint: {hint}\n")
-
-
 def _run(args: argparse.Namespace) -> int:
     event_type: str = args.event_type
     url = check_url(args.url)
     webhook_id = _check_webhook_id(args.webhook_id)
     assignments = [_parse_assignment(text) for text in args.assignments]
+    allow_unknown: bool = args.allow_unknown_type
+    _check_event_type(event_type, allow_unknown=allow_unknown)
     secrets = endpoint_secrets(args.secret)
-    if not event_type.strip() or not event_type.isprintable():
-        raise UsageError(f"EVENT_TYPE must be a name such as {CATALOG[0]}, got {event_type!r}")
-    _warn_if_unknown(event_type)
     model = _event_model(event_type)
     targets = [_resolve(model, assignment, event_type) for assignment in assignments]
     file: str | None = args.file
@@ -418,7 +395,7 @@ def _run(args: argparse.Namespace) -> int:
     stamp = int(delivery.timestamp.timestamp())
     out.write(
         f"POST {url}\n"
-        f"  event type  {event_type}\n"
+        f"  event type  {event_type}{'' if event_type in CATALOG else ' (not in the catalog)'}\n"
         f"  webhook-id  {delivery.webhook_id}\n"
         f"  timestamp   {stamp} ({utc(stamp)})\n"
         f"  body        {plural(len(delivery.body), 'byte')}, signed with "
@@ -430,7 +407,7 @@ def _run(args: argparse.Namespace) -> int:
     except Unreachable as error:
         sys.stderr.write(f"{PROG} send: could not reach {url}: {error}\n")
         return EXIT_UNREACHABLE
-    _print_answer(answer, out)
+    print_answer(answer, url, out)
     return EXIT_OK if 200 <= answer.status < 300 else EXIT_FAILED
 
 

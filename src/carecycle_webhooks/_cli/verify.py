@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import re
 import sys
 import time
 from typing import TYPE_CHECKING, Any, TextIO
@@ -125,6 +126,38 @@ class _HeaderPairs:
 
     def signed(self, suffix: str) -> str | None:
         return self.get(f"webhook-{suffix}") or self.get(f"svix-{suffix}")
+
+    def sent_name(self, suffix: str) -> str | None:
+        """The name of the id, timestamp or signature header as sent: ``svix-timestamp`` for Svix.
+
+        For a missing header, the name that the delivery's other headers call for;
+        ``None`` when they do not tell (none given, or both sets of names).
+        """
+        names = {name.lower() for name, _ in self.pairs}
+        given = [name for name in (f"svix-{suffix}", f"webhook-{suffix}") if name in names]
+        if len(given) == 1:
+            return given[0]
+        if given:
+            return None
+        prefixes = {name.split("-")[0] for name in names if name in _KNOWN_HEADERS}
+        return f"{prefixes.pop()}-{suffix}" if len(prefixes) == 1 else None
+
+    def as_sent(self, message: str) -> str:
+        """``message`` with the library's header names replaced by those of this delivery."""
+
+        def sent(match: re.Match[str]) -> str:
+            return self.sent_name(match[1]) or match[0]
+
+        conflict = re.search(r"header webhook-(\w+) is given twice", message)
+        names = {name.lower() for name, _ in self.pairs}
+        if conflict and {f"svix-{conflict[1]}", f"webhook-{conflict[1]}"} <= names:
+            suffix = conflict[1]
+            return f"headers svix-{suffix} and webhook-{suffix} are both given, with different values"
+        pattern = r"\bwebhook-(id|timestamp|signature)\b"
+        named = re.sub(pattern, sent, message)
+        if all(self.sent_name(suffix) for suffix in re.findall(pattern, message)):
+            named = named.replace(" (or svix-*)", "")  # the delivery's names are known
+        return named
 
 
 def _header_line(line: str, where: str) -> tuple[str, str]:
@@ -300,11 +333,15 @@ def _report_mismatch(check: _Check, out: TextIO, *, prefix: str) -> None:
         f"{prefix}no signature matches: the header carries {plural(count, 'v1 signature')}, "
         f"and none was made with the {plural(len(check.secrets), 'secret')} given.\n"
         "Either the secret is wrong (each endpoint has its own whsec_ secret, shown on its page "
-        "in the dashboard; test and production differ), or the body, webhook-id or "
-        "webhook-timestamp changed after signing.\n"
+        f"in the dashboard; test and production differ), or the body, {_name(check.headers, 'id')} or "
+        f"{_name(check.headers, 'timestamp')} changed after signing.\n"
         "Tried: the body as given, with and without a trailing newline, LF and CRLF line "
         "endings, and re-serialised as compact, json.dumps-style and indented JSON.\n"
     )
+
+
+def _name(headers: _HeaderPairs, suffix: str) -> str:
+    return headers.sent_name(suffix) or f"webhook-{suffix}"
 
 
 def _v1_count(headers: _HeaderPairs) -> int:
@@ -326,7 +363,10 @@ def _header_hints(headers: _HeaderPairs) -> Iterator[str]:
         yield "the timestamp looks like milliseconds: it must be whole seconds since the epoch"
     signature = headers.signed("signature")
     if signature and "v1," not in signature:
-        yield "webhook-signature must hold 'v1,<base64>' entries separated by spaces, as Svix sends them"
+        yield (
+            f"{_name(headers, 'signature')} must hold 'v1,<base64>' entries separated by spaces, "
+            "as Svix sends them"
+        )
 
 
 def _report_timestamp(check: _Check, error_reason: str, out: TextIO) -> None:
@@ -363,7 +403,7 @@ def _report_valid(check: _Check, out: TextIO) -> None:
     when = f"{abs(age):.0f} s {'before' if age >= 0 else 'after'} now"
     out.write(
         f"valid: signed with {check.secrets_label(matched)}\n"
-        f"  webhook-id  {check.headers.signed('id')}\n"
+        f"  {_name(check.headers, 'id'):<10}  {check.headers.signed('id')}\n"
         f"  timestamp   {stamp} ({utc(stamp)}, {when}; tolerance {check.tolerance:g} s)\n"
         f"  body        {plural(len(check.body), 'byte')}\n"
     )
@@ -399,7 +439,7 @@ def _run(args: argparse.Namespace) -> int:
         elif error.reason == "no_matching_signature" and _v1_count(headers):
             _report_mismatch(check, out, prefix="invalid: ")
         else:
-            out.write(f"invalid: {error}\n")
+            out.write(f"invalid: {headers.as_sent(str(error))}\n")
             given = ", ".join(name.lower() for name, _ in headers.pairs) or "none"
             out.write(f"  headers given: {given}\n")
             for hint in _header_hints(headers):

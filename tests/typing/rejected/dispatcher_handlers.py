@@ -7,6 +7,7 @@ from carecycle_webhooks import (
     CustomerCreatedEvent,
     CustomerUpdatedEvent,
     Dispatcher,
+    Event,
     EventType,
     UnknownEvent,
 )
@@ -30,8 +31,24 @@ def created_is_not_updated(event: CustomerCreatedEvent) -> None: ...
 def only_created(event: CustomerCreatedEvent) -> None: ...
 
 
-@webhooks.on("appointment.booked")  # E: type-var
-def unknown_types_are_unknown_events(event: CustomerCreatedEvent) -> None: ...
+@webhooks.on("customer.create")  # E: operator
+def misspelt(event: CustomerCreatedEvent) -> None: ...
+
+
+@webhooks.on("appointment.booked")  # E: operator
+def not_in_the_catalog(event: UnknownEvent) -> None: ...
+
+
+def read_at_run_time() -> str:
+    return "customer.created"
+
+
+@webhooks.on(read_at_run_time())  # E: operator
+def any_str(event: CustomerCreatedEvent) -> None: ...
+
+
+@webhooks.on(EventType(read_at_run_time()))  # the way to register a str read at run time
+def checked(event: Event) -> None: ...
 
 
 @webhooks.catch_all  # E: type-var

@@ -1,0 +1,190 @@
+"""How ``send`` shows an endpoint's answer: status, telling headers, body, and a hint.
+
+The hint names the likely cause precisely: a trailing-slash redirect (Django's
+APPEND_SLASH answers 301, Flask 308, Starlette 307; webhook senders never follow one),
+Django's APPEND_SLASH error page under DEBUG, a 404 or 405 of the framework, or an error
+page that a server, proxy or middleware answered before the webhook view ran. Only the
+JSON answer of a carecycle-webhooks view gets the hints about its own statuses ("a
+handler raised"). HTML bodies are summarised (size and title), not dumped.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, TextIO, cast
+
+from ._common import plural
+from ._http import MAX_READ_BODY
+
+if TYPE_CHECKING:
+    from ._http import Answer
+
+__all__ = ["print_answer"]
+
+_MAX_SHOWN_BODY = 2000
+_MAX_SHOWN_TITLE = 120
+# The response headers worth showing: what the body is, and where to go or when to retry.
+_SHOWN_RESPONSE_HEADERS = ("content-type", "content-length", "location", "allow", "retry-after")
+
+_STATUS_HINTS = {
+    3: "webhook senders do not follow redirects (Svix counts anything but 2xx as a failure): "
+    "point --url at the final address",
+    400: "a carecycle-webhooks receiver answers 400 when the signature does not verify: "
+    "is the endpoint configured with the same secret?",
+    401: "webhook deliveries carry no credentials: exempt the webhook route from authentication",
+    403: "webhook deliveries carry no credentials or CSRF token: exempt the webhook route "
+    "(Django: the view must be csrf_exempt; webhook_view already is)",
+    409: "the receiver is processing this webhook-id right now; Svix would retry later",
+    413: "the body is larger than the receiver accepts",
+    422: "the receiver verified the signature but could not read the event",
+    500: "a handler raised: look at the receiver's log (Svix would retry)",
+    503: "the receiver's idempotency store is unreachable (Svix would retry)",
+}
+# These hints describe the JSON answers of a carecycle-webhooks view; the same status in
+# another body (an HTML error page) was answered before the request reached the view.
+_OUR_ANSWERS_ONLY = frozenset({400, 409, 422, 500, 503})
+
+# Who answers a POST without its trailing slash with this redirect, by status.
+_SLASH_REDIRECTS = {
+    301: "Django's APPEND_SLASH",
+    307: "Starlette's redirect_slashes (FastAPI)",
+    308: "Werkzeug's strict slashes (Flask)",
+}
+# Django's own words when DEBUG is on: it raises rather than redirect a POST (a 500 page).
+_DJANGO_APPEND_SLASH_ERROR = b"you have APPEND_SLASH set"
+
+
+def print_answer(answer: Answer, url: str, out: TextIO) -> None:
+    """Show the status, the telling headers, the body (an HTML page summarised) and a hint."""
+    out.write(f"HTTP {answer.status} {answer.reason}  ({answer.seconds * 1000:.0f} ms)\n")
+    for name in _SHOWN_RESPONSE_HEADERS:
+        if name in answer.headers:
+            out.write(f"  {name}: {answer.headers[name]}\n")
+    if answer.body and _is_html(answer):
+        out.write(f"\n{_html_summary(answer)}\n")  # a page's markup says little in a terminal
+    elif answer.body:
+        text = answer.body.decode("utf-8", errors="replace")
+        shown = text[:_MAX_SHOWN_BODY]
+        more = len(answer.body) - len(shown.encode("utf-8", errors="replace"))
+        out.write(f"\n{shown}{'' if shown.endswith(chr(10)) else chr(10)}")
+        if more > 0:
+            out.write(f"... ({plural(more, 'more byte')})\n")
+    hint = None if 200 <= answer.status < 300 else _hint(answer, url)
+    if hint:
+        out.write(f"hint: {hint}\n")
+
+
+def _is_html(answer: Answer) -> bool:
+    if "html" in answer.headers.get("content-type", "").lower():
+        return True
+    start = answer.body.lstrip()[:14].lower()
+    return start.startswith((b"<!doctype html", b"<html"))
+
+
+def _html_summary(answer: Answer) -> str:
+    import html
+    import re
+
+    declared = answer.headers.get("content-length", "")
+    if declared.isdigit():
+        size = plural(int(declared), "byte")
+    elif len(answer.body) < MAX_READ_BODY:
+        size = plural(len(answer.body), "byte")
+    else:  # only the start of a longer page was read
+        size = f"more than {plural(MAX_READ_BODY, 'byte')}"
+    match = re.search(rb"<title[^>]*>(.*?)</title", answer.body, re.IGNORECASE | re.DOTALL)
+    title = ""
+    if match:
+        text = " ".join(html.unescape(match.group(1).decode("utf-8", errors="replace")).split())
+        if len(text) > _MAX_SHOWN_TITLE:
+            text = text[: _MAX_SHOWN_TITLE - 3] + "..."
+        title = f', titled "{text}"' if text else ""
+    return f"(an HTML page of {size}{title}; not shown)"
+
+
+def _our_answer(answer: Answer) -> bool:
+    """Whether the body is the JSON answer of a carecycle-webhooks view."""
+    if "json" not in answer.headers.get("content-type", ""):
+        return False
+    try:
+        data: object = json.loads(answer.body)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and isinstance(cast("dict[str, object]", data).get("error"), str)
+
+
+def _hint(answer: Answer, url: str) -> str | None:
+    status = answer.status
+    if 300 <= status < 400:
+        return _redirect_hint(answer, url)
+    if _DJANGO_APPEND_SLASH_ERROR in answer.body:
+        return (
+            "Django's APPEND_SLASH: the URL has no trailing slash, and Django (with DEBUG on) "
+            f"refuses to redirect a POST to the URL with one; send to {_with_slash(url)}"
+        )
+    if status == 404:
+        return _not_found_hint(url)
+    if status == 405:
+        allowed = answer.headers.get("allow")
+        return (
+            f"the route at {_path(url)} does not accept POST"
+            f"{f' (it allows {allowed})' if allowed else ''}: is --url the webhook route? "
+            '(Flask: add_url_rule(..., methods=["POST"]))'
+        )
+    if status in _OUR_ANSWERS_ONLY and not _our_answer(answer):
+        page = "an HTML page" if _is_html(answer) else "a body"
+        return (
+            f"this {status} is {page}, not the JSON answer of a carecycle-webhooks view: it was "
+            "answered before the request reached the view (the server, a proxy or a middleware); "
+            "look at the receiver's log"
+        )
+    return _STATUS_HINTS.get(status) or _STATUS_HINTS.get(status // 100)
+
+
+def _redirect_hint(answer: Answer, url: str) -> str:
+    import urllib.parse
+
+    location = answer.headers.get("location")
+    if not location:
+        return _STATUS_HINTS[3]
+    target = urllib.parse.urljoin(url, location)
+    sent, moved = urllib.parse.urlsplit(url), urllib.parse.urlsplit(target)
+    same_place = (sent.scheme, sent.netloc, sent.query) == (moved.scheme, moved.netloc, moved.query)
+    if same_place and moved.path in {sent.path + "/", sent.path.rstrip("/")} and moved.path != sent.path:
+        who = _SLASH_REDIRECTS.get(answer.status, "a trailing-slash redirect")
+        return (
+            f"the receiver redirected to {moved.path}: {who}; webhook senders do not follow "
+            f"redirects, so send to {target} (and give careCycle that URL)"
+        )
+    if moved.scheme == "https" and sent.scheme == "http" and moved.path == sent.path:
+        return f"the receiver redirected to HTTPS; webhook senders do not follow redirects: send to {target}"
+    return (
+        f"the receiver redirected to {target}; webhook senders do not follow redirects (Svix "
+        "counts anything but 2xx as a failure): if that is the webhook route, send to it"
+    )
+
+
+def _not_found_hint(url: str) -> str:
+    path = _path(url)
+    hint = f"nothing is routed at {path}"
+    if not path.endswith("/"):
+        hint += (
+            f'; if the route ends in a slash (Django: path("{path.strip("/")}/", ...)), '
+            f"send to {_with_slash(url)}"
+        )
+    else:
+        hint += ": check --url"
+    return hint
+
+
+def _path(url: str) -> str:
+    import urllib.parse
+
+    return urllib.parse.urlsplit(url).path or "/"
+
+
+def _with_slash(url: str) -> str:
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(path=(parts.path or "/").rstrip("/") + "/"))
