@@ -8,8 +8,6 @@ longer exists, or a field without a catalog group, fails the build, so the page 
 drift from the code.
 """
 
-
-
 from __future__ import annotations
 
 import enum
