@@ -9,7 +9,7 @@ are, read when it is used (never at import, so ``override_settings`` works in te
         "ASYNC": False,  # True: carecycle_webhooks.django.urls routes the async view
     }
 
-Each mistake is a `_Problem`: an ``ImproperlyConfigured`` that carries the id and hint of
+Each mistake is a `Problem`: an ``ImproperlyConfigured`` that carries the id and hint of
 its system check message, so ``carecycle_webhooks.django.urls`` raises what
 ``manage.py check`` reports, in the same words. No message quotes a secret.
 """
@@ -37,14 +37,14 @@ if TYPE_CHECKING:
 
     from django.apps import AppConfig
 
-__all__ = ["SETTING", "check_settings", "configured_view", "secret_from_settings"]
+__all__ = ["SETTING", "Problem", "check_settings", "configured_view", "secret_from_settings"]
 
 SETTING = "CARECYCLE_WEBHOOKS"
 ENVIRONMENT_VARIABLE = "CARECYCLE_WEBHOOK_SECRET"
 _KEYS = ("DISPATCHER", "SECRET", "ASYNC")
 
 
-class _Problem(ImproperlyConfigured):
+class Problem(ImproperlyConfigured):
     """A mistake in the setting, with the id and hint of its system check message."""
 
     def __init__(self, check_id: str, message: str, hint: str | None = None) -> None:
@@ -63,7 +63,7 @@ def _setting() -> Mapping[str, object] | None:
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise _Problem(
+        raise Problem(
             "carecycle_webhooks.E001",
             f"{SETTING} must be a dict, not {type(value).__name__}",
             hint='CARECYCLE_WEBHOOKS = {"DISPATCHER": "myproject.webhooks.webhooks"}',
@@ -72,14 +72,14 @@ def _setting() -> Mapping[str, object] | None:
     for key in config:
         if key not in _KEYS:
             close = difflib.get_close_matches(str(key), _KEYS, n=1)
-            raise _Problem(
+            raise Problem(
                 "carecycle_webhooks.E001",
                 f"{SETTING} has an unknown key {key!r}",
                 hint=f"Did you mean {close[0]!r}?" if close else f"Its keys are {', '.join(_KEYS)}.",
             )
     asynchronous = config.get("ASYNC", False)
     if not isinstance(asynchronous, bool):
-        raise _Problem("carecycle_webhooks.E001", f"{SETTING}['ASYNC'] must be True or False")
+        raise Problem("carecycle_webhooks.E001", f"{SETTING}['ASYNC'] must be True or False")
     return {str(key): item for key, item in config.items()}
 
 
@@ -95,17 +95,23 @@ def secret_from_settings() -> list[str]:
         webhooks = Dispatcher(secret_from_settings())
 
     ``SECRET`` is one ``whsec_...`` secret, several separated by spaces (while a secret
-    is being rotated), or a list of them. Without the key, the ``CARECYCLE_WEBHOOK_SECRET``
-    environment variable is read the same way.
+    is being rotated), or a list of them. Without the key, or outside a configured Django
+    project, the ``CARECYCLE_WEBHOOK_SECRET`` environment variable is read the same way.
 
     Returns:
         The secrets, each checked.
 
     Raises:
-        WebhookConfigurationError: Neither is set, or a secret is empty or not a
-            ``whsec_...`` secret. The message names where it was read, never its value.
+        WebhookConfigurationError: Neither is set, a secret is empty or not a
+            ``whsec_...`` secret, or ``CARECYCLE_WEBHOOKS`` is not a valid setting. The
+            message names where the secret was read, never its value.
     """
-    config = _setting() or {}
+    try:
+        config = _setting() or {}
+    except Problem as problem:
+        raise WebhookConfigurationError(problem.message) from None
+    except ImproperlyConfigured:
+        config = {}  # Django's settings are not configured (a script): the environment only
     if "SECRET" in config:
         where, value = f"{SETTING}['SECRET']", config["SECRET"]
     else:
@@ -133,13 +139,13 @@ def _dispatcher(config: Mapping[str, object]) -> Dispatcher:
     """The dispatcher that ``DISPATCHER`` names, imported (which builds it)."""
     path = config.get("DISPATCHER")
     if path is None:
-        raise _Problem(
+        raise Problem(
             "carecycle_webhooks.E003",
             f"{SETTING}['DISPATCHER'] is not set",
             hint="The dotted path of your Dispatcher, e.g. 'myproject.webhooks.webhooks'.",
         )
     if not isinstance(path, str):
-        raise _Problem("carecycle_webhooks.E003", f"{SETTING}['DISPATCHER'] must be a dotted path (a str)")
+        raise Problem("carecycle_webhooks.E003", f"{SETTING}['DISPATCHER'] must be a dotted path (a str)")
     try:
         found: object = import_string(path)
     except WebhookConfigurationError as error:
@@ -147,18 +153,18 @@ def _dispatcher(config: Mapping[str, object]) -> Dispatcher:
         try:
             secret_from_settings()
         except WebhookConfigurationError as missing:
-            raise _Problem("carecycle_webhooks.E002", str(missing)) from error
-        raise _Problem("carecycle_webhooks.E003", f"importing {path!r} failed: {error}") from error
+            raise Problem("carecycle_webhooks.E002", str(missing)) from error
+        raise Problem("carecycle_webhooks.E003", f"importing {path!r} failed: {error}") from error
     except ImportError as error:
-        raise _Problem(
+        raise Problem(
             "carecycle_webhooks.E003", f"{SETTING}['DISPATCHER'] {path!r} cannot be imported: {error}"
         ) from error
     except Exception as error:  # the user's module: what it raised, by type (its message is not ours)
-        raise _Problem(
+        raise Problem(
             "carecycle_webhooks.E003", f"importing {path!r} raised {type(error).__qualname__}"
         ) from error
     if not isinstance(found, Dispatcher):
-        raise _Problem(
+        raise Problem(
             "carecycle_webhooks.E004",
             f"{SETTING}['DISPATCHER'] {path!r} is a {type(found).__name__}, "
             "not a carecycle_webhooks.Dispatcher",
@@ -176,13 +182,13 @@ def _check_store(dispatcher: Dispatcher, *, asynchronous: bool) -> None:
             else "Set CARECYCLE_WEBHOOKS['ASYNC'] = False, or give the store an asyncio client."
         )
         kind = "async" if asynchronous else "synchronous"
-        raise _Problem(
+        raise Problem(
             "carecycle_webhooks.E005",
             f"the dispatcher's idempotency store ({type(store).__name__}) cannot serve the {kind} view",
             hint=hint,
         )
     if isinstance(store, DjangoIdempotencyStore) and store.using not in settings.DATABASES:
-        raise _Problem(
+        raise Problem(
             "carecycle_webhooks.E006",
             f"the dispatcher's DjangoIdempotencyStore uses database {store.using!r}, "
             "which is not in DATABASES",
@@ -198,7 +204,7 @@ def configured_view() -> tuple[Dispatcher, bool]:
     """
     config = _setting()
     if config is None:
-        raise _Problem(
+        raise Problem(
             "carecycle_webhooks.E003",
             f"carecycle_webhooks.django.urls needs the {SETTING} setting",
             hint='CARECYCLE_WEBHOOKS = {"DISPATCHER": "myproject.webhooks.webhooks"}',
@@ -231,8 +237,8 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None, **_: object) 
             try:
                 secret_from_settings()
             except WebhookConfigurationError as error:
-                raise _Problem("carecycle_webhooks.E002", str(error)) from None
+                raise Problem("carecycle_webhooks.E002", str(error)) from None
         configured_view()
-    except _Problem as problem:
+    except Problem as problem:
         return [problem.error()]
     return []

@@ -1,0 +1,1 @@
+"""A Django project that receives careCycle webhooks: the layout the Django guide describes."""
