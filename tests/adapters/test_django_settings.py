@@ -81,19 +81,38 @@ def test_included_urls_route_the_async_view_when_asked() -> None:
 
 
 @pytest.mark.parametrize(
-    ("setting", "check_id", "words"),
+    ("setting", "check_id", "words", "asynchronous"),
     [
-        (None, "carecycle_webhooks.E003", "needs the CARECYCLE_WEBHOOKS setting"),
-        ({}, "carecycle_webhooks.E003", "['DISPATCHER'] is not set"),
-        ({"DISPATCHER": f"{DISPATCHERS}.not_a_dispatcher"}, "carecycle_webhooks.E004", "not a carecycle"),
+        (None, "carecycle_webhooks.E003", "needs the CARECYCLE_WEBHOOKS setting", False),
+        ({}, "carecycle_webhooks.E003", "['DISPATCHER'] is not set", False),
+        (
+            {"DISPATCHER": f"{DISPATCHERS}.not_a_dispatcher"},
+            "carecycle_webhooks.E004",
+            "not a carecycle",
+            False,
+        ),
+        (
+            {"DISPATCHER": f"{DISPATCHERS}.nothing", "ASYNC": True},
+            "carecycle_webhooks.E003",
+            "cannot be",
+            True,
+        ),
     ],
 )
-def test_included_urls_with_a_wrong_setting_raise_what_the_check_reports(
-    setting: dict[str, Any] | None, check_id: str, words: str
+def test_included_urls_with_a_wrong_setting_raise_what_the_check_reports_on_each_request(
+    setting: dict[str, Any] | None, check_id: str, words: str, asynchronous: bool
 ) -> None:
     with override_settings(ROOT_URLCONF=URLCONF, CARECYCLE_WEBHOOKS=setting):
+        # The URLconf loads (the project's other URLs keep working) and the check reports it.
+        match = resolve("/webhooks/")
+        assert asyncio.iscoroutinefunction(match.func) is asynchronous
+        [error] = check_settings()
+        assert (error.id, words in error.msg) == (check_id, True)
+        body = fixture_bytes("customer.created")
         with pytest.raises(ImproperlyConfigured) as raised:
-            resolve("/webhooks/")
+            Client(enforce_csrf_checks=True).post(
+                "/webhooks/", body, content_type="application/json", headers=svix_headers(body)
+            )
         assert check_id in str(raised.value)
         assert words in str(raised.value)
 

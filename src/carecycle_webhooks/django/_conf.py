@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import sys
 from typing import TYPE_CHECKING, cast
 
 from django.conf import settings
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["SETTING", "Problem", "check_settings", "configured_view", "secret_from_settings"]
 
 SETTING = "CARECYCLE_WEBHOOKS"
+URLCONF = "carecycle_webhooks.django.urls"
 ENVIRONMENT_VARIABLE = "CARECYCLE_WEBHOOK_SECRET"
 _KEYS = ("DISPATCHER", "SECRET", "ASYNC")
 
@@ -52,9 +54,16 @@ class Problem(ImproperlyConfigured):
         self.check_id = check_id
         self.message = message
         self.hint = hint
+        # Which view the URLconf would have routed, as far as the setting says.
+        self.asynchronous = _asynchronous_if_known()
 
     def error(self) -> checks.Error:
         return checks.Error(self.message, hint=self.hint, id=self.check_id)
+
+
+def _asynchronous_if_known() -> bool:
+    value: object = getattr(settings, SETTING, None)
+    return isinstance(value, dict) and cast("dict[str, object]", value).get("ASYNC") is True
 
 
 def _setting() -> Mapping[str, object] | None:
@@ -219,8 +228,10 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None, **_: object) 
     """The system check of ``CARECYCLE_WEBHOOKS`` (``manage.py check``, and at server start).
 
     Nothing is checked when the setting is absent (the app may be installed only for
-    `DjangoIdempotencyStore`). Otherwise the dispatcher is imported, as the URLconf would,
-    and its secret, type and store are checked.
+    `DjangoIdempotencyStore`), unless the project's URLconf includes
+    ``carecycle_webhooks.django.urls`` (Django's URL checks, which run first, load it).
+    Otherwise the dispatcher is imported, as the URLconf would, and its secret, type and
+    store are checked.
 
     Args:
         app_configs: The apps being checked; ``None`` for all of them (Django's API).
@@ -232,6 +243,8 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None, **_: object) 
     try:
         config = _setting()
         if config is None:
+            if URLCONF in sys.modules:  # included, but not configured
+                configured_view()
             return []
         if "SECRET" in config:
             try:
