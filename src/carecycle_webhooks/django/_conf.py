@@ -77,7 +77,7 @@ def _setting() -> Mapping[str, object] | None:
             f"{SETTING} must be a dict, not {type(value).__name__}",
             hint='CARECYCLE_WEBHOOKS = {"DISPATCHER": "myproject.webhooks.webhooks"}',
         )
-    config: dict[object, object] = value
+    config = cast("dict[object, object]", value)
     for key in config:
         if key not in _KEYS:
             close = difflib.get_close_matches(str(key), _KEYS, n=1)
@@ -134,9 +134,10 @@ def secret_from_settings() -> list[str]:
                 f"{ENVIRONMENT_VARIABLE} environment variable (the endpoint's 'whsec_...' secret)"
             )
     secrets: object = value.split() if isinstance(value, str) else value
-    if not isinstance(secrets, (list, tuple)) or not all(isinstance(one, str) for one in secrets):
+    items = cast("Sequence[object]", secrets) if isinstance(secrets, (list, tuple)) else None
+    if items is None or not all(isinstance(one, str) for one in items):
         raise WebhookConfigurationError(f"{where} must be a 'whsec_...' str or a list of them")
-    checked = [str(one) for one in cast("Sequence[object]", secrets)]
+    checked = [str(one) for one in items]
     try:
         WebhookVerifier(checked)
     except WebhookConfigurationError as error:

@@ -13,7 +13,6 @@ class CarecycleWebhooksConfig(AppConfig):
 
     name = "carecycle_webhooks.django"
     label = "carecycle_webhooks"
-    verbose_name = "careCycle webhooks"
 
     def ready(self) -> None:
         """Register the system check of the ``CARECYCLE_WEBHOOKS`` setting."""
