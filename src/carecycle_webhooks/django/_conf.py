@@ -62,7 +62,10 @@ class Problem(ImproperlyConfigured):
 
 
 def _asynchronous_if_known() -> bool:
-    value: object = getattr(settings, SETTING, None)
+    try:
+        value: object = getattr(settings, SETTING, None)
+    except ImproperlyConfigured:  # Django's settings are not configured
+        return False
     return isinstance(value, dict) and cast("dict[str, object]", value).get("ASYNC") is True
 
 
