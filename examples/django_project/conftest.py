@@ -1,4 +1,4 @@
-"""pytest-django set-up: a secret of the tests' own, before Django imports ``myproject.webhooks``."""
+"""pytest-django: the tests' own secret, before Django imports webhooks.py."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import pytest
 
 from carecycle_webhooks.testing import generate_secret
 
-# Module level: pytest imports conftest.py before pytest-django sets Django up.
+# pytest imports conftest.py before pytest-django sets Django up.
 os.environ["CARECYCLE_WEBHOOK_SECRET"] = generate_secret()
 
 
 @pytest.fixture
 def carecycle_webhook_secret() -> str:
-    """The secret the project's dispatcher was built with: carecycle_delivery signs with it."""
+    """The dispatcher's secret: carecycle_delivery signs with it."""
     return os.environ["CARECYCLE_WEBHOOK_SECRET"]

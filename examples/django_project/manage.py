@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Django's command-line utility for the example project: ``python manage.py check``, ``runserver``..."""
+"""Django's command-line utility: ``manage.py check``, ``runserver``."""
 
 from __future__ import annotations
 

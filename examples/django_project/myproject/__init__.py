@@ -1,1 +1,1 @@
-"""A Django project that receives careCycle webhooks: the layout the Django guide describes."""
+"""A Django project that receives careCycle webhooks (the Django guide's)."""

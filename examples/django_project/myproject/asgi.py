@@ -1,4 +1,7 @@
-"""For uvicorn, daphne, hypercorn: ``uvicorn myproject.asgi:application`` (with ``WEBHOOKS_ASYNC=1``)."""
+"""For uvicorn, daphne: ``uvicorn myproject.asgi:application``.
+
+Set WEBHOOKS_ASYNC=1 too, so that the endpoint is the async view.
+"""
 
 from __future__ import annotations
 
@@ -10,5 +13,5 @@ from carecycle_webhooks.django import limit_webhook_bodies
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "myproject.settings")
 
-# Webhook bodies are held to their limit as they arrive, before Django spools them.
+# Webhook bodies are held to their limit before Django spools them.
 application = limit_webhook_bodies(get_asgi_application())

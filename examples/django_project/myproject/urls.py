@@ -1,4 +1,4 @@
-"""The project's URLconf: the webhook endpoint is ``/webhooks/``, trailing slash included."""
+"""The project's URLconf: the endpoint is /webhooks/, with its slash."""
 
 from __future__ import annotations
 
