@@ -295,3 +295,18 @@ def test_the_check_is_registered_by_the_app_and_fails_manage_py_check() -> None:
         output = io.StringIO()
         call_command("check", tags=["carecycle_webhooks"], stdout=output)
     assert "System check identified no issues" in output.getvalue()
+
+
+@override_settings(
+    ROOT_URLCONF=URLCONF,
+    CARECYCLE_WEBHOOKS={"DISPATCHER": f"{DISPATCHERS}.webhooks"},
+    MIDDLEWARE=["django.middleware.common.CommonMiddleware", "django.middleware.csrf.CsrfViewMiddleware"],
+)
+def test_without_the_trailing_slash_django_redirects_and_nothing_runs() -> None:
+    # The guide's warning: APPEND_SLASH answers 301, which Svix does not follow.
+    body = fixture_bytes("customer.created")
+    response = Client().post("/webhooks", body, content_type="application/json", headers=svix_headers(body))
+    assert (response.status_code, response["Location"]) == (301, "/webhooks/")
+    assert django_dispatchers.recorder.events == []
+    with override_settings(DEBUG=True), pytest.raises(RuntimeError, match="APPEND_SLASH"):
+        Client().post("/webhooks", body, content_type="application/json", headers=svix_headers(body))
