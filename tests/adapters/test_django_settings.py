@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import subprocess
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -21,6 +24,7 @@ from django.core.management.base import SystemCheckError
 from django.test import Client, override_settings
 from django.urls import clear_url_caches, resolve, reverse
 
+import carecycle_webhooks
 from carecycle_webhooks import WebhookConfigurationError
 from carecycle_webhooks.django import secret_from_settings
 from carecycle_webhooks.django._conf import check_settings
@@ -310,3 +314,15 @@ def test_without_the_trailing_slash_django_redirects_and_nothing_runs() -> None:
     assert django_dispatchers.recorder.events == []
     with override_settings(DEBUG=True), pytest.raises(RuntimeError, match="APPEND_SLASH"):
         Client().post("/webhooks", body, content_type="application/json", headers=svix_headers(body))
+
+
+def test_secret_from_settings_outside_a_configured_django_reads_the_environment() -> None:
+    # A script that builds the dispatcher without Django's settings (no DJANGO_SETTINGS_MODULE).
+    code = "from carecycle_webhooks.django import secret_from_settings; print(secret_from_settings())"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    env["CARECYCLE_WEBHOOK_SECRET"] = f"{SECRET} {OTHER_SECRET}"
+    env["PYTHONPATH"] = str(Path(carecycle_webhooks.__file__).resolve().parent.parent)
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (result.returncode, result.stdout) == (0, f"{[SECRET, OTHER_SECRET]}\n"), result.stderr
