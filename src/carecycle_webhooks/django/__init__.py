@@ -1,9 +1,15 @@
 """Django adapter: receive careCycle webhooks in a Django project.
 
-::
+With the app and one setting, the endpoint is an ``include()``::
+
+    # settings.py
+    INSTALLED_APPS = [..., "carecycle_webhooks.django"]
+    CARECYCLE_WEBHOOKS = {"DISPATCHER": "myproject.webhooks.webhooks"}
 
     # urls.py
-    from django.urls import path
+    urlpatterns = [path("webhooks/", include("carecycle_webhooks.django.urls"))]
+
+or route the view yourself::
 
     from carecycle_webhooks.django import webhook_view
     from myproject.webhooks import webhooks  # a carecycle_webhooks.Dispatcher
@@ -12,8 +18,13 @@
 
 The view is CSRF-exempt (Svix signs its deliveries; it has no CSRF token) and answers
 only ``POST``. It reads the raw request body, at most ``dispatcher.max_body_size`` bytes
-of it (10 MiB by default), hands it to `Dispatcher.handle` and turns the answer into an
-``HttpResponse``: the status codes are the dispatcher's, the same in every adapter.
+of it (10 MiB by default), hands it to `Dispatcher.handle` (or, built with
+``asynchronous=True`` for ASGI, awaits `Dispatcher.handle_async`) and turns the answer
+into an ``HttpResponse``: the status codes are the dispatcher's, the same in every adapter.
+
+The app registers a system check of ``CARECYCLE_WEBHOOKS`` (ids
+``carecycle_webhooks.E001`` to ``E006``, in ``_conf``); `secret_from_settings` reads the
+endpoint's secret from that setting or the environment.
 
 `DjangoIdempotencyStore` runs each delivery in one ``transaction.atomic()``, so that the
 handlers' ORM writes commit together with its done mark, or not at all. It is also an
