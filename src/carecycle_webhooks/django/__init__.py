@@ -1,9 +1,15 @@
 """Django adapter: receive careCycle webhooks in a Django project.
 
-::
+With the app and one setting, the endpoint is an ``include()``::
+
+    # settings.py
+    INSTALLED_APPS = [..., "carecycle_webhooks.django"]
+    CARECYCLE_WEBHOOKS = {"DISPATCHER": "myproject.webhooks.webhooks"}
 
     # urls.py
-    from django.urls import path
+    urlpatterns = [path("webhooks/", include("carecycle_webhooks.django.urls"))]
+
+or route the view yourself::
 
     from carecycle_webhooks.django import webhook_view
     from myproject.webhooks import webhooks  # a carecycle_webhooks.Dispatcher
@@ -12,8 +18,13 @@
 
 The view is CSRF-exempt (Svix signs its deliveries; it has no CSRF token) and answers
 only ``POST``. It reads the raw request body, at most ``dispatcher.max_body_size`` bytes
-of it (10 MiB by default), hands it to `Dispatcher.handle` and turns the answer into an
-``HttpResponse``: the status codes are the dispatcher's, the same in every adapter.
+of it (10 MiB by default), hands it to `Dispatcher.handle` (or, built with
+``asynchronous=True`` for ASGI, awaits `Dispatcher.handle_async`) and turns the answer
+into an ``HttpResponse``: the status codes are the dispatcher's, the same in every adapter.
+
+The app registers a system check of ``CARECYCLE_WEBHOOKS`` (ids
+``carecycle_webhooks.E001`` to ``E006``, in ``_conf``); `secret_from_settings` reads the
+endpoint's secret from that setting or the environment.
 
 `DjangoIdempotencyStore` runs each delivery in one ``transaction.atomic()``, so that the
 handlers' ORM writes commit together with its done mark, or not at all. It is also an
@@ -25,7 +36,7 @@ from __future__ import annotations
 
 try:
     from django.conf import settings
-    from django.db import transaction
+    from django.db import connections, transaction
     from django.http import HttpRequest, HttpResponse
     from django.http.request import HttpHeaders
     from django.urls import Resolver404, ResolverMatch, resolve
@@ -37,7 +48,7 @@ except ImportError:
     ) from None
 
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from carecycle_webhooks._adapters import (
     METHOD_NOT_ALLOWED,
@@ -54,15 +65,16 @@ from carecycle_webhooks._budget import BodyBudget
 from carecycle_webhooks._dispatch import Dispatcher
 from carecycle_webhooks._errors import WebhookConfigurationError
 
+from ._conf import secret_from_settings
 from ._store import DjangoIdempotencyStore
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Coroutine, Iterable
 
     from carecycle_webhooks._asgi import AnyASGIApp, ASGIApp, Message, Receive, Scope, Send
     from carecycle_webhooks._responses import WebhookResponse
 
-__all__ = ["DjangoIdempotencyStore", "limit_webhook_bodies", "webhook_view"]
+__all__ = ["DjangoIdempotencyStore", "limit_webhook_bodies", "secret_from_settings", "webhook_view"]
 
 # The scope key by which limit_webhook_bodies tells the view that it budgeted the body.
 _BUDGETED = "carecycle_webhooks.budgeted"
@@ -95,11 +107,57 @@ class _Headers:
         return HttpHeaders(self.environ).items()
 
 
-def webhook_view(dispatcher: Dispatcher) -> Callable[[HttpRequest], HttpResponse]:
+def _reservation(request: HttpRequest, dispatcher: Dispatcher) -> Reservation:
+    """What the body may take from the budget: nothing more if limit_webhook_bodies took it already."""
+    # Under ASGI with limit_webhook_bodies(), that wrapper took this body from the budget.
+    budgeted = getattr(request, "scope", {}).get(_BUDGETED) is dispatcher
+    return Reservation(_NO_BUDGET) if budgeted else reservation_for(dispatcher)
+
+
+def _body(request: HttpRequest, dispatcher: Dispatcher, reservation: Reservation) -> bytes | HttpResponse:
+    """The request's body, within the dispatcher's limits, or the answer to give instead."""
+    meta = request.META
+    declared = declared_length(meta.get("CONTENT_LENGTH") or None)
+    # request.read(), not request.body: the latter enforces DATA_UPLOAD_MAX_MEMORY_SIZE.
+    read = request.read
+    if declared is None and meta.get("wsgi.input_terminated"):
+        # A chunked body under a WSGI server that de-chunks it (gunicorn): Django's
+        # request stream reads nothing without a Content-Length, the server's does.
+        read = meta["wsgi.input"].read
+    try:
+        body = read_body(read, declared=declared, limit=dispatcher.max_body_size, reservation=reservation)
+    except Exception as error:  # noqa: BLE001 - the client went away mid-body, or the server failed to read it
+        return _to_django(client_disconnected(error))
+    return body if isinstance(body, bytes) else _to_django(body)
+
+
+def _method_not_allowed() -> HttpResponse:
+    response = _to_django(METHOD_NOT_ALLOWED)  # the same JSON 405 as the other adapters
+    response["Allow"] = "POST"
+    return response
+
+
+@overload
+def webhook_view(
+    dispatcher: Dispatcher, *, asynchronous: Literal[False] = False
+) -> Callable[[HttpRequest], HttpResponse]: ...
+@overload
+def webhook_view(
+    dispatcher: Dispatcher, *, asynchronous: Literal[True]
+) -> Callable[[HttpRequest], Coroutine[Any, Any, HttpResponse]]: ...
+@overload
+def webhook_view(
+    dispatcher: Dispatcher, *, asynchronous: bool
+) -> Callable[[HttpRequest], HttpResponse] | Callable[[HttpRequest], Coroutine[Any, Any, HttpResponse]]: ...
+def webhook_view(
+    dispatcher: Dispatcher, *, asynchronous: bool = False
+) -> Callable[[HttpRequest], HttpResponse] | Callable[[HttpRequest], Coroutine[Any, Any, HttpResponse]]:
     """A CSRF-exempt, POST-only Django view that verifies and dispatches careCycle deliveries.
 
-    Route it like any view: ``path("webhooks/", webhook_view(webhooks))``. Other methods
-    are answered 405 with an ``Allow: POST`` header.
+    Route it like any view: ``path("webhooks/", webhook_view(webhooks))``, or let
+    ``include("carecycle_webhooks.django.urls")`` route the dispatcher that the
+    ``CARECYCLE_WEBHOOKS`` setting names. Other methods are answered 405 with an
+    ``Allow: POST`` header.
 
     The body size limit is ``dispatcher.max_body_size``, not Django's
     ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (2.5 MB by default): the view never touches
@@ -109,51 +167,43 @@ def webhook_view(dispatcher: Dispatcher) -> Callable[[HttpRequest], HttpResponse
     request cannot make the view read more. (A middleware that reads ``request.body``
     or ``request.POST`` before the view still applies Django's limit.)
 
-    The view is synchronous; under ASGI Django runs it in a worker thread.
+    By default the view is synchronous and calls `Dispatcher.handle`; under ASGI, Django
+    runs it in a worker thread. With ``asynchronous=True`` it is an ``async def`` view
+    that awaits `Dispatcher.handle_async`, for a project served under ASGI (uvicorn,
+    daphne, hypercorn): async handlers run on the server's event loop, sync handlers in
+    worker threads. Django cannot wrap an async view in ``ATOMIC_REQUESTS``, so the async
+    view is left out of it for every database (building it reads ``DATABASES``).
 
     With a `DjangoIdempotencyStore`, the view is left out of ``ATOMIC_REQUESTS`` for the
     store's database: the store's own transaction, one per delivery, must be the
     outermost, so that its commit is known before the answer is.
 
     Args:
-        dispatcher: The `Dispatcher` whose handlers run. Its idempotency store must be
-            usable synchronously (not a `RedisIdempotencyStore` with an asyncio client).
+        dispatcher: The `Dispatcher` whose handlers run. For the synchronous view, its
+            idempotency store must be usable synchronously (not a `RedisIdempotencyStore`
+            with an asyncio client); for the async view, under asyncio.
+        asynchronous: Build the ``async def`` view, for ASGI.
 
     Returns:
         The view.
 
     Raises:
         WebhookConfigurationError: ``dispatcher`` is not a `Dispatcher`, or its
-            idempotency store only works under asyncio.
+            idempotency store cannot serve this kind of view.
     """
-    dispatcher = check_dispatcher(dispatcher, "Django", synchronous=True)
+    dispatcher = check_dispatcher(dispatcher, "Django", synchronous=not asynchronous)
+    if asynchronous:
+        return _async_view(dispatcher)
 
     def carecycle_webhook(request: HttpRequest) -> HttpResponse:
         """Receive a careCycle webhook delivery."""
-        if request.method != "POST":  # the same JSON 405 as the other adapters
-            response = _to_django(METHOD_NOT_ALLOWED)
-            response["Allow"] = "POST"
-            return response
-        meta = request.META
-        declared = declared_length(meta.get("CONTENT_LENGTH") or None)
-        # request.read(), not request.body: the latter enforces DATA_UPLOAD_MAX_MEMORY_SIZE.
-        read = request.read
-        if declared is None and meta.get("wsgi.input_terminated"):
-            # A chunked body under a WSGI server that de-chunks it (gunicorn): Django's
-            # request stream reads nothing without a Content-Length, the server's does.
-            read = meta["wsgi.input"].read
-        # Under ASGI with limit_webhook_bodies(), that wrapper took this body from the budget.
-        budgeted = getattr(request, "scope", {}).get(_BUDGETED) is dispatcher
-        reservation = Reservation(_NO_BUDGET) if budgeted else reservation_for(dispatcher)
+        if request.method != "POST":
+            return _method_not_allowed()
+        reservation = _reservation(request, dispatcher)
         try:
-            try:
-                body = read_body(
-                    read, declared=declared, limit=dispatcher.max_body_size, reservation=reservation
-                )
-            except Exception as error:  # noqa: BLE001 - the client went away mid-body, or the server failed to read it
-                return _to_django(client_disconnected(error))
+            body = _body(request, dispatcher, reservation)
             if not isinstance(body, bytes):
-                return _to_django(body)
+                return body
             return _to_django(dispatcher.handle(body, _Headers(request)))
         finally:
             reservation.close()
@@ -163,6 +213,36 @@ def webhook_view(dispatcher: Dispatcher) -> Callable[[HttpRequest], HttpResponse
     store = dispatcher.idempotency_store
     if isinstance(store, DjangoIdempotencyStore):
         view = transaction.non_atomic_requests(using=store.using)(view)
+    return view
+
+
+def _async_view(dispatcher: Dispatcher) -> Callable[[HttpRequest], Coroutine[Any, Any, HttpResponse]]:
+    """`webhook_view`'s ``async def`` view: the same steps, awaiting `Dispatcher.handle_async`."""
+
+    async def carecycle_webhook(request: HttpRequest) -> HttpResponse:
+        """Receive a careCycle webhook delivery."""
+        if request.method != "POST":
+            return _method_not_allowed()
+        reservation = _reservation(request, dispatcher)
+        try:
+            # Under ASGI, Django has received the whole body (limit_webhook_bodies holds it
+            # to the limit) before any view runs: reading it here does not wait for the client.
+            body = _body(request, dispatcher, reservation)
+            if not isinstance(body, bytes):
+                return body
+            return _to_django(await dispatcher.handle_async(body, _Headers(request)))
+        finally:
+            reservation.close()
+
+    # The attribute, not the decorator: before Django 5.0, csrf_exempt wrapped an async
+    # view in a sync one.
+    carecycle_webhook.carecycle_dispatcher = dispatcher  # type: ignore[attr-defined]  # for limit_webhook_bodies
+    carecycle_webhook.csrf_exempt = True  # type: ignore[attr-defined]  # what csrf_exempt sets
+    # Django refuses an async view under ATOMIC_REQUESTS: it cannot run it in one transaction.
+    # non_atomic_requests only marks the function (it returns the same one), async or not.
+    view = carecycle_webhook
+    for alias in connections:
+        view = transaction.non_atomic_requests(using=alias)(view)
     return view
 
 

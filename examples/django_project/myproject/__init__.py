@@ -1,0 +1,1 @@
+"""A Django project that receives careCycle webhooks (the Django guide's)."""
