@@ -7,7 +7,7 @@ dispatcher; everything that is not framework-specific lives here, once.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._budget import Reservation
 from ._dispatch import Dispatcher
@@ -16,7 +16,7 @@ from ._idempotency import serves
 from ._responses import CLIENT_DISCONNECTED, JSON_HEADERS, METHOD_NOT_ALLOWED, WebhookResponse, body_too_large
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
 __all__ = [
     "METHOD_NOT_ALLOWED",
@@ -27,6 +27,7 @@ __all__ = [
     "content_type_and_headers",
     "declared_length",
     "read_body",
+    "read_environ_body",
     "refuse_declared",
     "reservation_for",
 ]
@@ -147,3 +148,35 @@ def read_body(
         chunks.append(chunk)
         received += len(chunk)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def read_environ_body(
+    environ: Mapping[str, Any],
+    dispatcher: Dispatcher,
+    reservation: Reservation,
+    read: Callable[[int], bytes] | None = None,
+) -> bytes | WebhookResponse:
+    """A WSGI request's body (`read_body`), or the answer to give instead.
+
+    ``read`` reads the body (``environ["wsgi.input"].read`` when not given; Django passes
+    its request's stream, which knows where the body ends). A body without a
+    ``Content-Length`` is read from the server's own stream to its end when the server
+    says it ends (``wsgi.input_terminated``, as gunicorn and Werkzeug set for chunked
+    bodies); from ``wsgi.input`` otherwise, it is empty, as PEP 3333 forbids reading
+    past ``CONTENT_LENGTH``.
+    """
+    declared = declared_length(environ.get("CONTENT_LENGTH") or None)
+    if declared is None:
+        if environ.get("wsgi.input_terminated"):
+            read = environ["wsgi.input"].read
+        elif read is None:
+            declared = 0  # the server's stream, which may not say where the body ends
+    try:
+        return read_body(
+            read or environ["wsgi.input"].read,
+            declared=declared,
+            limit=dispatcher.max_body_size,
+            reservation=reservation,
+        )
+    except Exception as error:  # noqa: BLE001 - the client went away mid-body, or the server failed to read it
+        return client_disconnected(error)

@@ -23,14 +23,7 @@ from __future__ import annotations
 import http
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ._adapters import (
-    check_dispatcher,
-    client_disconnected,
-    content_type_and_headers,
-    declared_length,
-    read_body,
-    reservation_for,
-)
+from ._adapters import check_dispatcher, content_type_and_headers, read_environ_body, reservation_for
 from ._plain import POST_ONLY
 
 if TYPE_CHECKING:
@@ -121,20 +114,9 @@ def webhook_app(dispatcher: Dispatcher) -> Callable[[dict[str, Any], StartRespon
     def carecycle_webhook_app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD") != "POST":
             return _start(start_response, POST_ONLY)
-        declared = declared_length(environ.get("CONTENT_LENGTH") or None)
-        if declared is None and not environ.get("wsgi.input_terminated"):
-            declared = 0  # no length and no end of input promised: nothing may be read
         reservation = reservation_for(dispatcher)
         try:
-            try:
-                body = read_body(
-                    environ["wsgi.input"].read,
-                    declared=declared,
-                    limit=dispatcher.max_body_size,
-                    reservation=reservation,
-                )
-            except Exception as error:  # noqa: BLE001 - the client went away mid-body, or the server failed to read it
-                return _start(start_response, client_disconnected(error))
+            body = read_environ_body(environ, dispatcher, reservation)
             if not isinstance(body, bytes):
                 return _start(start_response, body)
             return _start(start_response, dispatcher.handle(body, _EnvironHeaders(environ)))

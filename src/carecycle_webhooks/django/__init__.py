@@ -47,6 +47,7 @@ except ImportError:
         "carecycle_webhooks.django needs Django: pip install 'carecycle-webhooks[django]'"
     ) from None
 
+import contextlib
 import sys
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -54,10 +55,8 @@ from carecycle_webhooks._adapters import (
     METHOD_NOT_ALLOWED,
     Reservation,
     check_dispatcher,
-    client_disconnected,
     content_type_and_headers,
-    declared_length,
-    read_body,
+    read_environ_body,
     reservation_for,
 )
 from carecycle_webhooks._asgi import BodyGuard, send_response
@@ -69,7 +68,7 @@ from ._conf import secret_from_settings
 from ._store import DjangoIdempotencyStore
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine, Iterable
+    from collections.abc import Callable, Coroutine, Generator, Iterable
 
     from carecycle_webhooks._asgi import AnyASGIApp, ASGIApp, Message, Receive, Scope, Send
     from carecycle_webhooks._responses import WebhookResponse
@@ -116,19 +115,22 @@ def _reservation(request: HttpRequest, dispatcher: Dispatcher) -> Reservation:
 
 def _body(request: HttpRequest, dispatcher: Dispatcher, reservation: Reservation) -> bytes | HttpResponse:
     """The request's body, within the dispatcher's limits, or the answer to give instead."""
-    meta = request.META
-    declared = declared_length(meta.get("CONTENT_LENGTH") or None)
     # request.read(), not request.body: the latter enforces DATA_UPLOAD_MAX_MEMORY_SIZE.
-    read = request.read
-    if declared is None and meta.get("wsgi.input_terminated"):
-        # A chunked body under a WSGI server that de-chunks it (gunicorn): Django's
-        # request stream reads nothing without a Content-Length, the server's does.
-        read = meta["wsgi.input"].read
-    try:
-        body = read_body(read, declared=declared, limit=dispatcher.max_body_size, reservation=reservation)
-    except Exception as error:  # noqa: BLE001 - the client went away mid-body, or the server failed to read it
-        return _to_django(client_disconnected(error))
+    body = read_environ_body(request.META, dispatcher, reservation, request.read)
     return body if isinstance(body, bytes) else _to_django(body)
+
+
+@contextlib.contextmanager
+def _received(request: HttpRequest, dispatcher: Dispatcher) -> Generator[bytes | HttpResponse, None, None]:
+    """A delivery's body, or the answer to give instead; its budget is held until the view returns."""
+    if request.method != "POST":
+        yield _method_not_allowed()
+        return
+    reservation = _reservation(request, dispatcher)
+    try:
+        yield _body(request, dispatcher, reservation)
+    finally:
+        reservation.close()
 
 
 def _method_not_allowed() -> HttpResponse:
@@ -197,16 +199,10 @@ def webhook_view(
 
     def carecycle_webhook(request: HttpRequest) -> HttpResponse:
         """Receive a careCycle webhook delivery."""
-        if request.method != "POST":
-            return _method_not_allowed()
-        reservation = _reservation(request, dispatcher)
-        try:
-            body = _body(request, dispatcher, reservation)
+        with _received(request, dispatcher) as body:
             if not isinstance(body, bytes):
                 return body
             return _to_django(dispatcher.handle(body, _Headers(request)))
-        finally:
-            reservation.close()
 
     carecycle_webhook.carecycle_dispatcher = dispatcher  # type: ignore[attr-defined]  # for limit_webhook_bodies
     view = csrf_exempt(carecycle_webhook)
@@ -221,18 +217,12 @@ def _async_view(dispatcher: Dispatcher) -> Callable[[HttpRequest], Coroutine[Any
 
     async def carecycle_webhook(request: HttpRequest) -> HttpResponse:
         """Receive a careCycle webhook delivery."""
-        if request.method != "POST":
-            return _method_not_allowed()
-        reservation = _reservation(request, dispatcher)
-        try:
-            # Under ASGI, Django has received the whole body (limit_webhook_bodies holds it
-            # to the limit) before any view runs: reading it here does not wait for the client.
-            body = _body(request, dispatcher, reservation)
+        # Under ASGI, Django has received the whole body (limit_webhook_bodies holds it
+        # to the limit) before any view runs: reading it here does not wait for the client.
+        with _received(request, dispatcher) as body:
             if not isinstance(body, bytes):
                 return body
             return _to_django(await dispatcher.handle_async(body, _Headers(request)))
-        finally:
-            reservation.close()
 
     # The attribute, not the decorator: before Django 5.0, csrf_exempt wrapped an async
     # view in a sync one.
