@@ -13,10 +13,12 @@ The pytest plugin's ``carecycle_handler_calls`` fixture does both for every test
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import functools
 import inspect
+import secrets
 import threading
 from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, cast, overload
@@ -259,11 +261,11 @@ def override_idempotency_store(
         WebhookConfigurationError: ``store`` is not an idempotency store.
     """
     from ._dispatch import Dispatcher
-    from .testing import generate_secret
 
-    # A dispatcher of the same options, built with the new store, says how the drivers call it.
+    # A dispatcher of the same options, built with the new store, says how the drivers call it
+    # (its secret, random, is never used).
     model = Dispatcher(
-        generate_secret(),
+        "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode(),
         idempotency_store=store,
         lease=dispatcher.lease,
         done_ttl=dispatcher.done_ttl,
