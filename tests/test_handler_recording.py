@@ -244,8 +244,12 @@ def test_sync_and_async_handlers_are_recorded_by_handle_and_handle_async() -> No
     assert calls.events("async_two") == calls.events(calls[1].handler)
     assert len(calls.events("sync_one")) == 2
     assert calls[0:2] == [calls[0], calls[1]]
+    assert calls == list(calls)
+    assert calls == tuple(calls)
+    assert calls != "sync_one"
     calls.clear()
     assert len(calls) == 0
+    assert calls == []
     assert repr(calls) == "HandlerCalls([])"
 
 

@@ -100,6 +100,17 @@ class HandlerCalls(Sequence[HandlerCall]):
         with self._lock:
             return f"HandlerCalls({self._calls!r})"
 
+    def __eq__(self, other: object) -> bool:
+        """Equal to a list or tuple of the same calls (``calls == []`` after no delivery)."""
+        if isinstance(other, HandlerCalls):
+            other = other[:]
+        if not isinstance(other, (list, tuple)):
+            return NotImplemented
+        with self._lock:
+            return self._calls == list(other)  # pyright: ignore[reportUnknownArgumentType]
+
+    __hash__ = None  # type: ignore[assignment]  # changes as calls are recorded
+
     @property
     def names(self) -> list[str]:
         """The handlers' names, one per call, in call order."""
