@@ -247,6 +247,11 @@ def test_sync_and_async_handlers_are_recorded_by_handle_and_handle_async() -> No
     assert calls == list(calls)
     assert calls == tuple(calls)
     assert calls != "sync_one"
+    assert calls == calls[:]
+    recorded_too = HandlerCalls()
+    assert calls != recorded_too
+    with pytest.raises(TypeError, match="unhashable"):
+        hash(calls)
     calls.clear()
     assert len(calls) == 0
     assert calls == []

@@ -65,7 +65,7 @@ class HandlerCall:
         return f"HandlerCall({self.name!r}, {self.event.event_type!r}, {webhook_id!r}{failed})"
 
 
-class HandlerCalls(Sequence[HandlerCall]):
+class HandlerCalls(Sequence[HandlerCall]):  # noqa: PLW1641 - unhashable: the calls change
     """The handler calls that `record_handlers` saw, oldest first (a read-only sequence).
 
     ::
@@ -101,15 +101,16 @@ class HandlerCalls(Sequence[HandlerCall]):
             return f"HandlerCalls({self._calls!r})"
 
     def __eq__(self, other: object) -> bool:
-        """Equal to a list or tuple of the same calls (``calls == []`` after no delivery)."""
+        """Equal to a list or tuple of the same calls (``calls == []`` after no delivery).
+
+        Not hashable, then: the calls change as they are recorded.
+        """
         if isinstance(other, HandlerCalls):
             other = other[:]
         if not isinstance(other, (list, tuple)):
             return NotImplemented
         with self._lock:
             return self._calls == list(other)  # pyright: ignore[reportUnknownArgumentType]
-
-    __hash__ = None  # type: ignore[assignment]  # changes as calls are recorded
 
     @property
     def names(self) -> list[str]:
