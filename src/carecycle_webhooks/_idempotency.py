@@ -272,6 +272,15 @@ class InMemoryIdempotencyStore:
         """The number of ids remembered, in flight or done (expired ones may still count)."""
         return len(self._entries)
 
+    def clear(self) -> None:
+        """Forget every id, in flight or done: a fresh store, for the next test.
+
+        In production it would make Svix's next retry of a processed delivery run its
+        handlers again.
+        """
+        with self._lock:
+            self._entries.clear()
+
     # acquire/complete/release run on every delivery: each is one lock and a few
     # dictionary operations, written out rather than split into helpers.
 

@@ -62,6 +62,7 @@ _COMPLETE = (
     "WHERE holder = ?2 OR expires <= ?4"
 )
 _RELEASE = "DELETE FROM carecycle_webhooks_idempotency WHERE key = ?1 AND holder = ?2"
+_CLEAR = "DELETE FROM carecycle_webhooks_idempotency"
 
 # Pruning sweeps the table in key order, a slice at a time: the end of the slice after ?1,
 # then the expired rows in it (the last slice: every row after ?1).
@@ -287,6 +288,18 @@ class SQLiteIdempotencyStore:
         """Close this process's connections and threads of the store (a later call opens new ones)."""
         self._current_pool().close()
 
+    def clear(self) -> None:
+        """Delete every id of the store's table, in flight or done: a fresh store, for the next test.
+
+        Every process that opens the file sees it empty at once. In production it would make
+        Svix's next retry of a processed delivery run its handlers again.
+
+        Raises:
+            TimeoutError: The database stayed locked for longer than ``timeout``.
+        """
+        self._call(self._delete_all)
+        self._sweep_after = ""
+
     def _connect(self, quick: bool = False) -> sqlite3.Connection:  # noqa: FBT001, FBT002 - the pool's argument
         # isolation_level=None: no implicit transactions; each statement is its own.
         connection = sqlite3.connect(
@@ -414,6 +427,10 @@ class SQLiteIdempotencyStore:
     @staticmethod
     def _free(connection: sqlite3.Connection, key: str, token: str) -> None:
         connection.execute(_RELEASE, (key, token))
+
+    @staticmethod
+    def _delete_all(connection: sqlite3.Connection) -> None:
+        connection.execute(_CLEAR)
 
     # IdempotencyStore
 

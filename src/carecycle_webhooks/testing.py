@@ -10,9 +10,13 @@
 
 Signatures are computed by svix's own signing code (the ``standardwebhooks`` ``Webhook``
 that ``svix.webhooks.Webhook`` delegates to), so what verifies here verifies in production.
-With pytest, the fixtures ``carecycle_webhook_secret``, ``carecycle_sign`` and
-``carecycle_delivery`` are available without any import (a pytest plugin, installed with
-the package).
+With pytest, the fixtures ``carecycle_webhook_secret``, ``carecycle_sign``,
+``carecycle_delivery`` and ``carecycle_handler_calls`` are available without any import (a
+pytest plugin, installed with the package).
+
+`record_handlers` lists which handlers a dispatcher ran, with which events;
+`override_idempotency_store` gives a dispatcher built at module level a store of the test's
+own (a fresh `InMemoryIdempotencyStore`, say), and puts its own back afterwards.
 
 Factories return valid events built from the catalog's examples; keyword arguments
 override fields by attribute name (``first_name``) or wire name (``firstName``), and a
@@ -49,11 +53,14 @@ from ._models import (
     UnknownEvent,
     event_type_key,
 )
+from ._recording import HandlerCall, HandlerCalls, override_idempotency_store, record_handlers
 from ._samples import SAMPLE_PAYLOADS
 from ._verify import decode_secrets
 
 __all__ = [
     "DeliveryFactory",
+    "HandlerCall",
+    "HandlerCalls",
     "SignedDelivery",
     "Signer",
     "call_completed",
@@ -61,6 +68,8 @@ __all__ = [
     "customer_updated",
     "generate_secret",
     "make_event",
+    "override_idempotency_store",
+    "record_handlers",
     "sign",
     "unknown_event",
 ]
