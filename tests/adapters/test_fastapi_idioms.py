@@ -3,12 +3,14 @@
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations at runtime,
 # and the dependencies of these routes are local variables.
 
+import datetime
 import json
+import logging
 import warnings
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import pytest
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from starlette.exceptions import StarletteDeprecationWarning
 
 from carecycle_webhooks import (
@@ -21,7 +23,7 @@ from carecycle_webhooks import (
 )
 from carecycle_webhooks.fastapi import WebhookAnswer, document_webhooks, verified_event, webhook_router
 from carecycle_webhooks.schema import json_schema
-from tests.adapters import UNKNOWN_BODY, AdapterContract, Reply, bodies
+from tests.adapters import MSG_ID, UNKNOWN_BODY, AdapterContract, Reply, UnreachableStore, bodies
 from tests.conftest import SECRET, fixture_bytes, load_fixture, svix_headers
 
 with warnings.catch_warnings():
@@ -34,7 +36,7 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping
 
     import httpx
 
@@ -185,14 +187,96 @@ def test_without_an_event_type_the_route_gets_any_event() -> None:
     assert isinstance(seen[1], UnknownEvent)
 
 
-def test_the_dependency_does_not_deduplicate() -> None:
-    # Documented: the route sees Svix's retries; webhook_router's handlers run once.
-    calls = CallsApp(Dispatcher(SECRET, idempotency_store=InMemoryIdempotencyStore()))
+def test_without_a_store_every_delivery_runs_the_route() -> None:
+    calls = CallsApp(Dispatcher(SECRET))
     body = fixture_bytes("call.completed")
     headers = svix_headers(body)
     assert calls.post(body, headers).status_code == 200
     assert calls.post(body, headers).status_code == 200
     assert len(calls.events) == 2
+
+
+def test_with_a_store_the_route_runs_once_per_webhook_id() -> None:
+    store = InMemoryIdempotencyStore()
+    calls = CallsApp(Dispatcher(SECRET, idempotency_store=store))
+    body = fixture_bytes("call.completed")
+    headers = svix_headers(body)
+    assert calls.post(body, headers).json()["disposition"] == "Enrolled"
+    response = calls.post(body, headers)
+    assert (response.status_code, response.json()) == (200, {"detail": {"status": "duplicate"}})
+    assert len(calls.events) == 1
+    other = svix_headers(body, msg_id="msg_another")
+    assert calls.post(body, other).status_code == 200
+    assert len(calls.events) == 2
+
+
+def test_a_webhook_id_in_flight_elsewhere_is_409_without_running_the_route() -> None:
+    store = InMemoryIdempotencyStore()
+    calls = CallsApp(Dispatcher(SECRET, idempotency_store=store))
+    claim = store.acquire(MSG_ID, lease=datetime.timedelta(minutes=1))  # another worker's
+    body = fixture_bytes("call.completed")
+    response = calls.post(body, svix_headers(body, msg_id=MSG_ID))
+    assert (response.status_code, response.json()["detail"]["error"]) == (409, "in_flight")
+    assert calls.events == []
+    assert claim.token is not None
+    store.release(MSG_ID, claim.token)
+    assert calls.post(body, svix_headers(body, msg_id=MSG_ID)).status_code == 200
+
+
+def test_an_unreachable_store_is_503_without_running_the_route() -> None:
+    calls = CallsApp(Dispatcher(SECRET, idempotency_store=UnreachableStore()))
+    body = fixture_bytes("call.completed")
+    response = calls.post(body, svix_headers(body))
+    assert (response.status_code, response.json()["detail"]["error"]) == (
+        503,
+        "idempotency_store_unavailable",
+    )
+    assert calls.events == []
+
+
+def test_a_route_that_raises_frees_the_webhook_id_for_the_retry(caplog: pytest.LogCaptureFixture) -> None:
+    store = InMemoryIdempotencyStore()
+    dispatcher = Dispatcher(SECRET, idempotency_store=store)
+    app = FastAPI()
+    outcomes = ["RuntimeError", "HTTPException", "ok"]
+    runs: list[str] = []
+
+    @app.post("/calls")
+    async def calls(  # pyright: ignore[reportUnusedFunction]
+        event: Annotated[CallCompletedEvent, Depends(verified_event(dispatcher, CallCompletedEvent))],
+    ) -> str:
+        outcome = outcomes[len(runs)]
+        runs.append(outcome)
+        if outcome == "RuntimeError":
+            raise RuntimeError(f"could not save {event.phone_number}")
+        if outcome == "HTTPException":
+            raise HTTPException(status_code=400, detail="rejected by the route")
+        return "saved"
+
+    client = TestClient(app, raise_server_exceptions=False)
+    body = fixture_bytes("call.completed")
+    headers = svix_headers(body)
+    with caplog.at_level(logging.INFO, logger="carecycle_webhooks"):
+        statuses = [
+            cast("httpx.Response", client.post("/calls", content=body, headers=headers)).status_code  # pyright: ignore[reportUnknownMemberType]
+            for _ in range(4)
+        ]
+    assert statuses == [500, 400, 200, 200]  # the last one a duplicate
+    assert runs == ["RuntimeError", "HTTPException", "ok"]
+    failures = [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+    assert len(failures) == 2
+    assert "verified_event_route" in failures[0]
+    assert "RuntimeError" in failures[0]
+    assert "+1312" not in caplog.text
+
+
+def test_a_transactional_store_is_refused() -> None:
+    class Transactional(InMemoryIdempotencyStore):
+        async def run_delivery_async(self, deliver: "Callable[[], object]") -> object:
+            return deliver()
+
+    with pytest.raises(WebhookConfigurationError, match="webhook_router"):
+        verified_event(Dispatcher(SECRET, idempotency_store=Transactional()))
 
 
 def test_the_answer_keeps_the_table_s_headers() -> None:
