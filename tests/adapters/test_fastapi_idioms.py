@@ -6,6 +6,8 @@
 import datetime
 import json
 import logging
+import subprocess
+import sys
 import warnings
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
@@ -387,3 +389,9 @@ def test_the_document_marks_phi_and_holds_no_example_nor_payload_value() -> None
     for value in phi:
         assert value
         assert value not in text
+
+
+def test_the_module_still_needs_only_starlette() -> None:
+    # webhook_view and verified_event serve plain Starlette apps: FastAPI is imported on use only.
+    code = "import sys, carecycle_webhooks.fastapi; assert 'fastapi' not in sys.modules, sorted(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
