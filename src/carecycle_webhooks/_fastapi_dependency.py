@@ -12,9 +12,10 @@ in flight elsewhere 409 without running the route; a route that returns marks th
 # runtime to see that `request` is the Request.
 
 import asyncio
+import contextlib
 import contextvars
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Generator
 from typing import TypeVar, overload
 
 from starlette.exceptions import HTTPException
@@ -23,7 +24,7 @@ from starlette.requests import Request
 from ._adapters import check_dispatcher, content_type_and_headers, declared_length, reservation_for
 from ._asgi import receive_body
 from ._dispatch import _PREPARE_IN_THREAD_ABOVE, Dispatcher  # pyright: ignore[reportPrivateUsage]
-from ._drivers import drive_async
+from ._drivers import _current, drive_async  # pyright: ignore[reportPrivateUsage]
 from ._errors import WebhookConfigurationError
 from ._idempotency import TransactionalIdempotencyStore
 from ._models import EVENT_MODELS, CallCompletedEvent, CustomerCreatedEvent, CustomerUpdatedEvent, Event
@@ -116,6 +117,17 @@ async def _verify(request: Request, dispatcher: Dispatcher) -> tuple[Event, Webh
     return prepared
 
 
+@contextlib.contextmanager
+def _delivery_of_route(delivery: WebhookDelivery) -> Generator[None, None, None]:
+    """`current_delivery()` in the route, as in a handler (the route runs in this context)."""
+    token = _current.set(delivery)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):  # ended in another context: nothing to undo here
+            _current.reset(token)
+
+
 def _start(
     dispatcher: Dispatcher, event: Event, delivery: WebhookDelivery
 ) -> tuple[_RouteRun, asyncio.Task[WebhookResponse]]:
@@ -162,7 +174,8 @@ def verified_event(
     unreachable is answered 503. The id is marked done when the route returns, and freed
     when it raises (logged without the exception's message), so that Svix's retry runs
     it again. Without a store, every delivery runs the route. The dispatcher's own handlers
-    are not called.
+    are not called. In the route, as in a handler, `current_delivery` gives the delivery's
+    ``webhook-id``, timestamp and attempt.
 
     Args:
         dispatcher: The `Dispatcher` whose secret, tolerance, body limits and idempotency
@@ -200,7 +213,8 @@ def verified_event(
         if event_type is not None and not isinstance(event, event_type):
             raise WebhookAnswer(IGNORED)  # acknowledged: a route for another event type
         if store is None:
-            yield event
+            with _delivery_of_route(delivery):
+                yield event
             return
         run, flow = _start(dispatcher, event, delivery)
         try:
@@ -212,7 +226,8 @@ def verified_event(
             # A duplicate (200), in flight elsewhere (409), the store down (503): no route.
             raise WebhookAnswer(flow.result())
         try:
-            yield event
+            with _delivery_of_route(delivery):
+                yield event
         except BaseException as error:
             # The route raised (or the request is being cancelled): the flow logs it
             # without its message and frees the webhook-id, so Svix's retry runs it again.

@@ -21,6 +21,7 @@ from carecycle_webhooks import (
     InMemoryIdempotencyStore,
     UnknownEvent,
     WebhookConfigurationError,
+    current_delivery,
 )
 from carecycle_webhooks.fastapi import WebhookAnswer, document_webhooks, verified_event, webhook_router
 from carecycle_webhooks.schema import json_schema
@@ -266,6 +267,28 @@ def test_a_route_that_raises_frees_the_webhook_id_for_the_retry(caplog: pytest.L
     assert "verified_event_route" in failures[0]
     assert "RuntimeError" in failures[0]
     assert "+1312" not in caplog.text
+
+
+@pytest.mark.parametrize("with_store", [False, True])
+def test_current_delivery_works_in_sync_and_async_routes(with_store: bool) -> None:
+    dispatcher = Dispatcher(SECRET, idempotency_store=InMemoryIdempotencyStore() if with_store else None)
+    verified = verified_event(dispatcher, CallCompletedEvent)
+    app = FastAPI()
+
+    @app.post("/async")
+    async def in_async(event: Annotated[CallCompletedEvent, Depends(verified)]) -> str:  # pyright: ignore[reportUnusedFunction]
+        return current_delivery().webhook_id
+
+    @app.post("/sync")
+    def in_sync(event: Annotated[CallCompletedEvent, Depends(verified)]) -> str:  # pyright: ignore[reportUnusedFunction]
+        return current_delivery().webhook_id
+
+    body = fixture_bytes("call.completed")
+    for path in ("/async", "/sync"):
+        response = post(app, path, body, svix_headers(body, msg_id=f"msg{path.replace('/', '_')}"))
+        assert response.json() == f"msg{path.replace('/', '_')}"
+    with pytest.raises(LookupError):
+        current_delivery()  # not left behind in the caller's context
 
 
 def test_a_transactional_store_is_refused() -> None:
