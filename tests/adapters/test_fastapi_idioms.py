@@ -8,11 +8,12 @@ import json
 import logging
 import subprocess
 import sys
+import threading
 import warnings
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import pytest
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Body, Depends, FastAPI, HTTPException, Request
 
 from carecycle_webhooks import (
     CallCompletedEvent,
@@ -22,6 +23,7 @@ from carecycle_webhooks import (
     UnknownEvent,
     WebhookConfigurationError,
     current_delivery,
+    testing,
 )
 from carecycle_webhooks.fastapi import WebhookAnswer, document_webhooks, verified_event, webhook_router
 from carecycle_webhooks.schema import json_schema
@@ -150,6 +152,54 @@ def test_a_delivery_that_fails_is_answered_with_the_status_table_and_the_route_d
     # No field value in the answer.
     assert "Enrolled" not in response.text
     assert "+1312" not in response.text
+
+
+def test_a_body_read_already_by_fastapi_is_verified_as_read() -> None:
+    # A Body parameter makes FastAPI read (and keep) the body before the dependencies run.
+    dispatcher = Dispatcher(SECRET, max_body_size=len(fixture_bytes("call.completed")) + 10)
+    verified = verified_event(dispatcher, CallCompletedEvent)
+    app = FastAPI()
+
+    @app.post("/calls")
+    def calls(  # pyright: ignore[reportUnusedFunction]
+        event: Annotated[CallCompletedEvent, Depends(verified)],
+        payload: Annotated[dict[str, Any], Body()],
+    ) -> list[str]:
+        return [str(event.id), payload["id"]]
+
+    body = fixture_bytes("call.completed")
+    response = post(app, "/calls", body, {**svix_headers(body), "content-type": "application/json"})
+    assert response.json() == ["dca4a483-af54-4899-a804-766ee5812537"] * 2
+    tampered = body.replace(b"Enrolled", b"Declined")
+    response = post(app, "/calls", tampered, {**svix_headers(body), "content-type": "application/json"})
+    assert response.status_code == 400
+    large = body[:-2] + b" " * 20 + b"}\n"
+    response = post(app, "/calls", large, {**svix_headers(large), "content-type": "application/json"})
+    assert (response.status_code, response.json()["detail"]["error"]) == (413, "body_too_large")
+
+
+def test_a_large_body_is_verified_and_parsed_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    threads: list[str] = []
+    original = Dispatcher._prepare  # pyright: ignore[reportPrivateUsage]
+
+    def prepare(self: Dispatcher, body: bytes, headers: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return original(self, body, headers)
+
+    monkeypatch.setattr(Dispatcher, "_prepare", prepare)
+    big = testing.sign(testing.call_completed(transcript="Agent: hello. " * 30_000), secret=SECRET)
+    small = testing.sign(testing.call_completed(), secret=SECRET)
+    app = FastAPI()
+    verified = verified_event(Dispatcher(SECRET), CallCompletedEvent)
+
+    @app.post("/calls")
+    async def route(event: Annotated[CallCompletedEvent, Depends(verified)]) -> int:  # pyright: ignore[reportUnusedFunction]
+        return len(event.transcript or "")
+
+    assert len(big.body) > 256 * 1024
+    assert post(app, "/calls", big.body, big.headers).json() == len("Agent: hello. " * 30_000)
+    assert post(app, "/calls", small.body, small.headers).status_code == 200
+    assert threads[0] != threads[1]  # the large one in a worker thread, the small one on the loop
 
 
 def test_a_chunked_body_over_the_limit_is_413_and_gives_its_budget_back() -> None:
