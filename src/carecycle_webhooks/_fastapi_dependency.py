@@ -193,7 +193,9 @@ def verified_event(
             database transaction in a thread of its own, which a route cannot join: use
             `webhook_router` and handlers); ``event_type`` is not an event model.
     """
-    dispatcher = check_dispatcher(dispatcher, "FastAPI", synchronous=False)
+    dispatcher = check_dispatcher(
+        dispatcher, "FastAPI", synchronous=False, built="dependencies built by verified_event()"
+    )
     store = dispatcher.idempotency_store
     if isinstance(store, TransactionalIdempotencyStore):
         raise WebhookConfigurationError(

@@ -56,7 +56,7 @@ from ._adapters import (
     read_body,
     reservation_for,
 )
-from ._dispatch import DEFAULT_MAX_BODY_SIZE, Dispatcher
+from ._dispatch import DEFAULT_MAX_BODY_SIZE, Dispatcher, NotAnEventTypeOfTheCatalog
 from ._errors import WebhookConfigurationError
 
 if TYPE_CHECKING:
@@ -66,7 +66,6 @@ if TYPE_CHECKING:
         _AnyHandler,  # pyright: ignore[reportPrivateUsage]
         _CallHandler,  # pyright: ignore[reportPrivateUsage]
         _CreatedHandler,  # pyright: ignore[reportPrivateUsage]
-        _UnknownHandler,  # pyright: ignore[reportPrivateUsage]
         _UpdatedHandler,  # pyright: ignore[reportPrivateUsage]
     )
     from ._idempotency import IdempotencyStore
@@ -289,7 +288,7 @@ class CareCycleWebhooks:
     @overload
     def on(self, event_type: EventType, /) -> Callable[[_AnyHandler], _AnyHandler]: ...  # type: ignore[overload-overlap]
     @overload
-    def on(self, event_type: str, /) -> Callable[[_UnknownHandler], _UnknownHandler]: ...
+    def on(self, event_type: str, /) -> NotAnEventTypeOfTheCatalog: ...
     def on(self, event_type: Any, /) -> Any:
         """Register the decorated function as a handler of one event type: `Dispatcher.on`.
 
@@ -298,10 +297,13 @@ class CareCycleWebhooks:
                 ``CustomerCreatedEvent`` (likewise for the other events).
 
         Returns:
-            A decorator that registers the handler and returns it unchanged.
+            A decorator that registers the handler and returns it unchanged. Type checkers
+            reject a handler whose parameter does not accept the event, and a string that
+            is not an event type of the catalog.
 
         Raises:
-            WebhookConfigurationError: Not an event type, or the decorated object is not callable.
+            WebhookConfigurationError: Not an event type of the catalog (the message names
+                the closest ones), or the decorated object is not callable.
         """
         register: Any = self._handlers.on  # the overloads above are its own
         return register(event_type)

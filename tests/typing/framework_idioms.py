@@ -17,7 +17,6 @@ from carecycle_webhooks import (
     Event,
     EventType,
     InMemoryIdempotencyStore,
-    UnknownEvent,
 )
 from carecycle_webhooks.fastapi import WebhookAnswer, document_webhooks, verified_event, webhook_router
 from carecycle_webhooks.flask import CareCycleWebhooks
@@ -31,10 +30,6 @@ def created(event: CustomerCreatedEvent) -> None: ...
 
 @extension.on(EventType.CALL_COMPLETED)
 async def completed(event: CallCompletedEvent) -> None: ...
-
-
-@extension.on("appointment.booked")
-def booked(event: UnknownEvent) -> None: ...
 
 
 @extension.catch_all

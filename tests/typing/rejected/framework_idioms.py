@@ -13,6 +13,10 @@ extension = CareCycleWebhooks()
 def wrong_for_call(event: CustomerCreatedEvent) -> None: ...
 
 
+@extension.on("customer.create")  # E: operator
+def misspelt(event: CustomerCreatedEvent) -> None: ...
+
+
 @extension.catch_all  # E: type-var
 def catch_all_must_take_every_event(event: CallCompletedEvent) -> None: ...
 
