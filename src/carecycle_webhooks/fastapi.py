@@ -1,6 +1,26 @@
 """FastAPI and Starlette adapter: receive careCycle webhooks in an ASGI application.
 
-::
+With FastAPI, a router to include, and the events in the app's OpenAPI document::
+
+    from fastapi import FastAPI
+
+    from carecycle_webhooks import Dispatcher
+    from carecycle_webhooks.fastapi import document_webhooks, webhook_router
+
+    webhooks = Dispatcher("whsec_...")
+    app = FastAPI()
+    app.include_router(webhook_router(webhooks, path="/webhooks"))
+    document_webhooks(app)  # OpenAPI 3.1 "webhooks": the three events' schemas
+
+or a verified, typed event in a route of your own (verified and parsed, not
+deduplicated)::
+
+    @app.post("/calls")
+    async def calls(
+        event: Annotated[CallCompletedEvent, Depends(verified_event(webhooks, CallCompletedEvent))],
+    ) -> None: ...
+
+or the endpoint alone, in FastAPI or plain Starlette::
 
     from fastapi import FastAPI
 
@@ -12,7 +32,8 @@
     app.add_api_route("/webhooks", webhook_view(webhooks), methods=["POST"])
 
 or, with plain Starlette, ``Route("/webhooks", webhook_view(webhooks), methods=["POST"])``.
-Only Starlette is imported, so the adapter works without FastAPI too.
+`webhook_view` and `verified_event` import only Starlette, so they work without FastAPI
+too; `webhook_router` and `document_webhooks` need FastAPI.
 
 The endpoint streams the raw request body, at most ``dispatcher.max_body_size`` bytes of
 it, into `Dispatcher.handle_async` and turns the answer into a Starlette ``Response``:
@@ -31,6 +52,7 @@ except ImportError:
     ) from None
 
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from ._adapters import (
     METHOD_NOT_ALLOWED,
@@ -41,9 +63,14 @@ from ._adapters import (
 )
 from ._asgi import receive_body
 from ._dispatch import Dispatcher
+from ._fastapi_dependency import WebhookAnswer, verified_event
+from ._openapi import document_webhooks
 from ._responses import WebhookResponse
 
-__all__ = ["webhook_view"]
+if TYPE_CHECKING:
+    from fastapi import APIRouter
+
+__all__ = ["WebhookAnswer", "document_webhooks", "verified_event", "webhook_router", "webhook_view"]
 
 
 def _to_starlette(response: WebhookResponse) -> Response:
@@ -119,3 +146,44 @@ def webhook_view(dispatcher: Dispatcher) -> Callable[[Request], Awaitable[Respon
             reservation.close()
 
     return carecycle_webhook
+
+
+def webhook_router(
+    dispatcher: Dispatcher,
+    *,
+    path: str = "/webhooks",
+    name: str = "carecycle_webhooks",
+    include_in_schema: bool = False,
+    **router_options: Any,  # noqa: ANN401 - FastAPI's own APIRouter options, passed on as they are
+) -> "APIRouter":
+    """A FastAPI ``APIRouter`` with the `webhook_view` endpoint at ``path``, to include.
+
+    ::
+
+        app.include_router(webhook_router(webhooks, path="/webhooks"))
+
+    The endpoint is `webhook_view`'s: it verifies, parses, deduplicates and dispatches
+    each delivery to the dispatcher's handlers, with the status table's answers.
+
+    Args:
+        dispatcher: The `Dispatcher` whose handlers run.
+        path: Where deliveries are received, relative to the router's ``prefix``.
+        name: The route's name, for ``app.url_path_for``.
+        include_in_schema: Whether the receiving route is in the OpenAPI document (it has
+            no parameters and no body there: the raw body is what is signed). The events
+            themselves are documented by `document_webhooks`.
+        **router_options: Passed on to ``APIRouter`` (``prefix``, ``tags``, ``dependencies``...).
+
+    Returns:
+        The router.
+
+    Raises:
+        WebhookConfigurationError: ``dispatcher`` is not a `Dispatcher`.
+    """
+    from fastapi import APIRouter
+
+    router = APIRouter(**router_options)
+    router.add_api_route(
+        path, webhook_view(dispatcher), methods=["POST"], name=name, include_in_schema=include_in_schema
+    )
+    return router

@@ -1,6 +1,23 @@
 """Flask adapter: receive careCycle webhooks in a Flask application.
 
-::
+Either the extension, configured from ``app.config`` (application factories welcome)::
+
+    from flask import Flask
+
+    from carecycle_webhooks.flask import CareCycleWebhooks
+
+    webhooks = CareCycleWebhooks()
+
+    @webhooks.on("customer.created")
+    def created(event: CustomerCreatedEvent) -> None: ...
+
+    def create_app() -> Flask:
+        app = Flask(__name__)
+        app.config["CARECYCLE_WEBHOOK_SECRET"] = "whsec_..."
+        webhooks.init_app(app)  # POST /webhooks
+        return app
+
+or the view of a `Dispatcher` you built yourself::
 
     from flask import Flask
 
@@ -26,7 +43,9 @@ except ImportError:
         "carecycle_webhooks.flask needs Flask: pip install 'carecycle-webhooks[flask]'"
     ) from None
 
-from typing import TYPE_CHECKING, Any, cast
+import base64
+import os
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 from ._adapters import (
     METHOD_NOT_ALLOWED,
@@ -37,13 +56,23 @@ from ._adapters import (
     read_body,
     reservation_for,
 )
+from ._dispatch import DEFAULT_MAX_BODY_SIZE, Dispatcher, NotAnEventTypeOfTheCatalog
+from ._errors import WebhookConfigurationError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ._dispatch import Dispatcher, WebhookResponse
+    from ._dispatch import (
+        _AnyHandler,  # pyright: ignore[reportPrivateUsage]
+        _CallHandler,  # pyright: ignore[reportPrivateUsage]
+        _CreatedHandler,  # pyright: ignore[reportPrivateUsage]
+        _UpdatedHandler,  # pyright: ignore[reportPrivateUsage]
+    )
+    from ._idempotency import IdempotencyStore
+    from ._models import CallCompletedEvent, CustomerCreatedEvent, CustomerUpdatedEvent, Event, EventType
+    from ._responses import WebhookResponse
 
-__all__ = ["webhook_view"]
+__all__ = ["CareCycleWebhooks", "webhook_view"]
 
 
 def _current_request() -> flask.Request:
@@ -125,3 +154,215 @@ def webhook_view(
     view.__name__ = view.__qualname__ = name
     view.methods = ("POST",)  # type: ignore[attr-defined]  # read by Flask's add_url_rule
     return view
+
+
+# The app.config keys the extension reads (the secret's is the environment variable's name too).
+_SECRET_SETTING = "CARECYCLE_WEBHOOK_SECRET"  # noqa: S105 - the name of the setting, not a secret
+_URL_RULE_SETTING = "CARECYCLE_WEBHOOK_URL_RULE"
+_MAX_BODY_SIZE_SETTING = "CARECYCLE_WEBHOOK_MAX_BODY_SIZE"
+_EXTENSION = "carecycle_webhooks"
+
+
+class _AppDispatcher(Dispatcher):
+    """One application's dispatcher: its own secret and store, the extension's handlers."""
+
+    def __init__(
+        self,
+        handlers: Dispatcher,
+        secret: list[str],
+        *,
+        idempotency_store: IdempotencyStore | None,
+        max_body_size: int,
+    ) -> None:
+        super().__init__(secret, idempotency_store=idempotency_store, max_body_size=max_body_size)
+        self._registry = handlers
+
+    def __repr__(self) -> str:
+        return repr(self._registry)
+
+    def handlers_for(self, event: Event) -> tuple[Callable[..., object], ...]:
+        # Looked up at each delivery: handlers registered after init_app run too.
+        return self._registry.handlers_for(event)
+
+
+def _registry() -> Dispatcher:
+    # Handlers are registered before any application, and so before any secret, is known.
+    # This dispatcher only holds them: it never verifies a delivery, so its secret is a
+    # random one that nobody knows.
+    return Dispatcher("whsec_" + base64.b64encode(os.urandom(32)).decode("ascii"))
+
+
+def _secret(app: flask.Flask) -> list[str]:
+    config = cast("dict[str, object]", app.config)  # Flask types its Config as a bare dict
+    value = config.get(_SECRET_SETTING)
+    if value is None:
+        value = os.environ.get(_SECRET_SETTING)
+    if isinstance(value, str):
+        value = value.split()  # several, separated by whitespace, while one is rotated
+    if isinstance(value, (list, tuple)) and value and all(isinstance(item, str) for item in value):  # pyright: ignore[reportUnknownVariableType]
+        return list(cast("list[str] | tuple[str, ...]", value))
+    # Never the value itself: it is a secret.
+    raise WebhookConfigurationError(
+        f"CareCycleWebhooks.init_app() needs the endpoint's secret: set app.config[{_SECRET_SETTING!r}] "
+        f"(a 'whsec_...' string, several separated by spaces, or a list of them), or the "
+        f"{_SECRET_SETTING} environment variable"
+    )
+
+
+class CareCycleWebhooks:
+    """The Flask extension: handlers registered once, the secret and the route from ``app.config``.
+
+    Made at module level and bound to each application with `init_app`, as Flask
+    extensions are, so it works with the application factory pattern::
+
+        webhooks = CareCycleWebhooks()
+
+        @webhooks.on("call.completed")
+        def call_completed(event: CallCompletedEvent) -> None: ...
+
+        def create_app() -> Flask:
+            app = Flask(__name__)
+            app.config.from_prefixed_env()  # or from_object, from_pyfile...
+            webhooks.init_app(app)
+            return app
+
+    `init_app` reads these keys of ``app.config``:
+
+    - ``CARECYCLE_WEBHOOK_SECRET``: the endpoint's ``whsec_...`` secret, several separated
+      by spaces (or a list) while one is rotated. When the key is absent, the
+      ``CARECYCLE_WEBHOOK_SECRET`` environment variable; when both are, a
+      `WebhookConfigurationError` at start-up.
+    - ``CARECYCLE_WEBHOOK_URL_RULE``: where deliveries are received, ``"/webhooks"`` by default.
+    - ``CARECYCLE_WEBHOOK_MAX_BODY_SIZE``: bodies larger than this many bytes are answered
+      413 (10 MiB by default).
+
+    Each application gets its own `Dispatcher` (`dispatcher` inside a request or app
+    context, `dispatcher_for` outside), built from its config, and running the handlers
+    registered here, including those registered after `init_app`. Its view is
+    `webhook_view`'s, at the endpoint ``"carecycle_webhooks"`` (for ``url_for``).
+
+    Args:
+        app: An application to bind at once; or none, and `init_app` later.
+        idempotency_store: Where processed ``webhook-id`` s are remembered, for every
+            application bound (`init_app` can give one its own). ``None`` runs the handlers
+            for every delivery, duplicates included.
+        endpoint: The endpoint name of the view.
+    """
+
+    def __init__(
+        self,
+        app: flask.Flask | None = None,
+        *,
+        idempotency_store: IdempotencyStore | None = None,
+        endpoint: str = _EXTENSION,
+    ) -> None:
+        """Create the extension, and bind ``app`` at once when one is given."""
+        self._handlers = _registry()
+        self._store = idempotency_store
+        self._endpoint = endpoint
+        if app is not None:
+            self.init_app(app)
+
+    def __repr__(self) -> str:
+        """The handlers registered, by event type."""
+        return f"CareCycleWebhooks({self._handlers!r})"
+
+    @overload
+    def on(  # type: ignore[overload-overlap]
+        self,
+        event_type: Literal["customer.created", EventType.CUSTOMER_CREATED] | type[CustomerCreatedEvent],
+        /,
+    ) -> Callable[[_CreatedHandler], _CreatedHandler]: ...
+    @overload
+    def on(  # type: ignore[overload-overlap]
+        self,
+        event_type: Literal["customer.updated", EventType.CUSTOMER_UPDATED] | type[CustomerUpdatedEvent],
+        /,
+    ) -> Callable[[_UpdatedHandler], _UpdatedHandler]: ...
+    @overload
+    def on(  # type: ignore[overload-overlap]
+        self,
+        event_type: Literal["call.completed", EventType.CALL_COMPLETED] | type[CallCompletedEvent],
+        /,
+    ) -> Callable[[_CallHandler], _CallHandler]: ...
+    @overload
+    def on(self, event_type: EventType, /) -> Callable[[_AnyHandler], _AnyHandler]: ...  # type: ignore[overload-overlap]
+    @overload
+    def on(self, event_type: str, /) -> NotAnEventTypeOfTheCatalog: ...
+    def on(self, event_type: Any, /) -> Any:
+        """Register the decorated function as a handler of one event type: `Dispatcher.on`.
+
+        Args:
+            event_type: ``"customer.created"``, ``EventType.CUSTOMER_CREATED`` or
+                ``CustomerCreatedEvent`` (likewise for the other events).
+
+        Returns:
+            A decorator that registers the handler and returns it unchanged. Type checkers
+            reject a handler whose parameter does not accept the event, and a string that
+            is not an event type of the catalog.
+
+        Raises:
+            WebhookConfigurationError: Not an event type of the catalog (the message names
+                the closest ones), or the decorated object is not callable.
+        """
+        register: Any = self._handlers.on  # the overloads above are its own
+        return register(event_type)
+
+    def catch_all(self, handler: _AnyHandler) -> _AnyHandler:
+        """Register the decorated function for every event without a handler: `Dispatcher.catch_all`.
+
+        Returns:
+            The handler, unchanged.
+        """
+        return self._handlers.catch_all(handler)
+
+    def init_app(self, app: flask.Flask, *, idempotency_store: IdempotencyStore | None = None) -> None:
+        """Bind an application: build its dispatcher from its config and add the webhook route.
+
+        Args:
+            app: The application.
+            idempotency_store: This application's store, instead of the extension's (one
+                per application built by a test's factory, say).
+
+        Raises:
+            WebhookConfigurationError: No secret, or an invalid one or another invalid
+                option, or this extension is bound to ``app`` already.
+        """
+        if _EXTENSION in app.extensions:
+            raise WebhookConfigurationError(
+                "a CareCycleWebhooks extension is already bound to this Flask application"
+            )
+        config = cast("dict[str, Any]", app.config)  # Flask types its Config as a bare dict
+        config.setdefault(_URL_RULE_SETTING, "/webhooks")
+        config.setdefault(_MAX_BODY_SIZE_SETTING, DEFAULT_MAX_BODY_SIZE)
+        dispatcher = _AppDispatcher(
+            self._handlers,
+            _secret(app),
+            idempotency_store=self._store if idempotency_store is None else idempotency_store,
+            max_body_size=config[_MAX_BODY_SIZE_SETTING],
+        )
+        app.add_url_rule(
+            config[_URL_RULE_SETTING],
+            endpoint=self._endpoint,
+            view_func=webhook_view(dispatcher, name=self._endpoint),
+            methods=["POST"],
+        )
+        app.extensions[_EXTENSION] = dispatcher
+
+    def dispatcher_for(self, app: flask.Flask) -> Dispatcher:
+        """The dispatcher `init_app` built for ``app``.
+
+        Raises:
+            WebhookConfigurationError: ``app`` was not bound with `init_app`.
+        """
+        dispatcher = app.extensions.get(_EXTENSION)
+        if not isinstance(dispatcher, Dispatcher):
+            raise WebhookConfigurationError(
+                "this Flask application has no CareCycleWebhooks: call webhooks.init_app(app) first"
+            )
+        return dispatcher
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """The current application's dispatcher (inside an application or request context)."""
+        return self.dispatcher_for(flask.current_app)

@@ -1,0 +1,245 @@
+"""`verified_event`: a FastAPI dependency giving a route of your own the verified, typed event.
+
+The route takes the place of the dispatcher's handlers in the delivery's flow: the dependency
+verifies and parses the delivery, then starts the flow (`_drivers.drive_async`) with one
+handler, `verified_event_route`, which lets the route run and waits for it to end. So the
+idempotency store is used as for any delivery: a duplicate is answered 200 and a delivery
+in flight elsewhere 409 without running the route; a route that returns marks the
+``webhook-id`` done, and one that raises frees it for Svix's retry.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the dependency's annotations at
+# runtime to see that `request` is the Request.
+
+import asyncio
+import contextlib
+import contextvars
+import json
+from collections.abc import AsyncIterator, Callable, Generator
+from typing import TypeVar, overload
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+
+from ._adapters import check_dispatcher, content_type_and_headers, declared_length, reservation_for
+from ._asgi import receive_body
+from ._dispatch import _PREPARE_IN_THREAD_ABOVE, Dispatcher  # pyright: ignore[reportPrivateUsage]
+from ._drivers import _current, drive_async  # pyright: ignore[reportPrivateUsage]
+from ._errors import WebhookConfigurationError
+from ._idempotency import TransactionalIdempotencyStore
+from ._models import EVENT_MODELS, CallCompletedEvent, CustomerCreatedEvent, CustomerUpdatedEvent, Event
+from ._responses import IGNORED, WebhookResponse
+from ._verify import WebhookDelivery
+
+__all__ = ["WebhookAnswer", "verified_event", "verified_event_route"]
+
+_E = TypeVar("_E", bound=CustomerCreatedEvent | CustomerUpdatedEvent | CallCompletedEvent)
+
+
+class WebhookAnswer(HTTPException):
+    """Raised by `verified_event` instead of running the route: the delivery's answer.
+
+    A verification failure is answered with the status table's status (400, 408, 413,
+    422, 503...), a duplicate ``webhook-id`` with 200 and one in flight elsewhere with 409,
+    and a delivery of another event type than the route's with 200 (acknowledged, not
+    handled, as a dispatcher without a handler for it answers). FastAPI turns it into a
+    response as any ``HTTPException``: the status and headers (``Retry-After``) are the
+    table's, and the JSON body is ``{"detail": <the table's body>}``.
+
+    Attributes:
+        response: The framework-neutral answer, as `webhook_view` gives it.
+    """
+
+    def __init__(self, response: WebhookResponse) -> None:
+        """Carry ``response``."""
+        _, headers = content_type_and_headers(response)
+        super().__init__(
+            response.status_code, detail=json.loads(response.body), headers=dict(headers) or None
+        )
+        self.response = response
+
+
+class _RouteRun:
+    """Between the dependency and the flow: the route started, the route ended."""
+
+    __slots__ = ("ended", "started")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.started: asyncio.Future[None] = loop.create_future()
+        self.ended: asyncio.Future[None] = loop.create_future()
+
+
+_route_run: contextvars.ContextVar[_RouteRun] = contextvars.ContextVar("carecycle_webhooks_route")
+
+
+async def verified_event_route(event: Event) -> None:  # noqa: ARG001 - the route has it
+    """The flow's handler for a route using `verified_event`: the route runs meanwhile.
+
+    Its name is the one the dispatcher's log lines give when the route raises.
+    """
+    run = _route_run.get()
+    run.started.set_result(None)
+    await run.ended  # the route's own exception, if it raised
+
+
+async def _verify(request: Request, dispatcher: Dispatcher) -> tuple[Event, WebhookDelivery]:
+    """The request's event and delivery, verified and parsed; else `WebhookAnswer`."""
+    headers = request.headers
+    # Read already when the route also takes a body parameter, or by a middleware.
+    body = request.__dict__.get("_body")
+    reservation = reservation_for(dispatcher)
+    try:
+        if not isinstance(body, bytes):
+            received = await receive_body(
+                request.receive,
+                declared=declared_length(headers.get("content-length")),
+                limit=dispatcher.max_body_size,
+                reservation=reservation,
+            )
+            if not isinstance(received, bytes):
+                raise WebhookAnswer(received)
+            body = received
+            # Where Starlette keeps a body it read: the route can still await request.body().
+            request._body = body  # noqa: SLF001  # pyright: ignore[reportPrivateUsage]
+        # The dispatcher's own first steps, as handle_async takes them (a large body in a
+        # worker thread): the same answers and the same log lines as its endpoint's.
+        prepare = dispatcher._prepare  # noqa: SLF001  # pyright: ignore[reportPrivateUsage]
+        if len(body) > _PREPARE_IN_THREAD_ABOVE:
+            prepared = await asyncio.to_thread(prepare, body, headers)
+        else:
+            prepared = prepare(body, headers)
+    finally:
+        # The budget bounds the bodies not verified yet (a flood of unsigned ones): a
+        # verified delivery's body is the route's to keep.
+        reservation.close()
+    if isinstance(prepared, WebhookResponse):
+        raise WebhookAnswer(prepared)
+    return prepared
+
+
+@contextlib.contextmanager
+def _delivery_of_route(delivery: WebhookDelivery) -> Generator[None, None, None]:
+    """`current_delivery()` in the route, as in a handler (the route runs in this context)."""
+    token = _current.set(delivery)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):  # ended in another context: nothing to undo here
+            _current.reset(token)
+
+
+def _start(
+    dispatcher: Dispatcher, event: Event, delivery: WebhookDelivery
+) -> tuple[_RouteRun, asyncio.Task[WebhookResponse]]:
+    """Start the delivery's flow, with the route in place of the handlers."""
+    run = _RouteRun(asyncio.get_running_loop())
+    token = _route_run.set(run)
+    try:
+        wiring = dispatcher._wiring  # noqa: SLF001  # pyright: ignore[reportPrivateUsage]
+        flow = asyncio.ensure_future(drive_async(wiring, (verified_event_route,), event, delivery))
+    finally:
+        _route_run.reset(token)  # the flow's task has its own copy of the context
+    return run, flow
+
+
+@overload
+def verified_event(dispatcher: Dispatcher) -> Callable[[Request], AsyncIterator[Event]]: ...
+@overload
+def verified_event(
+    dispatcher: Dispatcher, event_type: type[_E]
+) -> Callable[[Request], AsyncIterator[_E]]: ...
+def verified_event(
+    dispatcher: Dispatcher, event_type: type[_E] | None = None
+) -> Callable[[Request], AsyncIterator[Event | _E]]:
+    """A FastAPI dependency that gives a route of your own the verified, typed event.
+
+    ::
+
+        VerifiedCall = Annotated[CallCompletedEvent, Depends(verified_event(webhooks, CallCompletedEvent))]
+
+        @app.post("/calls")
+        async def calls(event: VerifiedCall) -> dict[str, str]:
+            ...
+
+    It reads the raw body (within ``dispatcher.max_body_size`` and its body budget, as
+    `webhook_view` does), verifies it with the dispatcher's secret and tolerance, and
+    parses it. A delivery that fails is answered by raising `WebhookAnswer` with the status
+    table's status (400, 408, 413, 422, 503), and the route does not run. With
+    ``event_type``, a delivery of another event type is answered 200 without running the
+    route.
+
+    With an idempotency store, the route runs once per ``webhook-id``, as a handler of the
+    dispatcher would: a duplicate is answered 200 (``{"detail": {"status": "duplicate"}}``)
+    and a delivery being processed elsewhere 409, without running the route; the store
+    unreachable is answered 503. The id is marked done when the route returns, and freed
+    when it raises (logged without the exception's message), so that Svix's retry runs
+    it again. Without a store, every delivery runs the route. The dispatcher's own handlers
+    are not called. In the route, as in a handler, `current_delivery` gives the delivery's
+    ``webhook-id``, timestamp and attempt.
+
+    Args:
+        dispatcher: The `Dispatcher` whose secret, tolerance, body limits and idempotency
+            store apply.
+        event_type: ``CallCompletedEvent``, ``CustomerCreatedEvent`` or
+            ``CustomerUpdatedEvent``; without it, the route gets any `Event`
+            (`UnknownEvent` included).
+
+    Returns:
+        The dependency, for ``Depends``.
+
+    Raises:
+        WebhookConfigurationError: ``dispatcher`` is not a `Dispatcher`; its store cannot
+            be used under asyncio, or is transactional (its handlers' writes share one
+            database transaction in a thread of its own, which a route cannot join: use
+            `webhook_router` and handlers); ``event_type`` is not an event model.
+    """
+    dispatcher = check_dispatcher(
+        dispatcher, "FastAPI", synchronous=False, built="dependencies built by verified_event()"
+    )
+    store = dispatcher.idempotency_store
+    if isinstance(store, TransactionalIdempotencyStore):
+        raise WebhookConfigurationError(
+            f"verified_event() cannot run a route inside the transaction of {type(store).__name__}: "
+            "use webhook_router() and register handlers on the dispatcher"
+        )
+    if event_type is not None and event_type not in EVENT_MODELS.values():
+        raise WebhookConfigurationError(
+            "verified_event() takes CallCompletedEvent, CustomerCreatedEvent or CustomerUpdatedEvent "
+            f"as its event type, not {event_type!r}"
+        )
+    # The flow awaits a handler it knows to be async def; others go to a worker thread.
+    dispatcher._wiring.async_handlers.add(id(verified_event_route))  # noqa: SLF001  # pyright: ignore[reportPrivateUsage]
+
+    async def verified_webhook_event(request: Request) -> AsyncIterator[Event | _E]:
+        event, delivery = await _verify(request, dispatcher)
+        if event_type is not None and not isinstance(event, event_type):
+            raise WebhookAnswer(IGNORED)  # acknowledged: a route for another event type
+        if store is None:
+            with _delivery_of_route(delivery):
+                yield event
+            return
+        run, flow = _start(dispatcher, event, delivery)
+        try:
+            await asyncio.wait((flow, run.started), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            flow.cancel()  # the flow frees the lease, if it took one
+            raise
+        if not run.started.done():
+            # A duplicate (200), in flight elsewhere (409), the store down (503): no route.
+            raise WebhookAnswer(flow.result())
+        try:
+            with _delivery_of_route(delivery):
+                yield event
+        except BaseException as error:
+            # The route raised (or the request is being cancelled): the flow logs it
+            # without its message and frees the webhook-id, so Svix's retry runs it again.
+            if isinstance(error, Exception):
+                run.ended.set_exception(error)
+            else:
+                run.ended.cancel()
+            await asyncio.shield(flow)
+            raise
+        run.ended.set_result(None)
+        await flow  # the done mark (tried again, or kept for later, if the store fails now)
+
+    return verified_webhook_event

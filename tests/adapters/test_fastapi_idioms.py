@@ -1,0 +1,466 @@
+"""FastAPI idioms: the router to include, the verified-event dependency, the OpenAPI webhooks."""
+
+# No `from __future__ import annotations`: FastAPI reads the routes' annotations at runtime,
+# and the dependencies of these routes are local variables.
+
+import datetime
+import json
+import logging
+import subprocess
+import sys
+import threading
+import warnings
+from typing import TYPE_CHECKING, Annotated, Any, cast
+
+import pytest
+from fastapi import Body, Depends, FastAPI, HTTPException, Request
+
+from carecycle_webhooks import (
+    CallCompletedEvent,
+    Dispatcher,
+    Event,
+    InMemoryIdempotencyStore,
+    UnknownEvent,
+    WebhookConfigurationError,
+    current_delivery,
+    testing,
+)
+from carecycle_webhooks.fastapi import WebhookAnswer, document_webhooks, verified_event, webhook_router
+from carecycle_webhooks.schema import json_schema
+from tests.adapters import MSG_ID, UNKNOWN_BODY, AdapterContract, Reply, UnreachableStore, bodies
+from tests.conftest import SECRET, fixture_bytes, load_fixture, svix_headers
+
+with warnings.catch_warnings():
+    # Starlette 1.x prefers httpx2 for its test client; the dev extra installs httpx.
+    # (No category: StarletteDeprecationWarning is new in Starlette 1.x.)
+    warnings.filterwarnings("ignore", message=r"Using `httpx` with `starlette\.testclient` is deprecated")
+    from fastapi.testclient import TestClient
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping
+
+    import httpx
+
+
+def post(
+    app: FastAPI, url: str, body: "bytes | Iterator[bytes]", headers: "Mapping[str, str]"
+) -> "httpx.Response":
+    client = TestClient(app)
+    # Starlette types its test client against httpx2; at runtime (and here) it is httpx.
+    return cast("httpx.Response", client.post(url, content=body, headers=dict(headers)))  # pyright: ignore[reportUnknownMemberType]
+
+
+# --------------------------------------------------------------------------- the router
+
+
+class TestRouterStatusTable(AdapterContract):
+    def send(
+        self, dispatcher: Dispatcher, body: bytes, headers: "Mapping[str, str]", *, method: str = "POST"
+    ) -> Reply:
+        app = FastAPI()
+        app.include_router(webhook_router(dispatcher, path="/webhooks"))
+        client = TestClient(app)
+        response = cast(
+            "httpx.Response",
+            client.request(method, "/webhooks", content=body, headers=dict(headers)),  # pyright: ignore[reportUnknownMemberType]
+        )
+        answer_headers = {name.lower(): value for name, value in response.headers.items()}
+        return Reply(response.status_code, answer_headers, response.content)
+
+
+def test_the_router_takes_apirouter_options_and_stays_out_of_the_schema() -> None:
+    app = FastAPI()
+    app.include_router(webhook_router(Dispatcher(SECRET), path="/carecycle", prefix="/hooks", tags=["hooks"]))
+    assert app.url_path_for("carecycle_webhooks") == "/hooks/carecycle"
+    assert app.openapi()["paths"] == {}
+    body = fixture_bytes("customer.created")
+    assert post(app, "/hooks/carecycle", body, svix_headers(body)).json() == {"status": "ignored"}
+    shown = FastAPI()
+    shown.include_router(webhook_router(Dispatcher(SECRET), include_in_schema=True, name="in"))
+    assert list(shown.openapi()["paths"]) == ["/webhooks"]
+
+
+# --------------------------------------------------------------------------- the dependency
+
+
+class CallsApp:
+    """A route of the application's own, given the verified call.completed event."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.events: list[CallCompletedEvent] = []
+        self.app = FastAPI()
+        verified_call = verified_event(dispatcher, CallCompletedEvent)
+
+        @self.app.post("/calls")
+        async def calls(
+            event: Annotated[CallCompletedEvent, Depends(verified_call)], request: Request
+        ) -> dict[str, str]:  # pyright: ignore[reportUnusedFunction]
+            self.events.append(event)
+            # The raw body stays readable for the route.
+            assert await request.body() == fixture_bytes("call.completed")
+            return {"call": str(event.id), "disposition": str(event.disposition)}
+
+    def post(self, body: "bytes | Iterator[bytes]", headers: "Mapping[str, str]") -> "httpx.Response":
+        return post(self.app, "/calls", body, headers)
+
+
+def test_the_route_gets_the_verified_typed_event() -> None:
+    calls = CallsApp(Dispatcher(SECRET))
+    body = fixture_bytes("call.completed")
+    response = calls.post(body, svix_headers(body))
+    assert (response.status_code, response.json()) == (
+        200,
+        {"call": "dca4a483-af54-4899-a804-766ee5812537", "disposition": "Enrolled"},
+    )
+    [event] = calls.events
+    assert isinstance(event, CallCompletedEvent)
+    assert event.duration_ms == 247000
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "error"),
+    [
+        ("bad signature", 400, "no_matching_signature"),
+        ("stale", 400, "timestamp_too_old"),
+        ("no headers", 400, "missing_header"),
+        ("too large", 413, "body_too_large"),
+        ("not an event", 422, "invalid_payload"),
+    ],
+)
+def test_a_delivery_that_fails_is_answered_with_the_status_table_and_the_route_does_not_run(
+    case: str, status: int, error: str
+) -> None:
+    calls = CallsApp(Dispatcher(SECRET, max_body_size=len(fixture_bytes("call.completed")) + 10))
+    body = fixture_bytes("call.completed")
+    headers = svix_headers(body)
+    if case == "bad signature":
+        headers = svix_headers(body.replace(b"Enrolled", b"Declined"))
+    elif case == "stale":
+        headers = svix_headers(body, timestamp=1_700_000_000)
+    elif case == "no headers":
+        headers = {}
+    elif case == "too large":
+        body += b" " * 11
+        headers = svix_headers(body)
+    elif case == "not an event":
+        body = b'{"event_type": "call.completed"}'
+        headers = svix_headers(body)
+    response = calls.post(body, headers)
+    assert response.status_code == status
+    assert response.json()["detail"]["error"] == error
+    assert calls.events == []
+    # No field value in the answer.
+    assert "Enrolled" not in response.text
+    assert "+1312" not in response.text
+
+
+def test_a_body_read_already_by_fastapi_is_verified_as_read() -> None:
+    # A Body parameter makes FastAPI read (and keep) the body before the dependencies run.
+    dispatcher = Dispatcher(SECRET, max_body_size=len(fixture_bytes("call.completed")) + 10)
+    verified = verified_event(dispatcher, CallCompletedEvent)
+    app = FastAPI()
+
+    @app.post("/calls")
+    def calls(  # pyright: ignore[reportUnusedFunction]
+        event: Annotated[CallCompletedEvent, Depends(verified)],
+        payload: Annotated[dict[str, Any], Body()],
+    ) -> list[str]:
+        return [str(event.id), payload["id"]]
+
+    body = fixture_bytes("call.completed")
+    response = post(app, "/calls", body, {**svix_headers(body), "content-type": "application/json"})
+    assert response.json() == ["dca4a483-af54-4899-a804-766ee5812537"] * 2
+    tampered = body.replace(b"Enrolled", b"Declined")
+    response = post(app, "/calls", tampered, {**svix_headers(body), "content-type": "application/json"})
+    assert response.status_code == 400
+    large = body[:-2] + b" " * 20 + b"}\n"
+    response = post(app, "/calls", large, {**svix_headers(large), "content-type": "application/json"})
+    assert (response.status_code, response.json()["detail"]["error"]) == (413, "body_too_large")
+
+
+def test_a_large_body_is_verified_and_parsed_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    threads: list[str] = []
+    original = Dispatcher._prepare  # pyright: ignore[reportPrivateUsage]
+
+    def prepare(self: Dispatcher, body: bytes, headers: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return original(self, body, headers)
+
+    monkeypatch.setattr(Dispatcher, "_prepare", prepare)
+    big = testing.sign(testing.call_completed(transcript="Agent: hello. " * 30_000), secret=SECRET)
+    small = testing.sign(testing.call_completed(), secret=SECRET)
+    app = FastAPI()
+    verified = verified_event(Dispatcher(SECRET), CallCompletedEvent)
+
+    @app.post("/calls")
+    async def route(event: Annotated[CallCompletedEvent, Depends(verified)]) -> int:  # pyright: ignore[reportUnusedFunction]
+        return len(event.transcript or "")
+
+    assert len(big.body) > 256 * 1024
+    assert post(app, "/calls", big.body, big.headers).json() == len("Agent: hello. " * 30_000)
+    assert post(app, "/calls", small.body, small.headers).status_code == 200
+    assert threads[0] != threads[1]  # the large one in a worker thread, the small one on the loop
+
+
+def test_a_chunked_body_over_the_limit_is_413_and_gives_its_budget_back() -> None:
+    dispatcher = Dispatcher(SECRET, max_body_size=100)
+    calls = CallsApp(dispatcher)
+    body = fixture_bytes("call.completed")
+    response = calls.post(iter([body[:60], body[60:]]), svix_headers(body))
+    assert (response.status_code, response.json()["detail"]["error"]) == (413, "body_too_large")
+    assert bodies(dispatcher).used == 0
+    assert calls.events == []
+
+
+def test_a_delivery_of_another_event_type_is_acknowledged_without_running_the_route() -> None:
+    calls = CallsApp(Dispatcher(SECRET))
+    for body in (fixture_bytes("customer.created"), UNKNOWN_BODY):
+        response = calls.post(body, svix_headers(body))
+        assert (response.status_code, response.json()) == (200, {"detail": {"status": "ignored"}})
+    assert calls.events == []
+
+
+def test_without_an_event_type_the_route_gets_any_event() -> None:
+    dispatcher = Dispatcher(SECRET)
+    app = FastAPI()
+    seen: list[Event] = []
+
+    @app.post("/events")
+    def events(event: Annotated[Event, Depends(verified_event(dispatcher))]) -> str:  # pyright: ignore[reportUnusedFunction]
+        seen.append(event)
+        return event.event_type
+
+    for body in (fixture_bytes("customer.updated"), UNKNOWN_BODY):
+        assert post(app, "/events", body, svix_headers(body)).status_code == 200
+    assert [event.event_type for event in seen] == ["customer.updated", "appointment.booked"]
+    assert isinstance(seen[1], UnknownEvent)
+
+
+def test_without_a_store_every_delivery_runs_the_route() -> None:
+    calls = CallsApp(Dispatcher(SECRET))
+    body = fixture_bytes("call.completed")
+    headers = svix_headers(body)
+    assert calls.post(body, headers).status_code == 200
+    assert calls.post(body, headers).status_code == 200
+    assert len(calls.events) == 2
+
+
+def test_with_a_store_the_route_runs_once_per_webhook_id() -> None:
+    store = InMemoryIdempotencyStore()
+    calls = CallsApp(Dispatcher(SECRET, idempotency_store=store))
+    body = fixture_bytes("call.completed")
+    headers = svix_headers(body)
+    assert calls.post(body, headers).json()["disposition"] == "Enrolled"
+    response = calls.post(body, headers)
+    assert (response.status_code, response.json()) == (200, {"detail": {"status": "duplicate"}})
+    assert len(calls.events) == 1
+    other = svix_headers(body, msg_id="msg_another")
+    assert calls.post(body, other).status_code == 200
+    assert len(calls.events) == 2
+
+
+def test_a_webhook_id_in_flight_elsewhere_is_409_without_running_the_route() -> None:
+    store = InMemoryIdempotencyStore()
+    calls = CallsApp(Dispatcher(SECRET, idempotency_store=store))
+    claim = store.acquire(MSG_ID, lease=datetime.timedelta(minutes=1))  # another worker's
+    body = fixture_bytes("call.completed")
+    response = calls.post(body, svix_headers(body, msg_id=MSG_ID))
+    assert (response.status_code, response.json()["detail"]["error"]) == (409, "in_flight")
+    assert calls.events == []
+    assert claim.token is not None
+    store.release(MSG_ID, claim.token)
+    assert calls.post(body, svix_headers(body, msg_id=MSG_ID)).status_code == 200
+
+
+def test_an_unreachable_store_is_503_without_running_the_route() -> None:
+    calls = CallsApp(Dispatcher(SECRET, idempotency_store=UnreachableStore()))
+    body = fixture_bytes("call.completed")
+    response = calls.post(body, svix_headers(body))
+    assert (response.status_code, response.json()["detail"]["error"]) == (
+        503,
+        "idempotency_store_unavailable",
+    )
+    assert calls.events == []
+
+
+def test_a_route_that_raises_frees_the_webhook_id_for_the_retry(caplog: pytest.LogCaptureFixture) -> None:
+    store = InMemoryIdempotencyStore()
+    dispatcher = Dispatcher(SECRET, idempotency_store=store)
+    app = FastAPI()
+    outcomes = ["RuntimeError", "HTTPException", "ok"]
+    runs: list[str] = []
+
+    @app.post("/calls")
+    async def calls(  # pyright: ignore[reportUnusedFunction]
+        event: Annotated[CallCompletedEvent, Depends(verified_event(dispatcher, CallCompletedEvent))],
+    ) -> str:
+        outcome = outcomes[len(runs)]
+        runs.append(outcome)
+        if outcome == "RuntimeError":
+            raise RuntimeError(f"could not save {event.phone_number}")
+        if outcome == "HTTPException":
+            raise HTTPException(status_code=400, detail="rejected by the route")
+        return "saved"
+
+    client = TestClient(app, raise_server_exceptions=False)
+    body = fixture_bytes("call.completed")
+    headers = svix_headers(body)
+    with caplog.at_level(logging.INFO, logger="carecycle_webhooks"):
+        statuses = [
+            cast("httpx.Response", client.post("/calls", content=body, headers=headers)).status_code  # pyright: ignore[reportUnknownMemberType]
+            for _ in range(4)
+        ]
+    assert statuses == [500, 400, 200, 200]  # the last one a duplicate
+    assert runs == ["RuntimeError", "HTTPException", "ok"]
+    failures = [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+    assert len(failures) == 2
+    assert "verified_event_route" in failures[0]
+    assert "RuntimeError" in failures[0]
+    assert "+1312" not in caplog.text
+
+
+@pytest.mark.parametrize("with_store", [False, True])
+def test_current_delivery_works_in_sync_and_async_routes(with_store: bool) -> None:
+    dispatcher = Dispatcher(SECRET, idempotency_store=InMemoryIdempotencyStore() if with_store else None)
+    verified = verified_event(dispatcher, CallCompletedEvent)
+    app = FastAPI()
+
+    @app.post("/async")
+    async def in_async(event: Annotated[CallCompletedEvent, Depends(verified)]) -> str:  # pyright: ignore[reportUnusedFunction]
+        return current_delivery().webhook_id
+
+    @app.post("/sync")
+    def in_sync(event: Annotated[CallCompletedEvent, Depends(verified)]) -> str:  # pyright: ignore[reportUnusedFunction]
+        return current_delivery().webhook_id
+
+    body = fixture_bytes("call.completed")
+    for path in ("/async", "/sync"):
+        response = post(app, path, body, svix_headers(body, msg_id=f"msg{path.replace('/', '_')}"))
+        assert response.json() == f"msg{path.replace('/', '_')}"
+    with pytest.raises(LookupError):
+        current_delivery()  # not left behind in the caller's context
+
+
+def test_a_transactional_store_is_refused() -> None:
+    class Transactional(InMemoryIdempotencyStore):
+        async def run_delivery_async(self, deliver: "Callable[[], object]") -> object:
+            return deliver()
+
+    with pytest.raises(WebhookConfigurationError, match="webhook_router"):
+        verified_event(Dispatcher(SECRET, idempotency_store=Transactional()))
+
+
+def test_the_answer_keeps_the_table_s_headers() -> None:
+    dispatcher = Dispatcher(SECRET, max_body_size=4096, body_budget=4096)
+    calls = CallsApp(dispatcher)
+    held = bodies(dispatcher)
+    assert held.take(3000)  # other requests' bodies, being read
+    try:
+        body = fixture_bytes("call.completed")
+        response = calls.post(body, svix_headers(body))
+    finally:
+        held.give_back(3000)
+    assert (response.status_code, response.headers["retry-after"]) == (503, "5")
+    assert response.json()["detail"]["error"] == "busy"
+
+
+def test_wrong_arguments_are_refused_at_start_up() -> None:
+    with pytest.raises(WebhookConfigurationError):
+        verified_event(cast("Any", object()))
+    with pytest.raises(WebhookConfigurationError, match="CallCompletedEvent"):
+        verified_event(Dispatcher(SECRET), cast("Any", dict))
+
+
+def test_webhook_answer_carries_the_dispatchers_answer() -> None:
+    from carecycle_webhooks._responses import BUSY
+
+    answer = WebhookAnswer(BUSY)
+    assert (answer.status_code, answer.headers, answer.response) == (503, {"retry-after": "5"}, BUSY)
+    assert answer.detail == json.loads(BUSY.body)
+
+
+# --------------------------------------------------------------------------- OpenAPI webhooks
+
+
+def openapi_document() -> dict[str, Any]:
+    app = FastAPI()
+    app.include_router(webhook_router(Dispatcher(SECRET)))
+    document_webhooks(app)
+    response = cast("httpx.Response", TestClient(app).get("/openapi.json"))  # pyright: ignore[reportUnknownMemberType]
+    return cast("dict[str, Any]", response.json())
+
+
+def without_titles(schema: Any) -> Any:
+    """A schema without the annotations that do not constrain a value.
+
+    pydantic titles every property (json_schema() drops those titles), and FastAPI leaves
+    the ``"default": null`` of optional properties out of request bodies.
+    """
+    if isinstance(schema, dict):
+        return {
+            key: without_titles(value)
+            for key, value in cast("dict[str, Any]", schema).items()
+            if not (key == "title" and isinstance(value, str)) and not (key == "default" and value is None)
+        }
+    if isinstance(schema, list):
+        return [without_titles(item) for item in cast("list[Any]", schema)]
+    return schema
+
+
+def test_the_three_events_are_openapi_3_1_webhooks() -> None:
+    document = openapi_document()
+    assert document["openapi"].startswith("3.1.")
+    assert list(document["webhooks"]) == ["customer.created", "customer.updated", "call.completed"]
+    assert document["paths"] == {}
+    operation = document["webhooks"]["call.completed"]["post"]
+    assert operation["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/CallCompletedEvent"
+    }
+    assert [(p["name"], p["in"], p["required"]) for p in operation["parameters"]] == [
+        ("webhook-id", "header", True),
+        ("webhook-timestamp", "header", True),
+        ("webhook-signature", "header", True),
+    ]
+    assert set(operation["responses"]) == {"200", "400", "409", "413", "422", "500", "503"}
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+
+
+@pytest.mark.parametrize("event_type", ["customer.created", "customer.updated", "call.completed"])
+def test_each_webhook_s_body_is_the_event_s_json_schema(event_type: str) -> None:
+    document = openapi_document()
+    components = document["components"]["schemas"]
+    expected = json_schema(event_type)
+    text = json.dumps(expected).replace("#/$defs/", "#/components/schemas/")
+    expected = json.loads(text)
+    name = {
+        "customer.created": "CustomerCreatedEvent",
+        "customer.updated": "CustomerUpdatedEvent",
+        "call.completed": "CallCompletedEvent",
+    }[event_type]
+    documented = without_titles(components[name])
+    for keyword in ("properties", "required", "additionalProperties", "type"):
+        assert documented[keyword] == without_titles(expected[keyword])
+    assert documented["description"] == expected["description"]
+    for definition, schema in expected["$defs"].items():
+        assert without_titles(components[definition]) == without_titles(schema)
+
+
+def test_the_document_marks_phi_and_holds_no_example_nor_payload_value() -> None:
+    document = openapi_document()
+    text = json.dumps(document)
+    assert '"example' not in text
+    call = document["components"]["schemas"]["CallCompletedEvent"]["properties"]
+    assert call["phoneNumber"]["x-phi"] is True
+    assert call["transcript"]["x-phi"] is True
+    call_payload, customer_payload = load_fixture("call.completed"), load_fixture("customer.created")
+    phi = [call_payload[name] for name in ("phoneNumber", "summary", "transcript")]
+    phi += [customer_payload[name] for name in ("firstName", "lastName", "email", "phoneNumber")]
+    for value in phi:
+        assert value
+        assert value not in text
+
+
+def test_the_module_still_needs_only_starlette() -> None:
+    # webhook_view and verified_event serve plain Starlette apps: FastAPI is imported on use only.
+    code = "import sys, carecycle_webhooks.fastapi; assert 'fastapi' not in sys.modules, sorted(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
