@@ -123,6 +123,23 @@ def test_every_python_block_is_marked_python() -> None:
     assert not untested, f"use ```python (tested) or ```text: {untested}"
 
 
+CODE_WIDTH = 88  # what a 1280-pixel window shows of a code block (docs/stylesheets/extra.css)
+
+
+def test_python_blocks_fit_the_page() -> None:
+    # Wider lines scroll sideways. The blocks' own code is formatted at this width
+    # (docs/ruff.toml); comments, and the files that snippet lines include, are not.
+    too_wide = []
+    for block in PYTHON_BLOCKS:
+        included = snippet_paths(block)
+        if included is None:
+            lines = block.code.splitlines()
+        else:
+            lines = [line for path in included for line in (ROOT / path).read_text().splitlines()]
+        too_wide += [f"{block.name}: {line.strip()[:60]}" for line in lines if len(line) > CODE_WIDTH]
+    assert not too_wide, "\n".join(too_wide)
+
+
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A temporary project directory: the working directory, importable, and the secret set."""

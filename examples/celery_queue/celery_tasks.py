@@ -1,6 +1,6 @@
-# mypy: disable-error-code="import-untyped"
-# (Celery ships no type hints: to mypy its objects are Any; `enqueue` is the typed way in.)
-"""The Celery side: the app, the handlers, and the task that runs them for a verified delivery.
+# mypy: disable-error-code="import-untyped" (Celery ships no type hints: to mypy its
+# objects are Any; `enqueue` is the typed way in.)
+"""The Celery side: the app, the handlers, and the task that runs them.
 
 The web endpoint (``celery_web.py``) verifies each delivery and queues its raw body with
 `enqueue`; a worker runs `process_delivery`, which parses the body, deduplicates the
@@ -8,20 +8,24 @@ delivery in Redis and runs the typed handlers, retrying the job with backoff whe
 fail. Run a worker (from the repository root)::
 
     CARECYCLE_WEBHOOK_SECRET=whsec_... REDIS_URL=redis://127.0.0.1:6379/0 \\
-        celery --workdir examples/celery_queue -A celery_tasks worker --concurrency 2 -l info
+        celery --workdir examples/celery_queue -A celery_tasks \\
+        worker --concurrency 2 -l info
 
 Environment:
-    CARECYCLE_WEBHOOK_SECRET: the endpoint's ``whsec_...`` secret (several, space-separated,
-        while rotating). Only the web endpoint verifies, but `Dispatcher` needs it.
-    REDIS_URL: the Redis of the idempotency store, e.g. ``redis://127.0.0.1:6379/0``; also
-        the broker and result backend unless these are given.
-    DATABASE_URL: optional, a PostgreSQL database (``postgresql://app@db/app``). When set, the
-        worker keeps its done marks there (`PostgresIdempotencyStore`, extra ``postgres``) and
-        the handlers write their effects to its table ``crm_events`` in the delivery's own
-        transaction: each event's row commits with its done mark, or not at all.
-    CELERY_BROKER_URL, CELERY_RESULT_BACKEND: optional, another broker or result backend.
-    EVENTS_LOG: optional path of a JSON-lines file; each processed event appends one line
-        (webhook-id, event type, id), standing in for your CRM or database.
+    CARECYCLE_WEBHOOK_SECRET: the endpoint's ``whsec_...`` secret (several,
+        space-separated, while rotating). Only the web endpoint verifies, but
+        `Dispatcher` needs it.
+    REDIS_URL: the Redis of the idempotency store, e.g. ``redis://127.0.0.1:6379/0``;
+        also the broker and result backend unless these are given.
+    DATABASE_URL: optional, a PostgreSQL database (``postgresql://app@db/app``). When
+        set, the worker keeps its done marks there (`PostgresIdempotencyStore`, extra
+        ``postgres``) and the handlers write their effects to its table ``crm_events``
+        in the delivery's own transaction: each event's row commits with its done
+        mark, or not at all.
+    CELERY_BROKER_URL, CELERY_RESULT_BACKEND: optional, another broker or result
+        backend.
+    EVENTS_LOG: optional path of a JSON-lines file; each processed event appends one
+        line (webhook-id, event type, id), standing in for your CRM or database.
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ import redis
 from celery import signals
 
 # `celery.app.Celery` is `celery.Celery`, imported from there because mypy, which checks
-# every file under examples/, would otherwise take this directory for the celery package.
+# every file under examples/, would otherwise take this directory for the celery
+# package.
 from celery.app import Celery
 
 from carecycle_webhooks import (
@@ -83,8 +88,8 @@ SOFT_TIME_LIMIT = 100
 TIME_LIMIT = 110
 LEASE = datetime.timedelta(seconds=120)
 
-# Kept out of logs, task events and monitoring tools (Flower, `celery inspect`): the body
-# holds protected health information.
+# Kept out of logs, task events and monitoring tools (Flower, `celery inspect`): the
+# body holds protected health information.
 REDACTED_BODY = "'<body>'"
 
 app = Celery("carecycle_webhooks_example", broker=BROKER_URL, backend=RESULT_BACKEND)
@@ -115,7 +120,10 @@ app.conf.update(
 
 
 def task(**options: object) -> Callable[[Callable[..., object]], Any]:
-    """``@app.task(...)``, as a decorator that mypy --strict accepts (Celery has no type hints)."""
+    """``@app.task(...)``, as a decorator that mypy --strict accepts.
+
+    Celery has no type hints.
+    """
     decorator: Callable[[Callable[..., object]], Any] = app.task(**options)
     return decorator
 
@@ -132,17 +140,21 @@ _postgres: PostgresIdempotencyStore | None = None
 
 
 def _store() -> IdempotencyStore:
-    """PostgreSQL when DATABASE_URL is set (exactly-once effects), else Redis (leases)."""
+    """PostgreSQL when DATABASE_URL is set (exactly-once effects), else Redis."""
     global _pool, _postgres  # noqa: PLW0603 - set once, at import
     if DATABASE_URL:
         from psycopg_pool import ConnectionPool
 
         from carecycle_webhooks.postgres import PostgresIdempotencyStore
 
-        # Opened in each worker process (below), never in the parent: a pool's threads and
-        # connections do not survive a fork.
+        # Opened in each worker process (below), never in the parent: a pool's threads
+        # and connections do not survive a fork.
         _pool = ConnectionPool(
-            DATABASE_URL, min_size=1, max_size=2, kwargs={"connect_timeout": 3}, open=False
+            DATABASE_URL,
+            min_size=1,
+            max_size=2,
+            kwargs={"connect_timeout": 3},
+            open=False,
         )
         _postgres = PostgresIdempotencyStore(_pool)
         return _postgres
@@ -150,7 +162,11 @@ def _store() -> IdempotencyStore:
     return RedisIdempotencyStore(client)
 
 
-webhooks = Dispatcher(os.environ["CARECYCLE_WEBHOOK_SECRET"].split(), idempotency_store=_store(), lease=LEASE)
+webhooks = Dispatcher(
+    os.environ["CARECYCLE_WEBHOOK_SECRET"].split(),
+    idempotency_store=_store(),
+    lease=LEASE,
+)
 
 
 def _open_pool(**_: object) -> None:
@@ -170,28 +186,34 @@ signals.worker_process_init.connect(_open_pool)
 
 
 def _record(event: Event) -> None:
-    """Stand-in for your CRM: one row (PostgreSQL) or one JSON line per processed event, without PHI."""
+    """Stand-in for your CRM: one row or one JSON line per processed event, no PHI."""
     record_id = event.payload.get("id") if isinstance(event, UnknownEvent) else event.id
     if DATABASE_URL:
         from carecycle_webhooks.postgres import current_connection
 
-        # The delivery's own transaction: this row commits with the done mark, or not at all.
+        # The delivery's own transaction: this row commits with the done mark, or not
+        # at all.
         current_connection().execute(
-            "INSERT INTO crm_events (webhook_id, event_type, record_id) VALUES (%s, %s, %s)",
+            "INSERT INTO crm_events (webhook_id, event_type, record_id) "
+            "VALUES (%s, %s, %s)",
             (current_delivery().webhook_id, event.event_type, str(record_id)),
         )
     path = os.environ.get("EVENTS_LOG")
     if not path:
         return
     line = json.dumps(
-        {"webhook_id": current_delivery().webhook_id, "event_type": event.event_type, "id": str(record_id)}
+        {
+            "webhook_id": current_delivery().webhook_id,
+            "event_type": event.event_type,
+            "id": str(record_id),
+        }
     )
     with open(path, "a", encoding="utf-8") as file:  # noqa: PTH123 - one short append, atomic
         file.write(line + "\n")
 
 
 def _fails_first_time(event: CustomerCreatedEvent) -> bool:
-    """A transient failure to watch the retries: a customer whose externalId is "fail-once"."""
+    """A transient failure to watch the retries: the externalId "fail-once"."""
     path = os.environ.get("EVENTS_LOG")
     if event.external_id != "fail-once" or not path:
         return False
@@ -207,7 +229,12 @@ def _fails_first_time(event: CustomerCreatedEvent) -> bool:
 def customer_created(event: CustomerCreatedEvent) -> None:
     if _fails_first_time(event):
         raise ConnectionError("the CRM is not answering (simulated)")
-    log.info("new customer %s (%s), do-not-call=%s", event.id, event.status, event.do_not_call)
+    log.info(
+        "new customer %s (%s), do-not-call=%s",
+        event.id,
+        event.status,
+        event.do_not_call,
+    )
     _record(event)
 
 
@@ -234,7 +261,7 @@ def anything_else(event: Event) -> None:
 
 
 class DeliveryNotProcessedError(Exception):
-    """A delivery's job failed this time (store down, handler failed, or in flight elsewhere).
+    """A delivery's job failed this time (store down, handler failed, or in flight).
 
     Its message says which webhook-id and why, never anything of the payload.
     """
@@ -250,7 +277,9 @@ class _BoundTask(Protocol):
     @property
     def request(self) -> _Request: ...
 
-    def retry(self, *, exc: BaseException, countdown: float, argsrepr: str) -> BaseException: ...
+    def retry(
+        self, *, exc: BaseException, countdown: float, argsrepr: str
+    ) -> BaseException: ...
 
 
 def _answer(body: bytes) -> str:
@@ -276,14 +305,18 @@ def _argsrepr(webhook_id: str, timestamp: int, attempt: int | None) -> str:
 def process_delivery(
     self: _BoundTask, body: str, webhook_id: str, timestamp: int, attempt: int | None
 ) -> str:
-    """Parse a verified delivery's body, deduplicate it, run its handlers; retry on failure."""
+    """Parse a verified delivery's body, deduplicate it, run its handlers.
+
+    A failure is retried.
+    """
     delivery = WebhookDelivery(
         webhook_id=webhook_id,
         timestamp=datetime.datetime.fromtimestamp(timestamp, tz=datetime.timezone.utc),
         attempt=attempt,
     )
     try:
-        # Verified by the endpoint before it was queued: the unverified parse is the right one.
+        # Verified by the endpoint before it was queued: the unverified parse is the
+        # right one.
         event = parse_unverified_event(body)
     except WebhookPayloadError as error:
         # Signed, so it can never parse: retrying cannot help. The message names
@@ -300,9 +333,13 @@ def process_delivery(
     # its message), 503 the store is down: try again later. After the last retry, the
     # job fails with this exception; the webhook-id is free in the store, so resending
     # the message from the Svix dashboard processes it.
-    countdown = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2**retries) + random.uniform(0, 1)
+    countdown = min(
+        RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2**retries
+    ) + random.uniform(0, 1)
     raise self.retry(
-        exc=DeliveryNotProcessedError(f"webhook {webhook_id}: {outcome} ({response.status_code})"),
+        exc=DeliveryNotProcessedError(
+            f"webhook {webhook_id}: {outcome} ({response.status_code})"
+        ),
         countdown=countdown,
         argsrepr=_argsrepr(webhook_id, timestamp, attempt),
     )

@@ -38,11 +38,13 @@ verifier = WebhookVerifier(os.environ["CARECYCLE_WEBHOOK_SECRET"].split())
 
 
 def _answer(status_code: int, **fields: object) -> Response:
-    return Response(json.dumps(fields), status=status_code, content_type="application/json")
+    return Response(
+        json.dumps(fields), status=status_code, content_type="application/json"
+    )
 
 
 def _read_at_most(size: int) -> bytes:
-    """The body, but never more than ``size`` bytes of it, however the client sends it."""
+    """The body, but never more than ``size`` bytes of it, however it is sent."""
     chunks: list[bytes] = []
     remaining = size
     while remaining > 0:
@@ -69,23 +71,34 @@ def receive() -> Response:
         log.warning("webhook rejected (%s): %s", error.reason, error)
         return _answer(400, error=error.reason, detail=str(error))
     # The body is parsed here too, only to answer 422 at once: parsing a typical event
-    # takes some 10-20 microseconds, about as long as checking its signature and far less
-    # than queuing it, and it keeps the status table of the other receivers. A signed
-    # body that is not a valid event then shows as failing in the Svix dashboard, where
-    # careCycle and you can see it, instead of being accepted and dropped by a worker.
-    # The worker parses the queued body again (the body, not a model, is what travels).
+    # takes some 10-20 microseconds, about as long as checking its signature and far
+    # less than queuing it, and it keeps the status table of the other receivers. A
+    # signed body that is not a valid event then shows as failing in the Svix dashboard,
+    # where careCycle and you can see it, instead of being accepted and dropped by a
+    # worker. The worker parses the queued body again (the body, not a model, is what
+    # travels).
     try:
         text = body.decode("utf-8")
         parse_unverified_event(text)
     except (UnicodeDecodeError, WebhookPayloadError) as error:
-        detail = "the body is not UTF-8 text" if isinstance(error, UnicodeDecodeError) else str(error)
-        log.warning("webhook %s is correctly signed but not a valid event: %s", delivery.webhook_id, detail)
+        detail = (
+            "the body is not UTF-8 text"
+            if isinstance(error, UnicodeDecodeError)
+            else str(error)
+        )
+        log.warning(
+            "webhook %s is correctly signed but not a valid event: %s",
+            delivery.webhook_id,
+            detail,
+        )
         return _answer(422, error="invalid_payload", detail=detail)
     try:
         job = enqueue(text, delivery)
     except Exception as error:  # noqa: BLE001 - whatever keeps it off the queue, Svix must retry
         log.error(  # noqa: TRY400 - the type says enough; no traceback for every refused delivery
-            "webhook %s not queued (%s): answering 503", delivery.webhook_id, type(error).__name__
+            "webhook %s not queued (%s): answering 503",
+            delivery.webhook_id,
+            type(error).__name__,
         )
         return _answer(503, error="queue_unavailable")
     log.info("webhook %s queued as job %s", delivery.webhook_id, job)
