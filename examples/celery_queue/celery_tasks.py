@@ -1,5 +1,6 @@
-# mypy: disable-error-code="import-untyped" (Celery ships no type hints: to mypy its
-# objects are Any; `enqueue` is the typed way in.)
+# mypy: disable-error-code="import-untyped"
+# (Celery ships no type hints: to mypy its objects are Any; `enqueue` is the typed
+# way in.)
 """The Celery side: the app, the handlers, and the task that runs them.
 
 The web endpoint (``celery_web.py``) verifies each delivery and queues its raw body with
@@ -208,7 +209,8 @@ def _record(event: Event) -> None:
             "id": str(record_id),
         }
     )
-    with open(path, "a", encoding="utf-8") as file:  # noqa: PTH123 - one short append, atomic
+    # One short append, atomic.
+    with open(path, "a", encoding="utf-8") as file:  # noqa: PTH123
         file.write(line + "\n")
 
 
@@ -321,7 +323,10 @@ def process_delivery(
     except WebhookPayloadError as error:
         # Signed, so it can never parse: retrying cannot help. The message names
         # locations and error types only, never values.
-        log.error("webhook %s dropped, not a valid event: %s", webhook_id, error)  # noqa: TRY400 - no traceback needed
+        # No traceback needed: the error says where.
+        log.error(  # noqa: TRY400
+            "webhook %s dropped, not a valid event: %s", webhook_id, error
+        )
         return "invalid_payload"
     response = webhooks.dispatch(event, delivery)
     outcome = _answer(response.body)

@@ -94,8 +94,10 @@ def receive() -> Response:
         return _answer(422, error="invalid_payload", detail=detail)
     try:
         job = enqueue(text, delivery)
-    except Exception as error:  # noqa: BLE001 - whatever keeps it off the queue, Svix must retry
-        log.error(  # noqa: TRY400 - the type says enough; no traceback for every refused delivery
+    except Exception as error:  # noqa: BLE001
+        # Whatever keeps it off the queue, Svix must retry. The type says enough:
+        # no traceback for every refused delivery.
+        log.error(  # noqa: TRY400
             "webhook %s not queued (%s): answering 503",
             delivery.webhook_id,
             type(error).__name__,
