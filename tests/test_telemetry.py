@@ -416,6 +416,32 @@ def test_a_work_queues_dispatch_is_a_span_under_the_context_it_carries(telemetry
     assert "carecycle.delivery.attempt" not in attributes(span)
 
 
+def test_without_providers_a_delivery_makes_nothing_then_takes_them_once_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen = Telemetry()
+    monkeypatch.setattr(_otel, "_TRACER", None)
+    monkeypatch.setattr(_otel, "_INSTRUMENTS", None)
+    monkeypatch.setattr(_otel, "_next_look", 0.0)
+    webhooks = Dispatcher(SECRET)
+    webhooks.on("customer.created")(lambda _: None)
+    assert _otel.begin() is None  # the API's defaults: nothing to record
+    assert webhooks.handle(*signed()).status_code == 200
+    # The application sets its providers; the next look (a second later at most) takes them.
+    monkeypatch.setattr(_otel.trace, "get_tracer_provider", lambda: seen.tracer_provider)
+    monkeypatch.setattr(_otel.metrics, "get_meter_provider", lambda: seen.meter_provider)
+    monkeypatch.setattr(_otel, "_next_look", 0.0)
+    assert webhooks.handle(*signed()).status_code == 200
+    names = [span.name for span in seen.spans()]
+    assert names[0].endswith("<lambda>")
+    assert names[1] == "process customer.created"
+    ((point_attributes, point),) = seen.points(_otel.DELIVERIES)
+    assert point_attributes["carecycle.delivery.outcome"] == "processed"
+    assert point.value == 1
+    seen.tracer_provider.shutdown()
+    seen.meter_provider.shutdown()
+
+
 # ---------------------------------------------------------------------------- privacy
 
 

@@ -111,8 +111,33 @@ class Instruments:
         )
 
 
-_TRACER = trace.get_tracer(NAME, _version())
-_INSTRUMENTS = Instruments(metrics.get_meter(NAME, _version()))
+# Taken from the global providers once the application has set them. Until then, the API's
+# defaults would drop everything: a delivery then makes no span and builds no attribute,
+# and the providers are looked at again at most once a second (`LOOK_EVERY`).
+_TRACER: trace.Tracer | None = None
+_INSTRUMENTS: Instruments | None = None
+_next_look = 0.0
+LOOK_EVERY = 1.0
+
+
+def _look() -> None:
+    global _TRACER, _INSTRUMENTS, _next_look  # noqa: PLW0603 - set once each
+    now = time.monotonic()
+    if now < _next_look:
+        return
+    _next_look = now + LOOK_EVERY
+    if _TRACER is None:
+        tracer_provider = trace.get_tracer_provider()
+        if not isinstance(tracer_provider, (trace.NoOpTracerProvider, trace.ProxyTracerProvider)):
+            _TRACER = tracer_provider.get_tracer(NAME, _version())
+    if _INSTRUMENTS is None:
+        meter_provider = metrics.get_meter_provider()
+        # The API's own are a no-op provider and a proxy (a private class) until one is set.
+        if not isinstance(meter_provider, metrics.NoOpMeterProvider) and (
+            type(meter_provider).__name__ != "_ProxyMeterProvider"
+        ):
+            _INSTRUMENTS = Instruments(meter_provider.get_meter(NAME, _version()))
+
 
 # The answers that are module constants, by identity: their words are read once.
 _WORDS: dict[int, tuple[str, str | None]] = {}
@@ -166,13 +191,17 @@ _remember_constants()
 class Delivery:
     """One delivery's span (maybe not recording) and what its metrics need."""
 
-    __slots__ = ("context", "event_type", "recording", "span", "started", "token")
+    __slots__ = ("context", "event_type", "instruments", "recording", "span", "started", "token", "tracer")
 
-    def __init__(self) -> None:
+    def __init__(self, tracer: trace.Tracer | None, instruments: Instruments | None) -> None:
         self.started = time.perf_counter()
-        # The current span (the framework's request span), or none: a root span.
-        self.span = _TRACER.start_span(DELIVERY_SPAN, kind=SpanKind.CONSUMER)
-        self.recording = self.span.is_recording()
+        self.tracer = tracer
+        self.instruments = instruments
+        # A child of the current span (the framework's request span), or a root span.
+        self.span = (
+            trace.INVALID_SPAN if tracer is None else tracer.start_span(DELIVERY_SPAN, kind=SpanKind.CONSUMER)
+        )
+        self.recording = self.span.is_recording()  # not without a tracer, nor when sampled out
         self.event_type: str | None = None
         self.context: Context | None = None
         self.token: object = None
@@ -214,8 +243,9 @@ class Delivery:
         elapsed = time.perf_counter() - self.started
         if self.event_type is not None:
             attributes[EVENT_TYPE] = self.event_type
-        _INSTRUMENTS.deliveries.add(1, attributes)
-        _INSTRUMENTS.delivery_duration.record(elapsed, attributes)
+        if self.instruments is not None:
+            self.instruments.deliveries.add(1, attributes)
+            self.instruments.delivery_duration.record(elapsed, attributes)
         if not self.recording:
             return
         span = self.span
@@ -225,29 +255,33 @@ class Delivery:
         span.end()
         otel_context.detach(self.token)  # type: ignore[arg-type]
 
-    def handler_started(self, handler: Callable[..., object]) -> HandlerRun:
-        """A handler starts: its span (child of this delivery's), its clock."""
+    def handler_started(self, handler: Callable[..., object]) -> HandlerRun | None:
+        """A handler starts: its span (child of this delivery's), its clock; or nothing to record."""
+        if not self.recording and self.instruments is None:
+            return None
         return HandlerRun(self, handler)
 
     def store_failed(self, operation: str, error: BaseException) -> None:
         """The idempotency store failed to ``operation`` (acquire, complete, release)."""
-        _INSTRUMENTS.store_failures.add(1, {STORE_OPERATION: operation, ERROR_TYPE: type_name(error)})
+        if self.instruments is not None:
+            self.instruments.store_failures.add(1, {STORE_OPERATION: operation, ERROR_TYPE: type_name(error)})
 
 
 class HandlerRun:
     """One handler's run: a span when the delivery records, and a duration."""
 
-    __slots__ = ("context", "event_type", "name", "span", "started")
+    __slots__ = ("context", "event_type", "instruments", "name", "span", "started")
 
     def __init__(self, delivery: Delivery, handler: Callable[..., object]) -> None:
         self.name = handler_name(handler)
+        self.instruments = delivery.instruments
         self.event_type = delivery.event_type
         self.context: Context | None = None
         self.span: trace.Span | None = None
-        if delivery.recording:
+        if delivery.recording and delivery.tracer is not None:
             # The delivery's context, not the current one: a delivery handed over by a
             # cancelled request runs its next handlers in a task copied under this one's span.
-            self.span = _TRACER.start_span(
+            self.span = delivery.tracer.start_span(
                 self.name, context=delivery.context, kind=SpanKind.INTERNAL, attributes={FUNCTION: self.name}
             )
             self.context = trace.set_span_in_context(self.span, delivery.context)
@@ -281,7 +315,8 @@ class HandlerRun:
             attributes[EVENT_TYPE] = self.event_type
         if error is not None:
             attributes[ERROR_TYPE] = type_name(error)
-        _INSTRUMENTS.handler_duration.record(elapsed, attributes)
+        if self.instruments is not None:
+            self.instruments.handler_duration.record(elapsed, attributes)
         span = self.span
         if span is None:
             return
@@ -291,6 +326,10 @@ class HandlerRun:
         span.end()
 
 
-def begin() -> Delivery:
-    """A delivery starts: its span, current from now on when it records."""
-    return Delivery()
+def begin() -> Delivery | None:
+    """A delivery starts: its span, current from now on when it records; ``None``: nothing to record."""
+    if _TRACER is None or _INSTRUMENTS is None:
+        _look()
+        if _TRACER is None and _INSTRUMENTS is None:
+            return None
+    return Delivery(_TRACER, _INSTRUMENTS)

@@ -37,7 +37,7 @@ __all__ = [
 _D = TypeVar("_D")
 
 # Decided on the first delivery: _otel.begin, or None when opentelemetry is missing.
-_begin: Callable[[], Delivery] | None = None
+_begin: Callable[[], Delivery | None] | None = None
 _loaded = False
 
 # The delivery span that handle() opened, for the dispatch() it calls to name (then None).
@@ -50,7 +50,7 @@ _running: contextvars.ContextVar[Delivery | None] = contextvars.ContextVar(
 )
 
 
-def _load() -> Callable[[], Delivery] | None:
+def _load() -> Callable[[], Delivery | None] | None:
     global _begin, _loaded  # noqa: PLW0603 - decided once, on the first delivery
     try:
         from ._otel import begin
@@ -70,9 +70,9 @@ def observed_handle(
     @functools.wraps(method)
     def handle(self: _D, body: bytes | str, headers: Headers) -> WebhookResponse:
         begin = _begin if _loaded else _load()
-        if begin is None:
+        observed = None if begin is None else begin()
+        if observed is None:
             return method(self, body, headers)
-        observed: Delivery = begin()
         token = _opened.set(observed)
         try:
             response = method(self, body, headers)
@@ -95,9 +95,9 @@ def observed_handle_async(
     @functools.wraps(method)
     async def handle_async(self: _D, body: bytes | str, headers: Headers) -> WebhookResponse:
         begin = _begin if _loaded else _load()
-        if begin is None:
+        observed = None if begin is None else begin()
+        if observed is None:
             return await method(self, body, headers)
-        observed: Delivery = begin()
         token = _opened.set(observed)
         try:
             response = await method(self, body, headers)
@@ -120,10 +120,10 @@ def observed_dispatch(
     @functools.wraps(method)
     def dispatch(self: _D, event: Event, delivery: WebhookDelivery) -> WebhookResponse:
         begin = _begin if _loaded else _load()
-        if begin is None:
+        opened = None if begin is None else _opened.get()
+        observed = begin() if opened is None and begin is not None else opened
+        if observed is None:
             return method(self, event, delivery)
-        opened = _opened.get()
-        observed: Delivery = begin() if opened is None else opened
         observed.parsed(event, delivery)
         # A handler that calls a dispatcher again gets a delivery span of its own.
         opened_token = _opened.set(None)
@@ -152,10 +152,10 @@ def observed_dispatch_async(
     @functools.wraps(method)
     async def dispatch_async(self: _D, event: Event, delivery: WebhookDelivery) -> WebhookResponse:
         begin = _begin if _loaded else _load()
-        if begin is None:
+        opened = None if begin is None else _opened.get()
+        observed = begin() if opened is None and begin is not None else opened
+        if observed is None:
             return await method(self, event, delivery)
-        opened = _opened.get()
-        observed: Delivery = begin() if opened is None else opened
         observed.parsed(event, delivery)
         opened_token = _opened.set(None)
         running_token = _running.set(observed)
