@@ -64,7 +64,7 @@ def _modes() -> dict[str, Callable[[], None]]:
     def use(tracer_and_instruments: tuple[object, object]) -> Callable[[], None]:
         def switch() -> None:
             _telemetry._loaded, _telemetry._begin = True, _otel.begin
-            _otel._TRACER, _otel._INSTRUMENTS = tracer_and_instruments  # type: ignore[assignment]
+            _otel._tracer, _otel._instruments = tracer_and_instruments  # type: ignore[assignment]
             exporter.clear()
 
         return switch

@@ -90,8 +90,8 @@ class Telemetry:
 @pytest.fixture
 def telemetry(monkeypatch: pytest.MonkeyPatch) -> Iterator[Telemetry]:
     seen = Telemetry()
-    monkeypatch.setattr(_otel, "_TRACER", seen.tracer_provider.get_tracer(_otel.NAME))
-    monkeypatch.setattr(_otel, "_INSTRUMENTS", _otel.Instruments(seen.meter_provider.get_meter(_otel.NAME)))
+    monkeypatch.setattr(_otel, "_tracer", seen.tracer_provider.get_tracer(_otel.NAME))
+    monkeypatch.setattr(_otel, "_instruments", _otel.Instruments(seen.meter_provider.get_meter(_otel.NAME)))
     yield seen
     seen.tracer_provider.shutdown()
     seen.meter_provider.shutdown()
@@ -420,8 +420,8 @@ def test_without_providers_a_delivery_makes_nothing_then_takes_them_once_set(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     seen = Telemetry()
-    monkeypatch.setattr(_otel, "_TRACER", None)
-    monkeypatch.setattr(_otel, "_INSTRUMENTS", None)
+    monkeypatch.setattr(_otel, "_tracer", None)
+    monkeypatch.setattr(_otel, "_instruments", None)
     monkeypatch.setattr(_otel, "_next_look", 0.0)
     webhooks = Dispatcher(SECRET)
     webhooks.on("customer.created")(lambda _: None)

@@ -208,7 +208,7 @@ async def _carry_out(  # noqa: C901, PLR0912, PLR0915 - the async driver: every 
                         # Sync handlers never block the loop; the thread runs in this context.
                         watch = handler_started(handler)
                         target = (handler, event) if watch is None else (watch.call, handler, event)
-                        running = asyncio.get_running_loop().run_in_executor(
+                        running: asyncio.Future[object] = asyncio.get_running_loop().run_in_executor(
                             None, functools.partial(contextvars.copy_context().run, *target)
                         )
                         try:
@@ -236,7 +236,7 @@ async def _carry_out(  # noqa: C901, PLR0912, PLR0915 - the async driver: every 
                 except BaseException as error:  # noqa: BLE001 - reported as a 500, never raised to the caller
                     outcome = Failed(error)
                 if watch is not None:
-                    watch.ended(thrown if outcome is None else cast("Failed", outcome).error)
+                    watch.ended(outcome.error if isinstance(outcome, Failed) else thrown)
                     watch = None
             elif isinstance(step, Note):
                 _note(run, step)

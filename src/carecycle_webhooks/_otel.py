@@ -22,6 +22,16 @@ from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ._logs import safe_label
+from ._responses import (
+    DUPLICATE,
+    HANDLER_FAILED,
+    IGNORED,
+    IN_FLIGHT,
+    NOT_BYTES,
+    NOT_COMMITTED,
+    PROCESSED,
+    STORE_UNAVAILABLE,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -114,29 +124,29 @@ class Instruments:
 # Taken from the global providers once the application has set them. Until then, the API's
 # defaults would drop everything: a delivery then makes no span and builds no attribute,
 # and the providers are looked at again at most once a second (`LOOK_EVERY`).
-_TRACER: trace.Tracer | None = None
-_INSTRUMENTS: Instruments | None = None
+_tracer: trace.Tracer | None = None
+_instruments: Instruments | None = None
 _next_look = 0.0
 LOOK_EVERY = 1.0
 
 
 def _look() -> None:
-    global _TRACER, _INSTRUMENTS, _next_look  # noqa: PLW0603 - set once each
+    global _tracer, _instruments, _next_look  # noqa: PLW0603 - set once each
     now = time.monotonic()
     if now < _next_look:
         return
     _next_look = now + LOOK_EVERY
-    if _TRACER is None:
+    if _tracer is None:
         tracer_provider = trace.get_tracer_provider()
         if not isinstance(tracer_provider, (trace.NoOpTracerProvider, trace.ProxyTracerProvider)):
-            _TRACER = tracer_provider.get_tracer(NAME, _version())
-    if _INSTRUMENTS is None:
+            _tracer = tracer_provider.get_tracer(NAME, _version())
+    if _instruments is None:
         meter_provider = metrics.get_meter_provider()
         # The API's own are a no-op provider and a proxy (a private class) until one is set.
         if not isinstance(meter_provider, metrics.NoOpMeterProvider) and (
             type(meter_provider).__name__ != "_ProxyMeterProvider"
         ):
-            _INSTRUMENTS = Instruments(meter_provider.get_meter(NAME, _version()))
+            _instruments = Instruments(meter_provider.get_meter(NAME, _version()))
 
 
 # The answers that are module constants, by identity: their words are read once.
@@ -176,16 +186,10 @@ def outcome_of(response: WebhookResponse) -> tuple[str, str | None]:
     return safe_label(word), None
 
 
-def _remember_constants() -> None:
-    from . import _responses
-
-    for name in _responses.__all__:
-        value: object = getattr(_responses, name)
-        if isinstance(value, _responses.WebhookResponse):
-            _WORDS[id(value)] = outcome_of(value)
-
-
-_remember_constants()
+for _answer in (
+    PROCESSED, IGNORED, DUPLICATE, NOT_BYTES, IN_FLIGHT, HANDLER_FAILED, STORE_UNAVAILABLE, NOT_COMMITTED
+):  # fmt: skip
+    _WORDS[id(_answer)] = outcome_of(_answer)
 
 
 class Delivery:
@@ -328,8 +332,8 @@ class HandlerRun:
 
 def begin() -> Delivery | None:
     """A delivery starts: its span, current from now on when it records; ``None``: nothing to record."""
-    if _TRACER is None or _INSTRUMENTS is None:
+    if _tracer is None or _instruments is None:
         _look()
-        if _TRACER is None and _INSTRUMENTS is None:
+        if _tracer is None and _instruments is None:
             return None
-    return Delivery(_TRACER, _INSTRUMENTS)
+    return Delivery(_tracer, _instruments)
