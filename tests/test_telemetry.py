@@ -442,6 +442,92 @@ def test_without_providers_a_delivery_makes_nothing_then_takes_them_once_set(
     seen.meter_provider.shutdown()
 
 
+def test_metrics_without_a_tracer(telemetry: Telemetry, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_otel, "_tracer", None)  # a meter provider set, no tracer provider
+    webhooks = Dispatcher(SECRET)
+    watched = Watched()
+    webhooks.on("customer.created")(watched.sync)
+    webhooks.on("customer.created")(watched.async_)
+    assert webhooks.handle(*signed()).status_code == 200
+    assert asyncio.run(webhooks.handle_async(*signed())).status_code == 200
+    assert telemetry.spans() == []
+    assert all(span is trace.INVALID_SPAN for span in watched.current)
+    ((point_attributes, point),) = telemetry.points(_otel.DELIVERIES)
+    assert point_attributes["carecycle.event_type"] == "customer.created"
+    assert point.value == 2
+    assert len(telemetry.points(_otel.HANDLER_DURATION)) == 2
+
+
+def test_an_interrupted_handler_is_recorded_and_raised_on(telemetry: Telemetry) -> None:
+    webhooks = Dispatcher(SECRET)
+
+    @webhooks.on("customer.created")
+    def stop(event: Event) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        webhooks.handle(*signed())
+    handler = telemetry.span("test_an_interrupted_handler_is_recorded_and_raised_on.<locals>.stop")
+    assert attributes(handler)["error.type"] == "KeyboardInterrupt"
+    delivery = telemetry.span("process customer.created")
+    assert attributes(delivery)["carecycle.delivery.outcome"] == "error"
+    assert attributes(delivery)["error.type"] == "KeyboardInterrupt"
+    assert delivery.status.status_code is StatusCode.ERROR
+
+
+@pytest.mark.parametrize("entry", ["handle", "dispatch"])
+def test_a_mistake_of_set_up_is_an_error_span(telemetry: Telemetry, entry: str) -> None:
+    from carecycle_webhooks import AsyncIdempotencyStore, WebhookConfigurationError
+
+    class OnlyAsync:
+        async def acquire_async(self, webhook_id: str, *, lease: datetime.timedelta) -> Claim: ...
+        async def complete_async(self, webhook_id: str, token: str, *, ttl: datetime.timedelta) -> None: ...
+        async def release_async(self, webhook_id: str, token: str) -> None: ...
+
+    store = OnlyAsync()
+    assert isinstance(store, AsyncIdempotencyStore)
+    webhooks = Dispatcher(SECRET, idempotency_store=store)
+    webhooks.on("customer.created")(lambda _: None)
+    event = parse_unverified_event(json.dumps(SAMPLE_PAYLOADS["customer.created"]))
+    now = datetime.datetime.now(tz=datetime.timezone.utc)
+    delivery = WebhookDelivery(webhook_id="msg_1", timestamp=now, attempt=None)
+    body, headers = signed()
+    with pytest.raises(WebhookConfigurationError):
+        (webhooks.handle(body, headers) if entry == "handle" else webhooks.dispatch(event, delivery))
+    span = telemetry.span("process customer.created")
+    assert attributes(span)["carecycle.delivery.outcome"] == "error"
+    assert attributes(span)["error.type"] == "carecycle_webhooks._errors.WebhookConfigurationError"
+    assert trace.get_current_span() is trace.INVALID_SPAN  # detached
+
+
+def test_a_work_queues_dispatch_async_is_a_span(telemetry: Telemetry) -> None:
+    webhooks = Dispatcher(SECRET)
+    webhooks.on("customer.updated")(lambda _: None)
+    event = parse_unverified_event(json.dumps(SAMPLE_PAYLOADS["customer.updated"]))
+    now = datetime.datetime.now(tz=datetime.timezone.utc)
+    delivery = WebhookDelivery(webhook_id="msg_async_queue", timestamp=now, attempt=5)
+    assert asyncio.run(webhooks.dispatch_async(event, delivery)).status_code == 200
+    span = telemetry.span("process customer.updated")
+    assert attributes(span)["carecycle.delivery.attempt"] == 5
+
+
+def test_an_answer_whose_body_is_not_json_is_unknown() -> None:
+    from carecycle_webhooks import WebhookResponse
+
+    assert _otel.outcome_of(WebhookResponse(502, b"<html>")) == ("unknown", None)
+    assert _otel.outcome_of(WebhookResponse(418, b'{"error": "teapot"}')) == ("rejected", "teapot")
+
+
+def test_a_missing_opentelemetry_is_decided_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "carecycle_webhooks._otel", None)  # import raises ImportError
+    monkeypatch.setattr(_telemetry, "_loaded", False)
+    monkeypatch.setattr(_telemetry, "_begin", _otel.begin)
+    webhooks = Dispatcher(SECRET)
+    assert webhooks.handle(*signed()).status_code == 200
+    assert _telemetry._loaded
+    assert _telemetry._begin is None
+
+
 # ---------------------------------------------------------------------------- privacy
 
 
@@ -513,7 +599,8 @@ def test_no_phi_in_any_span_or_metric_through_every_outcome(telemetry: Telemetry
         def leak(event: Any) -> None:
             raise ValueError(" ".join(sorted(phi)))
 
-        delivery = sign(sample, secret=SECRET, header_prefix="webhook", attempt=2)
+        # Ids of fixed letters: a random one could hold a short PHI number ("148").
+        delivery = sign(sample, secret=SECRET, header_prefix="webhook", attempt=2, webhook_id="msg_privacy")
         body, headers = delivery.body, dict(delivery.headers)
         bad = {**headers, "webhook-signature": "v1,AAAA"}
         for dispatcher in (fails, fine, down, Dispatcher(SECRET)):
@@ -521,7 +608,9 @@ def test_no_phi_in_any_span_or_metric_through_every_outcome(telemetry: Telemetry
             asyncio.run(dispatcher.handle_async(body, headers))  # again: duplicate, or the same
             dispatcher.handle(body, bad)  # rejected
         fine.handle(body.replace(b'"customer', b'"nobody', 1), headers)  # bad signature again
-        unsigned_invalid = sign(sample.replace('"id"', '"idx"'), secret=SECRET, header_prefix="webhook")
+        unsigned_invalid = sign(
+            sample.replace('"id"', '"idx"'), secret=SECRET, header_prefix="webhook", webhook_id="msg_invalid"
+        )
         fine.handle(unsigned_invalid.body, dict(unsigned_invalid.headers))  # 422
     exported = _everything_exported(telemetry)
     outcomes = {
