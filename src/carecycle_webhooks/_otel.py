@@ -1,14 +1,11 @@
 """OpenTelemetry spans and metrics of deliveries; imported on the first delivery, if installed.
 
 `_telemetry` imports this module lazily (it imports ``opentelemetry``): a process without
-``opentelemetry-api`` never loads it. Spans and instruments come from the global providers,
-through the API's proxies, so an application that sets its providers after the first
-delivery is still seen. Nothing here ever holds a payload's value: only the webhook-id, the
-event type, the attempt, the outcome word of the answer, handlers' names, exception types
-and timings.
-
-With the API but no SDK, spans do not record: a delivery then costs a non-recording span
-and two no-op metric calls, and builds no attribute of its spans.
+``opentelemetry-api`` never loads it. The tracer and the instruments come from the global
+providers once the application has set them (looked at once a second until then): with
+the API alone, a delivery makes no span and builds no attribute. Nothing here ever holds
+a payload's value: only the webhook-id, the event type, the attempt, the outcome word of
+the answer, handlers' names, exception types and timings.
 """
 
 from __future__ import annotations
