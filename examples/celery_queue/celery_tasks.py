@@ -27,10 +27,14 @@ Environment:
         backend.
     EVENTS_LOG: optional path of a JSON-lines file; each processed event appends one
         line (webhook-id, event type, id), standing in for your CRM or database.
+
+OpenTelemetry: when ``opentelemetry-api`` is installed, `enqueue` sends the endpoint's
+trace context with each job, and the worker's delivery span continues that trace.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
@@ -63,7 +67,7 @@ from carecycle_webhooks import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from psycopg_pool import ConnectionPool
 
@@ -284,6 +288,39 @@ class _BoundTask(Protocol):
     ) -> BaseException: ...
 
 
+def trace_context() -> dict[str, str]:
+    """The current trace context (W3C ``traceparent``), for the worker.
+
+    Empty without OpenTelemetry.
+    """
+    try:
+        from opentelemetry.propagate import inject
+    except ImportError:
+        return {}
+    carrier: dict[str, str] = {}
+    inject(carrier)
+    return carrier
+
+
+@contextlib.contextmanager
+def continued_trace(carrier: dict[str, str] | None) -> Iterator[None]:
+    """Make the endpoint's trace context current: the delivery's span continues it."""
+    if not carrier:
+        yield
+        return
+    try:
+        from opentelemetry import context
+        from opentelemetry.propagate import extract
+    except ImportError:
+        yield
+        return
+    token = context.attach(extract(carrier))
+    try:
+        yield
+    finally:
+        context.detach(token)
+
+
 def _answer(body: bytes) -> str:
     fields: dict[str, str] = json.loads(body)
     return fields.get("status") or fields.get("error") or "?"
@@ -304,8 +341,14 @@ def _argsrepr(webhook_id: str, timestamp: int, attempt: int | None) -> str:
     soft_time_limit=SOFT_TIME_LIMIT,
     time_limit=TIME_LIMIT,
 )
-def process_delivery(
-    self: _BoundTask, body: str, webhook_id: str, timestamp: int, attempt: int | None
+def process_delivery(  # noqa: PLR0913 - the job's fields, and the trace context
+    self: _BoundTask,
+    body: str,
+    webhook_id: str,
+    timestamp: int,
+    attempt: int | None,
+    *,
+    trace_context: dict[str, str] | None = None,
 ) -> str:
     """Parse a verified delivery's body, deduplicate it, run its handlers.
 
@@ -328,7 +371,10 @@ def process_delivery(
             "webhook %s dropped, not a valid event: %s", webhook_id, error
         )
         return "invalid_payload"
-    response = webhooks.dispatch(event, delivery)
+    with continued_trace(
+        trace_context
+    ):  # the delivery's span: a child of the endpoint's
+        response = webhooks.dispatch(event, delivery)
     outcome = _answer(response.body)
     retries = self.request.retries
     log.info("webhook %s (try %d): %s", webhook_id, retries + 1, outcome)
@@ -362,6 +408,7 @@ def enqueue(body: str, delivery: WebhookDelivery) -> str:
     timestamp = int(delivery.timestamp.timestamp())
     result = process_delivery.apply_async(
         args=(body, delivery.webhook_id, timestamp, delivery.attempt),
+        kwargs={"trace_context": trace_context()},
         argsrepr=_argsrepr(delivery.webhook_id, timestamp, delivery.attempt),
     )
     return str(result.id)

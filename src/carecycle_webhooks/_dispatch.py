@@ -41,6 +41,7 @@ from ._models import (
 )
 from ._parse import parse_unverified_event
 from ._responses import JSON_HEADERS, NOT_BYTES, WebhookResponse, body_too_large, invalid_payload, rejected
+from ._telemetry import observed_dispatch, observed_dispatch_async, observed_handle, observed_handle_async
 from ._verify import DEFAULT_TOLERANCE, Headers, WebhookDelivery, WebhookVerifier, body_exceeds
 
 if TYPE_CHECKING:
@@ -376,6 +377,7 @@ class Dispatcher:
             return invalid_payload(error)
         return event, delivery
 
+    @observed_handle
     def handle(self, body: bytes | str, headers: Headers) -> WebhookResponse:
         """Verify, parse, deduplicate and dispatch one delivery, synchronously.
 
@@ -401,6 +403,7 @@ class Dispatcher:
             return prepared
         return self.dispatch(*prepared)
 
+    @observed_dispatch
     def dispatch(self, event: Event, delivery: WebhookDelivery) -> WebhookResponse:
         """Deduplicate and run the handlers of an event that was verified already.
 
@@ -422,6 +425,7 @@ class Dispatcher:
             raise _cannot_serve(self._store, "handle", "handle_async")
         return drive(self._wiring, handlers, event, delivery)
 
+    @observed_handle_async
     async def handle_async(self, body: bytes | str, headers: Headers) -> WebhookResponse:
         """Verify, parse, deduplicate and dispatch one delivery, on the event loop.
 
@@ -466,6 +470,7 @@ class Dispatcher:
             return prepared
         return await self.dispatch_async(*prepared)
 
+    @observed_dispatch_async
     async def dispatch_async(self, event: Event, delivery: WebhookDelivery) -> WebhookResponse:
         """`dispatch`, on the event loop (as `handle_async` runs handlers): the same answers."""
         handlers = self.handlers_for(event)

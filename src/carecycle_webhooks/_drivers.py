@@ -17,9 +17,21 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
-from ._flow import Acquire, Complete, Failed, KeepMissed, Note, Release, RunHandler, Wait, delivery_flow
+from ._flow import (
+    Acquire,
+    Complete,
+    Failed,
+    KeepMissed,
+    Note,
+    Release,
+    RunHandler,
+    StoreFailed,
+    Wait,
+    delivery_flow,
+)
 from ._logs import log_note
 from ._running import PROPAGATED, cancel_requested, keep_handed_over, outlast_cancellation, run_to_completion
+from ._telemetry import handler_started, store_failed
 
 if TYPE_CHECKING:
     import datetime
@@ -29,6 +41,7 @@ if TYPE_CHECKING:
     from ._idempotency import AsyncIdempotencyStore, Claim, IdempotencyStore
     from ._missed import MissedDoneMarks
     from ._models import Event
+    from ._otel import HandlerRun
     from ._responses import WebhookResponse
     from ._verify import WebhookDelivery
 
@@ -159,12 +172,13 @@ async def drive_async(
 
 
 async def _carry_out(  # noqa: C901, PLR0912, PLR0915 - the async driver: every step, one loop, on every delivery
-    run: Run, step: Step, thread: asyncio.Future[object] | None = None
+    run: Run, step: Step, thread: asyncio.Future[object] | None = None, watch: HandlerRun | None = None
 ) -> WebhookResponse:
     """Carry the flow's steps out on the event loop, from ``step`` to the answer.
 
     ``thread`` is the running thread of the handler of ``step``, when a cancelled
-    request handed the rest of its delivery over to this call, in a task of its own.
+    request handed the rest of its delivery over to this call, in a task of its own;
+    ``watch`` is that handler's telemetry, ended here.
     """
     wiring, flow, handlers, event, delivery = run.wiring, run.flow, run.handlers, run.event, run.delivery
     store = cast("AsyncIdempotencyStore", wiring.async_store)
@@ -187,11 +201,15 @@ async def _carry_out(  # noqa: C901, PLR0912, PLR0915 - the async driver: every 
                     elif stop is not None:
                         raise stop  # noqa: TRY301 - thrown into the flow below
                     elif id(handler) in wiring.async_handlers:  # async def: noted at registration
-                        result = await cast("Awaitable[object]", handler(event))
+                        watch = handler_started(handler)
+                        awaited = cast("Awaitable[object]", handler(event))
+                        result = await (awaited if watch is None else watch.awaiting(awaited))
                     else:
                         # Sync handlers never block the loop; the thread runs in this context.
-                        running = asyncio.get_running_loop().run_in_executor(
-                            None, functools.partial(contextvars.copy_context().run, handler, event)
+                        watch = handler_started(handler)
+                        target = (handler, event) if watch is None else (watch.call, handler, event)
+                        running: asyncio.Future[object] = asyncio.get_running_loop().run_in_executor(
+                            None, functools.partial(contextvars.copy_context().run, *target)
                         )
                         try:
                             result = await asyncio.shield(running)
@@ -200,7 +218,7 @@ async def _carry_out(  # noqa: C901, PLR0912, PLR0915 - the async driver: every 
                             if raised is not error:
                                 # The thread cannot be stopped: a task waits for it and finishes
                                 # the delivery, so its outcome is recorded; this request ends now.
-                                _hand_over(run, step, running)
+                                _hand_over(run, step, running, watch)
                                 handed_over = True
                                 raise
                             outcome, result = Failed(error), None  # the handler raised it: a failure
@@ -217,6 +235,9 @@ async def _carry_out(  # noqa: C901, PLR0912, PLR0915 - the async driver: every 
                         outcome = Failed(error)
                 except BaseException as error:  # noqa: BLE001 - reported as a 500, never raised to the caller
                     outcome = Failed(error)
+                if watch is not None:
+                    watch.ended(outcome.error if isinstance(outcome, Failed) else thrown)
+                    watch = None
             elif isinstance(step, Note):
                 _note(run, step)
             elif isinstance(step, Wait):
@@ -258,9 +279,9 @@ async def _carry_out(  # noqa: C901, PLR0912, PLR0915 - the async driver: every 
         _current.reset(token)
 
 
-def _hand_over(run: Run, step: Step, thread: asyncio.Future[object]) -> None:
+def _hand_over(run: Run, step: Step, thread: asyncio.Future[object], watch: HandlerRun | None) -> None:
     task = asyncio.get_running_loop().create_task(
-        _carry_out(run, step, thread), name=f"carecycle-webhooks: finishing {run.delivery.webhook_id}"
+        _carry_out(run, step, thread, watch), name=f"carecycle-webhooks: finishing {run.delivery.webhook_id}"
     )
     keep_handed_over(task)
 
@@ -270,6 +291,8 @@ def _note(run: Run, note: Note) -> None:
     if isinstance(note, KeepMissed):
         run.wiring.missed.add(run.delivery.webhook_id, note.claim.token)
     else:
+        if isinstance(note, StoreFailed):
+            store_failed(note.action, note.error)
         log_note(note, run.handlers, run.event, run.delivery, with_messages=run.wiring.with_messages)
 
 
@@ -290,6 +313,19 @@ def _store_call(
 
 def _run_sync(handler: Handler, event: Event) -> Failed | None:
     """Run one handler from synchronous code: ``None``, or its failure."""
+    watch = handler_started(handler)  # None without telemetry
+    if watch is None:
+        return _run_plain(handler, event)
+    try:  # its span current around the handler (and asyncio.run of an async one)
+        outcome = watch.call(_run_plain, handler, event)
+    except PROPAGATED as error:
+        watch.ended(error)
+        raise
+    watch.ended(None if outcome is None else outcome.error)
+    return outcome
+
+
+def _run_plain(handler: Handler, event: Event) -> Failed | None:
     try:
         result = handler(event)
         if result is not None and inspect.isawaitable(result):
