@@ -3,31 +3,35 @@
 Run it (from the repository root)::
 
     pip install 'carecycle-webhooks[fastapi,otel]' opentelemetry-sdk uvicorn
-    CARECYCLE_WEBHOOK_SECRET=whsec_... uvicorn --app-dir examples/observability fastapi_otel:app
+    CARECYCLE_WEBHOOK_SECRET=whsec_... \\
+        uvicorn --app-dir examples/observability fastapi_otel:app
 
 Each delivery prints a span ``process customer.created`` (and one per handler); the
 metrics print every minute and when the server stops. With
-``opentelemetry-instrumentation-fastapi``, add ``FastAPIInstrumentor.instrument_app(app)``:
-the delivery's span becomes a child of the request's.
+``opentelemetry-instrumentation-fastapi``, add
+``FastAPIInstrumentor.instrument_app(app)``: the delivery's span becomes a child of the
+request's.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 
 from fastapi import FastAPI
 from otel_setup import configure_opentelemetry
 
-from carecycle_webhooks import CustomerCreatedEvent, Dispatcher, InMemoryIdempotencyStore
+from carecycle_webhooks import (
+    CustomerCreatedEvent,
+    Dispatcher,
+    InMemoryIdempotencyStore,
+)
 from carecycle_webhooks.fastapi import webhook_view
 
 configure_opentelemetry("webhooks-fastapi")  # before the first delivery
 
 log = logging.getLogger("example.otel")
-webhooks = Dispatcher(
-    os.environ["CARECYCLE_WEBHOOK_SECRET"].split(), idempotency_store=InMemoryIdempotencyStore()
-)
+# The secret from CARECYCLE_WEBHOOK_SECRET.
+webhooks = Dispatcher(idempotency_store=InMemoryIdempotencyStore())
 
 
 @webhooks.on("customer.created")

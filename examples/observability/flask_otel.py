@@ -3,12 +3,14 @@
 Run it (from the repository root)::
 
     pip install 'carecycle-webhooks[flask,otel]' opentelemetry-sdk gunicorn
-    CARECYCLE_WEBHOOK_SECRET=whsec_... gunicorn --chdir examples/observability flask_otel:app
+    CARECYCLE_WEBHOOK_SECRET=whsec_... \\
+        gunicorn --chdir examples/observability flask_otel:app
 
 Each delivery prints a span ``process customer.created`` (and one per handler); the
 metrics print every minute and when the server stops. With
-``opentelemetry-instrumentation-flask``, add ``FlaskInstrumentor().instrument_app(app)``:
-the delivery's span becomes a child of the request's. Each gunicorn worker imports this
+``opentelemetry-instrumentation-flask``, add
+``FlaskInstrumentor().instrument_app(app)``: the delivery's span becomes a child of the
+request's. Each gunicorn worker imports this
 module, so each sets its own providers; with ``--preload``, set them in a ``post_fork``
 hook instead (the exporters' threads do not survive a fork).
 """
@@ -16,20 +18,22 @@ hook instead (the exporters' threads do not survive a fork).
 from __future__ import annotations
 
 import logging
-import os
 
 from flask import Flask
 from otel_setup import configure_opentelemetry
 
-from carecycle_webhooks import CustomerCreatedEvent, Dispatcher, InMemoryIdempotencyStore
+from carecycle_webhooks import (
+    CustomerCreatedEvent,
+    Dispatcher,
+    InMemoryIdempotencyStore,
+)
 from carecycle_webhooks.flask import webhook_view
 
 configure_opentelemetry("webhooks-flask")  # before the first delivery
 
 log = logging.getLogger("example.otel")
-webhooks = Dispatcher(
-    os.environ["CARECYCLE_WEBHOOK_SECRET"].split(), idempotency_store=InMemoryIdempotencyStore()
-)
+# The secret from CARECYCLE_WEBHOOK_SECRET.
+webhooks = Dispatcher(idempotency_store=InMemoryIdempotencyStore())
 
 
 @webhooks.on("customer.created")

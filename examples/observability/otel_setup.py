@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    PeriodicExportingMetricReader,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
@@ -23,5 +26,9 @@ def configure_opentelemetry(service_name: str) -> None:
     tracer_provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     trace.set_tracer_provider(tracer_provider)
     # Metrics are exported every minute, and once more when the process exits.
-    reader = PeriodicExportingMetricReader(ConsoleMetricExporter(), export_interval_millis=60_000)
-    metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=[reader]))
+    reader = PeriodicExportingMetricReader(
+        ConsoleMetricExporter(), export_interval_millis=60_000
+    )
+    metrics.set_meter_provider(
+        MeterProvider(resource=resource, metric_readers=[reader])
+    )
