@@ -93,7 +93,60 @@ class NotAnEventTypeOfTheCatalog:
     __slots__ = ()
 
 
-class Dispatcher:
+class HandlerRegistration:
+    """`on`, typed once for every class that registers handlers of the catalog's events.
+
+    `Dispatcher` and the Flask extension both take handlers this way; each says how it
+    keeps them (`_on`). The overloads make type checkers check a handler's parameter
+    against its event type, and refuse a string outside the catalog.
+    """
+
+    @overload
+    def on(  # type: ignore[overload-overlap]
+        self,
+        event_type: Literal["customer.created", EventType.CUSTOMER_CREATED] | type[CustomerCreatedEvent],
+        /,
+    ) -> Callable[[_CreatedHandler], _CreatedHandler]: ...
+    @overload
+    def on(  # type: ignore[overload-overlap]
+        self,
+        event_type: Literal["customer.updated", EventType.CUSTOMER_UPDATED] | type[CustomerUpdatedEvent],
+        /,
+    ) -> Callable[[_UpdatedHandler], _UpdatedHandler]: ...
+    @overload
+    def on(  # type: ignore[overload-overlap]
+        self,
+        event_type: Literal["call.completed", EventType.CALL_COMPLETED] | type[CallCompletedEvent],
+        /,
+    ) -> Callable[[_CallHandler], _CallHandler]: ...
+    @overload
+    def on(self, event_type: EventType, /) -> Callable[[_AnyHandler], _AnyHandler]: ...  # type: ignore[overload-overlap]
+    @overload
+    def on(self, event_type: str, /) -> NotAnEventTypeOfTheCatalog: ...
+    def on(self, event_type: str | type[object], /) -> Callable[[_H], _H] | NotAnEventTypeOfTheCatalog:
+        """Register the decorated function as a handler of one event type.
+
+        Args:
+            event_type: ``"customer.created"``, ``EventType.CUSTOMER_CREATED`` or
+                ``CustomerCreatedEvent`` (likewise for the other events).
+
+        Returns:
+            A decorator that registers the handler and returns it unchanged. Type checkers
+            reject a handler whose parameter does not accept the event, and a string that
+            is not an event type of the catalog.
+
+        Raises:
+            WebhookConfigurationError: Not an event type of the catalog (the message names
+                the closest ones), or the decorated object is not callable. Event types
+                this version does not know reach the `catch_all` handlers as `UnknownEvent` s.
+        """
+        return self._on(event_type)
+
+    def _on(self, event_type: object) -> Callable[[_H], _H]:
+        raise NotImplementedError
+
+
+class Dispatcher(HandlerRegistration):
     """Receives careCycle deliveries and routes each event to its typed handlers.
 
     Build one per endpoint, register handlers with `on` (and optionally `catch_all`), and
@@ -260,45 +313,7 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ registration
 
-    @overload
-    def on(  # type: ignore[overload-overlap]
-        self,
-        event_type: Literal["customer.created", EventType.CUSTOMER_CREATED] | type[CustomerCreatedEvent],
-        /,
-    ) -> Callable[[_CreatedHandler], _CreatedHandler]: ...
-    @overload
-    def on(  # type: ignore[overload-overlap]
-        self,
-        event_type: Literal["customer.updated", EventType.CUSTOMER_UPDATED] | type[CustomerUpdatedEvent],
-        /,
-    ) -> Callable[[_UpdatedHandler], _UpdatedHandler]: ...
-    @overload
-    def on(  # type: ignore[overload-overlap]
-        self,
-        event_type: Literal["call.completed", EventType.CALL_COMPLETED] | type[CallCompletedEvent],
-        /,
-    ) -> Callable[[_CallHandler], _CallHandler]: ...
-    @overload
-    def on(self, event_type: EventType, /) -> Callable[[_AnyHandler], _AnyHandler]: ...  # type: ignore[overload-overlap]
-    @overload
-    def on(self, event_type: str, /) -> NotAnEventTypeOfTheCatalog: ...
-    def on(self, event_type: str | type[object], /) -> Callable[[_H], _H] | NotAnEventTypeOfTheCatalog:
-        """Register the decorated function as a handler of one event type.
-
-        Args:
-            event_type: ``"customer.created"``, ``EventType.CUSTOMER_CREATED`` or
-                ``CustomerCreatedEvent`` (likewise for the other events).
-
-        Returns:
-            A decorator that registers the handler and returns it unchanged. Type checkers
-            reject a handler whose parameter does not accept the event, and a string that
-            is not an event type of the catalog.
-
-        Raises:
-            WebhookConfigurationError: Not an event type of the catalog (the message names
-                the closest ones), or the decorated object is not callable. Event types
-                this version does not know reach the `catch_all` handlers as `UnknownEvent` s.
-        """
+    def _on(self, event_type: object) -> Callable[[_H], _H]:
         key = self._key(event_type)
 
         def register(handler: _H) -> _H:

@@ -45,7 +45,7 @@ except ImportError:
 
 import base64
 import os
-from typing import TYPE_CHECKING, Any, Literal, cast, overload
+from typing import TYPE_CHECKING, Any, cast
 
 from ._adapters import (
     METHOD_NOT_ALLOWED,
@@ -56,20 +56,18 @@ from ._adapters import (
     read_body,
     reservation_for,
 )
-from ._dispatch import DEFAULT_MAX_BODY_SIZE, Dispatcher, NotAnEventTypeOfTheCatalog
+from ._dispatch import DEFAULT_MAX_BODY_SIZE, Dispatcher, HandlerRegistration
 from ._errors import WebhookConfigurationError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ._dispatch import (
+        _H,  # pyright: ignore[reportPrivateUsage]
         _AnyHandler,  # pyright: ignore[reportPrivateUsage]
-        _CallHandler,  # pyright: ignore[reportPrivateUsage]
-        _CreatedHandler,  # pyright: ignore[reportPrivateUsage]
-        _UpdatedHandler,  # pyright: ignore[reportPrivateUsage]
     )
     from ._idempotency import IdempotencyStore
-    from ._models import CallCompletedEvent, CustomerCreatedEvent, CustomerUpdatedEvent, Event, EventType
+    from ._models import Event
     from ._responses import WebhookResponse
 
 __all__ = ["CareCycleWebhooks", "webhook_view"]
@@ -209,7 +207,7 @@ def _secret(app: flask.Flask) -> list[str]:
     )
 
 
-class CareCycleWebhooks:
+class CareCycleWebhooks(HandlerRegistration):
     """The Flask extension: handlers registered once, the secret and the route from ``app.config``.
 
     Made at module level and bound to each application with `init_app`, as Flask
@@ -267,46 +265,10 @@ class CareCycleWebhooks:
         """The handlers registered, by event type."""
         return f"CareCycleWebhooks({self._handlers!r})"
 
-    @overload
-    def on(  # type: ignore[overload-overlap]
-        self,
-        event_type: Literal["customer.created", EventType.CUSTOMER_CREATED] | type[CustomerCreatedEvent],
-        /,
-    ) -> Callable[[_CreatedHandler], _CreatedHandler]: ...
-    @overload
-    def on(  # type: ignore[overload-overlap]
-        self,
-        event_type: Literal["customer.updated", EventType.CUSTOMER_UPDATED] | type[CustomerUpdatedEvent],
-        /,
-    ) -> Callable[[_UpdatedHandler], _UpdatedHandler]: ...
-    @overload
-    def on(  # type: ignore[overload-overlap]
-        self,
-        event_type: Literal["call.completed", EventType.CALL_COMPLETED] | type[CallCompletedEvent],
-        /,
-    ) -> Callable[[_CallHandler], _CallHandler]: ...
-    @overload
-    def on(self, event_type: EventType, /) -> Callable[[_AnyHandler], _AnyHandler]: ...  # type: ignore[overload-overlap]
-    @overload
-    def on(self, event_type: str, /) -> NotAnEventTypeOfTheCatalog: ...
-    def on(self, event_type: Any, /) -> Any:
-        """Register the decorated function as a handler of one event type: `Dispatcher.on`.
-
-        Args:
-            event_type: ``"customer.created"``, ``EventType.CUSTOMER_CREATED`` or
-                ``CustomerCreatedEvent`` (likewise for the other events).
-
-        Returns:
-            A decorator that registers the handler and returns it unchanged. Type checkers
-            reject a handler whose parameter does not accept the event, and a string that
-            is not an event type of the catalog.
-
-        Raises:
-            WebhookConfigurationError: Not an event type of the catalog (the message names
-                the closest ones), or the decorated object is not callable.
-        """
-        register: Any = self._handlers.on  # the overloads above are its own
-        return register(event_type)
+    def _on(self, event_type: object) -> Callable[[_H], _H]:
+        # on() is `Dispatcher.on`'s (the same overloads): the registry dispatcher checks
+        # the event type and keeps the handler.
+        return self._handlers._on(event_type)  # noqa: SLF001  # pyright: ignore[reportPrivateUsage] - a dispatcher of this package
 
     def catch_all(self, handler: _AnyHandler) -> _AnyHandler:
         """Register the decorated function for every event without a handler: `Dispatcher.catch_all`.
