@@ -13,12 +13,13 @@ costs one check of a module global.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Generator
 
     from ._models import Event
     from ._otel import Delivery, HandlerRun
@@ -62,6 +63,57 @@ def _load() -> Callable[[], Delivery | None] | None:
     return _begin
 
 
+def _begun() -> Delivery | None:
+    """A new delivery span, or ``None`` (no opentelemetry, or no provider set)."""
+    begin = _begin if _loaded else _load()
+    return None if begin is None else begin()
+
+
+@contextlib.contextmanager
+def _handling(observed: Delivery) -> Generator[None, None, None]:
+    """While handle() runs: its span is the one dispatch() names; an exception ends it."""
+    token = _opened.set(observed)
+    try:
+        yield
+    except BaseException as error:
+        observed.raised(error)
+        raise
+    finally:
+        _opened.reset(token)
+
+
+def _dispatched() -> tuple[Delivery | None, bool]:
+    """The span a dispatch() call names: handle()'s, or one of its own (True: it ends it)."""
+    begin = _begin if _loaded else _load()
+    if begin is None:
+        return None, False
+    opened = _opened.get()
+    return (begin(), True) if opened is None else (opened, False)
+
+
+@contextlib.contextmanager
+def _dispatching(
+    observed: Delivery,
+    own: bool,  # noqa: FBT001 - _dispatched's answer
+    event: Event,
+    delivery: WebhookDelivery,
+) -> Generator[None, None, None]:
+    """While dispatch() runs: its handlers' spans are children of ``observed``."""
+    observed.parsed(event, delivery)
+    # A handler that calls a dispatcher again gets a delivery span of its own.
+    opened_token = _opened.set(None)
+    running_token = _running.set(observed)
+    try:
+        yield
+    except BaseException as error:
+        if own:
+            observed.raised(error)
+        raise
+    finally:
+        _running.reset(running_token)
+        _opened.reset(opened_token)
+
+
 def observed_handle(
     method: Callable[[_D, bytes | str, Headers], WebhookResponse],
 ) -> Callable[[_D, bytes | str, Headers], WebhookResponse]:
@@ -69,18 +121,11 @@ def observed_handle(
 
     @functools.wraps(method)
     def handle(self: _D, body: bytes | str, headers: Headers) -> WebhookResponse:
-        begin = _begin if _loaded else _load()
-        observed = None if begin is None else begin()
+        observed = _begun()
         if observed is None:
             return method(self, body, headers)
-        token = _opened.set(observed)
-        try:
+        with _handling(observed):
             response = method(self, body, headers)
-        except BaseException as error:
-            observed.raised(error)
-            raise
-        finally:
-            _opened.reset(token)
         observed.answered(response)
         return response
 
@@ -94,18 +139,11 @@ def observed_handle_async(
 
     @functools.wraps(method)
     async def handle_async(self: _D, body: bytes | str, headers: Headers) -> WebhookResponse:
-        begin = _begin if _loaded else _load()
-        observed = None if begin is None else begin()
+        observed = _begun()
         if observed is None:
             return await method(self, body, headers)
-        token = _opened.set(observed)
-        try:
+        with _handling(observed):
             response = await method(self, body, headers)
-        except BaseException as error:
-            observed.raised(error)
-            raise
-        finally:
-            _opened.reset(token)
         observed.answered(response)
         return response
 
@@ -119,25 +157,12 @@ def observed_dispatch(
 
     @functools.wraps(method)
     def dispatch(self: _D, event: Event, delivery: WebhookDelivery) -> WebhookResponse:
-        begin = _begin if _loaded else _load()
-        opened = None if begin is None else _opened.get()
-        observed = begin() if opened is None and begin is not None else opened
+        observed, own = _dispatched()
         if observed is None:
             return method(self, event, delivery)
-        observed.parsed(event, delivery)
-        # A handler that calls a dispatcher again gets a delivery span of its own.
-        opened_token = _opened.set(None)
-        running_token = _running.set(observed)
-        try:
+        with _dispatching(observed, own, event, delivery):
             response = method(self, event, delivery)
-        except BaseException as error:
-            if opened is None:
-                observed.raised(error)
-            raise
-        finally:
-            _running.reset(running_token)
-            _opened.reset(opened_token)
-        if opened is None:
+        if own:
             observed.answered(response)
         return response
 
@@ -151,24 +176,12 @@ def observed_dispatch_async(
 
     @functools.wraps(method)
     async def dispatch_async(self: _D, event: Event, delivery: WebhookDelivery) -> WebhookResponse:
-        begin = _begin if _loaded else _load()
-        opened = None if begin is None else _opened.get()
-        observed = begin() if opened is None and begin is not None else opened
+        observed, own = _dispatched()
         if observed is None:
             return await method(self, event, delivery)
-        observed.parsed(event, delivery)
-        opened_token = _opened.set(None)
-        running_token = _running.set(observed)
-        try:
+        with _dispatching(observed, own, event, delivery):
             response = await method(self, event, delivery)
-        except BaseException as error:
-            if opened is None:
-                observed.raised(error)
-            raise
-        finally:
-            _running.reset(running_token)
-            _opened.reset(opened_token)
-        if opened is None:
+        if own:
             observed.answered(response)
         return response
 
