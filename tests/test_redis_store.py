@@ -973,6 +973,7 @@ def test_a_retried_acquire_holds_the_lease_its_first_attempt_took(redis_client) 
 # --------------------------------------------------------------------------- stalled or unreachable Redis
 
 SOCKET_TIMEOUT = 0.25
+REDIS_PY = tuple(int(part) for part in redis.__version__.split(".")[:2])
 DEADLINE = 2 * SOCKET_TIMEOUT  # the store's default: twice the client's socket timeout
 SLACK = 1.0  # seconds of scheduling on a busy machine, at most
 
@@ -995,7 +996,7 @@ def generous_options(server: RedisServer) -> dict[str, Any]:
     from redis.backoff import ExponentialBackoff
     from redis.retry import Retry
 
-    return {
+    options: dict[str, Any] = {
         "host": "127.0.0.1",
         "port": server.port,
         "socket_timeout": SOCKET_TIMEOUT,
@@ -1003,6 +1004,12 @@ def generous_options(server: RedisServer) -> dict[str, Any]:
         "retry": Retry(ExponentialBackoff(), 10),
         "retry_on_error": [redis.TimeoutError, redis.ConnectionError],
     }
+    if REDIS_PY < (7, 2):
+        # Before 7.2, a new connection's CLIENT SETINFO is not retried: on a stalled
+        # server that client gives up by itself, before the store's deadline. Without it,
+        # the client retries as a newer one does (7.2 deprecates these two arguments).
+        options |= {"lib_name": None, "lib_version": None}
+    return options
 
 
 def generous_async_options(server: RedisServer) -> dict[str, Any]:

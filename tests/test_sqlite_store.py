@@ -14,6 +14,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import signal
 import sqlite3
 import threading
@@ -154,6 +155,21 @@ def test_it_implements_both_protocols_and_serves_both_entry_points(store: SQLite
     assert isinstance(store, AsyncIdempotencyStore)
     assert serves(store, synchronous=True)
     assert serves(store, synchronous=False)
+
+
+def test_statements_take_plain_qmark_parameters() -> None:
+    # Python 3.12.0 to 3.12.3 warn when a sequence is bound to numbered parameters ("?1"),
+    # which fails every call under -W error; plain "?" is the style a sequence is for.
+    from carecycle_webhooks import _sqlite
+
+    statements = {
+        name: value
+        for name, value in vars(_sqlite).items()
+        if name.isupper() and isinstance(value, str) and "carecycle_webhooks_idempotency" in value
+    }
+    assert {"_ACQUIRE", "_HOLDER", "_COMPLETE", "_RELEASE", "_SLICE_END"} <= statements.keys()
+    numbered = {name: value for name, value in statements.items() if re.search(r"[?:@$]\w", value)}
+    assert numbered == {}
 
 
 def test_acquire_in_flight_done(store: SQLiteIdempotencyStore, path: Path) -> None:

@@ -41,6 +41,9 @@ _T = TypeVar("_T")
 
 # The table's name is written out in each statement: no SQL is built from values. One
 # b-tree, by key, and no index on expires: keeping one up to date doubled each write's cost.
+# Parameters are plain "?" in the order of the values: Python 3.12.0 to 3.12.3 warn about
+# numbered ones ("?1") given a sequence (CPython gh-117995), and -W error turns that into a
+# failed call.
 _SCHEMA = (
     # key: the webhook-id; holder: a lease's token, or "done"; expires: Unix milliseconds.
     "CREATE TABLE IF NOT EXISTS carecycle_webhooks_idempotency "
@@ -49,26 +52,26 @@ _SCHEMA = (
 
 # Take the id if it is free or its row expired; otherwise change nothing (0 rows).
 _ACQUIRE = (
-    "INSERT INTO carecycle_webhooks_idempotency (key, holder, expires) VALUES (?1, ?2, ?3) "
+    "INSERT INTO carecycle_webhooks_idempotency (key, holder, expires) VALUES (?, ?, ?) "
     "ON CONFLICT (key) DO UPDATE SET holder = excluded.holder, expires = excluded.expires "
-    "WHERE expires <= ?4"
+    "WHERE expires <= ?"
 )
-_HOLDER = "SELECT holder, expires FROM carecycle_webhooks_idempotency WHERE key = ?1"
+_HOLDER = "SELECT holder, expires FROM carecycle_webhooks_idempotency WHERE key = ?"
 # 'done' is `DONE`. Done if the lease is ours (even expired) or nobody's; never over another's
 # live lease or a done mark (so a repeated complete changes nothing, its ttl included).
 _COMPLETE = (
-    "INSERT INTO carecycle_webhooks_idempotency (key, holder, expires) VALUES (?1, 'done', ?3) "
+    "INSERT INTO carecycle_webhooks_idempotency (key, holder, expires) VALUES (?, 'done', ?) "
     "ON CONFLICT (key) DO UPDATE SET holder = 'done', expires = excluded.expires "
-    "WHERE holder = ?2 OR expires <= ?4"
+    "WHERE holder = ? OR expires <= ?"
 )
-_RELEASE = "DELETE FROM carecycle_webhooks_idempotency WHERE key = ?1 AND holder = ?2"
+_RELEASE = "DELETE FROM carecycle_webhooks_idempotency WHERE key = ? AND holder = ?"
 _CLEAR = "DELETE FROM carecycle_webhooks_idempotency"
 
-# Pruning sweeps the table in key order, a slice at a time: the end of the slice after ?1,
-# then the expired rows in it (the last slice: every row after ?1).
-_SLICE_END = "SELECT key FROM carecycle_webhooks_idempotency WHERE key > ?1 ORDER BY key LIMIT 1 OFFSET ?2"
-_PRUNE_SLICE = "DELETE FROM carecycle_webhooks_idempotency WHERE key > ?1 AND key <= ?2 AND expires <= ?3"
-_PRUNE_LAST_SLICE = "DELETE FROM carecycle_webhooks_idempotency WHERE key > ?1 AND expires <= ?2"
+# Pruning sweeps the table in key order, a slice at a time: the end of the slice after
+# the last one, then the expired rows in it (the last slice: every row after it).
+_SLICE_END = "SELECT key FROM carecycle_webhooks_idempotency WHERE key > ? ORDER BY key LIMIT 1 OFFSET ?"
+_PRUNE_SLICE = "DELETE FROM carecycle_webhooks_idempotency WHERE key > ? AND key <= ? AND expires <= ?"
+_PRUNE_LAST_SLICE = "DELETE FROM carecycle_webhooks_idempotency WHERE key > ? AND expires <= ?"
 
 _PRUNE_EVERY = 256
 """Every this many acquires (in one process), one slice of the table is pruned..."""
@@ -422,7 +425,7 @@ class SQLiteIdempotencyStore:
 
     def _mark_done(self, connection: sqlite3.Connection, key: str, token: str, ttl_ms: int) -> None:
         now = self._clock()
-        connection.execute(_COMPLETE, (key, token, now + ttl_ms, now))
+        connection.execute(_COMPLETE, (key, now + ttl_ms, token, now))
 
     @staticmethod
     def _free(connection: sqlite3.Connection, key: str, token: str) -> None:

@@ -9,7 +9,8 @@
     response = client.post("/webhooks", content=delivery.body, headers=delivery.headers)
 
 Signatures are computed by svix's own signing code (the ``standardwebhooks`` ``Webhook``
-that ``svix.webhooks.Webhook`` delegates to), so what verifies here verifies in production.
+that ``svix.webhooks.Webhook`` delegates to from svix 1.84.0 on; svix 1.40 to 1.83 carry
+the same code), so what verifies here verifies in production.
 With pytest, the fixtures ``carecycle_webhook_secret``, ``carecycle_sign``,
 ``carecycle_delivery`` and ``carecycle_handler_calls`` are available without any import (a
 pytest plugin, installed with the package).
