@@ -55,6 +55,8 @@ class Telemetry:
         self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.exporter))
         self.reader = InMemoryMetricReader()
         self.meter_provider = MeterProvider(metric_readers=[self.reader])
+        self._points: dict[tuple[str, tuple[tuple[str, Any], ...]], Any] = {}
+        self._units: dict[str, str] = {}
 
     def spans(self) -> list[ReadableSpan]:
         return list(self.exporter.get_finished_spans())
@@ -64,27 +66,30 @@ class Telemetry:
         assert len(found) == 1, [span.name for span in self.spans()]
         return found[0]
 
-    def points(self, metric_name: str) -> list[tuple[dict[str, Any], Any]]:
-        """(attributes, point) of every data point of ``metric_name``."""
+    def _collect(self) -> None:
+        # Every collection, kept: an SDK before 1.2x exports a cumulative point again only
+        # when it changed since the last collection, so each point is kept as last seen.
         data = self.reader.get_metrics_data()
-        found = []
         for resource in data.resource_metrics if data else ():
             for scope in resource.scope_metrics:
                 for metric in scope.metrics:
-                    if metric.name == metric_name:
-                        found.extend(
-                            (dict(point.attributes or {}), point) for point in metric.data.data_points
-                        )
-        return found
+                    self._units[metric.name] = metric.unit or ""
+                    for point in metric.data.data_points:
+                        key = (metric.name, tuple(sorted(dict(point.attributes or {}).items())))
+                        self._points[key] = point
+
+    def points(self, metric_name: str) -> list[tuple[dict[str, Any], Any]]:
+        """(attributes, point) of every data point of ``metric_name``."""
+        self._collect()
+        return [
+            (dict(attributes), point)
+            for (name, attributes), point in self._points.items()
+            if name == metric_name
+        ]
 
     def metric_units(self) -> dict[str, str]:
-        data = self.reader.get_metrics_data()
-        return {
-            metric.name: metric.unit or ""
-            for resource in (data.resource_metrics if data else ())
-            for scope in resource.scope_metrics
-            for metric in scope.metrics
-        }
+        self._collect()
+        return dict(self._units)
 
 
 @pytest.fixture
