@@ -73,8 +73,8 @@ def make_store(*, use_async_redis: bool = False) -> IdempotencyStore:
 
 def make_dispatcher(*, use_async_redis: bool = False) -> Dispatcher:
     """The dispatcher with the example's handlers registered."""
-    secrets = os.environ["CARECYCLE_WEBHOOK_SECRET"].split()
-    webhooks = Dispatcher(secrets, idempotency_store=make_store(use_async_redis=use_async_redis))
+    # The secret (or several, while rotating) from CARECYCLE_WEBHOOK_SECRET.
+    webhooks = Dispatcher(idempotency_store=make_store(use_async_redis=use_async_redis))
     register(webhooks)
     return webhooks
 

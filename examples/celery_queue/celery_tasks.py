@@ -167,8 +167,8 @@ def _store() -> IdempotencyStore:
     return RedisIdempotencyStore(client)
 
 
+# The secret from CARECYCLE_WEBHOOK_SECRET.
 webhooks = Dispatcher(
-    os.environ["CARECYCLE_WEBHOOK_SECRET"].split(),
     idempotency_store=_store(),
     lease=LEASE,
 )

@@ -2,12 +2,10 @@
 
 ::
 
-    import os
-
     from carecycle_webhooks import Dispatcher
     from carecycle_webhooks.asgi import webhook_app
 
-    webhooks = Dispatcher(os.environ["CARECYCLE_WEBHOOK_SECRET"].split())
+    webhooks = Dispatcher()  # the secret from CARECYCLE_WEBHOOK_SECRET
     app = webhook_app(webhooks)  # uvicorn module:app, or mount it under a path
 
 Route or mount it where your framework takes ASGI applications: Starlette's

@@ -3,12 +3,10 @@
 ::
 
     # handler.py; the function's handler setting: handler.handler
-    import os
-
     from carecycle_webhooks import CustomerCreatedEvent, Dispatcher
     from carecycle_webhooks.aws_lambda import webhook_handler
 
-    webhooks = Dispatcher(os.environ["CARECYCLE_WEBHOOK_SECRET"].split())
+    webhooks = Dispatcher()  # the secret from CARECYCLE_WEBHOOK_SECRET
 
 
     @webhooks.on("customer.created")

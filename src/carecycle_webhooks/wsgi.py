@@ -2,12 +2,10 @@
 
 ::
 
-    import os
-
     from carecycle_webhooks import Dispatcher
     from carecycle_webhooks.wsgi import webhook_app
 
-    webhooks = Dispatcher(os.environ["CARECYCLE_WEBHOOK_SECRET"].split())
+    webhooks = Dispatcher()  # the secret from CARECYCLE_WEBHOOK_SECRET
     application = webhook_app(webhooks)  # gunicorn module:application, or mount it
 
 Mount it where your framework mounts WSGI applications: Pyramid's ``wsgiapp2`` view,
