@@ -680,8 +680,46 @@ def test_without_opentelemetry_nothing_is_imported_and_deliveries_run() -> None:
         return completed.stdout.strip()
 
     assert run("blocked") == "[]"
-    # Installed: imported on the first delivery, never by `import carecycle_webhooks`.
-    assert "trace" in run("installed")
+    # Installed, but the application never imported it: nothing is imported either.
+    assert run("installed") == "[]"
+
+
+def test_an_installed_opentelemetry_is_imported_once_the_application_has() -> None:
+    # Before, the first delivery imported opentelemetry whenever it was installed.
+    code = textwrap.dedent(
+        """
+        import sys
+        import carecycle_webhooks
+        from carecycle_webhooks.testing import customer_created, generate_secret, sign
+
+        secret = generate_secret()
+        webhooks = carecycle_webhooks.Dispatcher(secret)
+        webhooks.on("customer.created")(lambda event: None)
+        delivery = sign(customer_created(), secret=secret)
+        assert webhooks.handle(delivery.body, delivery.headers).status_code == 200
+        print(any(name.startswith("opentelemetry") for name in sys.modules))
+
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        delivery = sign(customer_created(), secret=secret)
+        assert webhooks.handle(delivery.body, delivery.headers).status_code == 200
+        print(sorted(span.name for span in exporter.get_finished_spans()))
+        """
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False, cwd=ROOT
+    )
+    assert completed.returncode == 0, completed.stderr
+    before, after = completed.stdout.strip().splitlines()
+    assert before == "False"
+    assert "process customer.created" in after
 
 
 def test_import_does_not_load_the_telemetry_module() -> None:

@@ -6,9 +6,12 @@ names it for the event type (or opens one of its own, for a work queue's worker)
 answer closes it. The drivers ask `handler_started` around each handler, and report store
 failures with `store_failed`.
 
-This module imports only the standard library. ``opentelemetry`` is imported on the first
-delivery (`_otel`), never by ``import carecycle_webhooks``; when it is missing, each call
-costs one check of a module global.
+This module imports only the standard library. ``opentelemetry`` is imported (`_otel`)
+on the first delivery after the application has imported it, never by ``import
+carecycle_webhooks``: an application that sets a tracer or meter provider has imported
+``opentelemetry.trace`` or ``opentelemetry.metrics``, and one that has not pays nothing
+for it (an installed API costs a cold start some 10 ms). Until then, each call costs two
+lookups in ``sys.modules``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import sys
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
@@ -37,7 +41,8 @@ __all__ = [
 
 _D = TypeVar("_D")
 
-# Decided on the first delivery: _otel.begin, or None when opentelemetry is missing.
+# Decided on the first delivery after the application imported opentelemetry: _otel.begin,
+# or None when it cannot be imported.
 _begin: Callable[[], Delivery | None] | None = None
 _loaded = False
 
@@ -53,6 +58,9 @@ _running: contextvars.ContextVar[Delivery | None] = contextvars.ContextVar(
 
 def _load() -> Callable[[], Delivery | None] | None:
     global _begin, _loaded  # noqa: PLW0603 - decided once, on the first delivery
+    modules = sys.modules
+    if "opentelemetry.trace" not in modules and "opentelemetry.metrics" not in modules:
+        return None  # no provider can have been set: look again on the next delivery
     try:
         from ._otel import begin
     except ImportError:
