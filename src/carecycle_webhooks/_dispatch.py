@@ -475,15 +475,20 @@ class Dispatcher(HandlerRegistration):
         Raises:
             WebhookConfigurationError: The idempotency store serves only `handle`.
         """
-        data: object = body  # checked at runtime too: callers are not always type-checked
-        if isinstance(data, (bytes, str, bytearray)) and len(data) > _PREPARE_IN_THREAD_ABOVE:
-            # The HMAC and the parse of a large body take milliseconds: not on the loop.
-            prepared = await asyncio.to_thread(self._prepare, body, headers)
-        else:
-            prepared = self._prepare(body, headers)
+        prepared = await self._prepare_async(body, headers)
         if isinstance(prepared, WebhookResponse):
             return prepared
         return await self.dispatch_async(*prepared)
+
+    async def _prepare_async(
+        self, body: bytes | str, headers: Headers
+    ) -> tuple[Event, WebhookDelivery] | WebhookResponse:
+        """`_prepare`, for the event loop: a large body is verified and parsed in a thread."""
+        data: object = body  # checked at runtime too: callers are not always type-checked
+        if isinstance(data, (bytes, str, bytearray)) and len(data) > _PREPARE_IN_THREAD_ABOVE:
+            # The HMAC and the parse of a large body take milliseconds: not on the loop.
+            return await asyncio.to_thread(self._prepare, body, headers)
+        return self._prepare(body, headers)
 
     @observed_dispatch_async
     async def dispatch_async(self, event: Event, delivery: WebhookDelivery) -> WebhookResponse:

@@ -23,7 +23,7 @@ from starlette.requests import Request
 
 from ._adapters import check_dispatcher, content_type_and_headers, declared_length, reservation_for
 from ._asgi import receive_body
-from ._dispatch import _PREPARE_IN_THREAD_ABOVE, Dispatcher  # pyright: ignore[reportPrivateUsage]
+from ._dispatch import Dispatcher
 from ._drivers import _current, drive_async  # pyright: ignore[reportPrivateUsage]
 from ._errors import WebhookConfigurationError
 from ._idempotency import TransactionalIdempotencyStore
@@ -103,11 +103,7 @@ async def _verify(request: Request, dispatcher: Dispatcher) -> tuple[Event, Webh
             request._body = body  # noqa: SLF001  # pyright: ignore[reportPrivateUsage]
         # The dispatcher's own first steps, as handle_async takes them (a large body in a
         # worker thread): the same answers and the same log lines as its endpoint's.
-        prepare = dispatcher._prepare  # noqa: SLF001  # pyright: ignore[reportPrivateUsage]
-        if len(body) > _PREPARE_IN_THREAD_ABOVE:
-            prepared = await asyncio.to_thread(prepare, body, headers)
-        else:
-            prepared = prepare(body, headers)
+        prepared = await dispatcher._prepare_async(body, headers)  # noqa: SLF001  # pyright: ignore[reportPrivateUsage]
     finally:
         # The budget bounds the bodies not verified yet (a flood of unsigned ones): a
         # verified delivery's body is the route's to keep.

@@ -56,6 +56,7 @@ from ._adapters import (
     read_body,
     reservation_for,
 )
+from ._config import SECRET_ENV
 from ._dispatch import DEFAULT_MAX_BODY_SIZE, Dispatcher, HandlerRegistration
 from ._errors import WebhookConfigurationError
 
@@ -194,7 +195,7 @@ def _secret(app: flask.Flask) -> list[str]:
     config = cast("dict[str, object]", app.config)  # Flask types its Config as a bare dict
     value = config.get(_SECRET_SETTING)
     if value is None:
-        value = os.environ.get(_SECRET_SETTING)
+        value = os.environ.get(SECRET_ENV)
     if isinstance(value, str):
         value = value.split()  # several, separated by whitespace, while one is rotated
     if isinstance(value, (list, tuple)) and value and all(isinstance(item, str) for item in value):  # pyright: ignore[reportUnknownVariableType]
@@ -203,7 +204,7 @@ def _secret(app: flask.Flask) -> list[str]:
     raise WebhookConfigurationError(
         f"CareCycleWebhooks.init_app() needs the endpoint's secret: set app.config[{_SECRET_SETTING!r}] "
         f"(a 'whsec_...' string, several separated by spaces, or a list of them), or the "
-        f"{_SECRET_SETTING} environment variable"
+        f"{SECRET_ENV} environment variable"
     )
 
 

@@ -26,6 +26,7 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
+from carecycle_webhooks._config import SECRET_ENV
 from carecycle_webhooks._dispatch import Dispatcher
 from carecycle_webhooks._errors import WebhookConfigurationError
 from carecycle_webhooks._idempotency import serves
@@ -42,7 +43,6 @@ __all__ = ["SETTING", "Problem", "check_settings", "configured_view", "secret_fr
 
 SETTING = "CARECYCLE_WEBHOOKS"
 URLCONF = "carecycle_webhooks.django.urls"
-ENVIRONMENT_VARIABLE = "CARECYCLE_WEBHOOK_SECRET"
 _KEYS = ("DISPATCHER", "SECRET", "ASYNC")
 
 
@@ -128,13 +128,13 @@ def secret_from_settings() -> list[str]:
         where, value = f"{SETTING}['SECRET']", config["SECRET"]
     else:
         where, value = (
-            f"the {ENVIRONMENT_VARIABLE} environment variable",
-            os.environ.get(ENVIRONMENT_VARIABLE),
+            f"the {SECRET_ENV} environment variable",
+            os.environ.get(SECRET_ENV),
         )
         if value is None:
             raise WebhookConfigurationError(
                 f"no webhook secret: set {SETTING}['SECRET'] in your settings, or the "
-                f"{ENVIRONMENT_VARIABLE} environment variable (the endpoint's 'whsec_...' secret)"
+                f"{SECRET_ENV} environment variable (the endpoint's 'whsec_...' secret)"
             )
     secrets: object = value.split() if isinstance(value, str) else value
     items = cast("Sequence[object]", secrets) if isinstance(secrets, (list, tuple)) else None
