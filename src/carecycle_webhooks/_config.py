@@ -11,7 +11,9 @@ secret's value.
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets as _random
 from typing import TYPE_CHECKING
 
 from ._errors import WebhookConfigurationError
@@ -19,9 +21,14 @@ from ._errors import WebhookConfigurationError
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["SECRET_ENV", "secrets_from_environment"]
+__all__ = ["SECRET_ENV", "new_secret", "secrets_from_environment"]
 
 SECRET_ENV = "CARECYCLE_WEBHOOK_SECRET"  # noqa: S105 - the variable's name, not a secret
+
+
+def new_secret() -> str:
+    """A fresh random endpoint secret in Svix's format (``whsec_`` and 24 random bytes, base64)."""
+    return "whsec_" + base64.b64encode(_random.token_bytes(24)).decode()
 
 
 def secrets_from_environment(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:

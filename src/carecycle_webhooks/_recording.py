@@ -13,16 +13,15 @@ The pytest plugin's ``carecycle_handler_calls`` fixture does both for every test
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import functools
 import inspect
-import secrets
 import threading
 from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, cast, overload
 
+from ._config import new_secret
 from ._drivers import current_delivery
 
 if TYPE_CHECKING:
@@ -277,7 +276,7 @@ def override_idempotency_store(
     # A dispatcher of the same options, built with the new store, says how the drivers call it
     # (its secret, random, is never used).
     model = Dispatcher(
-        "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode(),
+        new_secret(),
         idempotency_store=store,
         lease=dispatcher.lease,
         done_ttl=dispatcher.done_ttl,

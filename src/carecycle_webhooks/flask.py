@@ -43,7 +43,6 @@ except ImportError:
         "carecycle_webhooks.flask needs Flask: pip install 'carecycle-webhooks[flask]'"
     ) from None
 
-import base64
 import os
 from typing import TYPE_CHECKING, Any, cast
 
@@ -56,7 +55,7 @@ from ._adapters import (
     read_body,
     reservation_for,
 )
-from ._config import SECRET_ENV
+from ._config import SECRET_ENV, new_secret
 from ._dispatch import DEFAULT_MAX_BODY_SIZE, Dispatcher, HandlerRegistration
 from ._errors import WebhookConfigurationError
 
@@ -188,7 +187,7 @@ def _registry() -> Dispatcher:
     # Handlers are registered before any application, and so before any secret, is known.
     # This dispatcher only holds them: it never verifies a delivery, so its secret is a
     # random one that nobody knows.
-    return Dispatcher("whsec_" + base64.b64encode(os.urandom(32)).decode("ascii"))
+    return Dispatcher(new_secret())
 
 
 def _secret(app: flask.Flask) -> list[str]:

@@ -27,12 +27,10 @@ merged into the default one.
 
 from __future__ import annotations
 
-import base64
 import copy
 import dataclasses
 import datetime
 import json
-import secrets
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol, TypeVar, cast
@@ -40,6 +38,7 @@ from typing import Any, Literal, Protocol, TypeVar, cast
 from pydantic import BaseModel
 from standardwebhooks.webhooks import Webhook as _SvixSigner
 
+from ._config import new_secret
 from ._errors import WebhookConfigurationError
 from ._models import (
     EVENT_MODELS,
@@ -87,7 +86,7 @@ _NESTED: Mapping[str, type[BaseModel]] = {
 
 def generate_secret() -> str:
     """A fresh random endpoint secret in Svix's format (``whsec_`` and 24 random bytes, base64)."""
-    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    return new_secret()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """``carecycle-webhooks secret``: print a new endpoint secret for local work and tests.
 
-The secret is made by `carecycle_webhooks.testing.generate_secret`, in Svix's format
+The secret is made as `carecycle_webhooks.testing.generate_secret` makes one, in Svix's format
 (``whsec_`` and 24 random bytes, base64), so that the library accepts it as it accepts a
 real endpoint's. Production secrets come from the endpoint's page in careCycle.
 """
@@ -36,9 +36,9 @@ def _add_arguments(secret: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from carecycle_webhooks.testing import generate_secret
+    from carecycle_webhooks._config import new_secret  # standard library only
 
-    secret = generate_secret()
+    secret = new_secret()
     env: bool = args.env
     sys.stdout.write(f"{SECRET_ENV}={secret}\n" if env else f"{secret}\n")
     return EXIT_OK
