@@ -116,6 +116,11 @@ def test_runserver_shows_the_handlers_log_lines(tmp_path: Path) -> None:
         body = fixture_bytes("customer.created")
         response = httpx.post(url, timeout=10, **signed_request(body, secret, "msg_runserver_1"))
         assert (response.status_code, response.json()) == (200, {"status": "processed"})
+        # runserver writes its access line after the response has gone out: wait for it
+        # (bounded) before stopping the server, or the line may never be written.
+        deadline = time.monotonic() + 10
+        while '"POST /webhooks/' not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
         server.terminate()
         server.wait(timeout=15)
