@@ -997,9 +997,9 @@ def test_marks_put_back_after_a_failure_stay_older_than_new_ones() -> None:
     missed.record(store, datetime.timedelta(hours=1))  # fails: both kept
     missed.add("msg_new", "token-3")
     assert list(missed.marks.items()) == [
-        ("msg_old_1", "token-1"),
-        ("msg_old_2", "token-2"),
-        ("msg_new", "token-3"),
+        ("msg_old_1", ("token-1", None)),
+        ("msg_old_2", ("token-2", None)),
+        ("msg_new", ("token-3", None)),
     ]
 
 
@@ -1014,7 +1014,7 @@ def test_an_interrupted_recording_keeps_the_marks_and_a_newer_token_wins() -> No
     missed.add("msg_2", "token-2")
     with pytest.raises(KeyboardInterrupt):
         missed.record(Interrupting(), datetime.timedelta(hours=1))
-    assert list(missed.marks.items()) == [("msg_1", "token-1"), ("msg_2", "newer")]
+    assert list(missed.marks.items()) == [("msg_1", ("token-1", None)), ("msg_2", ("newer", None))]
 
 
 def test_missed_done_marks_outlive_the_event_loop_of_their_delivery() -> None:
@@ -1052,7 +1052,7 @@ def test_a_cancelled_delivery_keeps_the_missed_marks_it_was_recording() -> None:
             await task
 
     asyncio.run(scenario())
-    assert list(webhooks._missed.marks.items()) == [("msg_waiting", "token")]
+    assert list(webhooks._missed.marks.items()) == [("msg_waiting", ("token", None))]
 
 
 def test_dispatch_runs_an_already_verified_event_once() -> None:

@@ -8,13 +8,14 @@ requests and responses around them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import functools
 import inspect
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Literal, TypeVar, cast, final, overload
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from ._budget import DEFAULT_BODY_BUDGET, BodyBudget, process_budget
 from ._config import secrets_from_environment
@@ -26,6 +27,7 @@ from ._idempotency import (
     AsyncIdempotencyStore,
     IdempotencyStore,
     TransactionalIdempotencyStore,
+    keeps_order,
     serves,
 )
 from ._missed import MissedDoneMarks
@@ -34,14 +36,24 @@ from ._models import (
     CallCompletedEvent,
     CustomerCreatedEvent,
     CustomerUpdatedEvent,
-    EventType,
     UnknownEvent,
     event_type_key,
     not_in_catalog,
 )
 from ._parse import parse_unverified_event
-from ._responses import JSON_HEADERS, NOT_BYTES, WebhookResponse, body_too_large, invalid_payload, rejected
+from ._registration import HandlerRegistration, NotAnEventTypeOfTheCatalog
+from ._responses import (
+    JSON_HEADERS,
+    NOT_BYTES,
+    RESOLVER_FAILED,
+    UNKNOWN_TENANT,
+    WebhookResponse,
+    body_too_large,
+    invalid_payload,
+    rejected,
+)
 from ._telemetry import observed_dispatch, observed_dispatch_async, observed_handle, observed_handle_async
+from ._tenants import ResolverFailed, SecretResolver, TenantSecrets, is_tenant_key
 from ._verify import DEFAULT_TOLERANCE, Headers, WebhookDelivery, WebhookVerifier, body_exceeds
 
 if TYPE_CHECKING:
@@ -49,6 +61,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
+    "DEFAULT_SECRET_CACHE_TTL",
     "JSON_HEADERS",
     "Dispatcher",
     "NotAnEventTypeOfTheCatalog",
@@ -61,89 +74,17 @@ logger = logging.getLogger("carecycle_webhooks")
 DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
 """Bodies larger than this (10 MiB) are answered 413 before any parsing."""
 
+DEFAULT_SECRET_CACHE_TTL = datetime.timedelta(minutes=1)
+"""How long a secret resolver's answer for a tenant is kept: a rotation takes effect within it."""
+
 # Bodies above this are verified and parsed in a worker thread by handle_async.
 _PREPARE_IN_THREAD_ABOVE = 256 * 1024
 
-_CreatedHandler = TypeVar("_CreatedHandler", bound=Callable[[CustomerCreatedEvent], object])
-_UpdatedHandler = TypeVar("_UpdatedHandler", bound=Callable[[CustomerUpdatedEvent], object])
-_CallHandler = TypeVar("_CallHandler", bound=Callable[[CallCompletedEvent], object])
+_H = TypeVar("_H", bound=Handler)
 _AnyHandler = TypeVar(
     "_AnyHandler",
     bound=Callable[[CustomerCreatedEvent | CustomerUpdatedEvent | CallCompletedEvent | UnknownEvent], object],
 )
-
-_H = TypeVar("_H", bound=Handler)
-
-
-@final
-class NotAnEventTypeOfTheCatalog:
-    """What type checkers see `Dispatcher.on` return for a string outside the catalog.
-
-    It cannot decorate anything, so mypy and pyright report a misspelt event type, or
-    any ``str`` that is not a literal of the catalog, where it is registered::
-
-        @webhooks.on("customer.create")  # mypy: "NotAnEventTypeOfTheCatalog" not callable
-        def created(event: CustomerCreatedEvent) -> None: ...
-
-    At run time, `Dispatcher.on` raises `WebhookConfigurationError` for such a string
-    instead, naming the closest event types: nothing of this class is ever made. For a
-    ``str`` read at run time, pass ``EventType(value)``.
-    """
-
-    __slots__ = ()
-
-
-class HandlerRegistration:
-    """`on`, typed once for every class that registers handlers of the catalog's events.
-
-    `Dispatcher` and the Flask extension both take handlers this way; each says how it
-    keeps them (`_on`). The overloads make type checkers check a handler's parameter
-    against its event type, and refuse a string outside the catalog.
-    """
-
-    @overload
-    def on(  # type: ignore[overload-overlap]
-        self,
-        event_type: Literal["customer.created", EventType.CUSTOMER_CREATED] | type[CustomerCreatedEvent],
-        /,
-    ) -> Callable[[_CreatedHandler], _CreatedHandler]: ...
-    @overload
-    def on(  # type: ignore[overload-overlap]
-        self,
-        event_type: Literal["customer.updated", EventType.CUSTOMER_UPDATED] | type[CustomerUpdatedEvent],
-        /,
-    ) -> Callable[[_UpdatedHandler], _UpdatedHandler]: ...
-    @overload
-    def on(  # type: ignore[overload-overlap]
-        self,
-        event_type: Literal["call.completed", EventType.CALL_COMPLETED] | type[CallCompletedEvent],
-        /,
-    ) -> Callable[[_CallHandler], _CallHandler]: ...
-    @overload
-    def on(self, event_type: EventType, /) -> Callable[[_AnyHandler], _AnyHandler]: ...  # type: ignore[overload-overlap]
-    @overload
-    def on(self, event_type: str, /) -> NotAnEventTypeOfTheCatalog: ...
-    def on(self, event_type: str | type[object], /) -> Callable[[_H], _H] | NotAnEventTypeOfTheCatalog:
-        """Register the decorated function as a handler of one event type.
-
-        Args:
-            event_type: ``"customer.created"``, ``EventType.CUSTOMER_CREATED`` or
-                ``CustomerCreatedEvent`` (likewise for the other events).
-
-        Returns:
-            A decorator that registers the handler and returns it unchanged. Type checkers
-            reject a handler whose parameter does not accept the event, and a string that
-            is not an event type of the catalog.
-
-        Raises:
-            WebhookConfigurationError: Not an event type of the catalog (the message names
-                the closest ones), or the decorated object is not callable. Event types
-                this version does not know reach the `catch_all` handlers as `UnknownEvent` s.
-        """
-        return self._on(event_type)
-
-    def _on(self, event_type: object) -> Callable[[_H], _H]:
-        raise NotImplementedError
 
 
 class Dispatcher(HandlerRegistration):
@@ -173,7 +114,12 @@ class Dispatcher(HandlerRegistration):
     Args:
         secret: The endpoint's ``whsec_...`` secret, or several during a rotation. By
             default, the ``CARECYCLE_WEBHOOK_SECRET`` environment variable, read once,
-            here: one secret, or several separated by spaces.
+            here: one secret, or several separated by spaces. For many tenants on one
+            endpoint, a *resolver*: a function, sync or ``async``, that takes a tenant key
+            (the ``tenant`` path parameter of the adapters, or ``handle(..., tenant=...)``)
+            and returns that tenant's secret or secrets, or ``None`` for a tenant it does
+            not know (answered 404, before any verification). Its answers are kept for
+            ``secret_cache_ttl``.
         tolerance: How far a delivery's timestamp may be from now.
         idempotency_store: Where processed ``webhook-id`` s are remembered; ``None``
             runs the handlers for every delivery, duplicates included.
@@ -188,6 +134,16 @@ class Dispatcher(HandlerRegistration):
         done_ttl: How long a processed ``webhook-id`` is remembered.
         log_exception_messages: Also log handlers' exception messages and tracebacks
             in full. Off by default: messages may hold PHI.
+        skip_out_of_order: Acknowledge (2xx, ``"stale"``) and do not handle a customer
+            event whose ``updatedAt`` is older than the newest one already processed for
+            that customer; equal or newer ones run. Needs an idempotency store (every
+            store of this package keeps the order, atomically with the delivery's lease).
+            ``call.completed`` is not affected.
+        skip_test_customers: Acknowledge (2xx, ``"test_customer"``) and do not handle
+            customer events whose ``testCustomer`` is true, and ``call.completed`` events
+            whose customer is one. For production.
+        secret_cache_ttl: With a secret resolver: how long its answer for a tenant (a
+            secret, or unknown) is kept. A rotated secret takes effect within it.
         clock: Current time in seconds since the epoch, for the tolerance; for tests.
 
     Raises:
@@ -198,7 +154,7 @@ class Dispatcher(HandlerRegistration):
 
     def __init__(  # noqa: PLR0913 - every option is keyword-only and has a safe default
         self,
-        secret: str | Sequence[str] | None = None,
+        secret: str | Sequence[str] | SecretResolver | None = None,
         *,
         tolerance: datetime.timedelta = DEFAULT_TOLERANCE,
         idempotency_store: IdempotencyStore | AsyncIdempotencyStore | None = None,
@@ -207,11 +163,30 @@ class Dispatcher(HandlerRegistration):
         lease: datetime.timedelta = DEFAULT_LEASE,
         done_ttl: datetime.timedelta = DEFAULT_DONE_TTL,
         log_exception_messages: bool = False,
+        skip_out_of_order: bool = False,
+        skip_test_customers: bool = False,
+        secret_cache_ttl: datetime.timedelta = DEFAULT_SECRET_CACHE_TTL,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        # None, not a falsy value: Dispatcher("") is a mistake to report, not a request.
-        secrets = secrets_from_environment() if secret is None else secret
-        self._verifier = WebhookVerifier(secrets, tolerance=tolerance, clock=clock)
+        self._tenants: TenantSecrets | None = None
+        self._verifier: WebhookVerifier | None = None
+        if callable(secret):  # a resolver: one verifier per tenant, asked for on delivery
+            ttl: object = secret_cache_ttl  # options are checked at runtime too
+            if not isinstance(ttl, datetime.timedelta) or ttl < datetime.timedelta(0):
+                raise WebhookConfigurationError("secret_cache_ttl must be a datetime.timedelta, zero or more")
+            WebhookVerifier("whsec_AAAA", tolerance=tolerance)  # the tolerance, checked now
+            self._tenants = TenantSecrets(secret, tolerance=tolerance, clock=clock, ttl=secret_cache_ttl)
+        else:
+            # None, not a falsy value: Dispatcher("") is a mistake to report, not a request.
+            secrets = secrets_from_environment() if secret is None else secret
+            self._verifier = WebhookVerifier(secrets, tolerance=tolerance, clock=clock)
+        if skip_out_of_order and not keeps_order(idempotency_store):
+            raise WebhookConfigurationError(
+                "skip_out_of_order needs an idempotency store that keeps each customer's newest "
+                "update (InMemoryIdempotencyStore, SQLiteIdempotencyStore, RedisIdempotencyStore, "
+                "PostgresIdempotencyStore or DjangoIdempotencyStore)"
+                + ("" if idempotency_store is None else f", not {type(idempotency_store).__name__}")
+            )
         if idempotency_store is not None and not isinstance(
             idempotency_store, (IdempotencyStore, AsyncIdempotencyStore)
         ):
@@ -270,12 +245,49 @@ class Dispatcher(HandlerRegistration):
             missed=self._missed,
             with_messages=log_exception_messages,
             async_handlers=self._coroutine_functions,
+            skip_out_of_order=bool(skip_out_of_order),
+            skip_test_customers=bool(skip_test_customers),
         )
 
     @property
     def verifier(self) -> WebhookVerifier:
-        """The verifier of the endpoint's secrets and tolerance, for work queues."""
+        """The verifier of the endpoint's secrets and tolerance, for work queues.
+
+        Raises:
+            WebhookConfigurationError: The dispatcher has a secret resolver: each tenant
+                has a verifier of its own (`verifier_for`).
+        """
+        if self._verifier is None:
+            raise WebhookConfigurationError(
+                "this dispatcher has a secret resolver: each tenant has its own verifier, "
+                "dispatcher.verifier_for(tenant)"
+            )
         return self._verifier
+
+    def verifier_for(self, tenant: str) -> WebhookVerifier | None:
+        """The verifier of one tenant's secrets (from the resolver), or ``None`` if unknown.
+
+        Without a resolver, the endpoint's `verifier`, for any tenant key.
+
+        Raises:
+            WebhookConfigurationError: The resolver raised, or answered an invalid secret.
+        """
+        if self._tenants is None:
+            return self._verifier if is_tenant_key(tenant) else None
+        try:
+            return self._tenants.verifier(tenant)
+        except ResolverFailed as error:
+            raise WebhookConfigurationError(str(error)) from None
+
+    @property
+    def skip_out_of_order(self) -> bool:
+        """Whether stale customer events (by ``updatedAt``) are acknowledged and not handled."""
+        return self._wiring.skip_out_of_order
+
+    @property
+    def skip_test_customers(self) -> bool:
+        """Whether events of test customers are acknowledged and not handled."""
+        return self._wiring.skip_test_customers
 
     @property
     def idempotency_store(self) -> IdempotencyStore | AsyncIdempotencyStore | None:
@@ -371,7 +383,7 @@ class Dispatcher(HandlerRegistration):
     # ------------------------------------------------------------------ handling
 
     def _prepare(
-        self, body: bytes | str, headers: Headers
+        self, body: bytes | str, headers: Headers, verifier: WebhookVerifier, tenant: str | None
     ) -> WebhookResponse | tuple[Event, WebhookDelivery]:
         data: object = body  # checked at runtime too: callers are not always type-checked
         if not isinstance(data, (bytes, str, bytearray, memoryview)):
@@ -379,7 +391,9 @@ class Dispatcher(HandlerRegistration):
         if body_exceeds(body, self._max_body_size):  # a str by its UTF-8 size
             return body_too_large(self._max_body_size)
         try:
-            delivery = self._verifier.verify(body, headers)
+            delivery = verifier.verify(body, headers)
+            if tenant is not None:
+                delivery = dataclasses.replace(delivery, tenant=tenant)
         except WebhookVerificationError as error:
             logger.warning("webhook rejected (%s): %s", error.reason, error)
             return rejected(error)
@@ -392,8 +406,49 @@ class Dispatcher(HandlerRegistration):
             return invalid_payload(error)
         return event, delivery
 
+    def _known(
+        self, tenant: str | None, verifier: WebhookVerifier | None
+    ) -> WebhookVerifier | WebhookResponse:
+        """The verifier for ``tenant``, or the answer when it is unknown (404)."""
+        if verifier is None:
+            if tenant is None:
+                logger.warning(
+                    "webhook without a tenant key, but the dispatcher has a secret resolver: answered "
+                    "404; route it with a tenant path parameter, e.g. /webhooks/<tenant>"
+                )
+            else:  # the key is not logged: anyone can send any key
+                logger.warning("webhook for an unknown tenant: answered 404")
+            return UNKNOWN_TENANT
+        return verifier
+
+    def _resolved(self, tenant: str | None) -> WebhookVerifier | WebhookResponse:
+        """The verifier of ``tenant`` (or of the endpoint), or the answer: 404 or 503."""
+        tenants = self._tenants
+        if tenants is None:
+            if tenant is not None and not is_tenant_key(tenant):
+                return self._known(tenant, None)
+            return cast("WebhookVerifier", self._verifier)
+        if tenant is None:
+            return self._known(None, None)
+        try:
+            return self._known(tenant, tenants.verifier(tenant))
+        except ResolverFailed as error:
+            logger.error("webhook not verified: %s: answered 503", error)  # noqa: TRY400 - no traceback: no PHI
+            return RESOLVER_FAILED
+
+    async def _resolved_async(self, tenant: str | None) -> WebhookVerifier | WebhookResponse:
+        """`_resolved`, for the event loop: the resolver does not block it."""
+        tenants = self._tenants
+        if tenants is None or tenant is None:
+            return self._resolved(tenant)
+        try:
+            return self._known(tenant, await tenants.verifier_async(tenant))
+        except ResolverFailed as error:
+            logger.error("webhook not verified: %s: answered 503", error)  # noqa: TRY400 - no traceback: no PHI
+            return RESOLVER_FAILED
+
     @observed_handle
-    def handle(self, body: bytes | str, headers: Headers) -> WebhookResponse:
+    def handle(self, body: bytes | str, headers: Headers, *, tenant: str | None = None) -> WebhookResponse:
         """Verify, parse, deduplicate and dispatch one delivery, synchronously.
 
         Async handlers run too: with ``asyncio.run`` when no event loop is running in this
@@ -403,6 +458,9 @@ class Dispatcher(HandlerRegistration):
         Args:
             body: The raw request body, exactly as received.
             headers: The request headers.
+            tenant: The tenant key the delivery came for (a path parameter), with a
+                secret resolver; its ``webhook-id`` s are its own. An unknown tenant is
+                answered 404 before any verification.
 
         Returns:
             The response for Svix; see the status table in the docs. Never raises for
@@ -413,7 +471,13 @@ class Dispatcher(HandlerRegistration):
                 (a `RedisIdempotencyStore` with an asyncio client): a mistake of set-up,
                 never of a delivery.
         """
-        prepared = self._prepare(body, headers)
+        verifier = self._verifier
+        if verifier is None or tenant is not None:
+            resolved = self._resolved(tenant)
+            if isinstance(resolved, WebhookResponse):
+                return resolved
+            verifier = resolved
+        prepared = self._prepare(body, headers, verifier, tenant)
         if isinstance(prepared, WebhookResponse):
             return prepared
         return self.dispatch(*prepared)
@@ -441,7 +505,9 @@ class Dispatcher(HandlerRegistration):
         return drive(self._wiring, handlers, event, delivery)
 
     @observed_handle_async
-    async def handle_async(self, body: bytes | str, headers: Headers) -> WebhookResponse:
+    async def handle_async(
+        self, body: bytes | str, headers: Headers, *, tenant: str | None = None
+    ) -> WebhookResponse:
         """Verify, parse, deduplicate and dispatch one delivery, on the event loop.
 
         Async handlers are awaited; sync handlers run in a worker thread
@@ -468,6 +534,8 @@ class Dispatcher(HandlerRegistration):
         Args:
             body: The raw request body, exactly as received.
             headers: The request headers.
+            tenant: The tenant key, as for `handle`. A sync secret resolver runs in a
+                worker thread (it may query a database).
 
         Returns:
             The response for Svix. Never raises for any delivery.
@@ -475,20 +543,26 @@ class Dispatcher(HandlerRegistration):
         Raises:
             WebhookConfigurationError: The idempotency store serves only `handle`.
         """
-        prepared = await self._prepare_async(body, headers)
+        prepared = await self._prepare_async(body, headers, tenant)
         if isinstance(prepared, WebhookResponse):
             return prepared
         return await self.dispatch_async(*prepared)
 
     async def _prepare_async(
-        self, body: bytes | str, headers: Headers
+        self, body: bytes | str, headers: Headers, tenant: str | None = None
     ) -> tuple[Event, WebhookDelivery] | WebhookResponse:
         """`_prepare`, for the event loop: a large body is verified and parsed in a thread."""
+        verifier = self._verifier
+        if verifier is None or tenant is not None:
+            resolved = await self._resolved_async(tenant)
+            if isinstance(resolved, WebhookResponse):
+                return resolved
+            verifier = resolved
         data: object = body  # checked at runtime too: callers are not always type-checked
         if isinstance(data, (bytes, str, bytearray)) and len(data) > _PREPARE_IN_THREAD_ABOVE:
             # The HMAC and the parse of a large body take milliseconds: not on the loop.
-            return await asyncio.to_thread(self._prepare, body, headers)
-        return self._prepare(body, headers)
+            return await asyncio.to_thread(self._prepare, body, headers, verifier, tenant)
+        return self._prepare(body, headers, verifier, tenant)
 
     @observed_dispatch_async
     async def dispatch_async(self, event: Event, delivery: WebhookDelivery) -> WebhookResponse:

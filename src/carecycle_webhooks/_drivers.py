@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import datetime
 import functools
 import inspect
 import time
@@ -29,16 +30,23 @@ from ._flow import (
     Wait,
     delivery_flow,
 )
+from ._idempotency import Order
 from ._logs import log_note
+from ._models import CallCompletedEvent, CustomerCreatedEvent, CustomerUpdatedEvent
 from ._running import PROPAGATED, cancel_requested, keep_handed_over, outlast_cancellation, run_to_completion
 from ._telemetry import handler_started, store_failed
 
 if TYPE_CHECKING:
-    import datetime
     from collections.abc import Awaitable
 
     from ._flow import Flow, Step
-    from ._idempotency import AsyncIdempotencyStore, Claim, IdempotencyStore
+    from ._idempotency import (
+        AsyncIdempotencyStore,
+        AsyncOrderedIdempotencyStore,
+        Claim,
+        IdempotencyStore,
+        OrderedIdempotencyStore,
+    )
     from ._missed import MissedDoneMarks
     from ._models import Event
     from ._otel import HandlerRun
@@ -53,7 +61,7 @@ _current: contextvars.ContextVar[WebhookDelivery] = contextvars.ContextVar("care
 
 
 def current_delivery() -> WebhookDelivery:
-    """The delivery whose handlers are running: its ``webhook-id``, timestamp and attempt.
+    """The delivery whose handlers are running: its ``webhook-id``, timestamp, attempt and tenant.
 
     Call it from inside a handler, sync or async (it follows the handler into worker
     threads and tasks)::
@@ -82,6 +90,8 @@ class Wiring:
         "done_ttl",
         "lease",
         "missed",
+        "skip_out_of_order",
+        "skip_test_customers",
         "sync_store",
         "with_messages",
     )
@@ -96,6 +106,8 @@ class Wiring:
         missed: MissedDoneMarks,
         with_messages: bool,
         async_handlers: set[int],
+        skip_out_of_order: bool = False,
+        skip_test_customers: bool = False,
     ) -> None:
         self.sync_store = sync_store
         self.async_store = async_store
@@ -104,12 +116,46 @@ class Wiring:
         self.missed = missed  # done marks the store missed, recorded by the next delivery
         self.with_messages = with_messages  # log handlers' exception messages
         self.async_handlers = async_handlers  # id() of the async def handlers
+        self.skip_out_of_order = skip_out_of_order  # customer events carry an Order to the store
+        self.skip_test_customers = skip_test_customers
+
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+_MICROSECOND = datetime.timedelta(microseconds=1)
+
+
+def store_key(delivery: WebhookDelivery) -> str:
+    """The delivery's key in the store: its ``webhook-id``, within its tenant if it has one.
+
+    A tenant key holds no ``/`` (see `_tenants.is_tenant_key`), so no two tenants share a key.
+    """
+    tenant = delivery.tenant
+    return delivery.webhook_id if tenant is None else f"{tenant}/{delivery.webhook_id}"
+
+
+def customer_order(event: Event, tenant: str | None) -> Order | None:
+    """A customer event's place in its customer's history, within its tenant; else ``None``."""
+    if type(event) is not CustomerUpdatedEvent and type(event) is not CustomerCreatedEvent:
+        return None
+    customer = str(event.id)
+    return Order(
+        customer if tenant is None else f"{tenant}/{customer}", (event.updated_at - _EPOCH) // _MICROSECOND
+    )
+
+
+def is_test_customer(event: Event) -> bool:
+    """Whether the event is about a customer marked ``testCustomer``."""
+    if type(event) is CallCompletedEvent:
+        return event.customer is not None and event.customer.test_customer is True
+    if type(event) is CustomerUpdatedEvent or type(event) is CustomerCreatedEvent:
+        return event.test_customer is True
+    return False
 
 
 class Run:
     """One delivery on its way through the flow."""
 
-    __slots__ = ("delivery", "event", "flow", "handlers", "wiring")
+    __slots__ = ("delivery", "event", "flow", "handlers", "key", "order", "wiring")
 
     def __init__(
         self,
@@ -124,6 +170,13 @@ class Run:
         self.handlers = handlers
         self.event = event
         self.delivery = delivery
+        self.key = store_key(delivery)
+        self.order = customer_order(event, delivery.tenant) if wiring.skip_out_of_order else None
+
+
+def _flow_for(wiring: Wiring, handlers: tuple[Handler, ...], event: Event, *, with_store: bool) -> Flow:
+    test_customer = wiring.skip_test_customers and is_test_customer(event)
+    return delivery_flow(len(handlers), with_store=with_store, test_customer=test_customer)
 
 
 def drive(
@@ -133,9 +186,8 @@ def drive(
     store = wiring.sync_store
     if store is not None and handlers and wiring.missed.marks:
         wiring.missed.record(store, wiring.done_ttl)
-    flow = delivery_flow(len(handlers), with_store=store is not None)
+    flow = _flow_for(wiring, handlers, event, with_store=store is not None)
     run = Run(wiring, flow, handlers, event, delivery)
-    webhook_id = delivery.webhook_id
     token = _current.set(delivery)
     try:
         step = next(flow)
@@ -152,7 +204,7 @@ def drive(
             elif isinstance(step, Wait):
                 time.sleep(step.seconds)
             else:
-                outcome = _store_call(wiring, cast("IdempotencyStore", store), step, webhook_id)
+                outcome = _store_call(run, cast("IdempotencyStore", store), step)
             step = flow.send(outcome)
     except StopIteration as stop:
         return cast("WebhookResponse", stop.value)
@@ -167,7 +219,7 @@ async def drive_async(
     store = wiring.async_store
     if store is not None and handlers and wiring.missed.marks:
         await wiring.missed.record_async(store, wiring.done_ttl)
-    flow = delivery_flow(len(handlers), with_store=store is not None)
+    flow = _flow_for(wiring, handlers, event, with_store=store is not None)
     return await _carry_out(Run(wiring, flow, handlers, event, delivery), next(flow))
 
 
@@ -182,7 +234,7 @@ async def _carry_out(  # noqa: C901, PLR0912, PLR0915 - the async driver: every 
     """
     wiring, flow, handlers, event, delivery = run.wiring, run.flow, run.handlers, run.event, run.delivery
     store = cast("AsyncIdempotencyStore", wiring.async_store)
-    webhook_id = delivery.webhook_id
+    key, order = run.key, run.order
     stop: asyncio.CancelledError | None = None  # the loop is closing: start no handler
     handed_over = False
     token = _current.set(delivery)
@@ -247,16 +299,18 @@ async def _carry_out(  # noqa: C901, PLR0912, PLR0915 - the async driver: every 
                     thrown = error
             elif isinstance(step, Acquire):
                 try:
-                    outcome = await store.acquire_async(webhook_id, lease=wiring.lease)
+                    outcome = await (
+                        store.acquire_async(key, lease=wiring.lease)
+                        if order is None
+                        else cast("AsyncOrderedIdempotencyStore", store).acquire_async(
+                            key, lease=wiring.lease, order=order
+                        )
+                    )
                 except Exception as error:  # noqa: BLE001 - any store failure: the flow decides
                     outcome = Failed(error, time.monotonic())
             else:
                 record = step
-                call = (
-                    store.complete_async(webhook_id, record.claim.token, ttl=wiring.done_ttl)
-                    if isinstance(record, Complete)
-                    else store.release_async(webhook_id, record.claim.token)
-                )
+                call = _record_async(store, record, key, order, wiring.done_ttl)
                 if record.to_the_end:  # cut short once: now whatever cancellations arrive
                     work = asyncio.ensure_future(call)
                     await outlast_cancellation(work)
@@ -289,26 +343,52 @@ def _hand_over(run: Run, step: Step, thread: asyncio.Future[object], watch: Hand
 def _note(run: Run, note: Note) -> None:
     """Carry out a step of the flow that takes no time: a log line, a missed mark kept."""
     if isinstance(note, KeepMissed):
-        run.wiring.missed.add(run.delivery.webhook_id, note.claim.token)
+        run.wiring.missed.add(run.key, note.claim.token, run.order)
     else:
         if isinstance(note, StoreFailed):
             store_failed(note.action, note.error)
         log_note(note, run.handlers, run.event, run.delivery, with_messages=run.wiring.with_messages)
 
 
-def _store_call(
-    wiring: Wiring, store: IdempotencyStore, step: Step, webhook_id: str
-) -> Claim | Failed | None:
+def _store_call(run: Run, store: IdempotencyStore, step: Step) -> Claim | Failed | None:
+    wiring, key, order = run.wiring, run.key, run.order
     try:
-        if isinstance(step, Acquire):
-            return store.acquire(webhook_id, lease=wiring.lease)
-        if isinstance(step, Complete):
-            store.complete(webhook_id, step.claim.token, ttl=wiring.done_ttl)
+        if order is not None:  # only a store that keeps order is given one (see Dispatcher)
+            ordered = cast("OrderedIdempotencyStore", store)
+            if isinstance(step, Acquire):
+                return ordered.acquire(key, lease=wiring.lease, order=order)
+            if isinstance(step, Complete):
+                ordered.complete(key, step.claim.token, ttl=wiring.done_ttl, order=order)
+            else:
+                ordered.release(key, cast("Release", step).claim.token, order=order)
+        elif isinstance(step, Acquire):
+            return store.acquire(key, lease=wiring.lease)
+        elif isinstance(step, Complete):
+            store.complete(key, step.claim.token, ttl=wiring.done_ttl)
         else:
-            store.release(webhook_id, cast("Release", step).claim.token)
+            store.release(key, cast("Release", step).claim.token)
     except Exception as error:  # noqa: BLE001 - any store failure: the flow decides
         return Failed(error, time.monotonic())
     return None
+
+
+def _record_async(
+    store: AsyncIdempotencyStore,
+    step: Complete | Release,
+    key: str,
+    order: Order | None,
+    ttl: datetime.timedelta,
+) -> Awaitable[None]:
+    """The store call of a `Complete` or a `Release`, with the customer's order if any."""
+    token = step.claim.token
+    if order is not None:
+        ordered = cast("AsyncOrderedIdempotencyStore", store)
+        if isinstance(step, Complete):
+            return ordered.complete_async(key, token, ttl=ttl, order=order)
+        return ordered.release_async(key, token, order=order)
+    if isinstance(step, Complete):
+        return store.complete_async(key, token, ttl=ttl)
+    return store.release_async(key, token)
 
 
 def _run_sync(handler: Handler, event: Event) -> Failed | None:

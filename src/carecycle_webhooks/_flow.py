@@ -5,8 +5,10 @@
 (`_drivers.drive_async`) only carry the steps out (a store call, a handler, a log
 line, a wait) and send back what happened. Every decision is taken here, once:
 
+- a test customer's event, with ``skip_test_customers``: skipped (200, nothing runs);
 - no handler: ignored (200);
-- the store refuses the lease: duplicate (200), in flight (409), or an unknown status,
+- the store refuses the lease: duplicate (200), stale (200: with ``skip_out_of_order``, a
+  newer update of the customer ran already), in flight (409), or an unknown status,
   which is a store failure like a failed acquire (503, nothing runs);
 - a handler fails: logged first, then the lease is freed (500);
 - a handler's ``KeyboardInterrupt`` or ``SystemExit`` (logged), or a cancellation,
@@ -36,7 +38,9 @@ from ._responses import (
     IN_FLIGHT,
     NOT_COMMITTED,
     PROCESSED,
+    STALE,
     STORE_UNAVAILABLE,
+    TEST_CUSTOMER,
     WebhookResponse,
 )
 from ._running import PROPAGATED
@@ -60,6 +64,7 @@ __all__ = [
     "RunHandler",
     "Step",
     "StoreFailed",
+    "TestCustomer",
     "Wait",
     "delivery_flow",
 ]
@@ -141,6 +146,16 @@ NO_HANDLER = NoHandler()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class TestCustomer(Note):
+    """Log that the event, about a test customer, is skipped (``skip_test_customers``)."""
+
+    __test__ = False  # not a test class, whatever pytest's collector thinks of its name
+
+
+TEST_CUSTOMER_NOTE = TestCustomer()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Refused(Note):
     """Log why the store did not hand the lease over (``claim.status``)."""
 
@@ -186,18 +201,26 @@ def _refused(status: object) -> WebhookResponse:
     """The answer when the store did not hand the lease over."""
     if status == "done":
         return DUPLICATE
+    if status == "stale":
+        return STALE
     if status == "in_flight":
         return IN_FLIGHT
     return STORE_UNAVAILABLE  # a store that breaks the protocol: a store failure, run nothing
 
 
-def delivery_flow(handler_count: int, *, with_store: bool) -> Flow:  # noqa: C901, PLR0912 - every decision, in one place
+def delivery_flow(  # noqa: C901, PLR0912 - every decision, in one place
+    handler_count: int, *, with_store: bool, test_customer: bool = False
+) -> Flow:
     """The steps of one delivery to ``handler_count`` handlers; returns the answer.
 
     Args:
         handler_count: How many handlers the event has (0: ignored).
         with_store: Whether the dispatcher has an idempotency store.
+        test_customer: The event is about a test customer, and the dispatcher skips those.
     """
+    if test_customer:
+        yield TEST_CUSTOMER_NOTE
+        return TEST_CUSTOMER
     if not handler_count:
         yield NO_HANDLER
         return IGNORED

@@ -31,6 +31,16 @@ commits it with the done mark, ``release`` rolls it back. Its three calls and th
 between them run in one thread; ``handle_async`` hands that whole delivery to the store's
 ``run_delivery_async``. A commit that fails is `CommitFailed`: the handlers' writes
 are gone, so the delivery is answered 503 and Svix retries it.
+
+*Customer order* (``Dispatcher(skip_out_of_order=True)``): a store that keeps it
+(`OrderedIdempotencyStore`, every store of this package) takes an `Order` with the lease of
+a customer event. ``acquire`` then also answers ``"stale"`` when a newer update of that
+customer was processed already, and ``"in_flight"`` while another delivery of the same
+customer holds its lease; ``complete`` moves the customer's newest mark forward (never
+back) in the same step as the done mark; ``release`` frees the customer's lease and
+leaves the mark as it was. So two workers racing with an old and a new update never end
+with the old one applied last: they run one after the other, and the older one, second,
+is stale.
 """
 
 from __future__ import annotations
@@ -50,10 +60,13 @@ __all__ = [
     "DEFAULT_DONE_TTL",
     "DEFAULT_LEASE",
     "AsyncIdempotencyStore",
+    "AsyncOrderedIdempotencyStore",
     "Claim",
     "CommitFailed",
     "IdempotencyStore",
     "InMemoryIdempotencyStore",
+    "Order",
+    "OrderedIdempotencyStore",
     "TransactionalIdempotencyStore",
     "serves",
 ]
@@ -93,12 +106,26 @@ class Claim(NamedTuple):
 
     Attributes:
         status: ``"acquired"``: run the handlers; ``"in_flight"``: another worker holds the
-            lease right now; ``"done"``: this id was already processed successfully.
+            lease right now; ``"done"``: this id was already processed successfully;
+            ``"stale"`` (only when given an `Order`): a newer update of the same customer
+            was processed already.
         token: Proves ownership of an acquired lease to `complete` and `release`.
     """
 
-    status: Literal["acquired", "in_flight", "done"]
+    status: Literal["acquired", "in_flight", "done", "stale"]
     token: str = ""
+
+
+class Order(NamedTuple):
+    """Where a customer event stands in its customer's history (``skip_out_of_order``).
+
+    Attributes:
+        key: Whose history: the customer's id, scoped by the tenant when there is one.
+        position: The event's ``updatedAt``, in microseconds since the epoch (UTC).
+    """
+
+    key: str
+    position: int
 
 
 class CommitFailed(Exception):  # noqa: N818 - says what happened, as TimeoutError does
@@ -194,6 +221,60 @@ class TransactionalIdempotencyStore(IdempotencyStore, Protocol):
         ...
 
 
+@runtime_checkable
+class OrderedIdempotencyStore(IdempotencyStore, Protocol):
+    """An `IdempotencyStore` that also keeps each customer's newest ``updatedAt``.
+
+    ``acquire``, ``complete`` and ``release`` take an optional `Order`; with one, each
+    does its customer's part in the same atomic step as the delivery's own (see the
+    module's docstring). ``keeps_order`` is ``True``: `Dispatcher` checks it when built
+    with ``skip_out_of_order=True``. The marks expire with the done marks (``ttl``),
+    which outlast Svix's retries.
+    """
+
+    keeps_order: bool
+
+    def acquire(self, key: str, *, lease: datetime.timedelta, order: Order | None = None) -> Claim:
+        """`IdempotencyStore.acquire`; with ``order``, also ``"stale"`` or the customer's lease."""
+        ...
+
+    def complete(self, key: str, token: str, *, ttl: datetime.timedelta, order: Order | None = None) -> None:
+        """`IdempotencyStore.complete`; with ``order``, also the customer's newest mark."""
+        ...
+
+    def release(self, key: str, token: str, *, order: Order | None = None) -> None:
+        """`IdempotencyStore.release`; with ``order``, also the customer's lease."""
+        ...
+
+
+@runtime_checkable
+class AsyncOrderedIdempotencyStore(AsyncIdempotencyStore, Protocol):
+    """`OrderedIdempotencyStore`, for the event loop."""
+
+    keeps_order: bool
+
+    async def acquire_async(
+        self, key: str, *, lease: datetime.timedelta, order: Order | None = None
+    ) -> Claim:
+        """`OrderedIdempotencyStore.acquire`, for the event loop."""
+        ...
+
+    async def complete_async(
+        self, key: str, token: str, *, ttl: datetime.timedelta, order: Order | None = None
+    ) -> None:
+        """`OrderedIdempotencyStore.complete`, for the event loop."""
+        ...
+
+    async def release_async(self, key: str, token: str, *, order: Order | None = None) -> None:
+        """`OrderedIdempotencyStore.release`, for the event loop."""
+        ...
+
+
+def keeps_order(store: object) -> bool:
+    """Whether ``store`` keeps customer order (``skip_out_of_order``)."""
+    return getattr(store, "keeps_order", False) is True
+
+
 def serves(store: object, *, synchronous: bool) -> bool:
     """Whether ``store`` can serve `Dispatcher.handle` (or, if not ``synchronous``, `handle_async`).
 
@@ -211,6 +292,7 @@ DONE = "done"
 
 CLAIM_DONE = Claim("done")
 CLAIM_IN_FLIGHT = Claim("in_flight")
+CLAIM_STALE = Claim("stale")
 
 
 def claim_from(existing: str | None, token: str) -> Claim:
@@ -239,6 +321,8 @@ def _warn_if_several_workers() -> None:
 class InMemoryIdempotencyStore:
     """An idempotency store for one process: thread-safe, bounded, with expiry.
 
+    It keeps customer order too (``Dispatcher(skip_out_of_order=True)``).
+
     Enough for a single worker process. With several processes or machines behind a
     load balancer, use `SQLiteIdempotencyStore` (one machine) or `RedisIdempotencyStore`: each
     process would otherwise have its own memory. Built inside gunicorn or uvicorn with several
@@ -251,6 +335,9 @@ class InMemoryIdempotencyStore:
             store holds more until they end (they are as many as the deliveries in flight).
         clock: Returns monotonic seconds; for tests.
     """
+
+    keeps_order = True
+    """It keeps customer order: see `OrderedIdempotencyStore`."""
 
     def __init__(self, *, max_entries: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
         if max_entries < 1:
@@ -267,6 +354,10 @@ class InMemoryIdempotencyStore:
         # The oldest are forgotten in batches of 1 %: a dict deleted from the front one
         # key at a time would scan ever more deleted slots to find its oldest key.
         self._forget_batch = max(1, max_entries // 100)
+        # skip_out_of_order: each customer's newest updatedAt (position, expiry), oldest
+        # first, bounded like the ids; and which delivery holds each customer now.
+        self._marks: dict[str, tuple[int, float]] = {}
+        self._customer_leases: dict[str, tuple[str, float]] = {}
 
     def __len__(self) -> int:
         """The number of ids remembered, in flight or done (expired ones may still count)."""
@@ -280,12 +371,14 @@ class InMemoryIdempotencyStore:
         """
         with self._lock:
             self._entries.clear()
+            self._marks.clear()
+            self._customer_leases.clear()
 
     # acquire/complete/release run on every delivery: each is one lock and a few
     # dictionary operations, written out rather than split into helpers.
 
-    def acquire(self, key: str, *, lease: datetime.timedelta) -> Claim:
-        """Take the lease on ``key``, or report it in flight or done."""
+    def acquire(self, key: str, *, lease: datetime.timedelta, order: Order | None = None) -> Claim:
+        """Take the lease on ``key``, or report it in flight, done or (with ``order``) stale."""
         seconds = lease.total_seconds()
         with self._lock:
             entries = self._entries
@@ -295,14 +388,34 @@ class InMemoryIdempotencyStore:
                 if entry[1] > now:
                     return CLAIM_DONE if entry[0] == DONE else CLAIM_IN_FLIGHT
                 del entries[key]  # expired
+            if order is not None:
+                refused = self._customer_refuses(order, now)
+                if refused is not None:
+                    return refused
             token = new_token()
             entries[key] = (token, now + seconds)  # a new key: appended, the youngest
+            if order is not None:
+                self._customer_leases[order.key] = (token, now + seconds)
             if len(entries) > self._max_entries:
                 self._forget_oldest()
             return Claim("acquired", token)
 
-    def complete(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
-        """Mark ``key`` done, unless another worker took it since ``token``'s lease expired."""
+    def _customer_refuses(self, order: Order, now: float) -> Claim | None:
+        """In flight while another delivery of the customer runs; stale if a newer one ran."""
+        held = self._customer_leases.get(order.key)
+        if held is not None and held[1] > now:
+            return CLAIM_IN_FLIGHT
+        mark = self._marks.get(order.key)
+        if mark is not None and mark[1] > now and mark[0] > order.position:
+            return CLAIM_STALE
+        return None
+
+    def complete(self, key: str, token: str, *, ttl: datetime.timedelta, order: Order | None = None) -> None:
+        """Mark ``key`` done, unless another worker took it since ``token``'s lease expired.
+
+        With ``order``, the customer's newest mark moves forward to ``order.position``
+        (never back), and the customer's lease, if still ``token``'s, is freed.
+        """
         seconds = ttl.total_seconds()
         with self._lock:
             entries = self._entries
@@ -314,8 +427,22 @@ class InMemoryIdempotencyStore:
                 del entries[key]  # then re-added as the youngest
             # Ours, or free (expired, released or forgotten): the handlers did run.
             entries[key] = (DONE, now + seconds)
+            if order is not None:
+                self._mark_customer(order, token, now + seconds, now)
             if entry is None and len(entries) > self._max_entries:
                 self._forget_oldest()
+
+    def _mark_customer(self, order: Order, token: str, expiry: float, now: float) -> None:
+        marks = self._marks
+        mark = marks.pop(order.key, None)  # re-added as the youngest
+        position = order.position if mark is None or mark[1] <= now else max(mark[0], order.position)
+        marks[order.key] = (position, expiry)
+        if len(marks) > self._max_entries:  # the oldest marks first: they expire first too
+            for forgotten in list(itertools.islice(marks, self._forget_batch)):
+                del marks[forgotten]
+        held = self._customer_leases.get(order.key)
+        if held is not None and held[0] == token:
+            del self._customer_leases[order.key]
 
     def _forget_oldest(self) -> None:
         """Over the bound: forget the oldest batch of done or expired ids (with the lock held).
@@ -338,22 +465,39 @@ class InMemoryIdempotencyStore:
         for key in forgotten:
             del entries[key]
 
-    def release(self, key: str, token: str) -> None:
-        """Free ``key``, if ``token`` still holds it."""
+    def release(self, key: str, token: str, *, order: Order | None = None) -> None:
+        """Free ``key`` (and, with ``order``, its customer), if ``token`` still holds it."""
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None and entry[0] == token:
                 del self._entries[key]
+            if order is not None:
+                held = self._customer_leases.get(order.key)
+                if held is not None and held[0] == token:
+                    del self._customer_leases[order.key]
 
-    # The lock is only held for dictionary operations, so the event loop may take it.
-    async def acquire_async(self, key: str, *, lease: datetime.timedelta) -> Claim:
+    # The lock is only held for dictionary operations, so the event loop may take it. An
+    # order is passed on only when there is one: a subclass's own acquire may not take it.
+    async def acquire_async(
+        self, key: str, *, lease: datetime.timedelta, order: Order | None = None
+    ) -> Claim:
         """`acquire`, for the event loop."""
-        return self.acquire(key, lease=lease)
+        if order is None:
+            return self.acquire(key, lease=lease)
+        return self.acquire(key, lease=lease, order=order)
 
-    async def complete_async(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
+    async def complete_async(
+        self, key: str, token: str, *, ttl: datetime.timedelta, order: Order | None = None
+    ) -> None:
         """`complete`, for the event loop."""
-        self.complete(key, token, ttl=ttl)
+        if order is None:
+            self.complete(key, token, ttl=ttl)
+        else:
+            self.complete(key, token, ttl=ttl, order=order)
 
-    async def release_async(self, key: str, token: str) -> None:
+    async def release_async(self, key: str, token: str, *, order: Order | None = None) -> None:
         """`release`, for the event loop."""
-        self.release(key, token)
+        if order is None:
+            self.release(key, token)
+        else:
+            self.release(key, token, order=order)

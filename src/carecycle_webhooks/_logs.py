@@ -11,7 +11,7 @@ import logging
 import traceback
 from typing import TYPE_CHECKING
 
-from ._flow import HandlerFailed, Refused, StoreFailed
+from ._flow import HandlerFailed, Refused, StoreFailed, TestCustomer
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -61,6 +61,11 @@ def log_note(
             logger.info("webhook %s already processed: handlers not run again", delivery.webhook_id)
         elif status == "in_flight":
             logger.info("webhook %s is being processed by another worker: 409", delivery.webhook_id)
+        elif status == "stale":
+            logger.info(
+                "webhook %s: a newer update of its customer was processed already: skipped as stale",
+                delivery.webhook_id,
+            )
         else:
             logger.error(
                 "idempotency store answered acquire %s with an unknown status %s",
@@ -68,6 +73,8 @@ def log_note(
                 safe_label(repr(status)),
                 extra={"webhook_id": delivery.webhook_id},
             )
+    elif isinstance(note, TestCustomer):
+        logger.info("webhook %s: %s of a test customer: skipped", delivery.webhook_id, event.event_type)
     else:
         logger.debug("webhook %s: no handler for %s", delivery.webhook_id, safe_label(event.event_type))
 

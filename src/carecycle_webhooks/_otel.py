@@ -27,7 +27,11 @@ from ._responses import (
     NOT_BYTES,
     NOT_COMMITTED,
     PROCESSED,
+    RESOLVER_FAILED,
+    STALE,
     STORE_UNAVAILABLE,
+    TEST_CUSTOMER,
+    UNKNOWN_TENANT,
 )
 
 if TYPE_CHECKING:
@@ -73,6 +77,7 @@ FUNCTION = "code.function.name"
 # Ours: no convention says these.
 EVENT_TYPE = "carecycle.event_type"
 ATTEMPT = "carecycle.delivery.attempt"
+TENANT = "carecycle.delivery.tenant"
 OUTCOME = "carecycle.delivery.outcome"
 REASON = "carecycle.delivery.reason"
 STORE_OPERATION = "carecycle.store.operation"
@@ -184,7 +189,8 @@ def outcome_of(response: WebhookResponse) -> tuple[str, str | None]:
 
 
 for _answer in (
-    PROCESSED, IGNORED, DUPLICATE, NOT_BYTES, IN_FLIGHT, HANDLER_FAILED, STORE_UNAVAILABLE, NOT_COMMITTED
+    PROCESSED, IGNORED, DUPLICATE, STALE, TEST_CUSTOMER, NOT_BYTES, UNKNOWN_TENANT, IN_FLIGHT,
+    HANDLER_FAILED, STORE_UNAVAILABLE, NOT_COMMITTED, RESOLVER_FAILED,
 ):  # fmt: skip
     _WORDS[id(_answer)] = outcome_of(_answer)
 
@@ -222,6 +228,8 @@ class Delivery:
         span.set_attribute(EVENT_TYPE, self.event_type)
         if delivery.attempt is not None:
             span.set_attribute(ATTEMPT, delivery.attempt)
+        if delivery.tenant is not None:
+            span.set_attribute(TENANT, delivery.tenant)
 
     def answered(self, response: WebhookResponse) -> None:
         """Record the answer: the span's outcome and status, the metrics; end the span."""

@@ -31,8 +31,12 @@ __all__ = [
     "NOT_BYTES",
     "NOT_COMMITTED",
     "PROCESSED",
+    "RESOLVER_FAILED",
     "RETRY_AFTER_SECONDS",
+    "STALE",
     "STORE_UNAVAILABLE",
+    "TEST_CUSTOMER",
+    "UNKNOWN_TENANT",
     "WebhookResponse",
     "body_too_large",
     "invalid_payload",
@@ -82,6 +86,12 @@ IGNORED = json_response(200, status="ignored")
 DUPLICATE = json_response(200, status="duplicate")
 """This ``webhook-id`` was processed already: nothing ran again."""
 
+STALE = json_response(200, status="stale")
+"""``skip_out_of_order``: a newer update of this customer was processed already; nothing ran."""
+
+TEST_CUSTOMER = json_response(200, status="test_customer")
+"""``skip_test_customers``: the event is about a test customer; nothing ran."""
+
 # ---------------------------------------------------------------- 4xx
 
 NOT_BYTES = json_response(400, error="invalid_body", detail="the body must be bytes or str")
@@ -92,6 +102,9 @@ def rejected(error: WebhookVerificationError) -> WebhookResponse:
     """400: the delivery could not be verified; the reason and the error's message (no values)."""
     return json_response(400, error=error.reason, detail=str(error))
 
+
+UNKNOWN_TENANT = json_response(404, error="unknown_tenant")
+"""The secret resolver knows no such tenant (or the key is not one): nothing was verified."""
 
 METHOD_NOT_ALLOWED = json_response(405, error="method_not_allowed")
 """A request with another method than POST (the adapters add ``Allow: POST``)."""
@@ -112,6 +125,9 @@ HANDLER_FAILED = json_response(500, error="handler_failed")
 
 STORE_UNAVAILABLE = json_response(503, error="idempotency_store_unavailable")
 """The idempotency store failed or did not answer in time: no handler ran."""
+
+RESOLVER_FAILED = json_response(503, error="secret_resolver_failed")
+"""The secret resolver raised, or gave no valid secret: logged without its message."""
 
 NOT_COMMITTED = json_response(
     503, error="not_committed", detail="the delivery's transaction was not committed: retry it"

@@ -74,21 +74,21 @@ async def _await(awaitable: Awaitable[object]) -> object:
     return await awaitable
 
 
-def run_to_completion(awaitable: Awaitable[object]) -> None:
-    """Run an async handler's awaitable from synchronous code."""
+def run_to_completion(awaitable: Awaitable[object]) -> object:
+    """Run an awaitable (an async handler's, an async secret resolver's) from synchronous code."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        asyncio.run(_await(awaitable))
-        return
+        return asyncio.run(_await(awaitable))
     # A loop is already running in this thread (handle() called from async code):
     # asyncio.run() cannot nest, so the coroutine gets a loop in a helper thread.
     failure: list[BaseException] = []
+    result: list[object] = []
     context = contextvars.copy_context()
 
     def run() -> None:
         try:
-            context.run(asyncio.run, _await(awaitable))
+            result.append(context.run(asyncio.run, _await(awaitable)))
         except BaseException as error:  # noqa: BLE001 - handed back to the caller's thread
             failure.append(error)
 
@@ -97,3 +97,4 @@ def run_to_completion(awaitable: Awaitable[object]) -> None:
     thread.join()
     if failure:
         raise failure[0]
+    return result[0]

@@ -20,7 +20,7 @@ import contextlib
 import contextvars
 import functools
 import sys
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Generator
@@ -40,6 +40,7 @@ __all__ = [
 ]
 
 _D = TypeVar("_D")
+_F = TypeVar("_F", bound="Callable[..., Any]")
 
 # Decided on the first delivery after the application imported opentelemetry: _otel.begin,
 # or None when it cannot be imported.
@@ -122,40 +123,40 @@ def _dispatching(
         _opened.reset(opened_token)
 
 
-def observed_handle(
-    method: Callable[[_D, bytes | str, Headers], WebhookResponse],
-) -> Callable[[_D, bytes | str, Headers], WebhookResponse]:
+def observed_handle(method: _F) -> _F:
     """Wrap `Dispatcher.handle`: one span and the metrics of each delivery, rejected ones too."""
 
     @functools.wraps(method)
-    def handle(self: _D, body: bytes | str, headers: Headers) -> WebhookResponse:
+    def handle(
+        self: _D, body: bytes | str, headers: Headers, *, tenant: str | None = None
+    ) -> WebhookResponse:
         observed = _begun()
         if observed is None:
-            return method(self, body, headers)
+            return cast("WebhookResponse", method(self, body, headers, tenant=tenant))
         with _handling(observed):
-            response = method(self, body, headers)
+            response = cast("WebhookResponse", method(self, body, headers, tenant=tenant))
         observed.answered(response)
         return response
 
-    return handle
+    return cast("_F", handle)
 
 
-def observed_handle_async(
-    method: Callable[[_D, bytes | str, Headers], Awaitable[WebhookResponse]],
-) -> Callable[[_D, bytes | str, Headers], Awaitable[WebhookResponse]]:
+def observed_handle_async(method: _F) -> _F:
     """Wrap `Dispatcher.handle_async`, as `observed_handle`."""
 
     @functools.wraps(method)
-    async def handle_async(self: _D, body: bytes | str, headers: Headers) -> WebhookResponse:
+    async def handle_async(
+        self: _D, body: bytes | str, headers: Headers, *, tenant: str | None = None
+    ) -> WebhookResponse:
         observed = _begun()
         if observed is None:
-            return await method(self, body, headers)
+            return cast("WebhookResponse", await method(self, body, headers, tenant=tenant))
         with _handling(observed):
-            response = await method(self, body, headers)
+            response = cast("WebhookResponse", await method(self, body, headers, tenant=tenant))
         observed.answered(response)
         return response
 
-    return handle_async
+    return cast("_F", handle_async)
 
 
 def observed_dispatch(

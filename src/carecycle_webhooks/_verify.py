@@ -78,11 +78,15 @@ class WebhookDelivery:
         attempt: The attempt number from a ``webhook-attempt`` (``svix-attempt``) header,
             when the sender adds one; ``None`` otherwise. It is not covered by the
             signature, so use it for logs and metrics, not for decisions.
+        tenant: The tenant key the delivery came for (the adapters read it from a
+            ``tenant`` path parameter; ``handle(..., tenant=...)``), or ``None``. The
+            ``webhook-id`` s and customer order marks are kept per tenant.
     """
 
     webhook_id: str
     timestamp: datetime.datetime
     attempt: int | None = None
+    tenant: str | None = None
 
 
 def _decode_secret(secret: object) -> bytes:

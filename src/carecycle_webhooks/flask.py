@@ -56,8 +56,9 @@ from ._adapters import (
     reservation_for,
 )
 from ._config import SECRET_ENV, new_secret
-from ._dispatch import DEFAULT_MAX_BODY_SIZE, Dispatcher, HandlerRegistration
+from ._dispatch import DEFAULT_MAX_BODY_SIZE, Dispatcher
 from ._errors import WebhookConfigurationError
+from ._registration import HandlerRegistration
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -182,9 +182,9 @@ def test_a_large_body_is_verified_and_parsed_off_the_event_loop(monkeypatch: pyt
     threads: list[str] = []
     original = Dispatcher._prepare  # pyright: ignore[reportPrivateUsage]
 
-    def prepare(self: Dispatcher, body: bytes, headers: Any) -> Any:
+    def prepare(self: Dispatcher, body: bytes, headers: Any, *rest: Any) -> Any:
         threads.append(threading.current_thread().name)
-        return original(self, body, headers)
+        return original(self, body, headers, *rest)
 
     monkeypatch.setattr(Dispatcher, "_prepare", prepare)
     big = testing.sign(testing.call_completed(transcript="Agent: hello. " * 30_000), secret=SECRET)

@@ -1,0 +1,96 @@
+"""Registering handlers: `HandlerRegistration.on`, typed once for every class that takes handlers.
+
+`Dispatcher` and the Flask extension both register handlers of the catalog's event types;
+the overloads here make type checkers check a handler's parameter against its event type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal, TypeVar, final, overload
+
+from ._drivers import Handler
+from ._models import CallCompletedEvent, CustomerCreatedEvent, CustomerUpdatedEvent, EventType, UnknownEvent
+
+__all__ = ["HandlerRegistration", "NotAnEventTypeOfTheCatalog"]
+
+_CreatedHandler = TypeVar("_CreatedHandler", bound=Callable[[CustomerCreatedEvent], object])
+_UpdatedHandler = TypeVar("_UpdatedHandler", bound=Callable[[CustomerUpdatedEvent], object])
+_CallHandler = TypeVar("_CallHandler", bound=Callable[[CallCompletedEvent], object])
+_AnyHandler = TypeVar(
+    "_AnyHandler",
+    bound=Callable[[CustomerCreatedEvent | CustomerUpdatedEvent | CallCompletedEvent | UnknownEvent], object],
+)
+
+_H = TypeVar("_H", bound=Handler)
+
+
+@final
+class NotAnEventTypeOfTheCatalog:
+    """What type checkers see `Dispatcher.on` return for a string outside the catalog.
+
+    It cannot decorate anything, so mypy and pyright report a misspelt event type, or
+    any ``str`` that is not a literal of the catalog, where it is registered::
+
+        @webhooks.on("customer.create")  # mypy: "NotAnEventTypeOfTheCatalog" not callable
+        def created(event: CustomerCreatedEvent) -> None: ...
+
+    At run time, `Dispatcher.on` raises `WebhookConfigurationError` for such a string
+    instead, naming the closest event types: nothing of this class is ever made. For a
+    ``str`` read at run time, pass ``EventType(value)``.
+    """
+
+    __slots__ = ()
+
+
+class HandlerRegistration:
+    """`on`, typed once for every class that registers handlers of the catalog's events.
+
+    `Dispatcher` and the Flask extension both take handlers this way; each says how it
+    keeps them (`_on`). The overloads make type checkers check a handler's parameter
+    against its event type, and refuse a string outside the catalog.
+    """
+
+    @overload
+    def on(  # type: ignore[overload-overlap]
+        self,
+        event_type: Literal["customer.created", EventType.CUSTOMER_CREATED] | type[CustomerCreatedEvent],
+        /,
+    ) -> Callable[[_CreatedHandler], _CreatedHandler]: ...
+    @overload
+    def on(  # type: ignore[overload-overlap]
+        self,
+        event_type: Literal["customer.updated", EventType.CUSTOMER_UPDATED] | type[CustomerUpdatedEvent],
+        /,
+    ) -> Callable[[_UpdatedHandler], _UpdatedHandler]: ...
+    @overload
+    def on(  # type: ignore[overload-overlap]
+        self,
+        event_type: Literal["call.completed", EventType.CALL_COMPLETED] | type[CallCompletedEvent],
+        /,
+    ) -> Callable[[_CallHandler], _CallHandler]: ...
+    @overload
+    def on(self, event_type: EventType, /) -> Callable[[_AnyHandler], _AnyHandler]: ...  # type: ignore[overload-overlap]
+    @overload
+    def on(self, event_type: str, /) -> NotAnEventTypeOfTheCatalog: ...
+    def on(self, event_type: str | type[object], /) -> Callable[[_H], _H] | NotAnEventTypeOfTheCatalog:
+        """Register the decorated function as a handler of one event type.
+
+        Args:
+            event_type: ``"customer.created"``, ``EventType.CUSTOMER_CREATED`` or
+                ``CustomerCreatedEvent`` (likewise for the other events).
+
+        Returns:
+            A decorator that registers the handler and returns it unchanged. Type checkers
+            reject a handler whose parameter does not accept the event, and a string that
+            is not an event type of the catalog.
+
+        Raises:
+            WebhookConfigurationError: Not an event type of the catalog (the message names
+                the closest ones), or the decorated object is not callable. Event types
+                this version does not know reach the `catch_all` handlers as `UnknownEvent` s.
+        """
+        return self._on(event_type)
+
+    def _on(self, event_type: object) -> Callable[[_H], _H]:
+        raise NotImplementedError

@@ -1,0 +1,158 @@
+"""Many tenants on one endpoint: each tenant's secrets, from the application's resolver.
+
+``Dispatcher(secret=resolver)`` takes a callable, sync or async, that maps a tenant key
+(the ``tenant`` path parameter of the adapters) to that tenant's secret or secrets, or to
+``None`` for a tenant it does not know. `TenantSecrets` calls it, builds one
+`WebhookVerifier` per tenant (so a delivery costs one HMAC per secret of its tenant,
+never one per tenant), and keeps both for a bounded time, so that a rotated secret takes
+effect without a restart, and for a bounded number of tenants, so that a flood of made-up
+keys cannot grow memory.
+
+A key that is not a plausible tenant key (empty, too long, or with characters outside
+letters, digits and ``-._~``) is unknown without asking the resolver.
+"""
+
+from __future__ import annotations
+
+import collections
+import inspect
+import logging
+import re
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, cast
+
+from ._errors import WebhookConfigurationError
+from ._running import run_to_completion
+from ._verify import WebhookVerifier
+
+if TYPE_CHECKING:
+    import datetime
+    from typing import TypeAlias
+
+__all__ = ["MAX_TENANTS", "ResolverFailed", "SecretResolver", "TenantSecrets", "is_tenant_key"]
+
+logger = logging.getLogger("carecycle_webhooks")
+
+_Secrets: TypeAlias = "str | Sequence[str] | None"
+SecretResolver: TypeAlias = "Callable[[str], _Secrets | Awaitable[_Secrets]]"
+"""A tenant key -> that tenant's secret, or several (a rotation), or ``None`` (unknown)."""
+
+MAX_TENANTS = 10_000
+"""At most this many tenants' answers are kept; past it, the least recently used go."""
+
+# URL-safe, bounded: such a key is safe in a store's key, a log line and a path.
+_TENANT_KEY = re.compile(r"[A-Za-z0-9._~-]{1,128}")
+
+
+def is_tenant_key(tenant: object) -> bool:
+    """Whether ``tenant`` can be a tenant key: 1 to 128 letters, digits or ``-._~``."""
+    return isinstance(tenant, str) and _TENANT_KEY.fullmatch(tenant) is not None
+
+
+class ResolverFailed(Exception):  # noqa: N818 - says what happened
+    """The secret resolver raised, or answered something that is not a valid secret."""
+
+
+class TenantSecrets:
+    """Each tenant's verifier, from the resolver, kept for ``ttl`` seconds (``None``: unknown)."""
+
+    def __init__(  # noqa: PLR0913 - keyword-only, from the dispatcher's options
+        self,
+        resolver: SecretResolver,
+        *,
+        tolerance: datetime.timedelta,
+        clock: Callable[[], float],
+        ttl: datetime.timedelta,
+        max_tenants: int = MAX_TENANTS,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._resolver = resolver
+        self._tolerance = tolerance
+        self._clock = clock  # the verifiers' clock, for the timestamp tolerance
+        self._ttl = ttl.total_seconds()
+        self._max = max_tenants
+        self._now = monotonic
+        self._lock = threading.Lock()
+        # tenant -> (its verifier or None for unknown, when the answer expires); LRU order.
+        self._known: collections.OrderedDict[str, tuple[WebhookVerifier | None, float]] = (
+            collections.OrderedDict()
+        )
+        self._is_async = inspect.iscoroutinefunction(resolver) or inspect.iscoroutinefunction(
+            getattr(resolver, "__call__", None)  # noqa: B004 - a callable object's async __call__
+        )
+
+    def _cached(self, tenant: str) -> tuple[WebhookVerifier | None] | None:
+        with self._lock:
+            entry = self._known.get(tenant)
+            if entry is None:
+                return None
+            if entry[1] <= self._now():
+                del self._known[tenant]
+                return None
+            self._known.move_to_end(tenant)
+            return (entry[0],)
+
+    def _keep(self, tenant: str, answer: object) -> WebhookVerifier | None:
+        verifier = self._verifier(answer)
+        with self._lock:
+            self._known[tenant] = (verifier, self._now() + self._ttl)
+            self._known.move_to_end(tenant)
+            while len(self._known) > self._max:
+                self._known.popitem(last=False)
+        return verifier
+
+    def _verifier(self, answer: object) -> WebhookVerifier | None:
+        if answer is None:
+            return None
+        if not isinstance(answer, (str, Sequence)):
+            raise ResolverFailed(f"the secret resolver answered a {type(answer).__name__}, not a str")
+        try:
+            return WebhookVerifier(
+                cast("str | Sequence[str]", answer), tolerance=self._tolerance, clock=self._clock
+            )
+        except WebhookConfigurationError as error:  # its message names no secret
+            raise ResolverFailed(f"the secret resolver answered an invalid secret: {error}") from None
+
+    def verifier(self, tenant: str) -> WebhookVerifier | None:
+        """The tenant's verifier, or ``None`` for an unknown tenant; calls the resolver if need be.
+
+        Raises:
+            ResolverFailed: The resolver raised (its message is not kept: it may hold
+                anything), or answered an invalid secret.
+        """
+        if not is_tenant_key(tenant):
+            return None
+        cached = self._cached(tenant)
+        if cached is not None:
+            return cached[0]
+        answer: object
+        try:
+            answer = self._resolver(tenant)
+            if inspect.isawaitable(answer):
+                answer = run_to_completion(answer)
+        except Exception as error:  # noqa: BLE001 - whatever the application's code raises
+            raise ResolverFailed(f"the secret resolver raised {type(error).__name__}") from None
+        return self._keep(tenant, answer)
+
+    async def verifier_async(self, tenant: str) -> WebhookVerifier | None:
+        """`verifier`, on the event loop: a sync resolver runs in a thread (it may query a database)."""
+        if not is_tenant_key(tenant):
+            return None
+        cached = self._cached(tenant)
+        if cached is not None:
+            return cached[0]
+        import asyncio  # here: the sync path (Lambda, WSGI) need not import it
+
+        answer: object
+        try:
+            if self._is_async:
+                answer = await cast("Awaitable[object]", self._resolver(tenant))
+            else:
+                answer = await asyncio.to_thread(self._resolver, tenant)
+                if inspect.isawaitable(answer):
+                    answer = await answer
+        except Exception as error:  # noqa: BLE001 - whatever the application's code raises
+            raise ResolverFailed(f"the secret resolver raised {type(error).__name__}") from None
+        return self._keep(tenant, answer)
