@@ -24,6 +24,7 @@ from carecycle_webhooks._flow import (
     Release,
     RunHandler,
     StoreFailed,
+    TestCustomer,
     Wait,
     delivery_flow,
 )
@@ -35,7 +36,9 @@ from carecycle_webhooks._responses import (
     IN_FLIGHT,
     NOT_COMMITTED,
     PROCESSED,
+    STALE,
     STORE_UNAVAILABLE,
+    TEST_CUSTOMER,
     WebhookResponse,
 )
 
@@ -267,3 +270,16 @@ def test_a_complete_cut_short_whose_commit_failed_keeps_no_mark() -> None:
     assert flow.send(Failed(ROLLED_BACK)) == StoreFailed("complete", ROLLED_BACK)
     with pytest.raises(asyncio.CancelledError):
         flow.send(None)  # raised on: no KeepMissed asked for
+
+
+def test_a_stale_claim_is_acknowledged_and_runs_nothing() -> None:
+    stale = Claim("stale")
+    steps, answer = drive(delivery_flow(2, with_store=True), [stale])
+    assert steps == [ACQUIRE, Refused(stale)]
+    assert answer is STALE
+
+
+def test_a_test_customer_is_skipped_before_the_store_is_asked() -> None:
+    steps, answer = drive(delivery_flow(2, with_store=True, test_customer=True), [])
+    assert steps == [TestCustomer()]
+    assert answer is TEST_CUSTOMER

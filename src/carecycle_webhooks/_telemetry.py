@@ -128,7 +128,7 @@ def observed_handle(method: _F) -> _F:
 
     @functools.wraps(method)
     def handle(
-        self: _D, body: bytes | str, headers: Headers, *, tenant: str | None = None
+        self: object, body: bytes | str, headers: Headers, *, tenant: str | None = None
     ) -> WebhookResponse:
         observed = _begun()
         if observed is None:
@@ -146,7 +146,7 @@ def observed_handle_async(method: _F) -> _F:
 
     @functools.wraps(method)
     async def handle_async(
-        self: _D, body: bytes | str, headers: Headers, *, tenant: str | None = None
+        self: object, body: bytes | str, headers: Headers, *, tenant: str | None = None
     ) -> WebhookResponse:
         observed = _begun()
         if observed is None:

@@ -15,6 +15,10 @@ With pytest, the fixtures ``carecycle_webhook_secret``, ``carecycle_sign``,
 ``carecycle_delivery`` and ``carecycle_handler_calls`` are available without any import (a
 pytest plugin, installed with the package).
 
+`customer_history` builds one customer's events, to send out of order
+(``skip_out_of_order``); `Tenants` keeps a secret per tenant and is the secret resolver of a
+dispatcher for many tenants.
+
 `record_handlers` lists which handlers a dispatcher ran, with which events;
 `override_idempotency_store` gives a dispatcher built at module level a store of the test's
 own (a fresh `InMemoryIdempotencyStore`, say), and puts its own back afterwards.
@@ -31,8 +35,9 @@ import copy
 import dataclasses
 import datetime
 import json
+import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal, Protocol, TypeVar, cast
 
 from pydantic import BaseModel
@@ -63,8 +68,10 @@ __all__ = [
     "HandlerCalls",
     "SignedDelivery",
     "Signer",
+    "Tenants",
     "call_completed",
     "customer_created",
+    "customer_history",
     "customer_updated",
     "generate_secret",
     "make_event",
@@ -291,3 +298,161 @@ def make_event(event_type: str | EventType, **overrides: Any) -> Event:  # noqa:
         return unknown_event(key, **overrides)
     event: Event = _build(model, key, overrides, f"{key.replace('.', '_')}()")
     return event
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+def customer_history(
+    updates: int = 2,
+    *,
+    start: datetime.datetime | None = None,
+    step: datetime.timedelta = datetime.timedelta(minutes=1),
+    **overrides: Any,  # noqa: ANN401 - any field's value
+) -> list[CustomerCreatedEvent | CustomerUpdatedEvent]:
+    """One customer's events, oldest first: its ``customer.created``, then ``updates`` updates.
+
+    Every event carries the same customer ``id`` (a fresh one, unless given) and an
+    ``updatedAt`` ``step`` later than the one before, from ``start`` (an hour ago by
+    default). Send them in another order to test ``skip_out_of_order``::
+
+        created, first, second = customer_history(2, first_name="Ana")
+        for event in (created, second, first):  # the first update arrives last
+            client.post("/webhooks", content=(d := sign(event, secret=SECRET)).body, headers=d.headers)
+        # with Dispatcher(skip_out_of_order=True), `first` is answered {"status": "stale"}
+
+    Args:
+        updates: How many ``customer.updated`` events follow the ``customer.created``.
+        start: The ``customer.created``'s ``createdAt`` and ``updatedAt``.
+        step: The time between two events.
+        **overrides: Fields of every event, as for `customer_created`.
+
+    Raises:
+        WebhookConfigurationError: ``updates`` is negative, ``step`` not positive, or
+            ``start`` naive.
+    """
+    if updates < 0 or step <= datetime.timedelta(0):
+        raise WebhookConfigurationError("customer_history() takes updates >= 0 and a positive step")
+    if start is None:
+        start = datetime.datetime.now(tz=datetime.timezone.utc).replace(microsecond=0) - datetime.timedelta(
+            hours=1
+        )
+    elif start.tzinfo is None:
+        raise WebhookConfigurationError("customer_history(): start must be timezone-aware")
+    fields: dict[str, Any] = {"id": uuid.uuid4(), **overrides}
+    history: list[CustomerCreatedEvent | CustomerUpdatedEvent] = [
+        customer_created(**{"created_at": start, **fields, "updated_at": start})
+    ]
+    history.extend(
+        customer_updated(**{"created_at": start, **fields, "updated_at": start + step * number})
+        for number in range(1, updates + 1)
+    )
+    return history
+
+
+class Tenants:
+    """Tenants of one endpoint, each with its own secret, and the resolver over them, for tests.
+
+    ::
+
+        tenants = Tenants("acme", "globex")
+        webhooks = Dispatcher(tenants.resolve, idempotency_store=InMemoryIdempotencyStore())
+        delivery = tenants.sign("acme", customer_created())
+        client.post("/webhooks/acme", content=delivery.body, headers=delivery.headers)
+
+    Thread-safe: a server's workers may call `resolve` while the test rotates a secret.
+
+    Args:
+        *names: The tenants' keys; each gets a fresh secret.
+
+    Attributes:
+        lookups: How many times `resolve` was called (to see the dispatcher's cache at work).
+    """
+
+    def __init__(self, *names: str) -> None:  # noqa: D107 - the class docstring says it
+        self._lock = threading.Lock()
+        self._secrets: dict[str, list[str]] = {}
+        self.lookups: int = 0
+        for name in names:
+            self.add(name)
+
+    def add(self, tenant: str) -> str:
+        """Add a tenant with a fresh secret (or give an existing one a fresh one); returns it."""
+        secret = generate_secret()
+        with self._lock:
+            self._secrets[tenant] = [secret]
+        return secret
+
+    def remove(self, tenant: str) -> None:
+        """Forget a tenant: the resolver answers ``None`` for it from now on."""
+        with self._lock:
+            self._secrets.pop(tenant, None)
+
+    def rotate(self, tenant: str, *, keep_old: bool = True) -> str:
+        """Give ``tenant`` a new secret; the old one stays valid unless ``keep_old`` is false.
+
+        Returns:
+            The new secret, which `sign` uses from now on.
+
+        Raises:
+            KeyError: No such tenant.
+        """
+        secret = generate_secret()
+        with self._lock:
+            old = self._secrets[tenant]
+            self._secrets[tenant] = [secret, *old] if keep_old else [secret]
+        return secret
+
+    def secret(self, tenant: str) -> str:
+        """The tenant's current secret.
+
+        Raises:
+            KeyError: No such tenant.
+        """
+        with self._lock:
+            return self._secrets[tenant][0]
+
+    def resolve(self, tenant: str) -> list[str] | None:
+        """The secret resolver: the tenant's valid secrets, newest first, or ``None``."""
+        with self._lock:
+            self.lookups += 1
+            secrets = self._secrets.get(tenant)
+            return None if secrets is None else list(secrets)
+
+    def sign(  # noqa: PLR0913 - sign()'s options, keyword-only
+        self,
+        tenant: str,
+        payload: Event | Mapping[str, Any] | bytes | str,
+        *,
+        webhook_id: str | None = None,
+        timestamp: datetime.datetime | int | None = None,
+        header_prefix: Literal["svix", "webhook"] = "svix",
+        attempt: int | None = None,
+    ) -> SignedDelivery:
+        """`sign` ``payload`` with the tenant's current secret (the options as for `sign`).
+
+        Raises:
+            KeyError: No such tenant.
+        """
+        return sign(
+            payload,
+            secret=self.secret(tenant),
+            webhook_id=webhook_id,
+            timestamp=timestamp,
+            header_prefix=header_prefix,
+            attempt=attempt,
+        )
+
+    def __contains__(self, tenant: object) -> bool:
+        """Whether ``tenant`` is one of them."""
+        with self._lock:
+            return tenant in self._secrets
+
+    def __iter__(self) -> Iterator[str]:
+        """The tenants' keys."""
+        with self._lock:
+            return iter(list(self._secrets))
+
+    def __repr__(self) -> str:
+        """The tenants' keys, never a secret."""
+        return f"Tenants({', '.join(map(repr, self))})"  # keys only, never a secret
