@@ -20,6 +20,7 @@ from ._errors import (
 if _typing.TYPE_CHECKING:
     from ._budget import DEFAULT_BODY_BUDGET as DEFAULT_BODY_BUDGET
     from ._dispatch import DEFAULT_MAX_BODY_SIZE as DEFAULT_MAX_BODY_SIZE
+    from ._dispatch import DEFAULT_SECRET_CACHE_TTL as DEFAULT_SECRET_CACHE_TTL
     from ._dispatch import Dispatcher as Dispatcher
     from ._dispatch import current_delivery as current_delivery
     from ._headers import Headers as Headers
@@ -62,6 +63,7 @@ __all__ = [
     "DEFAULT_DONE_TTL",
     "DEFAULT_LEASE",
     "DEFAULT_MAX_BODY_SIZE",
+    "DEFAULT_SECRET_CACHE_TTL",
     "DEFAULT_TOLERANCE",
     "AssignedUser",
     "AsyncIdempotencyStore",
@@ -109,6 +111,7 @@ _LAZY = {
     "DEFAULT_DONE_TTL": "._idempotency",
     "DEFAULT_LEASE": "._idempotency",
     "DEFAULT_MAX_BODY_SIZE": "._dispatch",
+    "DEFAULT_SECRET_CACHE_TTL": "._dispatch",
     "DEFAULT_TOLERANCE": "._verify",
     "Claim": "._idempotency",
     "CommitFailed": "._idempotency",
