@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, cast
 import psycopg
 import psycopg_pool
 
-from ._idempotency import CLAIM_DONE, CLAIM_IN_FLIGHT, CLAIM_STALE, Claim, CommitFailed, new_token
+from ._idempotency import CLAIM_DONE, CLAIM_IN_FLIGHT, Claim, CommitFailed, new_token
 from ._postgres_context import OpenDelivery, delivery_context
-from ._postgres_sql import Statements
+from ._postgres_sql import Statements, customer_claim
 from ._watchdog import watchdog
 
 if TYPE_CHECKING:
@@ -156,17 +156,6 @@ class _Store(Generic[_Pool, _Conn]):
         # Not a webhook-id's lock: a header value holds no NUL.
         return (self._lock_id(f"customer\0{order.key}"),)
 
-    @staticmethod
-    def _customer_claim(
-        locked: tuple[Any, ...] | None, mark: tuple[Any, ...] | None, order: Order
-    ) -> Claim | None:
-        """In flight while another transaction holds the customer; stale if a newer update committed."""
-        if not (locked and locked[0]):
-            return CLAIM_IN_FLIGHT
-        if mark is not None and mark[0] > order.position:
-            return CLAIM_STALE
-        return None
-
 
 def _broken(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
     return conn.closed or conn.broken
@@ -235,12 +224,17 @@ class PostgresIdempotencyStore(_Store["psycopg_pool.ConnectionPool[Any]", "psyco
                     locked = conn.execute(_LOCK, (self._lock_id(key),))
                     done = conn.execute(self._sql.check, (key,))
                     conn.execute(_IDLE, (str(int(lease.total_seconds() * 1000) + 1000),))
-                    if order is not None:  # after its lock, a statement of its own: see _LOCK
-                        customer = conn.execute(_LOCK, self._customer_lock(order))
-                        mark = conn.execute(self._sql.read_mark, (order.key,))
+                    customer = (  # its mark after its lock, a statement of its own: see _LOCK
+                        None
+                        if order is None
+                        else (
+                            conn.execute(_LOCK, self._customer_lock(order)),
+                            conn.execute(self._sql.read_mark, (order.key,)),
+                        )
+                    )
                 claim = self._claim(locked.fetchone(), done.fetchone())
-                if claim is None and order is not None:
-                    claim = self._customer_claim(customer.fetchone(), mark.fetchone(), order)
+                if claim is None and customer is not None and order is not None:
+                    claim = customer_claim(customer[0].fetchone(), customer[1].fetchone(), order)
                 if claim is not None:
                     transaction.__exit__(psycopg.Rollback, psycopg.Rollback(), None)
                     self._put(conn)
@@ -414,12 +408,17 @@ class AsyncPostgresIdempotencyStore(
                     locked = await conn.execute(_LOCK, (self._lock_id(key),))
                     done = await conn.execute(self._sql.check, (key,))
                     await conn.execute(_IDLE, (str(int(lease.total_seconds() * 1000) + 1000),))
-                    if order is not None:
-                        customer = await conn.execute(_LOCK, self._customer_lock(order))
-                        mark = await conn.execute(self._sql.read_mark, (order.key,))
+                    customer = (
+                        None
+                        if order is None
+                        else (
+                            await conn.execute(_LOCK, self._customer_lock(order)),
+                            await conn.execute(self._sql.read_mark, (order.key,)),
+                        )
+                    )
                 claim = self._claim(await locked.fetchone(), await done.fetchone())
-                if claim is None and order is not None:
-                    claim = self._customer_claim(await customer.fetchone(), await mark.fetchone(), order)
+                if claim is None and customer is not None and order is not None:
+                    claim = customer_claim(await customer[0].fetchone(), await customer[1].fetchone(), order)
                 if claim is not None:
                     await transaction.__aexit__(psycopg.Rollback, psycopg.Rollback(), None)
                     await self._put(conn)

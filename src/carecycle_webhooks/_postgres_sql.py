@@ -1,16 +1,23 @@
-"""The SQL of the PostgreSQL stores (`_postgres`), built once per store from its table's name."""
+"""The SQL of the PostgreSQL stores (`_postgres`), built once per store from its table's name.
+
+Also how the answers of a customer's statements read (`customer_claim`).
+"""
 
 from __future__ import annotations
 
 from importlib import resources
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from psycopg import sql
+
+from ._idempotency import CLAIM_IN_FLIGHT, CLAIM_STALE
 
 if TYPE_CHECKING:
     from typing_extensions import LiteralString
 
-__all__ = ["Statements"]
+    from ._idempotency import Claim, Order
+
+__all__ = ["Statements", "customer_claim"]
 
 
 def _schema_sql() -> str:
@@ -67,3 +74,18 @@ class Statements:
             "DELETE FROM {t} WHERE customer_key IN (SELECT customer_key FROM {t} "
             "WHERE expires_at < now() ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED)"
         ).format(t=marks)
+
+
+def customer_claim(
+    locked: tuple[Any, ...] | None, mark: tuple[Any, ...] | None, order: Order
+) -> Claim | None:
+    """In flight while another transaction holds the customer; stale if a newer update committed.
+
+    ``None``: the delivery goes on. ``locked`` and ``mark`` are the rows of the customer's
+    lock and of `Statements.read_mark`.
+    """
+    if not (locked and locked[0]):
+        return CLAIM_IN_FLIGHT
+    if mark is not None and mark[0] > order.position:
+        return CLAIM_STALE
+    return None
