@@ -256,6 +256,8 @@ def test_without_an_order_the_marks_table_is_not_touched(ordered: Ordered) -> No
             ordered.loop.call(ordered.async_store.complete_async(key, claim.token, ttl=TTL))
         assert claim.status == "acquired"
     assert ordered.prune() == 0  # and the explicit prune skips the missing table
+    with pytest.raises(psycopg.errors.UndefinedTable):  # a customer event: 503 until create_table()
+        ordered.acquire("msg_3", Order("cus_1", 1))
     with ordered.pool.connection() as conn:
         assert conn.execute(f"SELECT count(*) FROM {ordered.table}").fetchone() == (2,)
 
