@@ -167,7 +167,8 @@ class PostgresIdempotencyStore(_Store["psycopg_pool.ConnectionPool[Any]", "psyco
     For a `psycopg_pool.ConnectionPool` and `Dispatcher.handle` (Flask, Django, any WSGI
     server); `AsyncPostgresIdempotencyStore` is the same for an ``AsyncConnectionPool``
     and `Dispatcher.handle_async`. Handlers write through `current_connection`. See the
-    module's documentation for the guarantees.
+    module's documentation for the guarantees. It keeps customer order too
+    (``Dispatcher(skip_out_of_order=True)``), in the delivery's transaction.
 
     Each delivery holds one pooled connection from acquire to complete: size the pool for
     the deliveries in flight (a worker's threads). Give its connections a connect timeout
@@ -177,7 +178,8 @@ class PostgresIdempotencyStore(_Store["psycopg_pool.ConnectionPool[Any]", "psyco
 
     Args:
         pool: An open ``psycopg_pool.ConnectionPool`` (or ``NullConnectionPool``).
-        table: The done marks' table (``name`` or ``schema.name``); see `create_table`.
+        table: The done marks' table (``name`` or ``schema.name``); see `create_table`. The
+            customer marks' table is its name with ``_marks`` added, in the same schema.
         timeout: How long one call may wait for a connection from the pool, and then for
             the server (a stalled server's socket is shut down): the dispatcher answers
             503 by then. A delivery can take about twice this at worst.
@@ -198,7 +200,7 @@ class PostgresIdempotencyStore(_Store["psycopg_pool.ConnectionPool[Any]", "psyco
             raise WebhookConfigurationError(f"pool must be a psycopg_pool.ConnectionPool{hint}")
 
     def create_table(self) -> None:
-        """Create the table and its index if missing (postgres.sql); safe to call again, concurrently too."""
+        """Create the tables and their indexes if missing (postgres.sql); safe to call again, concurrently."""
         with self._pool.connection(timeout=self._seconds) as conn:
             conn.execute(_CREATE_LOCK, (self._lock_id("create table"),))
             conn.execute(self._sql.create)
