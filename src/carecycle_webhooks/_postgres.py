@@ -8,21 +8,20 @@ import hashlib
 import logging
 import re
 import time
-from importlib import resources
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, cast
 
 import psycopg
 import psycopg_pool
-from psycopg import sql
 
 from ._idempotency import CLAIM_DONE, CLAIM_IN_FLIGHT, Claim, CommitFailed, new_token
 from ._postgres_context import OpenDelivery, delivery_context
+from ._postgres_sql import Statements, customer_claim
 from ._watchdog import watchdog
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from typing_extensions import LiteralString
+    from ._idempotency import Order
 
 # The public names are listed once, in carecycle_webhooks.postgres, which re-exports them.
 
@@ -42,6 +41,7 @@ _BEGIN: Final = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED"
 _LOCK: Final = "SELECT pg_try_advisory_xact_lock(%s)"
 _IDLE: Final = "SELECT set_config('idle_in_transaction_session_timeout', %s, true)"
 _CREATE_LOCK: Final = "SELECT pg_advisory_xact_lock(%s)"
+_EXISTS: Final = "SELECT to_regclass(%s) IS NOT NULL"
 _MAX_FINISHED = 1000  # finished commits kept for a call again, at most
 _ATTEMPTS = 3  # a pooled connection the server dropped (a restart) fails at once: take another
 
@@ -74,6 +74,9 @@ class _Store(Generic[_Pool, _Conn]):
     once, here, and a type checker sees it typed for that store's pool.
     """
 
+    keeps_order = True
+    """It keeps customer order (``Dispatcher(skip_out_of_order=True)``), in the delivery's transaction."""
+
     def __init__(
         self,
         pool: _Pool,
@@ -105,22 +108,8 @@ class _Store(Generic[_Pool, _Conn]):
         self._completed = 0
         self._open: dict[str, OpenDelivery[_Conn]] = {}  # lease token -> its delivery's transaction
         self._finishing: dict[str, asyncio.Future[None]] = {}  # the async store's commits under way
-        ident = sql.Identifier(*parts)
-        # An index is created in its table's schema: its name is never qualified.
-        index = sql.Identifier(f"{parts[-1]}_expires_at")
-        # The package's own file, not input: a literal in all but name.
-        query = cast("LiteralString", _schema_sql())  # type: ignore[redundant-cast]  # for pyright
-        self._create = sql.SQL(query).format(table=ident, index=index)
-        self._check = sql.SQL("SELECT expires_at > now() FROM {} WHERE webhook_id = %s").format(ident)
-        self._mark = sql.SQL(
-            "INSERT INTO {} (webhook_id, expires_at) VALUES (%s, now() + make_interval(secs => %s)) "
-            "ON CONFLICT (webhook_id) DO UPDATE "
-            "SET done_at = EXCLUDED.done_at, expires_at = EXCLUDED.expires_at"
-        ).format(ident)
-        self._prune = sql.SQL(
-            "DELETE FROM {t} WHERE webhook_id IN (SELECT webhook_id FROM {t} WHERE expires_at < now() "
-            "ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED)"
-        ).format(t=ident)
+        self._sql = Statements(parts)
+        self._ordered = False  # this store kept an order: its upkeep prunes the marks too
 
     @staticmethod
     def _check_pool(pool: object) -> None:
@@ -163,14 +152,13 @@ class _Store(Generic[_Pool, _Conn]):
             return CLAIM_DONE
         return None  # acquired
 
+    def _customer_lock(self, order: Order) -> tuple[int]:
+        # Not a webhook-id's lock: a header value holds no NUL.
+        return (self._lock_id(f"customer\0{order.key}"),)
+
 
 def _broken(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
     return conn.closed or conn.broken
-
-
-def _schema_sql() -> str:
-    """postgres.sql, shipped in the package: the table's definition, with placeholders."""
-    return resources.files("carecycle_webhooks").joinpath("postgres.sql").read_text(encoding="utf-8")
 
 
 class PostgresIdempotencyStore(_Store["psycopg_pool.ConnectionPool[Any]", "psycopg.Connection[Any]"]):
@@ -179,7 +167,8 @@ class PostgresIdempotencyStore(_Store["psycopg_pool.ConnectionPool[Any]", "psyco
     For a `psycopg_pool.ConnectionPool` and `Dispatcher.handle` (Flask, Django, any WSGI
     server); `AsyncPostgresIdempotencyStore` is the same for an ``AsyncConnectionPool``
     and `Dispatcher.handle_async`. Handlers write through `current_connection`. See the
-    module's documentation for the guarantees.
+    module's documentation for the guarantees. It keeps customer order too
+    (``Dispatcher(skip_out_of_order=True)``), in the delivery's transaction.
 
     Each delivery holds one pooled connection from acquire to complete: size the pool for
     the deliveries in flight (a worker's threads). Give its connections a connect timeout
@@ -189,7 +178,8 @@ class PostgresIdempotencyStore(_Store["psycopg_pool.ConnectionPool[Any]", "psyco
 
     Args:
         pool: An open ``psycopg_pool.ConnectionPool`` (or ``NullConnectionPool``).
-        table: The done marks' table (``name`` or ``schema.name``); see `create_table`.
+        table: The done marks' table (``name`` or ``schema.name``); see `create_table`. The
+            customer marks' table is its name with ``_marks`` added, in the same schema.
         timeout: How long one call may wait for a connection from the pool, and then for
             the server (a stalled server's socket is shut down): the dispatcher answers
             503 by then. A delivery can take about twice this at worst.
@@ -210,13 +200,18 @@ class PostgresIdempotencyStore(_Store["psycopg_pool.ConnectionPool[Any]", "psyco
             raise WebhookConfigurationError(f"pool must be a psycopg_pool.ConnectionPool{hint}")
 
     def create_table(self) -> None:
-        """Create the table and its index if missing (postgres.sql); safe to call again, concurrently too."""
+        """Create the tables and their indexes if missing (postgres.sql); safe to call again, concurrently."""
         with self._pool.connection(timeout=self._seconds) as conn:
             conn.execute(_CREATE_LOCK, (self._lock_id("create table"),))
-            conn.execute(self._create)
+            conn.execute(self._sql.create)
 
-    def acquire(self, key: str, *, lease: datetime.timedelta) -> Claim:
-        """Begin the delivery's transaction and lock ``key`` without waiting, or say who has it."""
+    def acquire(self, key: str, *, lease: datetime.timedelta, order: Order | None = None) -> Claim:
+        """Begin the delivery's transaction and lock ``key`` without waiting, or say who has it.
+
+        With ``order``, also lock its customer without waiting (``"in_flight"`` while
+        another delivery of the customer holds it) and read the customer's newest mark
+        (``"stale"`` if newer than ``order.position``), in the same round trip.
+        """
         deadline = time.monotonic() + self._seconds
         for attempt in range(1, _ATTEMPTS + 1):
             conn: psycopg.Connection[Any] = self._pool.getconn(
@@ -229,9 +224,19 @@ class PostgresIdempotencyStore(_Store["psycopg_pool.ConnectionPool[Any]", "psyco
                     transaction.__enter__()
                     conn.execute(_BEGIN)
                     locked = conn.execute(_LOCK, (self._lock_id(key),))
-                    done = conn.execute(self._check, (key,))
+                    done = conn.execute(self._sql.check, (key,))
                     conn.execute(_IDLE, (str(int(lease.total_seconds() * 1000) + 1000),))
+                    customer = (  # its mark after its lock, a statement of its own: see _LOCK
+                        None
+                        if order is None
+                        else (
+                            conn.execute(_LOCK, self._customer_lock(order)),
+                            conn.execute(self._sql.read_mark, (order.key,)),
+                        )
+                    )
                 claim = self._claim(locked.fetchone(), done.fetchone())
+                if claim is None and customer is not None and order is not None:
+                    claim = customer_claim(customer[0].fetchone(), customer[1].fetchone(), order)
                 if claim is not None:
                     transaction.__exit__(psycopg.Rollback, psycopg.Rollback(), None)
                     self._put(conn)
@@ -254,8 +259,11 @@ class PostgresIdempotencyStore(_Store["psycopg_pool.ConnectionPool[Any]", "psyco
             return Claim("acquired", token)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def complete(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
+    def complete(self, key: str, token: str, *, ttl: datetime.timedelta, order: Order | None = None) -> None:
         """Insert ``key``'s done row and commit, with the handlers' writes.
+
+        With ``order``, the customer's newest mark moves forward to ``order.position``
+        (never back) in the same transaction.
 
         Raises:
             CommitFailed: Nothing was committed, or the outcome is unknown.
@@ -270,19 +278,26 @@ class PostgresIdempotencyStore(_Store["psycopg_pool.ConnectionPool[Any]", "psyco
             # closed it) has no socket to arm, and must go back to the pool all the same.
             self._arm(conn, self._seconds)
             with conn.pipeline():  # one round trip
-                conn.execute(self._mark, (key, ttl.total_seconds()))
+                conn.execute(self._sql.mark, (key, ttl.total_seconds()))
+                if order is not None:
+                    conn.execute(self._sql.keep_mark, (order.key, order.position, ttl.total_seconds()))
                 entry.transaction.__exit__(None, None, None)  # COMMIT
         except BaseException as error:
             self._discard(conn)
             if isinstance(error, Exception):
                 raise _commit_failed(error) from None
             raise
+        if order is not None:
+            self._ordered = True
         if self._prune_due():
             self._prune_on(conn, self._prune_batch)
         self._put(conn)
 
-    def release(self, key: str, token: str) -> None:  # noqa: ARG002 - the token names the transaction
-        """Roll the delivery's transaction back: the handlers' writes vanish, ``key`` is free."""
+    def release(self, key: str, token: str, *, order: Order | None = None) -> None:  # noqa: ARG002 - the token names the transaction
+        """Roll the delivery's transaction back: the handlers' writes vanish, ``key`` is free.
+
+        So is ``order``'s customer; its newest mark stays as it was.
+        """
         entry = self._open.pop(token, None)
         delivery_context.set(None)
         if entry is None:
@@ -300,18 +315,30 @@ class PostgresIdempotencyStore(_Store["psycopg_pool.ConnectionPool[Any]", "psyco
         self._put(conn)
 
     def prune(self, *, batch: int | None = None) -> int:
-        """Delete at most ``batch`` (default ``prune_batch``) expired done rows now; how many."""
+        """Delete at most ``batch`` (default ``prune_batch``) expired done rows now; how many.
+
+        Expired customer marks too (at most ``batch`` more), when their table exists.
+        """
+        limit = (batch or self._prune_batch,)
         with self._pool.connection(timeout=self._seconds) as conn:
             self._arm(conn, self._seconds)
             try:
-                return int(conn.execute(self._prune, (batch or self._prune_batch,)).rowcount)
+                with conn.pipeline():
+                    done = conn.execute(self._sql.prune, limit)
+                    exists = conn.execute(_EXISTS, (self._sql.marks_name,))
+                deleted = int(done.rowcount)
+                if cast("tuple[bool]", exists.fetchone())[0]:
+                    deleted += int(conn.execute(self._sql.prune_marks, limit).rowcount)
+                return deleted
             finally:
                 watchdog().disarm(conn)
 
     def _prune_on(self, conn: psycopg.Connection[Any], batch: int) -> None:
         try:
             with conn.pipeline():
-                conn.execute(self._prune, (batch,))
+                conn.execute(self._sql.prune, (batch,))
+                if self._ordered:
+                    conn.execute(self._sql.prune_marks, (batch,))
                 conn.commit()
         except psycopg.Error as error:
             logger.info("pruning expired done marks failed: %s", type(error).__qualname__)
@@ -363,9 +390,11 @@ class AsyncPostgresIdempotencyStore(
         """`PostgresIdempotencyStore.create_table`, for the event loop."""
         async with self._pool.connection(timeout=self._seconds) as conn:
             await conn.execute(_CREATE_LOCK, (self._lock_id("create table"),))
-            await conn.execute(self._create)
+            await conn.execute(self._sql.create)
 
-    async def acquire_async(self, key: str, *, lease: datetime.timedelta) -> Claim:
+    async def acquire_async(
+        self, key: str, *, lease: datetime.timedelta, order: Order | None = None
+    ) -> Claim:
         """`PostgresIdempotencyStore.acquire`, for the event loop."""
         deadline = time.monotonic() + self._seconds
         for attempt in range(1, _ATTEMPTS + 1):
@@ -379,9 +408,19 @@ class AsyncPostgresIdempotencyStore(
                     await transaction.__aenter__()
                     await conn.execute(_BEGIN)
                     locked = await conn.execute(_LOCK, (self._lock_id(key),))
-                    done = await conn.execute(self._check, (key,))
+                    done = await conn.execute(self._sql.check, (key,))
                     await conn.execute(_IDLE, (str(int(lease.total_seconds() * 1000) + 1000),))
+                    customer = (
+                        None
+                        if order is None
+                        else (
+                            await conn.execute(_LOCK, self._customer_lock(order)),
+                            await conn.execute(self._sql.read_mark, (order.key,)),
+                        )
+                    )
                 claim = self._claim(await locked.fetchone(), await done.fetchone())
+                if claim is None and customer is not None and order is not None:
+                    claim = customer_claim(await customer[0].fetchone(), await customer[1].fetchone(), order)
                 if claim is not None:
                     await transaction.__aexit__(psycopg.Rollback, psycopg.Rollback(), None)
                     await self._put(conn)
@@ -404,26 +443,35 @@ class AsyncPostgresIdempotencyStore(
             return Claim("acquired", token)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def complete_async(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
+    async def complete_async(
+        self, key: str, token: str, *, ttl: datetime.timedelta, order: Order | None = None
+    ) -> None:
         """`PostgresIdempotencyStore.complete`, for the event loop.
 
         Raises:
             CommitFailed: Nothing was committed, or the outcome is unknown.
         """
         delivery_context.set(None)
-        await self._finish(token, lambda entry: self._commit(entry, key, ttl), missing=True)
+        await self._finish(token, lambda entry: self._commit(entry, key, ttl, order), missing=True)
 
-    async def release_async(self, key: str, token: str) -> None:  # noqa: ARG002 - the token names the transaction
+    async def release_async(self, key: str, token: str, *, order: Order | None = None) -> None:  # noqa: ARG002 - the token names the transaction
         """`PostgresIdempotencyStore.release`, for the event loop."""
         delivery_context.set(None)
         await self._finish(token, self._rollback, missing=False)
 
     async def prune_async(self, *, batch: int | None = None) -> int:
         """`PostgresIdempotencyStore.prune`, for the event loop."""
+        limit = (batch or self._prune_batch,)
         async with self._pool.connection(timeout=self._seconds) as conn:
             self._arm(conn, self._seconds)
             try:
-                return int((await conn.execute(self._prune, (batch or self._prune_batch,))).rowcount)
+                async with conn.pipeline():
+                    done = await conn.execute(self._sql.prune, limit)
+                    exists = await conn.execute(_EXISTS, (self._sql.marks_name,))
+                deleted = int(done.rowcount)
+                if cast("tuple[bool]", await exists.fetchone())[0]:
+                    deleted += int((await conn.execute(self._sql.prune_marks, limit)).rowcount)
+                return deleted
             finally:
                 watchdog().disarm(conn)
 
@@ -472,19 +520,27 @@ class AsyncPostgresIdempotencyStore(
             del self._finishing[token]
 
     async def _commit(
-        self, entry: OpenDelivery[psycopg.AsyncConnection[Any]], key: str, ttl: datetime.timedelta
+        self,
+        entry: OpenDelivery[psycopg.AsyncConnection[Any]],
+        key: str,
+        ttl: datetime.timedelta,
+        order: Order | None,
     ) -> None:
         conn = entry.conn
         try:
             self._arm(conn, self._seconds)  # inside the try: see PostgresIdempotencyStore.complete
             async with conn.pipeline():
-                await conn.execute(self._mark, (key, ttl.total_seconds()))
+                await conn.execute(self._sql.mark, (key, ttl.total_seconds()))
+                if order is not None:
+                    await conn.execute(self._sql.keep_mark, (order.key, order.position, ttl.total_seconds()))
                 await entry.transaction.__aexit__(None, None, None)
         except BaseException as error:
             await self._discard(conn)
             if isinstance(error, Exception):
                 raise _commit_failed(error) from None
             raise
+        if order is not None:
+            self._ordered = True
         if self._prune_due():
             await self._prune_on(conn, self._prune_batch)
         await self._put(conn)
@@ -505,7 +561,9 @@ class AsyncPostgresIdempotencyStore(
     async def _prune_on(self, conn: psycopg.AsyncConnection[Any], batch: int) -> None:
         try:
             async with conn.pipeline():
-                await conn.execute(self._prune, (batch,))
+                await conn.execute(self._sql.prune, (batch,))
+                if self._ordered:
+                    await conn.execute(self._sql.prune_marks, (batch,))
                 await conn.commit()
         except psycopg.Error as error:
             logger.info("pruning expired done marks failed: %s", type(error).__qualname__)

@@ -26,6 +26,12 @@ at all. ``release`` (a handler raised) rolls it all back and frees the id. A wor
 mid-handler closes its connection: PostgreSQL rolls back and frees the lock, and nothing
 remains, no lease to wait out.
 
+Customer order (``Dispatcher(skip_out_of_order=True)``): with a customer event, ``acquire``
+also tries an advisory lock on the customer (another delivery of it: 409 at once) and reads
+its newest mark after it (a newer one: answered ``"stale"``, nothing kept), in the same
+round trip; ``complete`` moves the mark forward (never back) in the same transaction as the
+done row. The marks have a table of their own, the store's table name with ``_marks`` added.
+
 A commit that fails (a deferred constraint, the server gone) raises `CommitFailed`: the
 delivery is answered 503 and Svix's retry runs the handlers again. A commit whose outcome
 is unknown (the connection lost while the ``COMMIT`` was on its way) raises it too: the

@@ -9,7 +9,7 @@ from django.db import models
 if TYPE_CHECKING:
     import datetime
 
-__all__ = ["ProcessedWebhook"]
+__all__ = ["CustomerMark", "ProcessedWebhook"]
 
 
 class ProcessedWebhook(models.Model):
@@ -36,3 +36,27 @@ class ProcessedWebhook(models.Model):
     def __str__(self) -> str:
         """The ``webhook-id``."""
         return self.webhook_id
+
+
+class CustomerMark(models.Model):
+    """A customer's newest ``updatedAt`` processed (``Dispatcher(skip_out_of_order=True)``).
+
+    One row per customer (its id, or ``tenant/customer-id``), written in the same
+    transaction as the done mark of the delivery that processed it and kept as long;
+    ``updated_at_us`` is in microseconds since the epoch. An older update of the customer
+    is then acknowledged as ``"stale"`` without running its handlers.
+    """
+
+    customer_key: models.CharField[str, str] = models.CharField(primary_key=True, max_length=256)
+    updated_at_us: models.BigIntegerField[int, int] = models.BigIntegerField()
+    expires_at: models.DateTimeField[datetime.datetime, datetime.datetime] = models.DateTimeField(
+        db_index=True
+    )
+
+    class Meta:  # noqa: D106 - Django's model options
+        db_table = "carecycle_webhooks_customer_marks"
+        verbose_name = "customer mark"
+
+    def __str__(self) -> str:
+        """The customer's key."""
+        return self.customer_key
