@@ -7,7 +7,6 @@ requests and responses around them.
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import functools
 import inspect
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Literal, TypeVar, cast, final, overload
 
 from ._budget import DEFAULT_BODY_BUDGET, BodyBudget, process_budget
 from ._config import secrets_from_environment
-from ._drivers import Handler, Wiring, current_delivery, drive, drive_async
+from ._drivers import Handler, Wiring, current_delivery, drive
 from ._errors import WebhookConfigurationError, WebhookPayloadError, WebhookVerificationError
 from ._idempotency import (
     DEFAULT_DONE_TTL,
@@ -487,6 +486,8 @@ class Dispatcher(HandlerRegistration):
         data: object = body  # checked at runtime too: callers are not always type-checked
         if isinstance(data, (bytes, str, bytearray)) and len(data) > _PREPARE_IN_THREAD_ABOVE:
             # The HMAC and the parse of a large body take milliseconds: not on the loop.
+            import asyncio  # loaded by the running loop; see dispatch_async
+
             return await asyncio.to_thread(self._prepare, body, headers)
         return self._prepare(body, headers)
 
@@ -504,6 +505,10 @@ class Dispatcher(HandlerRegistration):
             )
         if self._wiring.async_store is None and self._store is not None:
             raise _cannot_serve(self._store, "handle_async", "handle")
+        # Imported here, not with the module: the async driver imports asyncio, which a
+        # synchronous process (WSGI, AWS Lambda) would pay for at its cold start.
+        from ._drivers_async import drive_async
+
         return await drive_async(self._wiring, handlers, event, delivery)
 
 
