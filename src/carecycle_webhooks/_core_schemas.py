@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 __all__ = ["core_schema_of", "without_wrappers"]
 
 
-def core_schema_of(annotation: object, config: ConfigDict) -> CoreSchema:
+def core_schema_of(annotation: Any, config: ConfigDict) -> CoreSchema:  # noqa: ANN401 - any type form
     """The core schema of ``annotation``, without a validator built for it.
 
     ``TypeAdapter(annotation, config=config).core_schema`` is the same schema, but the
@@ -32,7 +32,7 @@ def core_schema_of(annotation: object, config: ConfigDict) -> CoreSchema:
         generator = GenerateSchema(ConfigWrapper(config))
         return generator.clean_schema(generator.generate_schema(annotation))
     except (ImportError, AttributeError, TypeError):
-        return TypeAdapter[object](annotation, config=config).core_schema
+        return TypeAdapter[Any](annotation, config=config).core_schema
 
 
 def without_wrappers(schema: CoreSchema, function: object) -> CoreSchema:

@@ -44,6 +44,8 @@ from ._telemetry import observed_dispatch, observed_dispatch_async, observed_han
 from ._verify import DEFAULT_TOLERANCE, Headers, WebhookDelivery, WebhookVerifier, body_exceeds
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from ._models import Event
 
 __all__ = [
@@ -505,11 +507,16 @@ class Dispatcher(HandlerRegistration):
             )
         if self._wiring.async_store is None and self._store is not None:
             raise _cannot_serve(self._store, "handle_async", "handle")
-        # Imported here, not with the module: the async driver imports asyncio, which a
-        # synchronous process (WSGI, AWS Lambda) would pay for at its cold start.
-        from ._drivers_async import drive_async
+        return await _drive_async()(self._wiring, handlers, event, delivery)
 
-        return await drive_async(self._wiring, handlers, event, delivery)
+
+@functools.cache
+def _drive_async() -> Callable[..., Awaitable[WebhookResponse]]:
+    # Loaded on the first async delivery, not with this module: the async driver imports
+    # asyncio, which a synchronous process (WSGI, AWS Lambda) would pay for at its cold start.
+    from ._drivers_async import drive_async
+
+    return drive_async
 
 
 def _cannot_serve(store: object, called: str, other: str) -> WebhookConfigurationError:
