@@ -15,7 +15,9 @@ each, and the medians are compared.
     handler, `aws_lambda.webhook_handler`) + the first event (a function URL's, the
     same delivery) handled, vs the same peer as (b); target <= 0.30 (issue 12).
 
-``python -c pass`` is timed too, as the floor. Prints the verdicts; always exits 0.
+``python -c pass`` is timed too, as the floor, and, for context, what any pydantic-based
+(c) pays before its own work: ``import pydantic`` and one model class (built lazily, so no
+validator). Prints the verdicts; always exits 0.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ _READ = (
 
 VARIANTS = {
     "floor: pass": "pass",
+    "context: pydantic + one model class": "from pydantic import BaseModel, ConfigDict\n"
+    "class Model(BaseModel):\n    model_config = ConfigDict(defer_build=True)\n    name: str\n",
     "(a) ours: import carecycle_webhooks": "import carecycle_webhooks",
     "(a) peer: import svix.webhooks": "import svix.webhooks",
     "(b) ours: import + parse_event": _READ
@@ -126,6 +130,9 @@ def main() -> None:
         extra = "" if name == "floor: pass" else f"  ({medians[name] - floor:7.1f} ms above the floor)"
         print(f"  {name:<{width}}  {medians[name]:7.1f} ms  [min {lo:6.1f}, max {hi:6.1f}]{extra}")
     print()
+    peer_b = medians["(b) peer: import + svix verify + json.loads"]
+    context = medians["context: pydantic + one model class"] / peer_b
+    print(f"(context) pydantic + one model class / the (b) peer: {context:.3f}")
     for label, ours, peer, target in COMPARISONS:
         ratio = medians[ours] / medians[peer]
         above = (medians[ours] - floor) / (medians[peer] - floor)

@@ -7,7 +7,6 @@ requests and responses around them.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime
 import functools
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, TypeVar, cast
 
 from ._budget import DEFAULT_BODY_BUDGET, BodyBudget, process_budget
 from ._config import secrets_from_environment
-from ._drivers import Handler, Wiring, current_delivery, drive, drive_async
+from ._drivers import Handler, Wiring, current_delivery, drive
 from ._errors import WebhookConfigurationError, WebhookPayloadError, WebhookVerificationError
 from ._idempotency import (
     DEFAULT_DONE_TTL,
@@ -57,6 +56,8 @@ from ._tenants import ResolverFailed, SecretResolver, TenantSecrets, is_tenant_k
 from ._verify import DEFAULT_TOLERANCE, Headers, WebhookDelivery, WebhookVerifier, body_exceeds
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from ._models import Event
 
 __all__ = [
@@ -561,6 +562,8 @@ class Dispatcher(HandlerRegistration):
         data: object = body  # checked at runtime too: callers are not always type-checked
         if isinstance(data, (bytes, str, bytearray)) and len(data) > _PREPARE_IN_THREAD_ABOVE:
             # The HMAC and the parse of a large body take milliseconds: not on the loop.
+            import asyncio  # loaded by the running loop; see dispatch_async
+
             return await asyncio.to_thread(self._prepare, body, headers, verifier, tenant)
         return self._prepare(body, headers, verifier, tenant)
 
@@ -578,7 +581,16 @@ class Dispatcher(HandlerRegistration):
             )
         if self._wiring.async_store is None and self._store is not None:
             raise _cannot_serve(self._store, "handle_async", "handle")
-        return await drive_async(self._wiring, handlers, event, delivery)
+        return await _drive_async()(self._wiring, handlers, event, delivery)
+
+
+@functools.cache
+def _drive_async() -> Callable[..., Awaitable[WebhookResponse]]:
+    # Loaded on the first async delivery, not with this module: the async driver imports
+    # asyncio, which a synchronous process (WSGI, AWS Lambda) would pay for at its cold start.
+    from ._drivers_async import drive_async
+
+    return drive_async
 
 
 def _cannot_serve(store: object, called: str, other: str) -> WebhookConfigurationError:

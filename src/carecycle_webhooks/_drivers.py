@@ -1,18 +1,19 @@
 """The drivers of a delivery's flow: they carry its steps out, and decide nothing.
 
 `_flow.delivery_flow` says what to do next (acquire, run a handler, complete...). `drive`
-does each step in the calling thread; `drive_async` does each on the event loop, where a
-cancelled request can hand the rest of its delivery over to a task of its own. What a
-driver needs from its dispatcher is built once, as `Wiring`; what it needs of one
-delivery travels as one `Run`.
+does each step in the calling thread; `_drivers_async.drive_async` does each on the event
+loop, where a cancelled request can hand the rest of its delivery over to a task of its
+own. What a driver needs from its dispatcher is built once, as `Wiring`; what it needs of
+one delivery travels as one `Run`.
+
+This module does not import asyncio: a synchronous process (a WSGI app, an AWS Lambda
+function) never pays for it, unless a handler is ``async def``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import datetime
-import functools
 import inspect
 import time
 from collections.abc import Callable
@@ -33,27 +34,18 @@ from ._flow import (
 from ._idempotency import Order
 from ._logs import log_note
 from ._models import CallCompletedEvent, CustomerCreatedEvent, CustomerUpdatedEvent
-from ._running import PROPAGATED, cancel_requested, keep_handed_over, outlast_cancellation, run_to_completion
+from ._running import PROPAGATED, run_to_completion
 from ._telemetry import handler_started, store_failed
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
-
     from ._flow import Flow, Step
-    from ._idempotency import (
-        AsyncIdempotencyStore,
-        AsyncOrderedIdempotencyStore,
-        Claim,
-        IdempotencyStore,
-        OrderedIdempotencyStore,
-    )
+    from ._idempotency import AsyncIdempotencyStore, Claim, IdempotencyStore, OrderedIdempotencyStore
     from ._missed import MissedDoneMarks
     from ._models import Event
-    from ._otel import HandlerRun
     from ._responses import WebhookResponse
     from ._verify import WebhookDelivery
 
-__all__ = ["Handler", "Wiring", "current_delivery", "drive", "drive_async"]
+__all__ = ["Handler", "Run", "Wiring", "current_delivery", "drive", "take_note"]
 
 Handler = Callable[..., object]
 
@@ -174,7 +166,7 @@ class Run:
         self.order = customer_order(event, delivery.tenant) if wiring.skip_out_of_order else None
 
 
-def _flow_for(wiring: Wiring, handlers: tuple[Handler, ...], event: Event, *, with_store: bool) -> Flow:
+def flow_for(wiring: Wiring, handlers: tuple[Handler, ...], event: Event, *, with_store: bool) -> Flow:
     test_customer = wiring.skip_test_customers and is_test_customer(event)
     return delivery_flow(len(handlers), with_store=with_store, test_customer=test_customer)
 
@@ -186,7 +178,7 @@ def drive(
     store = wiring.sync_store
     if store is not None and handlers and wiring.missed.marks:
         wiring.missed.record(store, wiring.done_ttl)
-    flow = _flow_for(wiring, handlers, event, with_store=store is not None)
+    flow = flow_for(wiring, handlers, event, with_store=store is not None)
     run = Run(wiring, flow, handlers, event, delivery)
     token = _current.set(delivery)
     try:
@@ -200,7 +192,7 @@ def drive(
                     step = flow.throw(error)
                     continue
             elif isinstance(step, Note):
-                _note(run, step)
+                take_note(run, step)
             elif isinstance(step, Wait):
                 time.sleep(step.seconds)
             else:
@@ -212,135 +204,7 @@ def drive(
         _current.reset(token)
 
 
-async def drive_async(
-    wiring: Wiring, handlers: tuple[Handler, ...], event: Event, delivery: WebhookDelivery
-) -> WebhookResponse:
-    """Handle a verified delivery on the event loop (`Dispatcher.dispatch_async`)."""
-    store = wiring.async_store
-    if store is not None and handlers and wiring.missed.marks:
-        await wiring.missed.record_async(store, wiring.done_ttl)
-    flow = _flow_for(wiring, handlers, event, with_store=store is not None)
-    return await _carry_out(Run(wiring, flow, handlers, event, delivery), next(flow))
-
-
-async def _carry_out(  # noqa: C901, PLR0912, PLR0915 - the async driver: every step, one loop, on every delivery
-    run: Run, step: Step, thread: asyncio.Future[object] | None = None, watch: HandlerRun | None = None
-) -> WebhookResponse:
-    """Carry the flow's steps out on the event loop, from ``step`` to the answer.
-
-    ``thread`` is the running thread of the handler of ``step``, when a cancelled
-    request handed the rest of its delivery over to this call, in a task of its own;
-    ``watch`` is that handler's telemetry, ended here.
-    """
-    wiring, flow, handlers, event, delivery = run.wiring, run.flow, run.handlers, run.event, run.delivery
-    store = cast("AsyncIdempotencyStore", wiring.async_store)
-    key, order = run.key, run.order
-    stop: asyncio.CancelledError | None = None  # the loop is closing: start no handler
-    handed_over = False
-    token = _current.set(delivery)
-    try:
-        while True:
-            outcome: Claim | Failed | None = None
-            thrown: BaseException | None = None
-            if isinstance(step, RunHandler):
-                handler = handlers[step.index]
-                try:
-                    if thread is not None:
-                        # Taken over from a cancelled request: its handler's thread first.
-                        if await outlast_cancellation(thread):
-                            stop = asyncio.CancelledError()
-                        result, thread = thread.result(), None
-                    elif stop is not None:
-                        raise stop  # noqa: TRY301 - thrown into the flow below
-                    elif id(handler) in wiring.async_handlers:  # async def: noted at registration
-                        watch = handler_started(handler)
-                        awaited = cast("Awaitable[object]", handler(event))
-                        result = await (awaited if watch is None else watch.awaiting(awaited))
-                    else:
-                        # Sync handlers never block the loop; the thread runs in this context.
-                        watch = handler_started(handler)
-                        target = (handler, event) if watch is None else (watch.call, handler, event)
-                        running: asyncio.Future[object] = asyncio.get_running_loop().run_in_executor(
-                            None, functools.partial(contextvars.copy_context().run, *target)
-                        )
-                        try:
-                            result = await asyncio.shield(running)
-                        except asyncio.CancelledError as error:
-                            raised = running.done() and not running.cancelled() and running.exception()
-                            if raised is not error:
-                                # The thread cannot be stopped: a task waits for it and finishes
-                                # the delivery, so its outcome is recorded; this request ends now.
-                                _hand_over(run, step, running, watch)
-                                handed_over = True
-                                raise
-                            outcome, result = Failed(error), None  # the handler raised it: a failure
-                    if result is not None and inspect.isawaitable(result):
-                        await cast("Awaitable[object]", result)
-                except PROPAGATED as error:
-                    thrown = error
-                except asyncio.CancelledError as error:
-                    if handed_over:
-                        raise
-                    if cancel_requested():
-                        thrown = error
-                    else:  # raised by the handler, not a cancellation
-                        outcome = Failed(error)
-                except BaseException as error:  # noqa: BLE001 - reported as a 500, never raised to the caller
-                    outcome = Failed(error)
-                if watch is not None:
-                    watch.ended(outcome.error if isinstance(outcome, Failed) else thrown)
-                    watch = None
-            elif isinstance(step, Note):
-                _note(run, step)
-            elif isinstance(step, Wait):
-                try:
-                    await asyncio.sleep(step.seconds)
-                except asyncio.CancelledError as error:
-                    thrown = error
-            elif isinstance(step, Acquire):
-                try:
-                    outcome = await (
-                        store.acquire_async(key, lease=wiring.lease)
-                        if order is None
-                        else cast("AsyncOrderedIdempotencyStore", store).acquire_async(
-                            key, lease=wiring.lease, order=order
-                        )
-                    )
-                except Exception as error:  # noqa: BLE001 - any store failure: the flow decides
-                    outcome = Failed(error, time.monotonic())
-            else:
-                record = step
-                call = _record_async(store, record, key, order, wiring.done_ttl)
-                if record.to_the_end:  # cut short once: now whatever cancellations arrive
-                    work = asyncio.ensure_future(call)
-                    await outlast_cancellation(work)
-                    failure = asyncio.CancelledError() if work.cancelled() else work.exception()
-                    outcome = None if failure is None else Failed(failure, time.monotonic())
-                else:
-                    try:
-                        await call
-                    except asyncio.CancelledError as error:
-                        if cancel_requested():
-                            thrown = error
-                        else:  # the store raised it of its own accord: a failure
-                            outcome = Failed(error, time.monotonic())
-                    except Exception as error:  # noqa: BLE001 - any store failure: the flow decides
-                        outcome = Failed(error, time.monotonic())
-            step = flow.send(outcome) if thrown is None else flow.throw(thrown)
-    except StopIteration as done:
-        return cast("WebhookResponse", done.value)
-    finally:
-        _current.reset(token)
-
-
-def _hand_over(run: Run, step: Step, thread: asyncio.Future[object], watch: HandlerRun | None) -> None:
-    task = asyncio.get_running_loop().create_task(
-        _carry_out(run, step, thread, watch), name=f"carecycle-webhooks: finishing {run.delivery.webhook_id}"
-    )
-    keep_handed_over(task)
-
-
-def _note(run: Run, note: Note) -> None:
+def take_note(run: Run, note: Note) -> None:
     """Carry out a step of the flow that takes no time: a log line, a missed mark kept."""
     if isinstance(note, KeepMissed):
         run.wiring.missed.add(run.key, note.claim.token, run.order)
@@ -370,25 +234,6 @@ def _store_call(run: Run, store: IdempotencyStore, step: Step) -> Claim | Failed
     except Exception as error:  # noqa: BLE001 - any store failure: the flow decides
         return Failed(error, time.monotonic())
     return None
-
-
-def _record_async(
-    store: AsyncIdempotencyStore,
-    step: Complete | Release,
-    key: str,
-    order: Order | None,
-    ttl: datetime.timedelta,
-) -> Awaitable[None]:
-    """The store call of a `Complete` or a `Release`, with the customer's order if any."""
-    token = step.claim.token
-    if order is not None:
-        ordered = cast("AsyncOrderedIdempotencyStore", store)
-        if isinstance(step, Complete):
-            return ordered.complete_async(key, token, ttl=ttl, order=order)
-        return ordered.release_async(key, token, order=order)
-    if isinstance(step, Complete):
-        return store.complete_async(key, token, ttl=ttl)
-    return store.release_async(key, token)
 
 
 def _run_sync(handler: Handler, event: Event) -> Failed | None:

@@ -1,7 +1,7 @@
 """`verified_event`: a FastAPI dependency giving a route of your own the verified, typed event.
 
 The route takes the place of the dispatcher's handlers in the delivery's flow: the dependency
-verifies and parses the delivery, then starts the flow (`_drivers.drive_async`) with one
+verifies and parses the delivery, then starts the flow (`_drivers_async.drive_async`) with one
 handler, `verified_event_route`, which lets the route run and waits for it to end. So the
 idempotency store is used as for any delivery: a duplicate is answered 200 and a delivery
 in flight elsewhere 409 without running the route; a route that returns marks the
@@ -24,7 +24,8 @@ from starlette.requests import Request
 from ._adapters import check_dispatcher, content_type_and_headers, declared_length, reservation_for
 from ._asgi import receive_body
 from ._dispatch import Dispatcher
-from ._drivers import _current, drive_async  # pyright: ignore[reportPrivateUsage]
+from ._drivers import _current  # pyright: ignore[reportPrivateUsage]
+from ._drivers_async import drive_async
 from ._errors import WebhookConfigurationError
 from ._idempotency import TransactionalIdempotencyStore
 from ._models import EVENT_MODELS, CallCompletedEvent, CustomerCreatedEvent, CustomerUpdatedEvent, Event

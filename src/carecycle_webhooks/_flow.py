@@ -2,7 +2,7 @@
 
 `delivery_flow` yields steps and is sent their outcomes, in the manner of httpx's
 ``auth_flow``: the sync driver (`_drivers.drive`) and the async driver
-(`_drivers.drive_async`) only carry the steps out (a store call, a handler, a log
+(`_drivers_async.drive_async`) only carry the steps out (a store call, a handler, a log
 line, a wait) and send back what happened. Every decision is taken here, once:
 
 - a test customer's event, with ``skip_test_customers``: skipped (200, nothing runs);

@@ -29,7 +29,6 @@ from pydantic import (
     ModelWrapValidatorHandler,
     SerializerFunctionWrapHandler,
     Tag,
-    TypeAdapter,
     ValidationError,
     WrapValidator,
     field_serializer,
@@ -40,6 +39,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import SchemaValidator, core_schema
 
+from ._core_schemas import core_schema_of, without_wrappers
 from ._redaction import HIDDEN, hide_input, without_input
 
 if TYPE_CHECKING:
@@ -556,31 +556,7 @@ KnownEvent: TypeAlias = Annotated[
     CustomerCreatedEvent | CustomerUpdatedEvent | CallCompletedEvent,
     Field(discriminator="event_type"),
 ]
-# Kept in step with KNOWN_EVENT_VALIDATOR's CoreConfig below.
-KNOWN_EVENT_ADAPTER: TypeAdapter[KnownEvent] = TypeAdapter(
-    KnownEvent, config=ConfigDict(hide_input_in_errors=True, cache_strings="keys")
-)
-
-
-def _without_wrappers(schema: Any) -> Any:
-    """A copy of a core schema without the `_hide_input_in_errors` wrappers of our models."""
-    if isinstance(schema, list):
-        return [_without_wrappers(item) for item in cast("list[object]", schema)]
-    if not isinstance(schema, dict):
-        return schema
-    node = cast("dict[str, Any]", schema)
-    function: object = node.get("function")
-    if (
-        node.get("type") == "function-wrap"
-        and isinstance(function, dict)
-        and getattr(cast("dict[str, Any]", function).get("function"), "__func__", None)
-        is _HIDE_INPUT_FUNCTION
-    ):
-        inner = cast("dict[str, Any]", _without_wrappers(node["schema"]))
-        if "ref" in node:  # pydantic moves the model's ref onto its outermost validator
-            inner["ref"] = node["ref"]
-        return inner
-    return {key: _without_wrappers(value) for key, value in node.items()}
+_PARSE_CONFIG = ConfigDict(hide_input_in_errors=True, cache_strings="keys")  # KNOWN_EVENT_VALIDATOR's
 
 
 _HIDE_INPUT_FUNCTION = _Model.__dict__["_hide_input_in_errors"].__func__
@@ -588,8 +564,8 @@ _HIDE_INPUT_FUNCTION = _Model.__dict__["_hide_input_in_errors"].__func__
 # a Python call each and, on JSON input, the conversion of the payload to Python objects
 # first (measured: twice the time for customer.created); it needs none, since
 # parse_unverified_event keeps only locations and error types. Its validator is built
-# from the adapter's schema with the models' wrappers taken out, and the same config.
+# from KnownEvent's schema with the models' wrappers taken out, and the same config.
 KNOWN_EVENT_VALIDATOR = SchemaValidator(
-    _without_wrappers(KNOWN_EVENT_ADAPTER.core_schema),
+    without_wrappers(core_schema_of(KnownEvent, _PARSE_CONFIG), _HIDE_INPUT_FUNCTION),
     core_schema.CoreConfig(hide_input_in_errors=True, cache_strings="keys"),
 )

@@ -6,16 +6,20 @@
   store call that records an outcome), whatever cancellations arrive.
 - `keep_handed_over`: hold a task that finishes a delivery whose request was cancelled
   until it ends, and retrieve its exception so that asyncio never logs it (PHI).
+
+asyncio is imported where it is used: the synchronous path imports this module, and a
+process that runs no async handler never needs asyncio (an AWS Lambda function's cold
+start is shorter without it).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import threading
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import Awaitable
 
 __all__ = ["PROPAGATED", "cancel_requested", "keep_handed_over", "outlast_cancellation", "run_to_completion"]
@@ -49,6 +53,8 @@ async def outlast_cancellation(work: asyncio.Future[Any]) -> bool:
     For what must not be cut short: a handler's thread (it cannot be stopped, and its
     outcome must be recorded) and the store call that records an outcome.
     """
+    import asyncio  # the caller's loop has loaded it; see the module docstring
+
     cancelled = False
     while not work.done():
         try:
@@ -65,6 +71,8 @@ def cancel_requested() -> bool:
     handler. Python 3.11 counts the requests to cancel a task; 3.10 cannot tell, and a
     ``CancelledError`` is then taken for a cancellation.
     """
+    import asyncio  # the caller's loop has loaded it; see the module docstring
+
     task = asyncio.current_task()
     cancelling = getattr(task, "cancelling", None)
     return cancelling is None or cancelling() > 0
@@ -76,6 +84,8 @@ async def _await(awaitable: Awaitable[object]) -> object:
 
 def run_to_completion(awaitable: Awaitable[object]) -> object:
     """Run an awaitable (an async handler's, an async secret resolver's) from synchronous code."""
+    import asyncio  # only for async handlers and resolvers; see the module docstring
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:

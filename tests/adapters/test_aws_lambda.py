@@ -271,6 +271,62 @@ def test_no_framework_and_no_aws_library_is_imported() -> None:
     assert done.stdout.strip() == "[]"
 
 
+# Loaded on demand only, for a short cold start: asyncio (with ssl and socket) by the async
+# paths, pydantic's plugin loader (importlib.metadata, with email and socket, and a scan of
+# every installed distribution) by the validators and serializers that pydantic builds.
+NOT_AT_A_COLD_START = ("asyncio", "importlib.metadata", "pydantic.plugin._loader", "email", "socket")
+
+
+def test_a_cold_start_with_a_plain_handler_loads_neither_asyncio_nor_pydantic_plugins() -> None:
+    body = fixture_bytes("customer.created")
+    event = lambda_event("function-url", body, svix_headers(body))
+    code = (
+        "import json, sys\n"
+        "from carecycle_webhooks import Dispatcher\n"
+        "from carecycle_webhooks.aws_lambda import webhook_handler\n"
+        "webhooks = Dispatcher(sys.argv[1])\n"
+        "webhooks.on('customer.created')(lambda event: None)\n"
+        "answer = webhook_handler(webhooks)(json.loads(sys.stdin.read()), None)\n"
+        f"loaded = sorted(set({NOT_AT_A_COLD_START!r}) & set(sys.modules))\n"
+        "print(answer['statusCode'], loaded)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, SECRET],
+        input=json.dumps(event),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "200 []"
+
+
+def test_an_async_handler_still_runs_at_a_cold_start() -> None:
+    # asyncio is imported when an async def handler is called (asyncio.run), not before.
+    body = fixture_bytes("customer.created")
+    event = lambda_event("function-url", body, svix_headers(body))
+    code = (
+        "import json, sys\n"
+        "from carecycle_webhooks import Dispatcher\n"
+        "from carecycle_webhooks.aws_lambda import webhook_handler\n"
+        "webhooks = Dispatcher(sys.argv[1])\n"
+        "seen = []\n"
+        "@webhooks.on('customer.created')\n"
+        "async def created(event):\n"
+        "    seen.append('asyncio' in sys.modules)\n"
+        "before = 'asyncio' in sys.modules\n"
+        "answer = webhook_handler(webhooks)(json.loads(sys.stdin.read()), None)\n"
+        "print(answer['statusCode'], before, seen)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, SECRET],
+        input=json.dumps(event),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "200 False [True]"
+
+
 def test_an_answer_that_is_not_utf_8_goes_as_base64() -> None:
     class Binary(CustomAnswer):
         ANSWER = WebhookResponse(202, b"\xff\xfe", {"content-type": "application/octet-stream"})
