@@ -44,15 +44,13 @@ from ._registration import HandlerRegistration, NotAnEventTypeOfTheCatalog
 from ._responses import (
     JSON_HEADERS,
     NOT_BYTES,
-    RESOLVER_FAILED,
-    UNKNOWN_TENANT,
     WebhookResponse,
     body_too_large,
     invalid_payload,
     rejected,
 )
 from ._telemetry import observed_dispatch, observed_dispatch_async, observed_handle, observed_handle_async
-from ._tenants import ResolverFailed, SecretResolver, TenantSecrets, is_tenant_key
+from ._tenants import ResolverFailed, SecretResolver, TenantSecrets, is_tenant_key, resolve, resolve_async
 from ._verify import DEFAULT_TOLERANCE, Headers, WebhookDelivery, WebhookVerifier, body_exceeds
 
 if TYPE_CHECKING:
@@ -407,46 +405,13 @@ class Dispatcher(HandlerRegistration):
             return invalid_payload(error)
         return event, delivery
 
-    def _known(
-        self, tenant: str | None, verifier: WebhookVerifier | None
-    ) -> WebhookVerifier | WebhookResponse:
-        """The verifier for ``tenant``, or the answer when it is unknown (404)."""
-        if verifier is None:
-            if tenant is None:
-                logger.warning(
-                    "webhook without a tenant key, but the dispatcher has a secret resolver: answered "
-                    "404; route it with a tenant path parameter, e.g. /webhooks/<tenant>"
-                )
-            else:  # the key is not logged: anyone can send any key
-                logger.warning("webhook for an unknown tenant: answered 404")
-            return UNKNOWN_TENANT
-        return verifier
-
     def _resolved(self, tenant: str | None) -> WebhookVerifier | WebhookResponse:
         """The verifier of ``tenant`` (or of the endpoint), or the answer: 404 or 503."""
-        tenants = self._tenants
-        if tenants is None:
-            if tenant is not None and not is_tenant_key(tenant):
-                return self._known(tenant, None)
-            return cast("WebhookVerifier", self._verifier)
-        if tenant is None:
-            return self._known(None, None)
-        try:
-            return self._known(tenant, tenants.verifier(tenant))
-        except ResolverFailed as error:
-            logger.error("webhook not verified: %s: answered 503", error)  # noqa: TRY400 - no traceback: no PHI
-            return RESOLVER_FAILED
+        return resolve(self._tenants, self._verifier, tenant)
 
     async def _resolved_async(self, tenant: str | None) -> WebhookVerifier | WebhookResponse:
         """`_resolved`, for the event loop: the resolver does not block it."""
-        tenants = self._tenants
-        if tenants is None or tenant is None:
-            return self._resolved(tenant)
-        try:
-            return self._known(tenant, await tenants.verifier_async(tenant))
-        except ResolverFailed as error:
-            logger.error("webhook not verified: %s: answered 503", error)  # noqa: TRY400 - no traceback: no PHI
-            return RESOLVER_FAILED
+        return await resolve_async(self._tenants, self._verifier, tenant)
 
     @observed_handle
     def handle(self, body: bytes | str, headers: Headers, *, tenant: str | None = None) -> WebhookResponse:

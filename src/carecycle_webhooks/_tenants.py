@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, cast
 
 from ._errors import WebhookConfigurationError
+from ._responses import RESOLVER_FAILED, UNKNOWN_TENANT, WebhookResponse
 from ._running import run_to_completion
 from ._verify import WebhookVerifier
 
@@ -31,7 +32,15 @@ if TYPE_CHECKING:
     import datetime
     from typing import TypeAlias
 
-__all__ = ["MAX_TENANTS", "ResolverFailed", "SecretResolver", "TenantSecrets", "is_tenant_key"]
+__all__ = [
+    "MAX_TENANTS",
+    "ResolverFailed",
+    "SecretResolver",
+    "TenantSecrets",
+    "is_tenant_key",
+    "resolve",
+    "resolve_async",
+]
 
 logger = logging.getLogger("carecycle_webhooks")
 
@@ -156,3 +165,50 @@ class TenantSecrets:
         except Exception as error:  # noqa: BLE001 - whatever the application's code raises
             raise ResolverFailed(f"the secret resolver raised {type(error).__name__}") from None
         return self._keep(tenant, answer)
+
+
+def _known(tenant: str | None, verifier: WebhookVerifier | None) -> WebhookVerifier | WebhookResponse:
+    """The verifier for ``tenant``, or the answer when it is unknown (404)."""
+    if verifier is None:
+        if tenant is None:
+            logger.warning(
+                "webhook without a tenant key, but the dispatcher has a secret resolver: answered "
+                "404; route it with a tenant path parameter, e.g. /webhooks/<tenant>"
+            )
+        else:  # the key is not logged: anyone can send any key
+            logger.warning("webhook for an unknown tenant: answered 404")
+        return UNKNOWN_TENANT
+    return verifier
+
+
+def _failed(error: ResolverFailed) -> WebhookResponse:
+    logger.error("webhook not verified: %s: answered 503", error)  # no traceback: no PHI
+    return RESOLVER_FAILED
+
+
+def resolve(
+    tenants: TenantSecrets | None, verifier: WebhookVerifier | None, tenant: str | None
+) -> WebhookVerifier | WebhookResponse:
+    """The verifier of ``tenant`` (with a resolver) or the endpoint's ``verifier``; or 404, 503."""
+    if tenants is None:
+        if tenant is not None and not is_tenant_key(tenant):
+            return _known(tenant, None)
+        return cast("WebhookVerifier", verifier)
+    if tenant is None:
+        return _known(None, None)
+    try:
+        return _known(tenant, tenants.verifier(tenant))
+    except ResolverFailed as error:
+        return _failed(error)
+
+
+async def resolve_async(
+    tenants: TenantSecrets | None, verifier: WebhookVerifier | None, tenant: str | None
+) -> WebhookVerifier | WebhookResponse:
+    """`resolve`, for the event loop: the resolver does not block it."""
+    if tenants is None or tenant is None:
+        return resolve(tenants, verifier, tenant)
+    try:
+        return _known(tenant, await tenants.verifier_async(tenant))
+    except ResolverFailed as error:
+        return _failed(error)
