@@ -11,6 +11,7 @@ an asyncio one). Time moves by hand: the SQLite store's clock, and Redis keys' T
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime
 import json
 import sqlite3
@@ -407,27 +408,84 @@ def test_sqlite_a_new_store_on_an_old_file_creates_the_customers_table(tmp_path:
     store.close()
 
 
+def held_for_a_moment(path: Path) -> Callable[[], None]:
+    """Another connection holds the write lock for 0.2 s; the result waits for its end."""
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    timer = threading.Timer(0.2, other.rollback)
+    timer.start()
+
+    def ended() -> None:
+        timer.join()
+        other.close()
+
+    return ended
+
+
 def test_sqlite_an_ordered_acquire_waits_for_the_lock_in_a_thread(tmp_path: Path) -> None:
     path = tmp_path / "idempotency.sqlite3"
     store = SQLiteIdempotencyStore(path, timeout=datetime.timedelta(seconds=5))
-    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    other.execute("BEGIN IMMEDIATE")
-    timer = threading.Timer(0.2, other.rollback)  # the lock is held for a moment
-    timer.start()
-
-    async def scenario() -> tuple[Claim, Claim]:
-        first = await store.acquire_async("msg_1", lease=LEASE, order=Order("c1", 200))
-        return first, await store.acquire_async("msg_2", lease=LEASE, order=Order("c1", 100))
-
-    try:
-        first, second = asyncio.run(scenario())
+    ended = held_for_a_moment(path)
+    try:  # the loop's quick attempt finds the lock taken: the store's thread waits for it
+        first = asyncio.run(store.acquire_async("msg_1", lease=LEASE, order=Order("c1", 200)))
     finally:
-        timer.join()
-        other.close()
+        ended()
+    ended = held_for_a_moment(path)
+    try:  # refused in the thread: its id's lease is rolled back with the rest
+        second = asyncio.run(store.acquire_async("msg_2", lease=LEASE, order=Order("c1", 100)))
+    finally:
+        ended()
     assert first.status == "acquired"
     assert second == Claim("in_flight")
+    assert store.acquire("msg_2", lease=LEASE).status == "acquired"
     store.complete("msg_1", first.token, ttl=TTL, order=Order("c1", 200))
-    assert store.acquire("msg_2", lease=LEASE, order=Order("c1", 100)) == Claim("stale")
+    ended = held_for_a_moment(path)
+    try:
+        third = asyncio.run(store.acquire_async("msg_3", lease=LEASE, order=Order("c1", 100)))
+    finally:
+        ended()
+    assert third == Claim("stale")
+    assert store.acquire("msg_3", lease=LEASE).status == "acquired"
+    store.close()
+
+
+def test_sqlite_an_abandoned_ordered_acquire_frees_the_customer_it_took(tmp_path: Path) -> None:
+    path = tmp_path / "idempotency.sqlite3"
+    store = SQLiteIdempotencyStore(path, timeout=datetime.timedelta(seconds=5))
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN EXCLUSIVE")
+
+    async def scenario() -> None:
+        waiting = asyncio.create_task(store.acquire_async("msg_cancelled", lease=LEASE, order=Order("c1", 5)))
+        await asyncio.sleep(0.1)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        other.rollback()  # a lease the thread takes now is freed: nobody holds its token
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        other.close()
+    threads = _sqlite._THREADS  # once every thread of the store is free, the release was queued and ran
+    everyone = threading.Barrier(threads + 1, timeout=10)
+    for _ in range(threads):
+        store._pool.executor().submit(everyone.wait)
+    everyone.wait()
+    for _ in range(500):
+        if all(row[1] == "" for row in customer_rows(path)):
+            break
+        threading.Event().wait(0.02)
+    # Taken then freed, or (given up before the thread took the lock) never taken.
+    assert [row[1] for row in customer_rows(path)] in ([], [""])
+    assert store.acquire("msg_other", lease=LEASE, order=Order("c1", 6)).status == "acquired"
+    # The thread's lease, had it been taken just before its caller gave up: freed, customer too.
+    taken = store.acquire("msg_late", lease=LEASE, order=Order("c2", 5))
+    future: concurrent.futures.Future[Claim] = concurrent.futures.Future()
+    future.set_result(taken)
+    store._free_if_taken("msg_late", taken.token, Order("c2", 5), future)
+    store._current_pool().executor().shutdown(wait=True)
+    assert store.acquire("msg_late", lease=LEASE, order=Order("c2", 6)).status == "acquired"
     store.close()
 
 
