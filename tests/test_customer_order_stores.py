@@ -5,7 +5,8 @@ answers "stale" when the customer's mark is newer and "in_flight" while another 
 holds the customer; complete moves the mark forward (never back) and frees the customer;
 release frees the customer and leaves the mark. Every store kind runs every test: SQLite
 and Redis, their synchronous methods and their async ones (Redis: a synchronous client and
-an asyncio one). Time moves by hand: the SQLite store's clock, and Redis keys' TTLs.
+an asyncio one), and the in-memory reference, which holds the tests themselves to the
+semantics. Time moves by hand: the stores' clocks, and Redis keys' TTLs.
 """
 
 from __future__ import annotations
@@ -617,3 +618,28 @@ def test_the_dispatcher_answers_an_older_update_stale(driver: Driver, kind: str)
     again = deliver("msg_old", "2026-06-18T14:22:09.119Z")  # Svix's retry: stale again, not run
     assert body_of(again)["status"] == "stale"
     assert len(applied) == 1
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "sqlite-async", "redis", "redis-async", "redis-asyncio"])
+def test_the_dispatcher_keeps_order_per_tenant(driver: Driver, kind: str) -> None:
+    def resolve(tenant: str) -> str | None:
+        return SECRET if tenant in {"acme", "globex"} else None
+
+    dispatcher = Dispatcher(resolve, idempotency_store=driver.store, skip_out_of_order=True)
+    dispatcher.on("customer.updated")(lambda _event: None)
+
+    def deliver(tenant: str, msg_id: str, updated_at: str) -> str:
+        body = update(updated_at)
+        headers = svix_headers(body, msg_id=msg_id)
+        if driver.loop is None:
+            response = dispatcher.handle(body, headers, tenant=tenant)
+        else:
+            response = driver.loop.run_until_complete(dispatcher.handle_async(body, headers, tenant=tenant))
+        status: str = body_of(response)["status"]
+        return status
+
+    # One customer id, one webhook-id, two tenants: two customers, two deliveries.
+    assert deliver("acme", "msg_new", "2026-06-18T14:22:09.120Z") == "processed"
+    assert deliver("globex", "msg_old", "2026-06-18T14:22:09.119Z") == "processed"
+    assert deliver("acme", "msg_old", "2026-06-18T14:22:09.119Z") == "stale"
+    assert deliver("globex", "msg_new", "2026-06-18T14:22:09.120Z") == "processed"
