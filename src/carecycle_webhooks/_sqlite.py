@@ -512,11 +512,11 @@ class SQLiteIdempotencyStore(CustomerOrderSteps):
     def _take_unless_gone(
         self, connection: sqlite3.Connection, gone: threading.Event, take: Callable[..., Claim], *args: object
     ) -> Claim:
-        """`_take` for a caller that may stop waiting: once it has, take nothing.
+        """``take`` (`_take`; with an order, `_take_customer`) for a caller that may stop waiting.
 
-        The check and the insert are in one write transaction. So a caller that gave up
-        while this thread waited for the lock leaves no lease behind, and a retry of the
-        delivery that comes next finds the id free.
+        Once it has, take nothing: the check and the insert are in one write transaction. So
+        a caller that gave up while this thread waited for the lock leaves no lease behind,
+        and a retry of the delivery that comes next finds the id free.
         """
         connection.execute("BEGIN IMMEDIATE")  # waits for the lock, at most the store's timeout
         try:
