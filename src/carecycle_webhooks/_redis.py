@@ -4,7 +4,8 @@ Each ``webhook-id`` is one Redis key, changed by small Lua scripts, so that ever
 one atomic round trip. Every call has a deadline of its own: a client's retries multiply
 its socket timeout, and Svix stops waiting for an answer after 15 s. A synchronous
 client's calls run in a few threads of the store (`_Runner`), so that the caller can stop
-waiting when the deadline passes.
+waiting when the deadline passes. Customer order (``skip_out_of_order``): `_redis_order`'s
+scripts, which change a delivery's key and its customer's in one step.
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ import time
 from typing import TYPE_CHECKING, Any, cast
 
 from ._idempotency import Claim, claim_from, new_token
+from ._redis_order import ACQUIRE_ORDERED, COMPLETE_ORDERED, RELEASE_ORDERED, ordered_claim
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+
+    from ._idempotency import Order
 
 __all__ = ["RedisIdempotencyStore"]
 
@@ -86,6 +90,14 @@ def _as_text(value: object) -> str | None:
 def _took_lease(result: object, token: str) -> bool:
     """Whether an acquire with ``token`` that answered ``result`` holds the lease now."""
     return bool(token) and claim_from(_as_text(result), token).status == "acquired"
+
+
+def _release_args(call: _Call) -> tuple[object, ...]:
+    """The release of the lease an acquire ``call`` may have taken (with its customer's, if ordered)."""
+    args = call.args
+    if args[1] == 1:
+        return (_RELEASE, 1, args[2], call.token)
+    return (RELEASE_ORDERED, 2, args[2], args[3], call.token)
 
 
 # The life of one call: queued (threads only), running, then finished, or given up by its
@@ -200,7 +212,7 @@ class _Runner:
             if inspect.iscoroutine(result):
                 result.close()  # an asyncio client used synchronously: never sent
             elif error is None and _took_lease(result, call.token):
-                call.context.run(self._client.eval, _RELEASE, 1, call.args[2], call.token)
+                call.context.run(self._client.eval, *_release_args(call))
             elif error is not None and call.token:  # its reply lost too: Redis may have run it
                 self._free_lost_lease(call)
         except Exception:  # noqa: BLE001, S110 - the lease expires on its own
@@ -223,7 +235,7 @@ class _Runner:
             for delay in _FREE_LOST_LEASE_DELAYS:
                 time.sleep(delay)
                 try:
-                    call.context.run(self._client.eval, _RELEASE, 1, call.args[2], call.token)
+                    call.context.run(self._client.eval, *_release_args(call))
                 except Exception:  # noqa: BLE001, S112 - not yet: tried once more, then it expires
                     continue
                 return
@@ -354,6 +366,9 @@ class RedisIdempotencyStore:
         WebhookConfigurationError: ``timeout`` is not a positive `datetime.timedelta`.
     """
 
+    keeps_order = True
+    """It keeps customer order (``skip_out_of_order``): see `OrderedIdempotencyStore`."""
+
     def __init__(
         self,
         client: Any,  # noqa: ANN401 - any redis-py compatible client
@@ -375,6 +390,13 @@ class RedisIdempotencyStore:
         self._seconds = seconds
         self._is_async = _is_async_client(client)
         self._runner = _Runner(client)
+
+    def _ordered(self, script: str, key: str, order: Order, *args: object) -> tuple[object, ...]:
+        """A script's arguments: the id's key, its customer's lease and mark (`_redis_order`)."""
+        prefix = self._prefix
+        customer = order.key
+        keys = (prefix + key, prefix + "customer-lease:" + customer, prefix + "customer-mark:" + customer)
+        return (script, 3, *keys, *args, order.position)
 
     @property
     def is_async(self) -> bool:
@@ -423,19 +445,30 @@ class RedisIdempotencyStore:
             raise _asyncio_client_error()
         return result
 
-    def acquire(self, key: str, *, lease: datetime.timedelta) -> Claim:
-        """Take the lease on ``key``, or report it in flight or done."""
+    def acquire(self, key: str, *, lease: datetime.timedelta, order: Order | None = None) -> Claim:
+        """Take the lease on ``key``, or report it in flight, done or (with ``order``) stale."""
         token = new_token()
-        value = self._eval_sync((_ACQUIRE, 1, self._prefix + key, token, _milliseconds(lease)), token)
-        return claim_from(_as_text(value), token)
+        if order is None:
+            value = self._eval_sync((_ACQUIRE, 1, self._prefix + key, token, _milliseconds(lease)), token)
+            return claim_from(_as_text(value), token)
+        value = self._eval_sync(
+            self._ordered(ACQUIRE_ORDERED, key, order, token, _milliseconds(lease)), token
+        )
+        return ordered_claim(_as_text(value), token)
 
-    def complete(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
-        """Mark ``key`` done, unless another worker took it since ``token``'s lease expired."""
-        self._eval_sync((_COMPLETE, 1, self._prefix + key, token, _milliseconds(ttl)))
+    def complete(self, key: str, token: str, *, ttl: datetime.timedelta, order: Order | None = None) -> None:
+        """Mark ``key`` done (with ``order``, its customer's mark too), unless another took it since."""
+        if order is None:
+            self._eval_sync((_COMPLETE, 1, self._prefix + key, token, _milliseconds(ttl)))
+        else:
+            self._eval_sync(self._ordered(COMPLETE_ORDERED, key, order, token, _milliseconds(ttl)))
 
-    def release(self, key: str, token: str) -> None:
-        """Free ``key``, if ``token`` still holds it."""
-        self._eval_sync((_RELEASE, 1, self._prefix + key, token))
+    def release(self, key: str, token: str, *, order: Order | None = None) -> None:
+        """Free ``key`` (and, with ``order``, its customer), if ``token`` still holds it."""
+        if order is None:
+            self._eval_sync((_RELEASE, 1, self._prefix + key, token))
+        else:
+            self._eval_sync(self._ordered(RELEASE_ORDERED, key, order, token))
 
     async def _eval(self, args: tuple[object, ...], token: str = "") -> object:
         runner = self._current_runner()
@@ -485,7 +518,7 @@ class RedisIdempotencyStore:
         for delay in _FREE_LOST_LEASE_DELAYS:
             await asyncio.sleep(delay)
             try:
-                released = self._client.eval(_RELEASE, 1, call.args[2], call.token)
+                released = self._client.eval(*_release_args(call))
                 if inspect.isawaitable(released):
                     await released
             except Exception:  # noqa: BLE001, S112 - not yet: tried once more, then it expires
@@ -505,26 +538,41 @@ class RedisIdempotencyStore:
             raise
         if call.state == _OVERDUE and _took_lease(result, call.token):
             try:
-                released = self._client.eval(_RELEASE, 1, call.args[2], call.token)
+                released = self._client.eval(*_release_args(call))
                 if inspect.isawaitable(released):
                     await released
             except Exception:  # noqa: BLE001, S110 - the lease expires on its own
                 pass
         return result
 
-    async def acquire_async(self, key: str, *, lease: datetime.timedelta) -> Claim:
+    async def acquire_async(
+        self, key: str, *, lease: datetime.timedelta, order: Order | None = None
+    ) -> Claim:
         """`acquire`, for the event loop."""
         token = new_token()
-        value = await self._eval((_ACQUIRE, 1, self._prefix + key, token, _milliseconds(lease)), token)
-        return claim_from(_as_text(value), token)
+        if order is None:
+            value = await self._eval((_ACQUIRE, 1, self._prefix + key, token, _milliseconds(lease)), token)
+            return claim_from(_as_text(value), token)
+        value = await self._eval(
+            self._ordered(ACQUIRE_ORDERED, key, order, token, _milliseconds(lease)), token
+        )
+        return ordered_claim(_as_text(value), token)
 
-    async def complete_async(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
+    async def complete_async(
+        self, key: str, token: str, *, ttl: datetime.timedelta, order: Order | None = None
+    ) -> None:
         """`complete`, for the event loop."""
-        await self._eval((_COMPLETE, 1, self._prefix + key, token, _milliseconds(ttl)))
+        if order is None:
+            await self._eval((_COMPLETE, 1, self._prefix + key, token, _milliseconds(ttl)))
+        else:
+            await self._eval(self._ordered(COMPLETE_ORDERED, key, order, token, _milliseconds(ttl)))
 
-    async def release_async(self, key: str, token: str) -> None:
+    async def release_async(self, key: str, token: str, *, order: Order | None = None) -> None:
         """`release`, for the event loop."""
-        await self._eval((_RELEASE, 1, self._prefix + key, token))
+        if order is None:
+            await self._eval((_RELEASE, 1, self._prefix + key, token))
+        else:
+            await self._eval(self._ordered(RELEASE_ORDERED, key, order, token))
 
 
 def _nothing() -> None:

@@ -11,6 +11,7 @@ Connections are never shared by two threads at once: each call takes one from a 
 pool and gives it back. A forked child (gunicorn ``--preload``, multiprocessing) never
 uses, nor closes, a connection its parent opened: SQLite forbids carrying one across a
 fork. The async methods run the same calls in a few threads of the store.
+Customer order (``skip_out_of_order``): `_sqlite_order`, whose steps the store inherits.
 """
 
 from __future__ import annotations
@@ -29,9 +30,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, cast
 
 from ._idempotency import CLAIM_DONE, CLAIM_IN_FLIGHT, DONE, Claim, new_token
+from ._sqlite_order import ORDER_CLEAR, ORDER_SCHEMA, CustomerOrderSteps
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from ._idempotency import Order
 
 __all__ = ["SQLiteIdempotencyStore"]
 
@@ -222,7 +226,7 @@ def _is_busy(error: sqlite3.OperationalError) -> bool:
     return "locked" in str(error)
 
 
-class SQLiteIdempotencyStore:
+class SQLiteIdempotencyStore(CustomerOrderSteps):
     """An idempotency store shared by every worker process and thread of one machine, in a file.
 
     The embedded choice for gunicorn or uvicorn with several workers on one machine: the
@@ -256,6 +260,9 @@ class SQLiteIdempotencyStore:
             WAL mode.
     """
 
+    keeps_order = True
+    """It keeps customer order (``skip_out_of_order``): see `OrderedIdempotencyStore`."""
+
     def __init__(
         self, path: str | os.PathLike[str], *, timeout: datetime.timedelta = _DEFAULT_TIMEOUT
     ) -> None:
@@ -271,6 +278,7 @@ class SQLiteIdempotencyStore:
         self._clock = _now_ms
         self._acquires = 0
         self._sweep_after = ""  # where this process's sweep of expired rows goes on
+        self._ordered, self._order_sweep_after = False, ""  # `CustomerOrderSteps`
         self._file = self._setup()
         self._pool = _Pool(self._connect)
 
@@ -301,7 +309,7 @@ class SQLiteIdempotencyStore:
             TimeoutError: The database stayed locked for longer than ``timeout``.
         """
         self._call(self._delete_all)
-        self._sweep_after = ""
+        self._sweep_after = self._order_sweep_after = ""
 
     def _connect(self, quick: bool = False) -> sqlite3.Connection:  # noqa: FBT001, FBT002 - the pool's argument
         # isolation_level=None: no implicit transactions; each statement is its own.
@@ -335,6 +343,7 @@ class SQLiteIdempotencyStore:
                     f"the SQLite idempotency store {self._path!r} cannot use WAL mode (it stays {mode!r})"
                 )
             connection.execute(_SCHEMA)
+            connection.execute(ORDER_SCHEMA)
             return _identity(self._path)
         except (sqlite3.Error, OSError) as error:
             raise _configuration_error(
@@ -419,13 +428,15 @@ class SQLiteIdempotencyStore:
             else:
                 connection.execute(_PRUNE_SLICE, (start, row[0], self._clock()))
                 self._sweep_after = row[0]
+            if self._ordered:
+                self._prune_customers(connection)
             connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.OperationalError:
             pass  # busy: the next time does it
 
-    def _mark_done(self, connection: sqlite3.Connection, key: str, token: str, ttl_ms: int) -> None:
+    def _mark_done(self, connection: sqlite3.Connection, key: str, token: str, ttl_ms: int) -> int:
         now = self._clock()
-        connection.execute(_COMPLETE, (key, now + ttl_ms, token, now))
+        return connection.execute(_COMPLETE, (key, now + ttl_ms, token, now)).rowcount
 
     @staticmethod
     def _free(connection: sqlite3.Connection, key: str, token: str) -> None:
@@ -434,25 +445,35 @@ class SQLiteIdempotencyStore:
     @staticmethod
     def _delete_all(connection: sqlite3.Connection) -> None:
         connection.execute(_CLEAR)
+        connection.execute(ORDER_CLEAR)
 
     # IdempotencyStore
 
-    def acquire(self, key: str, *, lease: datetime.timedelta) -> Claim:
-        """Take the lease on ``key``, or report it in flight or done."""
-        claim = self._call(self._take, key, new_token(), _milliseconds(lease))
+    def acquire(self, key: str, *, lease: datetime.timedelta, order: Order | None = None) -> Claim:
+        """Take the lease on ``key``, or report it in flight, done or (with ``order``) stale."""
+        if order is None:
+            claim = self._call(self._take, key, new_token(), _milliseconds(lease))
+        else:
+            claim = self._call(self._take_ordered, key, new_token(), _milliseconds(lease), order)
         if claim.token and self._housekeeping_due():
             # The lease is taken: a failure here must not make the caller answer 503.
             with contextlib.suppress(Exception):
                 self._call(self._housekeeping)
         return claim
 
-    def complete(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
-        """Mark ``key`` done, unless another worker took it since ``token``'s lease expired."""
-        self._call(self._mark_done, key, token, _milliseconds(ttl))
+    def complete(self, key: str, token: str, *, ttl: datetime.timedelta, order: Order | None = None) -> None:
+        """Mark ``key`` done (with ``order``, its customer's mark too), unless another took it since."""
+        if order is None:
+            self._call(self._mark_done, key, token, _milliseconds(ttl))
+        else:
+            self._call(self._mark_done_ordered, key, token, _milliseconds(ttl), order)
 
-    def release(self, key: str, token: str) -> None:
-        """Free ``key``, if ``token`` still holds it."""
-        self._call(self._free, key, token)
+    def release(self, key: str, token: str, *, order: Order | None = None) -> None:
+        """Free ``key`` (and, with ``order``, its customer), if ``token`` still holds it."""
+        if order is None:
+            self._call(self._free, key, token)
+        else:
+            self._call(self._free_ordered, key, token, order)
 
     # AsyncIdempotencyStore. A call first runs on the loop's thread on a quick connection,
     # which does not wait: a statement is tens of microseconds, and a thread hop would cost
@@ -489,67 +510,89 @@ class SQLiteIdempotencyStore:
         return waiter.result()
 
     def _take_unless_gone(
-        self, connection: sqlite3.Connection, gone: threading.Event, key: str, token: str, lease_ms: int
+        self, connection: sqlite3.Connection, gone: threading.Event, take: Callable[..., Claim], *args: object
     ) -> Claim:
-        """`_take` for a caller that may stop waiting: once it has, take nothing.
+        """``take`` (`_take`; with an order, `_take_customer`) for a caller that may stop waiting.
 
-        The check and the insert are in one write transaction. So a caller that gave up
-        while this thread waited for the lock leaves no lease behind, and a retry of the
-        delivery that comes next finds the id free.
+        Once it has, take nothing: the check and the insert are in one write transaction. So
+        a caller that gave up while this thread waited for the lock leaves no lease behind,
+        and a retry of the delivery that comes next finds the id free.
         """
         connection.execute("BEGIN IMMEDIATE")  # waits for the lock, at most the store's timeout
         try:
             if gone.is_set():
                 return CLAIM_IN_FLIGHT  # nobody reads it
-            claim = self._take(connection, key, token, lease_ms)
-            connection.execute("COMMIT")
+            claim: Claim = take(connection, *args)
+            if claim.token:  # else nothing to keep (with an order, the id's lease is rolled back)
+                connection.execute("COMMIT")
             return claim
         finally:
             if connection.in_transaction:
                 connection.rollback()
 
-    def _free_if_taken(self, key: str, token: str, future: concurrent.futures.Future[Claim]) -> None:
+    def _free_if_taken(
+        self, key: str, token: str, order: Order | None, future: concurrent.futures.Future[Claim]
+    ) -> None:
         """An acquire whose caller stopped waiting: free the lease it took, nobody holds its token."""
         if future.cancelled() or future.exception() is not None or future.result().status != "acquired":
             return
-        self._in_thread(self._free, key, token)
+        free, more = (self._free, ()) if order is None else (self._free_ordered, (order,))
+        self._in_thread(free, key, token, *more)
 
     def _in_thread(self, work: Callable[..., object], *args: object) -> None:
         """Run ``work(connection, *args)`` in one of the store's threads; nobody waits for it."""
         with contextlib.suppress(RuntimeError):  # the interpreter is exiting: leases expire anyway
             self._current_pool().executor().submit(self._call, work, *args)
 
-    async def acquire_async(self, key: str, *, lease: datetime.timedelta) -> Claim:
+    async def acquire_async(
+        self, key: str, *, lease: datetime.timedelta, order: Order | None = None
+    ) -> Claim:
         """`acquire`, for the event loop."""
         token = new_token()
         lease_ms = _milliseconds(lease)
         pool = self._current_pool()
         try:
-            claim = pool.run(self._take, (key, token, lease_ms), quick=True)
+            if order is None:
+                claim = pool.run(self._take, (key, token, lease_ms), quick=True)
+            else:
+                claim = pool.run(self._take_ordered, (key, token, lease_ms, order), quick=True)
         except sqlite3.OperationalError as error:
             if not _is_busy(error):
                 raise
-            claim = await self._take_waiting(pool, key, token, lease_ms)
+            claim = await self._take_waiting(pool, key, token, lease_ms, order)
         if claim.token and self._housekeeping_due():
             self._in_thread(self._housekeeping)  # a batch of deletes and a checkpoint take a while
         return claim
 
-    async def _take_waiting(self, pool: _Pool, key: str, token: str, lease_ms: int) -> Claim:
+    async def _take_waiting(
+        self, pool: _Pool, key: str, token: str, lease_ms: int, order: Order | None
+    ) -> Claim:
         """`_take` in one of the store's threads, which waits for the lock."""
         gone = threading.Event()
-        future = pool.executor().submit(self._call, self._take_unless_gone, gone, key, token, lease_ms)
+        take, more = (self._take, ()) if order is None else (self._take_customer, (order,))
+        future = pool.executor().submit(
+            self._call, self._take_unless_gone, gone, take, key, token, lease_ms, *more
+        )
         try:
             return await self._wait_for(future, gone)
         except BaseException:
             # Timed out or cancelled. The thread may have taken the lease just before the
             # caller gave up: free it once the thread is done.
-            future.add_done_callback(lambda done: self._free_if_taken(key, token, done))
+            future.add_done_callback(lambda done: self._free_if_taken(key, token, order, done))
             raise
 
-    async def complete_async(self, key: str, token: str, *, ttl: datetime.timedelta) -> None:
+    async def complete_async(
+        self, key: str, token: str, *, ttl: datetime.timedelta, order: Order | None = None
+    ) -> None:
         """`complete`, for the event loop."""
-        await self._call_async(self._mark_done, (key, token, _milliseconds(ttl)))
+        if order is None:
+            await self._call_async(self._mark_done, (key, token, _milliseconds(ttl)))
+        else:
+            await self._call_async(self._mark_done_ordered, (key, token, _milliseconds(ttl), order))
 
-    async def release_async(self, key: str, token: str) -> None:
+    async def release_async(self, key: str, token: str, *, order: Order | None = None) -> None:
         """`release`, for the event loop."""
-        await self._call_async(self._free, (key, token))
+        if order is None:
+            await self._call_async(self._free, (key, token))
+        else:
+            await self._call_async(self._free_ordered, (key, token, order))
