@@ -51,13 +51,13 @@ def _misconfigured(problem: Problem) -> list[URLPattern]:
 
     if problem.asynchronous:
 
-        async def async_carecycle_webhook(request: HttpRequest) -> HttpResponse:  # noqa: ARG001
+        async def async_carecycle_webhook(request: HttpRequest, **_: object) -> HttpResponse:  # noqa: ARG001
             raise ImproperlyConfigured(str(problem)) from cause
 
         async_carecycle_webhook.csrf_exempt = True  # type: ignore[attr-defined]  # raises, not a 403
         return [path(route, async_carecycle_webhook, name="webhook") for route in _ROUTES]
 
-    def carecycle_webhook(request: HttpRequest) -> HttpResponse:  # noqa: ARG001 - a view's signature
+    def carecycle_webhook(request: HttpRequest, **_: object) -> HttpResponse:  # noqa: ARG001 - a view's signature
         # Django's own exception, so that its log line ends in its name; the cause stays chained.
         raise ImproperlyConfigured(str(problem)) from cause
 
