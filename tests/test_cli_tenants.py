@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from carecycle_webhooks import Dispatcher, InMemoryIdempotencyStore
+from carecycle_webhooks import Dispatcher, Event, InMemoryIdempotencyStore
 from carecycle_webhooks._cli import _http, main
 from carecycle_webhooks._cli._answer import print_answer
 from carecycle_webhooks.wsgi import webhook_app
@@ -38,6 +38,10 @@ def _resolve(tenant: str) -> str | None:
     return SECRETS.get(tenant)
 
 
+def _nothing(event: Event) -> None:
+    """A handler that does nothing: the deliveries' outcomes are under test."""
+
+
 @pytest.fixture
 def base_url() -> Iterator[str]:
     dispatcher = Dispatcher(
@@ -46,7 +50,7 @@ def base_url() -> Iterator[str]:
         skip_out_of_order=True,
         skip_test_customers=True,
     )
-    dispatcher.catch_all(lambda event: None)
+    dispatcher.catch_all(_nothing)
     server = wsgiref.simple_server.make_server("127.0.0.1", 0, webhook_app(dispatcher), handler_class=_Quiet)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()

@@ -96,8 +96,8 @@ def _start(start_response: StartResponse, response: WebhookResponse) -> list[byt
 def _tenant(environ: dict[str, Any], dispatcher: Dispatcher) -> str | None:
     """The router's ``tenant`` (``wsgiorg.routing_args``); else, with a resolver, the path's last segment."""
     routing: object = environ.get("wsgiorg.routing_args")
-    if isinstance(routing, Sequence) and len(routing) == 2:  # (positional, named)
-        named: object = routing[1]
+    if isinstance(routing, Sequence) and len(cast("Sequence[object]", routing)) == 2:  # (positional, named)
+        named = cast("Sequence[object]", routing)[1]
         if isinstance(named, Mapping) and "tenant" in named:
             return path_tenant(cast("Mapping[str, object]", named)["tenant"])
     if dispatcher._tenants is None:  # noqa: SLF001  # pyright: ignore[reportPrivateUsage] - one endpoint, any path

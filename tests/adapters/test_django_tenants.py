@@ -147,9 +147,8 @@ def test_a_misconfigured_include_raises_at_both_routes(monkeypatch: pytest.Monke
     monkeypatch.setattr(included_urls, "configured_view", broken)
     routes = [str(pattern.pattern) for pattern in included_urls._patterns()]  # pyright: ignore[reportPrivateUsage]
     assert routes == ["", "<str:tenant>/"]
-    django_urls.urlpatterns[:] = [
-        path("webhooks/", include((included_urls._patterns(), "carecycle_webhooks")))
-    ]  # pyright: ignore[reportPrivateUsage]
+    patterns = included_urls._patterns()  # pyright: ignore[reportPrivateUsage]
+    django_urls.urlpatterns[:] = [path("webhooks/", include((patterns, "carecycle_webhooks")))]
     clear_url_caches()
     client = Client(raise_request_exception=True)
     with pytest.raises(ImproperlyConfigured, match="E003"):

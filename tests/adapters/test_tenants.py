@@ -261,7 +261,8 @@ def test_the_flask_extension_refuses_a_resolver_it_could_not_use(
     extension = CareCycleWebhooks()
     extension.secret_resolver(TENANT_SECRETS.get)
     app = flask.Flask(__name__)
-    app.config.update(config)
+    for key, value in config.items():
+        app.config[key] = value
     with pytest.raises(WebhookConfigurationError, match=message):
         extension.init_app(app)
 
@@ -379,8 +380,8 @@ class TestVerifiedEvent(ASGIContract):
 
 def unwrapped(reply: Reply) -> Reply:
     """A `WebhookAnswer` (``{"detail": answer}``) as the answer itself, as the other adapters give it."""
-    data = reply.json()
-    if isinstance(data, dict) and set(data) == {"detail"}:
+    data: dict[str, object] = reply.json()
+    if list(data) == ["detail"]:
         return reply._replace(body=json.dumps(data["detail"]).encode())
     return reply
 
