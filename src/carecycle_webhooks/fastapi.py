@@ -199,7 +199,8 @@ def webhook_router(
 
     router = APIRouter(**router_options)
     endpoint = webhook_view(dispatcher)
-    if "{tenant}" in path or "{tenant:" in path:
+    full = f"{router_options.get('prefix', '')}{path}"
+    if "{tenant}" in full or "{tenant:" in full:  # the prefix may hold it too
         endpoint = _with_tenant_parameter(endpoint)
     router.add_api_route(path, endpoint, methods=["POST"], name=name, include_in_schema=include_in_schema)
     return router

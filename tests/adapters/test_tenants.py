@@ -353,6 +353,22 @@ def test_the_router_documents_the_tenant_path_parameter() -> None:
         ("tenant", "path", True)
     ]
     assert "requestBody" not in operation
+    prefixed = FastAPI()
+    router = webhook_router(
+        Tenants().dispatcher, path="", prefix="/webhooks/{tenant}", include_in_schema=True
+    )
+    prefixed.include_router(router)
+    operation = prefixed.openapi()["paths"]["/webhooks/{tenant}"]["post"]
+    assert [p["name"] for p in operation["parameters"]] == ["tenant"]
+
+
+class TestFastAPIRouterPrefix(ASGIContract):
+    """The tenant in the router's prefix."""
+
+    def app(self, tenants: Tenants) -> Any:
+        app = FastAPI()
+        app.include_router(webhook_router(tenants.dispatcher, path="", prefix="/webhooks/{tenant}"))
+        return app
 
 
 class TestVerifiedEvent(ASGIContract):
