@@ -63,8 +63,6 @@ from ._dispatch import DEFAULT_MAX_BODY_SIZE, Dispatcher
 from ._errors import WebhookConfigurationError
 from ._registration import HandlerRegistration
 
-_Resolver = TypeVar("_Resolver", bound="SecretResolver")
-
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -78,6 +76,8 @@ if TYPE_CHECKING:
     from ._tenants import SecretResolver
 
 __all__ = ["CareCycleWebhooks", "webhook_view"]
+
+_Resolver = TypeVar("_Resolver", bound="SecretResolver")
 
 
 def _current_request() -> flask.Request:
