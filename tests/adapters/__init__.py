@@ -70,10 +70,12 @@ class CustomAnswer(Dispatcher):
         202, b"queued", {"content-type": "text/plain; charset=utf-8", "x-queue-position": "7"}
     )
 
-    def handle(self, body: bytes | str, headers: Headers) -> WebhookResponse:
+    def handle(self, body: bytes | str, headers: Headers, *, tenant: str | None = None) -> WebhookResponse:
         return self.ANSWER
 
-    async def handle_async(self, body: bytes | str, headers: Headers) -> WebhookResponse:
+    async def handle_async(
+        self, body: bytes | str, headers: Headers, *, tenant: str | None = None
+    ) -> WebhookResponse:
         return self.ANSWER
 
 
