@@ -26,10 +26,14 @@ __all__ = [
     "client_disconnected",
     "content_type_and_headers",
     "declared_length",
+    "last_segment",
+    "path_tenant",
     "read_body",
     "read_environ_body",
     "refuse_declared",
     "reservation_for",
+    "tenant_refused",
+    "tenant_refused_async",
 ]
 
 logger = logging.getLogger("carecycle_webhooks")
@@ -66,6 +70,46 @@ def check_dispatcher(
             f"idempotency store ({type(store).__name__}) cannot serve them: {why}"
         )
     return dispatcher
+
+
+def path_tenant(value: object) -> str | None:
+    """A ``tenant`` path parameter's value as a tenant key; ``None`` when the route has none.
+
+    A converter's value (an ``int``, a ``UUID``) is its text, as it appeared in the path.
+    """
+    if value is None or isinstance(value, str):
+        return value
+    return str(value)
+
+
+def tenant_refused(dispatcher: Dispatcher, tenant: str | None) -> WebhookResponse | None:
+    """Before the body is read: 404 for an unknown tenant, 503 when the resolver fails, else ``None``.
+
+    Nothing is read and nothing is taken from the body budget for a tenant that the
+    resolver does not know. Without a tenant and without a resolver, nothing is asked.
+    The dispatcher's `handle` finds the tenant's verifier again in the resolver's cache.
+    """
+    # The adapters are the dispatcher's own: they may ask it before it gets the body.
+    if tenant is None and dispatcher._tenants is None:  # noqa: SLF001  # pyright: ignore[reportPrivateUsage]
+        return None
+    resolved = dispatcher._resolved(tenant)  # noqa: SLF001  # pyright: ignore[reportPrivateUsage]
+    return resolved if isinstance(resolved, WebhookResponse) else None
+
+
+async def tenant_refused_async(dispatcher: Dispatcher, tenant: str | None) -> WebhookResponse | None:
+    """`tenant_refused`, on the event loop: a sync resolver runs in a worker thread."""
+    if tenant is None and dispatcher._tenants is None:  # noqa: SLF001  # pyright: ignore[reportPrivateUsage]
+        return None
+    resolved = await dispatcher._resolved_async(tenant)  # noqa: SLF001  # pyright: ignore[reportPrivateUsage]
+    return resolved if isinstance(resolved, WebhookResponse) else None
+
+
+def last_segment(path: str) -> str | None:
+    """The last non-empty segment of a URL path (``/webhooks/acme/`` -> ``acme``), or ``None``."""
+    for segment in reversed(path.split("/")):
+        if segment:
+            return segment
+    return None
 
 
 def content_type_and_headers(response: WebhookResponse) -> tuple[str | None, list[tuple[str, str]]]:

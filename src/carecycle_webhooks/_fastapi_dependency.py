@@ -21,7 +21,14 @@ from typing import TypeVar, overload
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from ._adapters import check_dispatcher, content_type_and_headers, declared_length, reservation_for
+from ._adapters import (
+    check_dispatcher,
+    content_type_and_headers,
+    declared_length,
+    path_tenant,
+    reservation_for,
+    tenant_refused_async,
+)
 from ._asgi import receive_body
 from ._dispatch import Dispatcher
 from ._drivers import _current  # pyright: ignore[reportPrivateUsage]
@@ -85,6 +92,10 @@ async def verified_event_route(event: Event) -> None:  # noqa: ARG001 - the rout
 
 async def _verify(request: Request, dispatcher: Dispatcher) -> tuple[Event, WebhookDelivery]:
     """The request's event and delivery, verified and parsed; else `WebhookAnswer`."""
+    tenant = path_tenant(request.path_params.get("tenant"))
+    refused = await tenant_refused_async(dispatcher, tenant)
+    if refused is not None:  # an unknown tenant: its body is not read
+        raise WebhookAnswer(refused)
     headers = request.headers
     # Read already when the route also takes a body parameter, or by a middleware.
     body = request.__dict__.get("_body")
@@ -104,7 +115,7 @@ async def _verify(request: Request, dispatcher: Dispatcher) -> tuple[Event, Webh
             request._body = body  # noqa: SLF001  # pyright: ignore[reportPrivateUsage]
         # The dispatcher's own first steps, as handle_async takes them (a large body in a
         # worker thread): the same answers and the same log lines as its endpoint's.
-        prepared = await dispatcher._prepare_async(body, headers)  # noqa: SLF001  # pyright: ignore[reportPrivateUsage]
+        prepared = await dispatcher._prepare_async(body, headers, tenant)  # noqa: SLF001  # pyright: ignore[reportPrivateUsage]
     finally:
         # The budget bounds the bodies not verified yet (a flood of unsigned ones): a
         # verified delivery's body is the route's to keep.
@@ -173,6 +184,12 @@ def verified_event(
     it again. Without a store, every delivery runs the route. The dispatcher's own handlers
     are not called. In the route, as in a handler, `current_delivery` gives the delivery's
     ``webhook-id``, timestamp and attempt.
+
+    For many tenants, give the route a ``tenant`` path parameter (``@app.post("/calls/{tenant}")``):
+    the dependency reads ``request.path_params["tenant"]``, verifies with that tenant's
+    secrets (from the dispatcher's secret resolver), keeps its ``webhook-id`` s apart from
+    other tenants', and sets ``current_delivery().tenant``. A tenant the resolver does not
+    know is answered 404 before the body is read.
 
     Args:
         dispatcher: The `Dispatcher` whose secret, tolerance, body limits and idempotency

@@ -26,11 +26,15 @@ _DOCUMENTED_ANSWERS: dict[int | str, dict[str, Any]] = {
     400: {
         "description": "Missing or malformed signature headers, no matching signature, or a stale timestamp."
     },
+    404: {"description": "No such tenant: the receiver's secret resolver does not know the URL's tenant."},
     409: {"description": "This webhook-id is being processed by another worker: retry later."},
     413: {"description": "The body is larger than the receiver accepts."},
     422: {"description": "Correctly signed, but not a valid careCycle event."},
     500: {"description": "A handler failed: retry later."},
-    503: {"description": "The receiver cannot take it now (idempotency store, body budget): retry later."},
+    503: {
+        "description": "The receiver cannot take it now (idempotency store, body budget, secret "
+        "resolver): retry later."
+    },
 }
 
 
@@ -114,7 +118,8 @@ def document_webhooks(app: "FastAPI") -> None:
             operation_id=event_type.replace(".", "_"),
             summary=event_type,
             description=(model.__doc__ or "").strip().replace("``", "`"),
-            response_description="Received: processed, ignored (no handler) or a duplicate.",
+            response_description="Received: processed, ignored (no handler), a duplicate, stale (a newer "
+            "update of the customer was processed) or about a test customer.",
             responses=_DOCUMENTED_ANSWERS,
             tags=["careCycle webhooks"],
         )

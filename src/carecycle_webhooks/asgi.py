@@ -16,6 +16,11 @@ coroutine function of ``scope``, ``receive`` and ``send``).
 
 It answers every path it is given: the path is the mount's business. Its status codes
 are the dispatcher's, the same in every adapter.
+
+For many tenants on one endpoint (a dispatcher with a secret resolver), the tenant key is
+the ``tenant`` path parameter of the router in front (``scope["path_params"]``, which
+Starlette's and Litestar's routers set: ``Route("/webhooks/{tenant}", app)``); without one,
+the last segment of the request's path (``/webhooks/acme`` -> ``acme``).
 """
 
 from __future__ import annotations
@@ -23,7 +28,14 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, cast
 
-from ._adapters import check_dispatcher, declared_length, reservation_for
+from ._adapters import (
+    check_dispatcher,
+    declared_length,
+    last_segment,
+    path_tenant,
+    reservation_for,
+    tenant_refused_async,
+)
 from ._asgi import header, receive_body, send_response
 from ._plain import POST_ONLY
 from ._responses import CLIENT_DISCONNECTED
@@ -81,6 +93,11 @@ def webhook_app(dispatcher: Dispatcher) -> ASGIApp:
     body must arrive within 20 seconds (408). A client that goes away mid-body ends the
     request quietly (one INFO line).
 
+    With a secret resolver, each delivery's tenant is the router's ``tenant`` path
+    parameter, or else the last segment of the path; one that the resolver does not know
+    is answered 404 before the body is received. Without a resolver, a ``tenant`` path
+    parameter still keeps each tenant's ``webhook-id`` s apart.
+
     The ``lifespan`` scope is acknowledged (there is nothing to start), and a WebSocket
     is refused (closed before it is accepted, which servers answer 403).
 
@@ -98,6 +115,17 @@ def webhook_app(dispatcher: Dispatcher) -> ASGIApp:
     return _WebhookApp(
         check_dispatcher(dispatcher, "ASGI", synchronous=False, built="applications built by webhook_app()")
     )
+
+
+def _tenant(scope: Scope, dispatcher: Dispatcher) -> str | None:
+    """The router's ``tenant`` path parameter; else, with a secret resolver, the path's last segment."""
+    params = scope.get("path_params")
+    if isinstance(params, dict) and "tenant" in params:
+        return path_tenant(cast("dict[str, object]", params)["tenant"])
+    if dispatcher._tenants is None:  # noqa: SLF001  # pyright: ignore[reportPrivateUsage] - one endpoint, any path
+        return None
+    path = scope.get("path")
+    return last_segment(path) if isinstance(path, str) else None
 
 
 class _WebhookApp:
@@ -126,6 +154,11 @@ class _WebhookApp:
             await send_response(send, POST_ONLY)
             return
         dispatcher = self._dispatcher
+        tenant = _tenant(scope, dispatcher)
+        refused = await tenant_refused_async(dispatcher, tenant)
+        if refused is not None:  # an unknown tenant: its body is not received
+            await send_response(send, refused)
+            return
         raw: Iterable[tuple[bytes, bytes]] = scope.get("headers") or []
         # A list as the verifier reads it; ASGI allows any iterable of pairs.
         headers = _ScopeHeaders(cast("list[tuple[bytes, bytes]]", raw) if type(raw) is list else list(raw))
@@ -138,7 +171,11 @@ class _WebhookApp:
                 reservation=reservation,
             )
             if isinstance(body, bytes):
-                response = await dispatcher.handle_async(body, headers)
+                response = await (
+                    dispatcher.handle_async(body, headers)
+                    if tenant is None
+                    else dispatcher.handle_async(body, headers, tenant=tenant)
+                )
             elif body is CLIENT_DISCONNECTED:
                 # Nobody reads this answer, and a server may raise OSError for a closed
                 # connection (ASGI 2.4): that is no error of ours.

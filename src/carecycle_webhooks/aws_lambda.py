@@ -20,6 +20,12 @@ APIs (payload format 1.0), HTTP APIs (payload format 2.0 or 1.0) and Lambda func
 URLs (the 2.0 shape). No framework and no AWS library is imported: an event is a
 ``dict``, and so is the answer. The status codes are the dispatcher's, the same in every
 adapter.
+
+For many tenants on one function (a dispatcher with a secret resolver), the tenant key is
+the route's ``{tenant}`` path parameter behind API Gateway (``pathParameters.tenant`` of
+``POST /webhooks/{tenant}``); without one (a function URL, a ``$default`` or proxy route),
+the last segment of the request's path (``rawPath``, or ``path`` in payload 1.0:
+``/webhooks/acme`` -> ``acme``).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import binascii
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
-from ._adapters import check_dispatcher
+from ._adapters import check_dispatcher, last_segment, path_tenant, tenant_refused
 from ._errors import WebhookConfigurationError
 from ._plain import POST_ONLY
 from ._responses import body_too_large, json_response
@@ -113,6 +119,17 @@ def _body(event: Mapping[str, object], limit: int) -> bytes | str | WebhookRespo
         return _NOT_BASE64
 
 
+def _tenant(event: Mapping[str, object], dispatcher: Dispatcher) -> str | None:
+    """The route's ``tenant`` path parameter; else, with a secret resolver, the path's last segment."""
+    parameters = _mapping(event.get("pathParameters"))
+    if parameters is not None and "tenant" in parameters:
+        return path_tenant(parameters["tenant"])
+    if dispatcher._tenants is None:  # noqa: SLF001  # pyright: ignore[reportPrivateUsage] - one endpoint, any path
+        return None
+    path = event.get("rawPath", event.get("path"))  # payload 2.0, else 1.0
+    return last_segment(path) if isinstance(path, str) else None
+
+
 def _to_lambda(response: WebhookResponse, *, multi_value: bool) -> dict[str, Any]:
     answer: dict[str, Any] = {"statusCode": response.status_code}
     if multi_value:
@@ -149,6 +166,11 @@ def webhook_handler(dispatcher: Dispatcher) -> Callable[[Mapping[str, Any], obje
       few MB themselves, and a Lambda process handles one event at a time, so the body
       budget of the server adapters has nothing to bound here.
 
+    With a secret resolver, each delivery's tenant is the route's ``tenant`` path
+    parameter (API Gateway), or else the last segment of the path (function URLs); one
+    that the resolver does not know is answered 404 before its body is decoded. Without
+    a resolver, a ``tenant`` path parameter still keeps each tenant's ``webhook-id`` s apart.
+
     The handler is synchronous: it calls `Dispatcher.handle`, which runs ``async def``
     handlers too (with ``asyncio.run``). Build it once, at module level, so that warm
     invocations reuse the dispatcher and its idempotency store's connections.
@@ -178,9 +200,15 @@ def webhook_handler(dispatcher: Dispatcher) -> Callable[[Mapping[str, Any], obje
         multi_value = isinstance(event.get("multiValueHeaders"), Mapping)
         if _method(event).upper() != "POST":
             return _to_lambda(POST_ONLY, multi_value=multi_value)
+        tenant = _tenant(event, dispatcher)
+        refused = tenant_refused(dispatcher, tenant)
+        if refused is not None:  # an unknown tenant: its body is not decoded
+            return _to_lambda(refused, multi_value=multi_value)
         body = _body(event, dispatcher.max_body_size)
         if not isinstance(body, (bytes, str)):
             return _to_lambda(body, multi_value=multi_value)
-        return _to_lambda(dispatcher.handle(body, _headers(event)), multi_value=multi_value)
+        if tenant is None:
+            return _to_lambda(dispatcher.handle(body, _headers(event)), multi_value=multi_value)
+        return _to_lambda(dispatcher.handle(body, _headers(event), tenant=tenant), multi_value=multi_value)
 
     return carecycle_webhook_handler

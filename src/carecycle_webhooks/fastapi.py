@@ -52,14 +52,16 @@ except ImportError:
     ) from None
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from ._adapters import (
     METHOD_NOT_ALLOWED,
     check_dispatcher,
     content_type_and_headers,
     declared_length,
+    path_tenant,
     reservation_for,
+    tenant_refused_async,
 )
 from ._asgi import receive_body
 from ._dispatch import Dispatcher
@@ -103,6 +105,11 @@ def webhook_view(dispatcher: Dispatcher) -> Callable[[Request], Awaitable[Respon
     request quietly (one INFO line). Handlers run through `Dispatcher.handle_async`: async handlers on the
     event loop, sync handlers in worker threads.
 
+    For many tenants on one endpoint, route it with a ``tenant`` path parameter
+    (``"/webhooks/{tenant}"``): the endpoint reads ``request.path_params["tenant"]`` and
+    hands it to ``handle_async(..., tenant=...)``. A tenant that the dispatcher's secret
+    resolver does not know is answered 404 before the body is read.
+
     Args:
         dispatcher: The `Dispatcher` whose handlers run. Any idempotency store works,
             including a `RedisIdempotencyStore` with an asyncio client.
@@ -121,6 +128,10 @@ def webhook_view(dispatcher: Dispatcher) -> Callable[[Request], Awaitable[Respon
             response = _to_starlette(METHOD_NOT_ALLOWED)
             response.headers["Allow"] = "POST"
             return response
+        tenant = path_tenant(request.path_params.get("tenant"))
+        refused = await tenant_refused_async(dispatcher, tenant)
+        if refused is not None:  # an unknown tenant: its body is not read
+            return _to_starlette(refused)
         headers = request.headers
         # A C-level dict of the ASGI pairs (lower-case bytes names) rather than a scan in
         # Python; with a header given twice, Starlette's own look-up (the first one).
@@ -141,7 +152,9 @@ def webhook_view(dispatcher: Dispatcher) -> Callable[[Request], Awaitable[Respon
             )
             if not isinstance(body, bytes):
                 return _to_starlette(body)
-            return _to_starlette(await dispatcher.handle_async(body, headers))
+            if tenant is None:
+                return _to_starlette(await dispatcher.handle_async(body, headers))
+            return _to_starlette(await dispatcher.handle_async(body, headers, tenant=tenant))
         finally:
             reservation.close()
 
@@ -167,7 +180,9 @@ def webhook_router(
 
     Args:
         dispatcher: The `Dispatcher` whose handlers run.
-        path: Where deliveries are received, relative to the router's ``prefix``.
+        path: Where deliveries are received, relative to the router's ``prefix``. With a
+            ``{tenant}`` parameter (``"/webhooks/{tenant}"``), each tenant's deliveries,
+            for a dispatcher with a secret resolver.
         name: The route's name, for ``app.url_path_for``.
         include_in_schema: Whether the receiving route is in the OpenAPI document (it has
             no parameters and no body there: the raw body is what is signed). The events
@@ -183,7 +198,25 @@ def webhook_router(
     from fastapi import APIRouter
 
     router = APIRouter(**router_options)
-    router.add_api_route(
-        path, webhook_view(dispatcher), methods=["POST"], name=name, include_in_schema=include_in_schema
-    )
+    endpoint = webhook_view(dispatcher)
+    full = f"{router_options.get('prefix', '')}{path}"
+    if "{tenant}" in full or "{tenant:" in full:  # the prefix may hold it too
+        endpoint = _with_tenant_parameter(endpoint)
+    router.add_api_route(path, endpoint, methods=["POST"], name=name, include_in_schema=include_in_schema)
     return router
+
+
+def _with_tenant_parameter(
+    view: Callable[[Request], Awaitable[Response]],
+) -> Callable[..., Awaitable[Response]]:
+    """The endpoint, declaring the ``tenant`` path parameter for FastAPI's OpenAPI document."""
+    from fastapi import Path
+
+    async def carecycle_webhook(
+        request: Request,
+        tenant: Annotated[str, Path(description="The tenant key: whose secret signs the delivery.")],  # noqa: ARG001 - documented; the view reads path_params
+    ) -> Response:
+        """Receive a careCycle webhook delivery for one tenant (signed by Svix; the raw body is verified)."""
+        return await view(request)
+
+    return carecycle_webhook

@@ -44,7 +44,8 @@ except ImportError:
     ) from None
 
 import os
-from typing import TYPE_CHECKING, Any, cast
+import re
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ._adapters import (
     METHOD_NOT_ALLOWED,
@@ -52,8 +53,10 @@ from ._adapters import (
     check_dispatcher,
     client_disconnected,
     content_type_and_headers,
+    path_tenant,
     read_body,
     reservation_for,
+    tenant_refused,
 )
 from ._config import SECRET_ENV, new_secret
 from ._dispatch import DEFAULT_MAX_BODY_SIZE, Dispatcher
@@ -70,8 +73,11 @@ if TYPE_CHECKING:
     from ._idempotency import IdempotencyStore
     from ._models import Event
     from ._responses import WebhookResponse
+    from ._tenants import SecretResolver
 
 __all__ = ["CareCycleWebhooks", "webhook_view"]
+
+_Resolver = TypeVar("_Resolver", bound="SecretResolver")
 
 
 def _current_request() -> flask.Request:
@@ -114,8 +120,15 @@ def webhook_view(
             per application: give each webhook view of one app its own ``name`` (or pass
             ``endpoint=`` to ``add_url_rule``).
 
+    For many tenants on one endpoint, route it with a ``tenant`` variable: the view hands
+    its value to ``dispatcher.handle(..., tenant=...)``. A tenant that the dispatcher's
+    secret resolver does not know is answered 404 before the body is read::
+
+        app.add_url_rule("/webhooks/<tenant>", view_func=webhook_view(webhooks))
+
     Returns:
-        The view function. URL variables of the rule, if any, are accepted and ignored.
+        The view function. URL variables of the rule other than ``tenant`` are accepted
+        and ignored.
 
     Raises:
         WebhookConfigurationError: ``dispatcher`` is not a `Dispatcher`, or its
@@ -123,13 +136,17 @@ def webhook_view(
     """
     dispatcher = check_dispatcher(dispatcher, "Flask", synchronous=True)
 
-    def carecycle_webhook(**_url_values: object) -> flask.Response:
+    def carecycle_webhook(**url_values: object) -> flask.Response:
         """Receive a careCycle webhook delivery."""
         request = _current_request()
         if request.method != "POST":  # routed for more methods than POST
             response = _to_flask(METHOD_NOT_ALLOWED)
             response.headers["Allow"] = "POST"
             return response
+        tenant = path_tenant(url_values.get("tenant"))
+        refused = tenant_refused(dispatcher, tenant)
+        if refused is not None:  # an unknown tenant: its body is not read
+            return _to_flask(refused)
         limit = dispatcher.max_body_size
         reservation = reservation_for(dispatcher)
         try:
@@ -145,7 +162,9 @@ def webhook_view(
                 return _to_flask(client_disconnected(error))
             if not isinstance(body, bytes):
                 return _to_flask(body)
-            return _to_flask(dispatcher.handle(body, request.headers))
+            if tenant is None:
+                return _to_flask(dispatcher.handle(body, request.headers))
+            return _to_flask(dispatcher.handle(body, request.headers, tenant=tenant))
         finally:
             reservation.close()
 
@@ -160,6 +179,8 @@ _SECRET_SETTING = "CARECYCLE_WEBHOOK_SECRET"  # noqa: S105 - the name of the set
 _URL_RULE_SETTING = "CARECYCLE_WEBHOOK_URL_RULE"
 _MAX_BODY_SIZE_SETTING = "CARECYCLE_WEBHOOK_MAX_BODY_SIZE"
 _EXTENSION = "carecycle_webhooks"
+# A rule's tenant variable, with or without a converter: <tenant>, <string:tenant>, <uuid:tenant>.
+_TENANT_VARIABLE = re.compile(r"<(?:[^<>:]+:)?tenant>")
 
 
 class _AppDispatcher(Dispatcher):
@@ -168,7 +189,7 @@ class _AppDispatcher(Dispatcher):
     def __init__(
         self,
         handlers: Dispatcher,
-        secret: list[str],
+        secret: list[str] | SecretResolver,
         *,
         idempotency_store: IdempotencyStore | None,
         max_body_size: int,
@@ -208,6 +229,21 @@ def _secret(app: flask.Flask) -> list[str]:
     )
 
 
+def _check_tenant_setup(app: flask.Flask, rule: object) -> None:
+    """With a secret resolver: a rule with a tenant variable, and no endpoint secret beside it."""
+    if not isinstance(rule, str) or _TENANT_VARIABLE.search(rule) is None:
+        # Every delivery would be answered 404: the tenant would never be known.
+        raise WebhookConfigurationError(
+            f"with a secret resolver, app.config[{_URL_RULE_SETTING!r}] must have a <tenant> "
+            f"variable, e.g. '/webhooks/<tenant>', not {rule!r}"
+        )
+    if _SECRET_SETTING in app.config:
+        raise WebhookConfigurationError(
+            f"this extension has a secret resolver: app.config[{_SECRET_SETTING!r}] would not be "
+            "used; remove it (each tenant's secret comes from the resolver)"
+        )
+
+
 class CareCycleWebhooks(HandlerRegistration):
     """The Flask extension: handlers registered once, the secret and the route from ``app.config``.
 
@@ -231,7 +267,8 @@ class CareCycleWebhooks(HandlerRegistration):
       by spaces (or a list) while one is rotated. When the key is absent, the
       ``CARECYCLE_WEBHOOK_SECRET`` environment variable; when both are, a
       `WebhookConfigurationError` at start-up.
-    - ``CARECYCLE_WEBHOOK_URL_RULE``: where deliveries are received, ``"/webhooks"`` by default.
+    - ``CARECYCLE_WEBHOOK_URL_RULE``: where deliveries are received, ``"/webhooks"`` by
+      default (``"/webhooks/<tenant>"`` with a `secret_resolver`).
     - ``CARECYCLE_WEBHOOK_MAX_BODY_SIZE``: bodies larger than this many bytes are answered
       413 (10 MiB by default).
 
@@ -239,6 +276,10 @@ class CareCycleWebhooks(HandlerRegistration):
     context, `dispatcher_for` outside), built from its config, and running the handlers
     registered here, including those registered after `init_app`. Its view is
     `webhook_view`'s, at the endpoint ``"carecycle_webhooks"`` (for ``url_for``).
+
+    For many tenants on one endpoint, register the function that gives a tenant's secrets
+    with `secret_resolver`, before `init_app`: each application then receives at
+    ``/webhooks/<tenant>``, and needs no ``CARECYCLE_WEBHOOK_SECRET``.
 
     Args:
         app: An application to bind at once; or none, and `init_app` later.
@@ -259,6 +300,8 @@ class CareCycleWebhooks(HandlerRegistration):
         self._handlers = _registry()
         self._store = idempotency_store
         self._endpoint = endpoint
+        self._resolver: SecretResolver | None = None
+        self._bound = False
         if app is not None:
             self.init_app(app)
 
@@ -279,6 +322,40 @@ class CareCycleWebhooks(HandlerRegistration):
         """
         return self._handlers.catch_all(handler)
 
+    def secret_resolver(self, resolver: _Resolver) -> _Resolver:
+        """Register the decorated function as the tenants' secret resolver, before `init_app`.
+
+        As Flask-Login's ``user_loader``::
+
+            @webhooks.secret_resolver
+            def tenant_secret(tenant: str) -> str | None:
+                return SECRETS.get(tenant)  # None: an unknown tenant, answered 404
+
+        It takes the ``tenant`` variable of the URL and returns that tenant's
+        ``whsec_...`` secret, or several while one is rotated, or ``None``; it may be
+        ``async def``. Its answers are kept for a minute (`Dispatcher`'s
+        ``secret_cache_ttl``). Each application bound afterwards receives at
+        ``/webhooks/<tenant>`` unless ``CARECYCLE_WEBHOOK_URL_RULE`` says where (the rule
+        must have a ``<tenant>`` variable), and must not set ``CARECYCLE_WEBHOOK_SECRET``.
+
+        Returns:
+            The function, unchanged.
+
+        Raises:
+            WebhookConfigurationError: Not callable, or an application is bound already.
+        """
+        if not callable(resolver):
+            raise WebhookConfigurationError(
+                f"secret_resolver takes a function of the tenant key, not {type(resolver).__name__}"
+            )
+        if self._bound:
+            raise WebhookConfigurationError(
+                "register the secret resolver before CareCycleWebhooks.init_app(): an application "
+                "bound already has its dispatcher and its route"
+            )
+        self._resolver = resolver
+        return resolver
+
     def init_app(self, app: flask.Flask, *, idempotency_store: IdempotencyStore | None = None) -> None:
         """Bind an application: build its dispatcher from its config and add the webhook route.
 
@@ -296,11 +373,14 @@ class CareCycleWebhooks(HandlerRegistration):
                 "a CareCycleWebhooks extension is already bound to this Flask application"
             )
         config = cast("dict[str, Any]", app.config)  # Flask types its Config as a bare dict
-        config.setdefault(_URL_RULE_SETTING, "/webhooks")
+        resolver = self._resolver
+        config.setdefault(_URL_RULE_SETTING, "/webhooks" if resolver is None else "/webhooks/<tenant>")
         config.setdefault(_MAX_BODY_SIZE_SETTING, DEFAULT_MAX_BODY_SIZE)
+        if resolver is not None:
+            _check_tenant_setup(app, config[_URL_RULE_SETTING])
         dispatcher = _AppDispatcher(
             self._handlers,
-            _secret(app),
+            _secret(app) if resolver is None else resolver,
             idempotency_store=self._store if idempotency_store is None else idempotency_store,
             max_body_size=config[_MAX_BODY_SIZE_SETTING],
         )
@@ -311,6 +391,7 @@ class CareCycleWebhooks(HandlerRegistration):
             methods=["POST"],
         )
         app.extensions[_EXTENSION] = dispatcher
+        self._bound = True
 
     def dispatcher_for(self, app: flask.Flask) -> Dispatcher:
         """The dispatcher `init_app` built for ``app``.

@@ -14,14 +14,29 @@ other application. It needs no framework, so it has no extra: only PEP 3333.
 
 It answers every path it is given: the path is the mount's business. Its status codes
 are the dispatcher's, the same in every adapter.
+
+For many tenants on one endpoint (a dispatcher with a secret resolver), the tenant key is
+the ``tenant`` argument of the router in front, as the ``wsgiorg.routing_args`` convention
+passes it (``environ["wsgiorg.routing_args"] = ((), {"tenant": "acme"})``); without one,
+the last segment of the request's path (``SCRIPT_NAME`` + ``PATH_INFO``:
+``/webhooks/acme`` -> ``acme``), which suits a mount at ``/webhooks``.
 """
 
 from __future__ import annotations
 
 import http
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from ._adapters import check_dispatcher, content_type_and_headers, read_environ_body, reservation_for
+from ._adapters import (
+    check_dispatcher,
+    content_type_and_headers,
+    last_segment,
+    path_tenant,
+    read_environ_body,
+    reservation_for,
+    tenant_refused,
+)
 from ._plain import POST_ONLY
 
 if TYPE_CHECKING:
@@ -78,6 +93,19 @@ def _start(start_response: StartResponse, response: WebhookResponse) -> list[byt
     return [response.body]
 
 
+def _tenant(environ: dict[str, Any], dispatcher: Dispatcher) -> str | None:
+    """The router's ``tenant`` (``wsgiorg.routing_args``); else, with a resolver, the path's last segment."""
+    routing: object = environ.get("wsgiorg.routing_args")
+    if isinstance(routing, Sequence) and len(cast("Sequence[object]", routing)) == 2:  # (positional, named)
+        named = cast("Sequence[object]", routing)[1]
+        if isinstance(named, Mapping) and "tenant" in named:
+            return path_tenant(cast("Mapping[str, object]", named)["tenant"])
+    if dispatcher._tenants is None:  # noqa: SLF001  # pyright: ignore[reportPrivateUsage] - one endpoint, any path
+        return None
+    path = f"{environ.get('SCRIPT_NAME') or ''}{environ.get('PATH_INFO') or ''}"
+    return last_segment(path)
+
+
 def webhook_app(dispatcher: Dispatcher) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
     """A WSGI application (PEP 3333) that verifies and dispatches careCycle deliveries.
 
@@ -93,6 +121,11 @@ def webhook_app(dispatcher: Dispatcher) -> Callable[[dict[str, Any], StartRespon
     forbids reading past ``CONTENT_LENGTH``). The bodies being read at once, by the
     server's threads, share ``dispatcher.body_budget``: a delivery that does not fit is
     answered 503 with ``Retry-After`` before its body is read.
+
+    With a secret resolver, each delivery's tenant is the router's ``tenant``
+    (``wsgiorg.routing_args``), or else the last segment of the path; one that the
+    resolver does not know is answered 404 before the body is read. Without a resolver,
+    a ``tenant`` routing argument still keeps each tenant's ``webhook-id`` s apart.
 
     Args:
         dispatcher: The `Dispatcher` whose handlers run. Its idempotency store must be
@@ -112,12 +145,19 @@ def webhook_app(dispatcher: Dispatcher) -> Callable[[dict[str, Any], StartRespon
     def carecycle_webhook_app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD") != "POST":
             return _start(start_response, POST_ONLY)
+        tenant = _tenant(environ, dispatcher)
+        refused = tenant_refused(dispatcher, tenant)
+        if refused is not None:  # an unknown tenant: its body is not read
+            return _start(start_response, refused)
         reservation = reservation_for(dispatcher)
         try:
             body = read_environ_body(environ, dispatcher, reservation)
             if not isinstance(body, bytes):
                 return _start(start_response, body)
-            return _start(start_response, dispatcher.handle(body, _EnvironHeaders(environ)))
+            headers = _EnvironHeaders(environ)
+            if tenant is None:
+                return _start(start_response, dispatcher.handle(body, headers))
+            return _start(start_response, dispatcher.handle(body, headers, tenant=tenant))
         finally:
             reservation.close()
 

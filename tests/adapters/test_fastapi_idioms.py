@@ -421,7 +421,7 @@ def test_the_three_events_are_openapi_3_1_webhooks() -> None:
         ("webhook-timestamp", "header", True),
         ("webhook-signature", "header", True),
     ]
-    assert set(operation["responses"]) == {"200", "400", "409", "413", "422", "500", "503"}
+    assert set(operation["responses"]) == {"200", "400", "404", "409", "413", "422", "500", "503"}
     assert "HTTPValidationError" not in document["components"]["schemas"]
 
 

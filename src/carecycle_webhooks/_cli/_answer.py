@@ -5,7 +5,8 @@ APPEND_SLASH answers 301, Flask 308, Starlette 307; webhook senders never follow
 Django's APPEND_SLASH error page under DEBUG, a 404 or 405 of the framework, or an error
 page that a server, proxy or middleware answered before the webhook view ran. Only the
 JSON answer of a carecycle-webhooks view gets the hints about its own statuses ("a
-handler raised"). HTML bodies are summarised (size and title), not dumped.
+handler raised"), by the word it answers (``stale``, ``unknown_tenant``...), 2xx ones too
+when nothing ran. HTML bodies are summarised (size and title), not dumped.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ _STATUS_HINTS = {
     3: "webhook senders do not follow redirects (Svix counts anything but 2xx as a failure): "
     "point --url at the final address",
     400: "a carecycle-webhooks receiver answers 400 when the signature does not verify: "
-    "is the endpoint configured with the same secret?",
+    "is the endpoint configured with the same secret (with many tenants, the secret of the "
+    "tenant in --url)?",
     401: "webhook deliveries carry no credentials: exempt the webhook route from authentication",
     403: "webhook deliveries carry no credentials or CSRF token: exempt the webhook route "
     "(Django: the view must be csrf_exempt; webhook_view already is)",
@@ -39,6 +41,19 @@ _STATUS_HINTS = {
     422: "the receiver verified the signature but could not read the event",
     500: "a handler raised: look at the receiver's log (Svix would retry)",
     503: "the receiver's idempotency store is unreachable (Svix would retry)",
+}
+# The words of a carecycle-webhooks view's JSON answers ("status" of a 2xx, "error" else)
+# whose meaning its status alone does not say.
+_WORD_HINTS = {
+    "stale": "acknowledged, no handler ran: the receiver (skip_out_of_order) processed a newer "
+    "update of this customer already; send a later updatedAt (--set updatedAt=...) to see it handled",
+    "test_customer": "acknowledged, no handler ran: the receiver (skip_test_customers) skips test "
+    "customers; --set testCustomer=false (call.completed: customer.testCustomer=false) to see it handled",
+    "secret_resolver_failed": "the receiver's secret resolver raised, or gave no valid secret, for "
+    "the tenant in --url: look at the receiver's log (Svix would retry)",
+    "busy": "the receiver is reading too many request bodies at once (its body budget); Svix would retry",
+    "not_committed": "the receiver's database transaction was not committed: nothing of the "
+    "delivery was kept (Svix would retry)",
 }
 # These hints describe the JSON answers of a carecycle-webhooks view; the same status in
 # another body (an HTML error page) was answered before the request reached the view.
@@ -69,7 +84,11 @@ def print_answer(answer: Answer, url: str, out: TextIO) -> None:
         out.write(f"\n{shown}{'' if shown.endswith(chr(10)) else chr(10)}")
         if more > 0:
             out.write(f"... ({plural(more, 'more byte')})\n")
-    hint = None if 200 <= answer.status < 300 else _hint(answer, url)
+    word = _our_word(answer)
+    if 200 <= answer.status < 300:
+        hint = _WORD_HINTS.get(word) if word else None
+    else:
+        hint = _hint(answer, url, word)
     if hint:
         out.write(f"hint: {hint}\n")
 
@@ -102,19 +121,30 @@ def _html_summary(answer: Answer) -> str:
     return f"(an HTML page of {size}{title}; not shown)"
 
 
-def _our_answer(answer: Answer) -> bool:
-    """Whether the body is the JSON answer of a carecycle-webhooks view."""
+def _our_word(answer: Answer) -> str | None:
+    """The word of a carecycle-webhooks view's JSON answer: its ``status`` (2xx) or ``error``."""
     if "json" not in answer.headers.get("content-type", ""):
-        return False
+        return None
     try:
         data: object = json.loads(answer.body)
     except ValueError:
-        return False
-    return isinstance(data, dict) and isinstance(cast("dict[str, object]", data).get("error"), str)
+        return None
+    if not isinstance(data, dict):
+        return None
+    word = cast("dict[str, object]", data).get("status" if 200 <= answer.status < 300 else "error")
+    return word if isinstance(word, str) else None
 
 
-def _hint(answer: Answer, url: str) -> str | None:
+def _hint(answer: Answer, url: str, word: str | None) -> str | None:
     status = answer.status
+    if word == "unknown_tenant":
+        tenant = _path(url).rstrip("/").rpartition("/")[2]
+        return (
+            f"the receiver's secret resolver knows no tenant {tenant!r} (the last segment of --url): "
+            "check the tenant key in --url, and that the resolver returns that tenant's secret"
+        )
+    if word in _WORD_HINTS:
+        return _WORD_HINTS[word]
     if 300 <= status < 400:
         return _redirect_hint(answer, url)
     if _DJANGO_APPEND_SLASH_ERROR in answer.body:
@@ -131,7 +161,7 @@ def _hint(answer: Answer, url: str) -> str | None:
             f"{f' (it allows {allowed})' if allowed else ''}: is --url the webhook route? "
             '(Flask: add_url_rule(..., methods=["POST"]))'
         )
-    if status in _OUR_ANSWERS_ONLY and not _our_answer(answer):
+    if status in _OUR_ANSWERS_ONLY and word is None:
         page = "an HTML page" if _is_html(answer) else "a body"
         return (
             f"this {status} is {page}, not the JSON answer of a carecycle-webhooks view: it was "

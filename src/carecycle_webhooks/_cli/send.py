@@ -52,6 +52,8 @@ examples:
   {PROG} send call.completed --url http://localhost:8000/webhooks \\
       --set disposition='"No Answer"' --set durationMs=0 --set customer.do_not_call=true
   {PROG} send customer.created --url https://example.ngrok.app/webhooks --file payload.json
+  {PROG} send customer.created --url http://localhost:8000/webhooks/acme --secret whsec_...
+      (many tenants: the tenant is the URL's last segment; sign with that tenant's secret)
   {PROG} send appointment.booked --allow-unknown-type --url http://localhost:8000/webhooks \\
       --set startsAt=2026-07-01
 
@@ -87,7 +89,11 @@ def _add_arguments(send: argparse.ArgumentParser) -> None:
         action="store_true",
         help="send an EVENT_TYPE outside the catalog, as a type careCycle added later",
     )
-    send.add_argument("--url", required=True, help="the endpoint, e.g. http://localhost:8000/webhooks")
+    send.add_argument(
+        "--url",
+        required=True,
+        help="the endpoint, e.g. http://localhost:8000/webhooks (a tenant's: .../webhooks/acme)",
+    )
     send.add_argument(
         "--secret",
         action="append",

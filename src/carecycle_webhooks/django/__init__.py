@@ -56,8 +56,11 @@ from carecycle_webhooks._adapters import (
     Reservation,
     check_dispatcher,
     content_type_and_headers,
+    path_tenant,
     read_environ_body,
     reservation_for,
+    tenant_refused,
+    tenant_refused_async,
 )
 from carecycle_webhooks._asgi import BodyGuard, send_response
 from carecycle_webhooks._budget import BodyBudget
@@ -121,10 +124,18 @@ def _body(request: HttpRequest, dispatcher: Dispatcher, reservation: Reservation
 
 
 @contextlib.contextmanager
-def _received(request: HttpRequest, dispatcher: Dispatcher) -> Generator[bytes | HttpResponse, None, None]:
-    """A delivery's body, or the answer to give instead; its budget is held until the view returns."""
+def _received(
+    request: HttpRequest, dispatcher: Dispatcher, refused: WebhookResponse | None = None
+) -> Generator[bytes | HttpResponse, None, None]:
+    """A delivery's body, or the answer to give instead; its budget is held until the view returns.
+
+    ``refused`` is the tenant's early answer (404, 503): given instead of reading the body.
+    """
     if request.method != "POST":
         yield _method_not_allowed()
+        return
+    if refused is not None:
+        yield _to_django(refused)
         return
     reservation = _reservation(request, dispatcher)
     try:
@@ -160,6 +171,11 @@ def webhook_view(
     ``include("carecycle_webhooks.django.urls")`` route the dispatcher that the
     ``CARECYCLE_WEBHOOKS`` setting names. Other methods are answered 405 with an
     ``Allow: POST`` header.
+
+    For many tenants on one endpoint, route it with a ``tenant`` keyword:
+    ``path("webhooks/<str:tenant>/", webhook_view(webhooks))``. The view hands it to
+    ``handle(..., tenant=...)``; a tenant that the dispatcher's secret resolver does not
+    know is answered 404 before the body is read. Other keywords are ignored.
 
     The body size limit is ``dispatcher.max_body_size``, not Django's
     ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (2.5 MB by default): the view never touches
@@ -197,12 +213,16 @@ def webhook_view(
     if asynchronous:
         return _async_view(dispatcher)
 
-    def carecycle_webhook(request: HttpRequest) -> HttpResponse:
+    def carecycle_webhook(request: HttpRequest, **url_values: object) -> HttpResponse:
         """Receive a careCycle webhook delivery."""
-        with _received(request, dispatcher) as body:
+        tenant = path_tenant(url_values.get("tenant"))
+        refused = tenant_refused(dispatcher, tenant) if request.method == "POST" else None
+        with _received(request, dispatcher, refused) as body:
             if not isinstance(body, bytes):
                 return body
-            return _to_django(dispatcher.handle(body, _Headers(request)))
+            if tenant is None:
+                return _to_django(dispatcher.handle(body, _Headers(request)))
+            return _to_django(dispatcher.handle(body, _Headers(request), tenant=tenant))
 
     carecycle_webhook.carecycle_dispatcher = dispatcher  # type: ignore[attr-defined]  # for limit_webhook_bodies
     view = csrf_exempt(carecycle_webhook)
@@ -215,14 +235,19 @@ def webhook_view(
 def _async_view(dispatcher: Dispatcher) -> Callable[[HttpRequest], Coroutine[Any, Any, HttpResponse]]:
     """`webhook_view`'s ``async def`` view: the same steps, awaiting `Dispatcher.handle_async`."""
 
-    async def carecycle_webhook(request: HttpRequest) -> HttpResponse:
+    async def carecycle_webhook(request: HttpRequest, **url_values: object) -> HttpResponse:
         """Receive a careCycle webhook delivery."""
         # Under ASGI, Django has received the whole body (limit_webhook_bodies holds it
-        # to the limit) before any view runs: reading it here does not wait for the client.
-        with _received(request, dispatcher) as body:
+        # to the limit, and answers an unknown tenant before) before any view runs:
+        # reading it here does not wait for the client.
+        tenant = path_tenant(url_values.get("tenant"))
+        refused = await tenant_refused_async(dispatcher, tenant) if request.method == "POST" else None
+        with _received(request, dispatcher, refused) as body:
             if not isinstance(body, bytes):
                 return body
-            return _to_django(await dispatcher.handle_async(body, _Headers(request)))
+            if tenant is None:
+                return _to_django(await dispatcher.handle_async(body, _Headers(request)))
+            return _to_django(await dispatcher.handle_async(body, _Headers(request), tenant=tenant))
 
     # The attribute, not the decorator: before Django 5.0, csrf_exempt wrapped an async
     # view in a sync one.
@@ -255,8 +280,8 @@ def _resolve(path_info: str) -> ResolverMatch | None:
         return None
 
 
-def _dispatcher_for(scope: Scope) -> Dispatcher | None:
-    """The dispatcher of the webhook_view that Django routes this request to, if any."""
+def _dispatcher_for(scope: Scope) -> tuple[Dispatcher, str | None] | None:
+    """The dispatcher of the webhook_view that Django routes this request to, and the tenant, if any."""
     from django.core.handlers.asgi import get_script_prefix
 
     try:
@@ -264,8 +289,17 @@ def _dispatcher_for(scope: Scope) -> Dispatcher | None:
         match = _resolve(path.removeprefix(get_script_prefix(scope)))
     except Exception:  # noqa: BLE001 - a broken URLconf: Django itself reports it
         return None
-    dispatcher = getattr(match.func, "carecycle_dispatcher", None) if match is not None else None
-    return dispatcher if isinstance(dispatcher, Dispatcher) else None
+    if match is None:
+        return None
+    dispatcher = getattr(match.func, "carecycle_dispatcher", None)
+    if not isinstance(dispatcher, Dispatcher):
+        return None
+    return dispatcher, path_tenant(match.kwargs.get("tenant"))
+
+
+async def _tenant_refused(scope: Scope, dispatcher: Dispatcher, tenant: str | None) -> WebhookResponse | None:
+    """The view's answer to a delivery for an unknown tenant (404), given before Django reads its body."""
+    return await tenant_refused_async(dispatcher, tenant) if scope.get("method") == "POST" else None
 
 
 def limit_webhook_bodies(application: AnyASGIApp, *, max_other_body_size: int | None = None) -> ASGIApp:
@@ -292,6 +326,8 @@ def limit_webhook_bodies(application: AnyASGIApp, *, max_other_body_size: int | 
       the budget. Django has then received at most the limit.
     - A body larger than 64 KiB, or chunked, must arrive within 20 seconds (408): Svix
       gives up after 15, and a slow client would hold its share of the budget.
+    - A ``tenant`` that the dispatcher's secret resolver does not know is answered 404
+      (503 when the resolver fails) before anything is received.
 
     The request is routed as Django routes it (``i18n_patterns`` included), with the
     project's ``ROOT_URLCONF``: a ``request.urlconf`` set by a middleware is not seen.
@@ -319,8 +355,12 @@ def limit_webhook_bodies(application: AnyASGIApp, *, max_other_body_size: int | 
         if scope.get("type") != "http":
             await application(scope, receive, send)
             return
-        dispatcher = _dispatcher_for(scope)
-        if dispatcher is not None:
+        routed = _dispatcher_for(scope)
+        refused: WebhookResponse | None = None
+        if routed is not None:
+            dispatcher = routed[0]
+            # An unknown tenant is answered before Django receives anything of the body.
+            refused = await _tenant_refused(scope, *routed)
             limit, reservation = dispatcher.max_body_size, reservation_for(dispatcher)
             scope = {**scope, _BUDGETED: dispatcher}
         elif max_other_body_size is not None:
@@ -330,7 +370,7 @@ def limit_webhook_bodies(application: AnyASGIApp, *, max_other_body_size: int | 
             return
         try:
             guard = BodyGuard(scope, receive, limit=limit, reservation=reservation)
-            early = guard.refuse_early()
+            early = guard.refuse_early() if refused is None else refused
             if early is not None:
                 await send_response(send, early)
                 return
