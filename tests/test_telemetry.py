@@ -37,7 +37,7 @@ from carecycle_webhooks import (
     parse_unverified_event,
 )
 from carecycle_webhooks._samples import SAMPLE_PAYLOADS
-from carecycle_webhooks.testing import make_event, sign
+from carecycle_webhooks.testing import Tenants, customer_history, customer_updated, make_event, sign
 from tests.conftest import EVENT_TYPES, SECRET
 
 if TYPE_CHECKING:
@@ -729,3 +729,40 @@ def test_import_does_not_load_the_telemetry_module() -> None:
     )
     assert completed.stdout.strip() == "False"
     assert _telemetry.__name__ == "carecycle_webhooks._telemetry"
+
+
+# ---------------------------------------------------------------------------- issue 14's outcomes
+
+
+def test_stale_and_test_customer_outcomes_and_the_tenant_attribute(telemetry: Telemetry) -> None:
+    tenants = Tenants("acme")
+    webhooks = Dispatcher(
+        tenants.resolve,
+        idempotency_store=InMemoryIdempotencyStore(),
+        skip_out_of_order=True,
+        skip_test_customers=True,
+    )
+    webhooks.on("customer.updated")(lambda event: None)
+    _, first, second = customer_history(2)
+    answers = []
+    for event in (second, first, customer_updated(test_customer=True)):
+        delivery = tenants.sign("acme", event)
+        answers.append(webhooks.handle(delivery.body, delivery.headers, tenant="acme").status_code)
+    unknown = tenants.sign("acme", first)
+    answers.append(webhooks.handle(unknown.body, unknown.headers, tenant="initech").status_code)
+    assert answers == [200, 200, 200, 404]
+    spans = [span for span in telemetry.spans() if span.kind is SpanKind.CONSUMER]  # no handler spans
+    assert [attributes(span)["carecycle.delivery.outcome"] for span in spans] == [
+        "processed",
+        "stale",
+        "test_customer",
+        "rejected",
+    ]
+    assert attributes(spans[3])["carecycle.delivery.reason"] == "unknown_tenant"
+    assert [attributes(span).get("carecycle.delivery.tenant") for span in spans] == ["acme"] * 3 + [None]
+    counted = {
+        point_attributes["carecycle.delivery.outcome"]
+        for point_attributes, _ in telemetry.points(_otel.DELIVERIES)
+    }
+    assert {"stale", "test_customer", "rejected"} <= counted
+    assert all("carecycle.delivery.tenant" not in point for point, _ in telemetry.points(_otel.DELIVERIES))
