@@ -25,7 +25,13 @@ from carecycle_webhooks import (
     WebhookResponse,
 )
 from carecycle_webhooks._idempotency import Order
-from carecycle_webhooks.testing import call_completed, customer_history, sign
+from carecycle_webhooks.testing import (
+    Tenants,
+    call_completed,
+    customer_history,
+    override_idempotency_store,
+    sign,
+)
 from tests.conftest import SECRET
 
 LEASE = datetime.timedelta(minutes=2)
@@ -187,12 +193,20 @@ def test_call_completed_is_not_ordered() -> None:
 
 
 def test_each_tenant_has_its_own_customer_marks() -> None:
-    applied: list[datetime.datetime] = []
-    webhooks = ordered_dispatcher(applied)
+    tenants = Tenants("acme", "globex")
+    webhooks = Dispatcher(
+        tenants.resolve, idempotency_store=InMemoryIdempotencyStore(), skip_out_of_order=True
+    )
+    webhooks.on("customer.updated")(lambda _: None)
     _, first, second = customer_history(2)
-    assert deliver(webhooks, second, tenant="acme") == (200, "processed")
-    assert deliver(webhooks, first, tenant="globex") == (200, "processed")  # another tenant's customer
-    assert deliver(webhooks, first, tenant="acme") == (200, "stale")
+
+    def send(tenant: str, event: CustomerUpdatedEvent) -> tuple[int, str]:
+        delivery = tenants.sign(tenant, event)
+        return answer(webhooks.handle(delivery.body, delivery.headers, tenant=tenant))
+
+    assert send("acme", second) == (200, "processed")
+    assert send("globex", first) == (200, "processed")  # the same customer id, another tenant's
+    assert send("acme", first) == (200, "stale")
 
 
 def test_skip_out_of_order_needs_a_store_that_keeps_the_order() -> None:
@@ -290,3 +304,23 @@ def test_the_marks_are_bounded() -> None:
     assert not store._customer_leases
     store.clear()
     assert not store._marks
+
+
+def test_a_tests_own_store_must_keep_the_order_of_a_dispatcher_that_skips() -> None:
+    webhooks = Dispatcher(SECRET, idempotency_store=InMemoryIdempotencyStore(), skip_out_of_order=True)
+
+    class PlainStore:
+        def acquire(self, key: str, *, lease: datetime.timedelta) -> Claim: ...
+        def complete(self, key: str, token: str, *, ttl: datetime.timedelta) -> None: ...
+        def release(self, key: str, token: str) -> None: ...
+
+    with (
+        pytest.raises(WebhookConfigurationError, match="skip_out_of_order"),
+        override_idempotency_store(webhooks, PlainStore()),
+    ):
+        pass
+    with override_idempotency_store(webhooks, InMemoryIdempotencyStore()):
+        webhooks.on("customer.updated")(lambda _: None)
+        _, first, second = customer_history(2)
+        assert deliver(webhooks, second) == (200, "processed")
+        assert deliver(webhooks, first) == (200, "stale")

@@ -7,6 +7,7 @@ import datetime
 import json
 import logging
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -16,9 +17,12 @@ from carecycle_webhooks import (
     Dispatcher,
     InMemoryIdempotencyStore,
     WebhookConfigurationError,
+    WebhookDelivery,
     WebhookResponse,
     current_delivery,
+    parse_unverified_event,
 )
+from carecycle_webhooks._drivers import store_key
 from carecycle_webhooks._tenants import TenantSecrets, is_tenant_key
 from carecycle_webhooks.testing import Tenants, customer_created, generate_secret, sign
 
@@ -201,17 +205,123 @@ def test_a_resolver_answering_no_valid_secret_is_503() -> None:
     )
 
 
-def test_a_static_secret_takes_a_tenant_key_to_scope_its_ids() -> None:
+def test_one_secret_for_every_tenant_refuses_a_tenant_key(caplog: pytest.LogCaptureFixture) -> None:
+    # The path is not signed: scoping ids by it would let a replay to another path run again.
     secret = generate_secret()
     webhooks = Dispatcher(secret, idempotency_store=InMemoryIdempotencyStore())
-    tenants_seen: list[str | None] = []
-    webhooks.on("customer.created")(lambda _: tenants_seen.append(current_delivery().tenant))
+    ran: list[str | None] = []
+    webhooks.on("customer.created")(lambda _: ran.append(current_delivery().tenant))
     delivery = sign(customer_created(), secret=secret, webhook_id="msg_1")
-    assert answer(webhooks.handle(delivery.body, delivery.headers, tenant="acme")) == (200, "processed")
-    assert answer(webhooks.handle(delivery.body, delivery.headers, tenant="globex")) == (200, "processed")
     assert answer(webhooks.handle(delivery.body, delivery.headers)) == (200, "processed")
-    assert answer(webhooks.handle(delivery.body, delivery.headers, tenant="a/b")) == (404, "unknown_tenant")
-    assert tenants_seen == ["acme", "globex", None]
+    for tenant in ("acme", "globex"):
+        assert answer(webhooks.handle(delivery.body, delivery.headers, tenant=tenant)) == (
+            404,
+            "unknown_tenant",
+        )
+        response = asyncio.run(webhooks.handle_async(delivery.body, delivery.headers, tenant=tenant))
+        assert answer(response) == (404, "unknown_tenant")
+    assert ran == [None]
+    assert "secret resolver" in caplog.text
+    with pytest.raises(WebhookConfigurationError, match="needs a dispatcher with a secret resolver"):
+        webhooks.verifier_for("acme")
+
+
+def test_a_work_queue_keeps_each_tenants_ids_apart() -> None:
+    tenants = Tenants("acme", "globex")
+    webhooks, seen = tenant_dispatcher(tenants)
+    for tenant in ("acme", "globex"):
+        delivery = tenants.sign(tenant, customer_created(), webhook_id="msg_queued")
+        verifier = webhooks.verifier_for(tenant)
+        assert verifier is not None
+        verified = verifier.verify(delivery.body, delivery.headers)  # at the endpoint
+        assert verified.tenant == tenant
+        event = parse_unverified_event(delivery.body)  # in the worker
+        assert answer(webhooks.dispatch(event, verified)) == (200, "processed")
+        assert answer(webhooks.dispatch(event, verified)) == (200, "duplicate")
+    assert seen == [("acme", "msg_queued"), ("globex", "msg_queued")]
+
+
+def test_a_long_tenant_key_and_webhook_id_make_a_key_a_store_can_hold() -> None:
+    delivery = WebhookDelivery(
+        "msg_" + "x" * 250, datetime.datetime.now(tz=datetime.timezone.utc), tenant="t" * 128
+    )
+    key = store_key(delivery)
+    assert len(key) <= 200
+    assert key.startswith("t" * 128 + "/sha256:")
+    other = WebhookDelivery("msg_" + "x" * 249 + "y", delivery.timestamp, tenant="t" * 128)
+    assert store_key(other) != key
+    assert store_key(WebhookDelivery("msg_1", delivery.timestamp, tenant="acme")) == "acme/msg_1"
+
+
+def test_concurrent_deliveries_of_one_uncached_tenant_ask_the_resolver_once() -> None:
+    tenants = Tenants("acme")
+    gate = threading.Event()
+
+    def slow(tenant: str) -> list[str] | None:
+        gate.wait(5)
+        return tenants.resolve(tenant)
+
+    secrets = TenantSecrets(
+        slow, tolerance=datetime.timedelta(minutes=5), clock=time.time, ttl=datetime.timedelta(60)
+    )
+    found: list[object] = []
+    threads = [threading.Thread(target=lambda: found.append(secrets.verifier("acme"))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.05)
+    gate.set()
+    for thread in threads:
+        thread.join(10)
+    assert len(found) == 8
+    assert len({id(verifier) for verifier in found}) == 1
+    assert tenants.lookups == 1
+    assert not secrets._asking
+
+
+def test_a_flood_of_made_up_tenants_leaves_the_handlers_threads_free() -> None:
+    tenants = Tenants("acme")
+    release = threading.Event()
+    resolver_threads: set[str] = set()
+
+    def slow_for_strangers(tenant: str) -> list[str] | None:
+        resolver_threads.add(threading.current_thread().name)
+        if tenant not in tenants:
+            release.wait(5)
+        return tenants.resolve(tenant)
+
+    webhooks = Dispatcher(slow_for_strangers, secret_cache_ttl=datetime.timedelta(minutes=1))
+    webhooks.on("customer.created")(lambda _: None)  # a sync handler: in the loop's default executor
+    delivery = tenants.sign("acme", customer_created())
+
+    async def main() -> tuple[int, str]:
+        await webhooks.handle_async(delivery.body, delivery.headers, tenant="acme")  # cached now
+        flood = [
+            asyncio.ensure_future(webhooks.handle_async(b"{}", {}, tenant=f"stranger-{number}"))
+            for number in range(40)
+        ]
+        await asyncio.sleep(0.05)
+        again = tenants.sign("acme", customer_created())
+        # The strangers hold every resolver thread; the tenant's sync handler still runs at once.
+        legit = await asyncio.wait_for(webhooks.handle_async(again.body, again.headers, tenant="acme"), 2)
+        release.set()
+        answers = await asyncio.gather(*flood)
+        assert {response.status_code for response in answers} == {404}
+        return answer(legit)
+
+    assert asyncio.run(main()) == (200, "processed")
+    assert resolver_threads
+    assert all(name.startswith("carecycle-webhooks-resolver") for name in resolver_threads)
+
+
+def test_the_testing_kits_tenants_sign_with_every_valid_secret_while_rotating() -> None:
+    tenants = Tenants("acme")
+    webhooks, _ = tenant_dispatcher(tenants)
+    first = tenants.sign("acme", customer_created())
+    assert answer(webhooks.handle(first.body, first.headers, tenant="acme")) == (200, "processed")
+    tenants.rotate("acme")  # the dispatcher still keeps the old secret only
+    rotated = tenants.sign("acme", customer_created())
+    assert len(rotated.headers["svix-signature"].split()) == 2
+    assert answer(webhooks.handle(rotated.body, rotated.headers, tenant="acme")) == (200, "processed")
 
 
 def test_a_dispatcher_with_a_resolver_has_a_verifier_per_tenant(monkeypatch: pytest.MonkeyPatch) -> None:

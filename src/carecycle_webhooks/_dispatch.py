@@ -7,7 +7,6 @@ requests and responses around them.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import functools
 import inspect
@@ -50,7 +49,7 @@ from ._responses import (
     rejected,
 )
 from ._telemetry import observed_dispatch, observed_dispatch_async, observed_handle, observed_handle_async
-from ._tenants import ResolverFailed, SecretResolver, TenantSecrets, is_tenant_key, resolve, resolve_async
+from ._tenants import ResolverFailed, SecretResolver, TenantSecrets, resolve, resolve_async
 from ._verify import DEFAULT_TOLERANCE, Headers, WebhookDelivery, WebhookVerifier, body_exceeds
 
 if TYPE_CHECKING:
@@ -266,13 +265,19 @@ class Dispatcher(HandlerRegistration):
     def verifier_for(self, tenant: str) -> WebhookVerifier | None:
         """The verifier of one tenant's secrets (from the resolver), or ``None`` if unknown.
 
-        Without a resolver, the endpoint's `verifier`, for any tenant key.
+        For a work queue: each `WebhookDelivery` it verifies names the tenant, so that
+        `dispatch` keeps the tenant's ``webhook-id`` s and customer marks apart, as
+        `handle` does.
 
         Raises:
-            WebhookConfigurationError: The resolver raised, or answered an invalid secret.
+            WebhookConfigurationError: The dispatcher has no secret resolver, or the
+                resolver raised, or answered an invalid secret.
         """
         if self._tenants is None:
-            return self._verifier if is_tenant_key(tenant) else None
+            raise WebhookConfigurationError(
+                "verifier_for() needs a dispatcher with a secret resolver; this one has one secret "
+                "for every delivery: dispatcher.verifier"
+            )
         try:
             return self._tenants.verifier(tenant)
         except ResolverFailed as error:
@@ -382,7 +387,7 @@ class Dispatcher(HandlerRegistration):
     # ------------------------------------------------------------------ handling
 
     def _prepare(
-        self, body: bytes | str, headers: Headers, verifier: WebhookVerifier, tenant: str | None
+        self, body: bytes | str, headers: Headers, verifier: WebhookVerifier
     ) -> WebhookResponse | tuple[Event, WebhookDelivery]:
         data: object = body  # checked at runtime too: callers are not always type-checked
         if not isinstance(data, (bytes, str, bytearray, memoryview)):
@@ -390,9 +395,7 @@ class Dispatcher(HandlerRegistration):
         if body_exceeds(body, self._max_body_size):  # a str by its UTF-8 size
             return body_too_large(self._max_body_size)
         try:
-            delivery = verifier.verify(body, headers)
-            if tenant is not None:
-                delivery = dataclasses.replace(delivery, tenant=tenant)
+            delivery = verifier.verify(body, headers)  # a tenant's verifier names its tenant
         except WebhookVerificationError as error:
             logger.warning("webhook rejected (%s): %s", error.reason, error)
             return rejected(error)
@@ -443,7 +446,7 @@ class Dispatcher(HandlerRegistration):
             if isinstance(resolved, WebhookResponse):
                 return resolved
             verifier = resolved
-        prepared = self._prepare(body, headers, verifier, tenant)
+        prepared = self._prepare(body, headers, verifier)
         if isinstance(prepared, WebhookResponse):
             return prepared
         return self.dispatch(*prepared)
@@ -529,8 +532,8 @@ class Dispatcher(HandlerRegistration):
             # The HMAC and the parse of a large body take milliseconds: not on the loop.
             import asyncio  # loaded by the running loop; see dispatch_async
 
-            return await asyncio.to_thread(self._prepare, body, headers, verifier, tenant)
-        return self._prepare(body, headers, verifier, tenant)
+            return await asyncio.to_thread(self._prepare, body, headers, verifier)
+        return self._prepare(body, headers, verifier)
 
     @observed_dispatch_async
     async def dispatch_async(self, event: Event, delivery: WebhookDelivery) -> WebhookResponse:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextvars
 import datetime
+import hashlib
 import inspect
 import time
 from collections.abc import Callable
@@ -113,6 +114,7 @@ class Wiring:
 
 
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+_MAX_KEY_LENGTH = 200  # a tenant key (128) and "/sha256:" and 64 hex digits fit too
 _MICROSECOND = datetime.timedelta(microseconds=1)
 
 
@@ -122,7 +124,14 @@ def store_key(delivery: WebhookDelivery) -> str:
     A tenant key holds no ``/`` (see `_tenants.is_tenant_key`), so no two tenants share a key.
     """
     tenant = delivery.tenant
-    return delivery.webhook_id if tenant is None else f"{tenant}/{delivery.webhook_id}"
+    if tenant is None:
+        return delivery.webhook_id
+    key = f"{tenant}/{delivery.webhook_id}"
+    if len(key) <= _MAX_KEY_LENGTH:
+        return key
+    # A store's key column holds 256 characters (Django's): a long tenant key and a long
+    # webhook-id are kept apart by the id's digest instead (64 hex digits).
+    return f"{tenant}/sha256:{hashlib.sha256(delivery.webhook_id.encode()).hexdigest()}"
 
 
 def customer_order(event: Event, tenant: str | None) -> Order | None:

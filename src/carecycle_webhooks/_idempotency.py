@@ -333,6 +333,8 @@ class InMemoryIdempotencyStore:
             done (or expired) ones are forgotten. A lease in flight is never forgotten, so
             that a concurrent duplicate still gets 409: when the bound is full of them, the
             store holds more until they end (they are as many as the deliveries in flight).
+            Customer order marks are bounded the same way: past ``max_entries`` customers,
+            the oldest marks go, and an older update of such a customer runs again.
         clock: Returns monotonic seconds; for tests.
     """
 

@@ -269,7 +269,8 @@ def override_idempotency_store(
         store: The store to use meanwhile, or ``None`` for none.
 
     Raises:
-        WebhookConfigurationError: ``store`` is not an idempotency store.
+        WebhookConfigurationError: ``store`` is not an idempotency store, or does not keep
+            customer order while the dispatcher skips out-of-order events.
     """
     from ._dispatch import Dispatcher
 
@@ -281,6 +282,7 @@ def override_idempotency_store(
         lease=dispatcher.lease,
         done_ttl=dispatcher.done_ttl,
         log_exception_messages=dispatcher.log_exception_messages,
+        skip_out_of_order=dispatcher.skip_out_of_order,  # a store that cannot keep the order: refused
     )
     wiring = dispatcher._wiring  # noqa: SLF001  # pyright: ignore[reportPrivateUsage] - put back below
     new = model._wiring  # noqa: SLF001  # pyright: ignore[reportPrivateUsage]

@@ -10,11 +10,19 @@ keys cannot grow memory.
 
 A key that is not a plausible tenant key (empty, too long, or with characters outside
 letters, digits and ``-._~``) is unknown without asking the resolver.
+
+Anyone can send any key, so a flood of made-up keys must not starve the application: a
+sync resolver runs in a few threads of its own (never those of the sync handlers), one
+call at a time per key, and unknown tenants are kept like known ones. Only a resolver
+makes a tenant key mean something: the path is not signed, so a dispatcher with one
+secret refuses tenant keys (404) rather than keep ``webhook-id`` s apart by an unsigned
+word, which would let a replayed delivery run again under another key.
 """
 
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import inspect
 import logging
 import re
@@ -49,6 +57,13 @@ SecretResolver: TypeAlias = "Callable[[str], _Secrets | Awaitable[_Secrets]]"
 """A tenant key -> that tenant's secret, or several (a rotation), or ``None`` (unknown)."""
 
 MAX_TENANTS = 10_000
+RESOLVER_THREADS = 4
+"""How many threads run a sync resolver under `Dispatcher.handle_async`."""
+
+# An unknown tenant is logged at WARNING at most this often; DEBUG otherwise (anyone can
+# send requests for made-up keys: they must not flood the logs).
+_WARN_EVERY = 60.0
+_last_warned = [float("-inf")]
 """At most this many tenants' answers are kept; past it, the least recently used go."""
 
 # URL-safe, bounded: such a key is safe in a store's key, a log line and a path.
@@ -91,6 +106,10 @@ class TenantSecrets:
         self._is_async = inspect.iscoroutinefunction(resolver) or inspect.iscoroutinefunction(
             getattr(resolver, "__call__", None)  # noqa: B004 - a callable object's async __call__
         )
+        self._threads: concurrent.futures.ThreadPoolExecutor | None = None  # made on first use
+        # One resolver call at a time per key: concurrent deliveries of one uncached tenant
+        # wait for the first call's answer instead of each asking (entries live while used).
+        self._asking: dict[str, threading.Lock] = {}
 
     def _cached(self, tenant: str) -> tuple[WebhookVerifier | None] | None:
         with self._lock:
@@ -104,7 +123,7 @@ class TenantSecrets:
             return (entry[0],)
 
     def _keep(self, tenant: str, answer: object) -> WebhookVerifier | None:
-        verifier = self._verifier(answer)
+        verifier = self._verifier(tenant, answer)
         with self._lock:
             self._known[tenant] = (verifier, self._now() + self._ttl)
             self._known.move_to_end(tenant)
@@ -112,14 +131,17 @@ class TenantSecrets:
                 self._known.popitem(last=False)
         return verifier
 
-    def _verifier(self, answer: object) -> WebhookVerifier | None:
+    def _verifier(self, tenant: str, answer: object) -> WebhookVerifier | None:
         if answer is None:
             return None
         if not isinstance(answer, (str, Sequence)):
             raise ResolverFailed(f"the secret resolver answered a {type(answer).__name__}, not a str")
         try:
             return WebhookVerifier(
-                cast("str | Sequence[str]", answer), tolerance=self._tolerance, clock=self._clock
+                cast("str | Sequence[str]", answer),
+                tolerance=self._tolerance,
+                clock=self._clock,
+                tenant=tenant,
             )
         except WebhookConfigurationError as error:  # its message names no secret
             raise ResolverFailed(f"the secret resolver answered an invalid secret: {error}") from None
@@ -136,14 +158,27 @@ class TenantSecrets:
         cached = self._cached(tenant)
         if cached is not None:
             return cached[0]
-        answer: object
+        with self._lock:
+            asking = self._asking.setdefault(tenant, threading.Lock())
         try:
-            answer = self._resolver(tenant)
+            with asking:
+                cached = self._cached(tenant)  # answered meanwhile, by the call we waited for
+                if cached is not None:
+                    return cached[0]
+                return self._keep(tenant, self._ask(tenant))
+        finally:
+            with self._lock:
+                if not asking.locked():
+                    self._asking.pop(tenant, None)
+
+    def _ask(self, tenant: str) -> object:
+        try:
+            answer: object = self._resolver(tenant)
             if inspect.isawaitable(answer):
                 answer = run_to_completion(answer)
         except Exception as error:  # noqa: BLE001 - whatever the application's code raises
             raise ResolverFailed(f"the secret resolver raised {type(error).__name__}") from None
-        return self._keep(tenant, answer)
+        return answer
 
     async def verifier_async(self, tenant: str) -> WebhookVerifier | None:
         """`verifier`, on the event loop: a sync resolver runs in a thread (it may query a database)."""
@@ -154,14 +189,19 @@ class TenantSecrets:
             return cached[0]
         import asyncio  # here: the sync path (Lambda, WSGI) need not import it
 
+        if not self._is_async:
+            # In threads of its own: a flood of made-up keys waits there, not in the
+            # loop's default executor, where the sync handlers run.
+            with self._lock:
+                if self._threads is None:
+                    self._threads = concurrent.futures.ThreadPoolExecutor(
+                        RESOLVER_THREADS, thread_name_prefix="carecycle-webhooks-resolver"
+                    )
+                threads = self._threads
+            return await asyncio.get_running_loop().run_in_executor(threads, self.verifier, tenant)
         answer: object
         try:
-            if self._is_async:
-                answer = await cast("Awaitable[object]", self._resolver(tenant))
-            else:
-                answer = await asyncio.to_thread(self._resolver, tenant)
-                if inspect.isawaitable(answer):
-                    answer = await answer
+            answer = await cast("Awaitable[object]", self._resolver(tenant))
         except Exception as error:  # noqa: BLE001 - whatever the application's code raises
             raise ResolverFailed(f"the secret resolver raised {type(error).__name__}") from None
         return self._keep(tenant, answer)
@@ -176,7 +216,14 @@ def _known(tenant: str | None, verifier: WebhookVerifier | None) -> WebhookVerif
                 "404; route it with a tenant path parameter, e.g. /webhooks/<tenant>"
             )
         else:  # the key is not logged: anyone can send any key
-            logger.warning("webhook for an unknown tenant: answered 404")
+            now = time.monotonic()
+            warn = now - _last_warned[0] >= _WARN_EVERY
+            if warn:
+                _last_warned[0] = now
+            logger.log(
+                logging.WARNING if warn else logging.DEBUG,
+                "webhook for an unknown tenant: answered 404 (logged at WARNING once a minute at most)",
+            )
         return UNKNOWN_TENANT
     return verifier
 
@@ -191,8 +238,13 @@ def resolve(
 ) -> WebhookVerifier | WebhookResponse:
     """The verifier of ``tenant`` (with a resolver) or the endpoint's ``verifier``; or 404, 503."""
     if tenants is None:
-        if tenant is not None and not is_tenant_key(tenant):
-            return _known(tenant, None)
+        if tenant is not None:  # an unsigned word of the path: see the module's docstring
+            logger.warning(
+                "webhook with a tenant key, but the dispatcher has one secret for every tenant: "
+                "answered 404; give it a secret resolver (Dispatcher(secret=resolver)), or route "
+                "it without a tenant path parameter"
+            )
+            return UNKNOWN_TENANT
         return cast("WebhookVerifier", verifier)
     if tenant is None:
         return _known(None, None)

@@ -259,12 +259,15 @@ class WebhookVerifier:
         tolerance: How far the ``webhook-timestamp`` may be from now, in either direction.
             Svix signs each attempt anew, so retries stay inside it.
         clock: Returns the current time in seconds since the epoch; for tests.
+        tenant: The tenant whose secrets these are: each `WebhookDelivery` it verifies
+            carries it, so that a work queue's `Dispatcher.dispatch` keeps the tenant's
+            ``webhook-id`` s apart (`Dispatcher.verifier_for` gives such a verifier).
 
     Raises:
         WebhookConfigurationError: A secret is empty or not base64, or the tolerance is negative.
     """
 
-    __slots__ = ("_clock", "_keys", "_tolerance")
+    __slots__ = ("_clock", "_keys", "_tenant", "_tolerance")
 
     def __init__(
         self,
@@ -272,10 +275,12 @@ class WebhookVerifier:
         *,
         tolerance: datetime.timedelta = DEFAULT_TOLERANCE,
         clock: Callable[[], float] = time.time,
+        tenant: str | None = None,
     ) -> None:
         self._keys = decode_secrets(secret)
         self._tolerance = _check_tolerance(tolerance)
         self._clock = clock
+        self._tenant = tenant
 
     def __repr__(self) -> str:
         # Never the secrets.
@@ -289,7 +294,7 @@ class WebhookVerifier:
             headers: The request headers (names are case-insensitive; ``webhook-*`` or ``svix-*``).
 
         Returns:
-            The delivery's id, timestamp and attempt number.
+            The delivery's id, timestamp and attempt number (and the verifier's tenant).
 
         Raises:
             WebhookVerificationError: Headers missing or malformed, timestamp outside the
@@ -300,6 +305,7 @@ class WebhookVerifier:
             webhook_id=msg_id,
             timestamp=datetime.datetime.fromtimestamp(timestamp, tz=datetime.timezone.utc),
             attempt=_attempt(attempt),
+            tenant=self._tenant,
         )
 
     def _check(self, body: bytes | str, headers: Headers) -> tuple[str, int, object]:

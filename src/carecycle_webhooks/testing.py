@@ -412,6 +412,15 @@ class Tenants:
         with self._lock:
             return self._secrets[tenant][0]
 
+    def secrets(self, tenant: str) -> list[str]:
+        """The tenant's valid secrets, newest first.
+
+        Raises:
+            KeyError: No such tenant.
+        """
+        with self._lock:
+            return list(self._secrets[tenant])
+
     def resolve(self, tenant: str) -> list[str] | None:
         """The secret resolver: the tenant's valid secrets, newest first, or ``None``."""
         with self._lock:
@@ -429,14 +438,17 @@ class Tenants:
         header_prefix: Literal["svix", "webhook"] = "svix",
         attempt: int | None = None,
     ) -> SignedDelivery:
-        """`sign` ``payload`` with the tenant's current secret (the options as for `sign`).
+        """`sign` ``payload`` as the tenant's endpoint does (the options as for `sign`).
+
+        With each of the tenant's valid secrets, as Svix signs during a rotation: after
+        `rotate`, a dispatcher that still knows only the old secret verifies it too.
 
         Raises:
             KeyError: No such tenant.
         """
         return sign(
             payload,
-            secret=self.secret(tenant),
+            secret=self.secrets(tenant),
             webhook_id=webhook_id,
             timestamp=timestamp,
             header_prefix=header_prefix,
