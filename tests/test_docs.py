@@ -15,9 +15,10 @@ deployed receiver, ``CARECYCLE_WEBHOOK_SECRET`` holds a fresh endpoint secret. K
   (pymdownx.snippets includes it at build time): the file must exist and compile, and
   its own tests run it.
 
-The blocks of ``docs/typing.md`` are also type-checked: mypy --strict must report an
-error on exactly the lines marked ``# rejected by mypy [code]``, with that code, and the
-error messages the page quotes must be mypy's.
+The blocks of ``docs/typing.md`` are also type-checked, in tests/test_typing_rejected.py
+(one mypy run for them and tests/typing/rejected): mypy --strict must report an error on
+exactly the lines marked ``# rejected by mypy [code]``, with that code, and the error
+messages the page quotes must be mypy's.
 """
 
 from __future__ import annotations
@@ -52,7 +53,6 @@ SOURCES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 OPENING = re.compile(r"^(?P<indent> *)(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*)$")
 SNIPPET = re.compile(r'^--8<-- "(?P<path>[^"]+)"$')
 FILE_NAME = re.compile(r"^# (?P<name>\w+)\.py$")
-REJECTED = re.compile(r"#\s*rejected by mypy \[(?P<code>[a-z-]+)\]")
 # Fences whose language is Python in all but name would escape these tests.
 UNTESTED_PYTHON = {"py", "py3", "python3", "pycon", "ipython", "pyi"}
 
@@ -241,50 +241,3 @@ def run_pytest_in_a_subprocess(block: Block, path: Path, options: list[str]) -> 
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"{block.name}:\n{output}"
     return output
-
-
-TYPED_BLOCKS = [block for block in PYTHON_BLOCKS if block.path == ROOT / "docs" / "typing.md"]
-
-
-def test_typing_page_is_what_mypy_says(tmp_path: Path) -> None:
-    assert TYPED_BLOCKS
-    files: dict[str, Block] = {}
-    for number, block in enumerate(TYPED_BLOCKS):
-        name = f"typing_block_{number}.py"
-        (tmp_path / name).write_text(block.padded(), encoding="utf-8")
-        files[name] = block
-    options = ["--strict", "--no-error-summary", "--show-error-codes", "--cache-dir", str(tmp_path / ".mypy")]
-    result = subprocess.run(
-        [sys.executable, "-m", "mypy", *options, "--config-file", str(ROOT / "pyproject.toml"), *files],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        check=False,
-        timeout=600,
-    )
-    reported: set[tuple[str, int, str]] = set()
-    for line in result.stdout.splitlines():
-        match = re.match(r"(typing_block_\d+\.py):(\d+): error: .*\[([a-z-]+)\]$", line)
-        if match:
-            reported.add((match[1], int(match[2]), match[3]))
-        else:
-            assert ": note: " in line, result.stdout + result.stderr
-    expected = {
-        (name, block.line + offset, marker["code"])
-        for name, block in files.items()
-        for offset, line in enumerate(block.code.splitlines(), start=1)
-        if (marker := REJECTED.search(line))
-    }
-    assert expected, "docs/typing.md shows no rejected line"
-    assert reported == expected, result.stdout + result.stderr
-    # The messages the page quotes are mypy's own.
-    quoted = [
-        line
-        for block in ALL_BLOCKS
-        if block.path == ROOT / "docs" / "typing.md" and block.language == "text"
-        for line in block.code.splitlines()
-        if line.startswith("error: ")
-    ]
-    assert quoted
-    for line in quoted:
-        assert f": {line}" in result.stdout, line
