@@ -978,9 +978,9 @@ DEADLINE = 2 * SOCKET_TIMEOUT  # the store's default: twice the client's socket 
 SLACK = 1.0  # seconds of scheduling on a busy machine, at most
 
 
-@pytest.fixture
-def stalling_redis() -> Any:
-    """A redis-server of the test's own, which the test may pause (SIGSTOP) or stop."""
+@pytest.fixture(scope="module")
+def stalling_redis_server() -> Any:
+    """A redis-server of this module's own, apart from the session's `redis_server`."""
     from tests.redis_server import RedisServer, find_redis_server
 
     server = RedisServer(find_redis_server())
@@ -989,6 +989,27 @@ def stalling_redis() -> Any:
         yield server
     finally:
         server.close()  # resumes it first
+
+
+@pytest.fixture
+def stalling_redis(stalling_redis_server: RedisServer) -> Any:
+    """A redis-server that the test may pause (SIGSTOP) or stop: running and empty at the start.
+
+    Started once for the module (each start and stop took a tenth of a second or more); a
+    test leaves it paused or stopped only when it fails, and the next finds it running.
+    """
+    server = stalling_redis_server
+    server.resume()
+    server.ensure_running()
+    client = redis.Redis(host="127.0.0.1", port=server.port, socket_timeout=WAIT)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    try:
+        yield server
+    finally:
+        server.resume()
 
 
 def generous_options(server: RedisServer) -> dict[str, Any]:
