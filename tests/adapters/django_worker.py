@@ -1,8 +1,7 @@
 """A worker process of the Django store tests, killed (SIGKILL) in the middle of its handler.
 
 Run as ``python -m tests.adapters.django_worker``, with the database's settings as JSON in
-``CARECYCLE_TEST_DATABASE``, the secret in ``CARECYCLE_WEBHOOK_SECRET`` and a signed
-delivery as JSON on stdin. It handles the
+``CARECYCLE_TEST_DATABASE`` and a signed delivery as JSON on stdin. It handles the
 delivery with a `DjangoIdempotencyStore`; its handler writes an `Effect` row, prints
 ``inside`` and waits to be killed.
 """
@@ -22,9 +21,7 @@ if not django_settings.configured():
 from carecycle_webhooks import CustomerCreatedEvent, Dispatcher, current_delivery
 from carecycle_webhooks.django import DjangoIdempotencyStore
 from tests.adapters.django_effects.models import Effect
-
-# From the environment, not tests.conftest: that imports Hypothesis (a second or more).
-SECRET = os.environ["CARECYCLE_WEBHOOK_SECRET"]
+from tests.conftest import SECRET
 
 
 def main() -> None:

@@ -480,7 +480,6 @@ def test_a_worker_killed_mid_handler_leaves_nothing_and_the_retry_runs_once(alia
     settings = {k: v for k, v in connections[alias].settings_dict.items() if k != "TEST"}
     body, headers = signed()
     env = {**os.environ, "CARECYCLE_TEST_DATABASE": json.dumps(settings, default=str)}
-    env["CARECYCLE_WEBHOOK_SECRET"] = SECRET
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH", "")])
     worker = subprocess.Popen(
         [sys.executable, "-m", "tests.adapters.django_worker"],
