@@ -106,7 +106,8 @@ class Receiver:
 
         self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}/webhooks"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05})
+        # shutdown() waits for the server's next poll: at 0.05 s, that was most of each test.
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.005})
 
     def start(self) -> None:
         self.thread.start()

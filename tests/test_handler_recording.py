@@ -347,7 +347,9 @@ def test_the_default_dispatcher_fixture_says_what_to_define(pytester: pytest.Pyt
             pass
         """
     )
-    result = pytester.runpytest_subprocess()
+    # In this process: the plugin loads from its entry point all the same. pytest-django
+    # stays out, as it would find the Django settings that other tests here configured.
+    result = pytester.runpytest_inprocess("-p", "no:django")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*define a carecycle_dispatcher fixture in your conftest.py*"])
 

@@ -978,9 +978,9 @@ DEADLINE = 2 * SOCKET_TIMEOUT  # the store's default: twice the client's socket 
 SLACK = 1.0  # seconds of scheduling on a busy machine, at most
 
 
-@pytest.fixture
-def stalling_redis() -> Any:
-    """A redis-server of the test's own, which the test may pause (SIGSTOP) or stop."""
+@pytest.fixture(scope="module")
+def stalling_redis_server() -> Any:
+    """A redis-server of this module's own, apart from the session's `redis_server`."""
     from tests.redis_server import RedisServer, find_redis_server
 
     server = RedisServer(find_redis_server())
@@ -989,6 +989,27 @@ def stalling_redis() -> Any:
         yield server
     finally:
         server.close()  # resumes it first
+
+
+@pytest.fixture
+def stalling_redis(stalling_redis_server: RedisServer) -> Any:
+    """A redis-server that the test may pause (SIGSTOP) or stop: running and empty at the start.
+
+    Started once for the module (each start and stop took a tenth of a second or more); a
+    test leaves it paused or stopped only when it fails, and the next finds it running.
+    """
+    server = stalling_redis_server
+    server.resume()
+    server.ensure_running()
+    client = redis.Redis(host="127.0.0.1", port=server.port, socket_timeout=WAIT)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    try:
+        yield server
+    finally:
+        server.resume()
 
 
 def generous_options(server: RedisServer) -> dict[str, Any]:
@@ -1028,6 +1049,22 @@ def timed(call: Callable[[], object]) -> tuple[BaseException | None, float]:
     return None, time.monotonic() - start
 
 
+def timed_together(*calls: Callable[[], object]) -> list[tuple[BaseException | None, float]]:
+    """`timed` for each call, all at once in threads of their own: one deadline's wait for all."""
+    results: list[tuple[BaseException | None, float]] = [(None, 0.0)] * len(calls)
+
+    def run(index: int) -> None:
+        results[index] = timed(calls[index])
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=WAIT)
+    assert not any(thread.is_alive() for thread in threads)
+    return results
+
+
 def overdue(store: RedisIdempotencyStore) -> int:
     """How many of the store's calls timed out and still wait for Redis."""
     return store._runner.overdue  # what the test waits for
@@ -1062,13 +1099,15 @@ def test_stalled_redis_answers_within_the_deadline_and_the_late_lease_is_freed(
         store = RedisIdempotencyStore(client)
         assert client.ping()  # a pooled connection, as in a running worker
         with stalling_redis.paused():
-            error, took = timed(lambda: store.acquire("msg_stall", lease=LEASE))
+            (error, took), (complete_error, complete_took) = timed_together(
+                lambda: store.acquire("msg_stall", lease=LEASE),
+                lambda: store.complete("msg_other", "token", ttl=TTL),
+            )
             assert type(error) is TimeoutError, error
             assert str(error) == "Redis did not answer within 0.5 s (RedisIdempotencyStore timeout)"
             assert DEADLINE - 0.05 < took < DEADLINE + SLACK  # the client alone retries for seconds
-            error, took = timed(lambda: store.complete("msg_other", "token", ttl=TTL))
-            assert type(error) is TimeoutError
-            assert took < DEADLINE + SLACK
+            assert type(complete_error) is TimeoutError
+            assert complete_took < DEADLINE + SLACK
             assert overdue(store) == 2
         # Redis runs the script it was sent, and the client's retry (the same token) finds
         # the lease its first attempt took: the store frees it, as nobody runs the handlers.
@@ -1213,8 +1252,9 @@ def test_calls_fail_at_once_while_too_many_late_ones_wait(
         store = RedisIdempotencyStore(client)
         assert client.ping()
         with stalling_redis.paused():
-            for number in range(2):
-                error, _ = timed(lambda number=number: store.acquire(f"msg_{number}", lease=LEASE))
+            for error, _ in timed_together(
+                *(lambda number=number: store.acquire(f"msg_{number}", lease=LEASE) for number in range(2))
+            ):
                 assert type(error) is TimeoutError
             error, took = timed(lambda: store.acquire("msg_2", lease=LEASE))
             assert type(error) is TimeoutError

@@ -15,8 +15,11 @@ import logging
 import multiprocessing
 import os
 import re
+import select
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -663,25 +666,29 @@ def test_an_abandoned_async_acquire_frees_the_lease_it_took(
     assert store.acquire("msg_cancelled", lease=LEASE).status == "acquired"
 
 
-def _hold_the_write_lock(path: str, ready: Any) -> None:
-    connection = sqlite3.connect(path, isolation_level=None)
-    connection.execute("BEGIN IMMEDIATE")
-    connection.execute(
-        "INSERT INTO carecycle_webhooks_idempotency VALUES ('msg_stopped', 'x', 0)"
-    )  # mid-transaction
-    ready.set()
-    time.sleep(60)  # stopped, then killed, long before this ends
+# Another process that takes the write lock, says so, and then waits to be stopped and
+# killed. Plain Python run with -c: a spawned multiprocessing child would import this test
+# module (and through it pytest, Hypothesis, the frameworks) first, a second and more.
+HOLD_THE_WRITE_LOCK = """
+import sqlite3, sys, time
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("BEGIN IMMEDIATE")
+connection.execute("INSERT INTO carecycle_webhooks_idempotency VALUES ('msg_stopped', 'x', 0)")
+print("ready", flush=True)  # mid-transaction
+time.sleep(60)  # stopped, then killed, long before this ends
+"""
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs SIGSTOP")
 def test_a_stopped_writer_answers_503_within_the_deadline(store: SQLiteIdempotencyStore, path: Path) -> None:
-    context = multiprocessing.get_context("spawn")
-    ready = context.Event()
-    writer = context.Process(target=_hold_the_write_lock, args=(str(path), ready))
-    writer.start()
+    writer = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_WRITE_LOCK, str(path)], stdout=subprocess.PIPE, text=True
+    )
     try:
-        assert ready.wait(WAIT * 3)
-        assert writer.pid is not None
+        assert writer.stdout is not None
+        ready, _, _ = select.select([writer.stdout], [], [], WAIT * 3)
+        assert ready, "the writer did not take the lock"
+        assert writer.stdout.readline() == "ready\n"
         os.kill(writer.pid, signal.SIGSTOP)  # a writer stalled while it holds the lock
         recorder = Recorder(store)
         response, took = timed(lambda: recorder.deliver("msg_stalled"))
@@ -699,7 +706,9 @@ def test_a_stopped_writer_answers_503_within_the_deadline(store: SQLiteIdempoten
         assert recorder.calls == []
     finally:
         writer.kill()  # SIGKILL ends a stopped process too
-        writer.join(WAIT)
+        writer.wait(WAIT)
+        if writer.stdout is not None:
+            writer.stdout.close()
     # Its transaction died with it: nothing of it is left, and the retry runs once.
     assert body_of(recorder.deliver("msg_stalled")) == {"status": "processed"}
     assert [key for key, _, _ in rows(path)] == ["msg_stalled"]
