@@ -6,6 +6,9 @@ its own write transaction, which takes the database's write lock when it starts 
 ``BEGIN IMMEDIATE`` does), so each read-modify-write is atomic across every thread and
 process that opens the file. The file is in WAL mode: readers never wait for the writer,
 and a commit writes to the log without waiting for the disk (``synchronous=NORMAL``).
+Copying the log into the database (a checkpoint) waits for the disk: no request does it.
+The store's own thread does, after every few hundred acquires, and restarts a log that
+writes kept from emptying, so that it stays bounded under any load.
 
 Connections are never shared by two threads at once: each call takes one from a small
 pool and gives it back. A forked child (gunicorn ``--preload``, multiprocessing) never
@@ -85,6 +88,28 @@ _PRUNE_SLICE_ROWS = 1024
 takes a quarter of the acquires that the table has rows, and an id expired when a sweep
 begins is deleted by its end. The table holds at most about 4/3 of the ids within ``done_ttl``."""
 
+_RESTART_FRAMES = 2048
+"""A log this many pages long after a checkpoint is restarted (about 8 MiB, a thousand
+deliveries' writes or so). A checkpoint that runs while requests write never catches up
+with them, and SQLite starts the log over only when a write finds it all copied. So the
+store's thread then copies the rest while it holds the write lock and waits for the
+readers to be done (``wal_checkpoint(RESTART)``: a few milliseconds, once in a while), and
+the next write starts the log over."""
+
+_BACKSTOP = 4
+"""A log this many times `_RESTART_FRAMES` long is copied by the commit that finds it so
+(SQLite's automatic checkpoint): the store's thread fell behind, a disk stalled."""
+
+_RESTART_LOCK_WAIT_MS = 100
+"""How long that restart may wait for the locks; if it cannot have them, the next one tries."""
+
+_PAUSE = 0.25
+"""How long, at most, a call of this process waits for its own store's restart to end (so
+that the restart has the write lock at once, not after a race with this process's writes)."""
+
+_WAL_BYTES = 64 * 1024 * 1024
+"""A log file larger than this, after a burst, is cut back to it when the log starts over."""
+
 _DEFAULT_TIMEOUT = datetime.timedelta(seconds=5)
 
 _THREADS = 4
@@ -133,8 +158,8 @@ class _Pool:
     """One process's idle connections; a call takes one for itself and gives it back.
 
     Two kinds: waiting ones (their busy timeout is the store's), and quick ones for the
-    event loop's thread, which never wait for a lock nor write a checkpoint (that waits
-    for the disk): a call that would wait runs again in the store's threads.
+    event loop's thread, which never wait for a lock: a call that would wait runs again in
+    the store's threads. Checkpoints are the store's thread's work, not theirs.
     """
 
     def __init__(self, connect: Callable[[bool], sqlite3.Connection]) -> None:
@@ -144,9 +169,17 @@ class _Pool:
         self._lock = threading.Lock()
         self._idle: dict[bool, list[sqlite3.Connection]] = {False: [], True: []}
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self.checkpointing = False  # one checkpoint at a time: a slow disk does not queue them up
+        self.restarting = False  # the log is being restarted: this process's calls wait (`_PAUSE`)
+        self.restarted = threading.Event()
+        self.restarted.set()
         weakref.finalize(self, _close_all, self._idle, self.pid)
 
     def run(self, work: Callable[..., _T], args: tuple[object, ...], *, quick: bool = False) -> _T:
+        if self.restarting:
+            if quick:
+                raise _Paused  # the event loop does not wait: the store's threads do
+            self.restarted.wait(_PAUSE)
         idle = self._idle[quick]
         # list.pop and list.append are atomic: no lock on the path of every call.
         try:
@@ -219,7 +252,13 @@ def _identity(path: str) -> tuple[int, int]:
     return status.st_dev, status.st_ino
 
 
+class _Paused(sqlite3.OperationalError):
+    """A quick call not made while the store's thread restarts the log: run it in a thread."""
+
+
 def _is_busy(error: sqlite3.OperationalError) -> bool:
+    if isinstance(error, _Paused):
+        return True
     code = getattr(error, "sqlite_errorcode", None)  # Python 3.11+
     if code is not None:
         return code & 0xFF in (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED (and their extended codes)
@@ -320,9 +359,11 @@ class SQLiteIdempotencyStore(CustomerOrderSteps):
             # In WAL mode, NORMAL writes a commit to the log without waiting for the disk: a
             # crashed process loses nothing; a power cut may lose the last commits.
             connection.execute("PRAGMA synchronous = NORMAL")
-            if quick:
-                # A checkpoint waits for the disk: the store's threads do them (`_housekeeping`).
-                connection.execute("PRAGMA wal_autocheckpoint = 0")
+            # A checkpoint waits for the disk: the store's thread does them (`_checkpoint`).
+            # A commit makes one only when that thread fell far behind (a disk that stalls):
+            # the log stays bounded whatever the disk does.
+            connection.execute(f"PRAGMA wal_autocheckpoint = {_RESTART_FRAMES * _BACKSTOP}")
+            connection.execute(f"PRAGMA journal_size_limit = {_WAL_BYTES}")
         except BaseException:
             connection.close()
             raise
@@ -417,7 +458,7 @@ class SQLiteIdempotencyStore(CustomerOrderSteps):
         return self._acquires % _PRUNE_EVERY == 0
 
     def _housekeeping(self, connection: sqlite3.Connection) -> None:
-        """Delete the expired rows of the next slice, and copy the log into the database (a checkpoint)."""
+        """Delete the expired rows of the next slice; open the file again if it was replaced."""
         self._reopen_if_replaced()
         start = self._sweep_after
         try:
@@ -430,9 +471,52 @@ class SQLiteIdempotencyStore(CustomerOrderSteps):
                 self._sweep_after = row[0]
             if self._ordered:
                 self._prune_customers(connection)
-            connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.OperationalError:
             pass  # busy: the next time does it
+
+    def _checkpoint_in_thread(self, *, prune: bool) -> None:
+        """Start a checkpoint in the store's thread (after the housekeeping if ``prune``), unless one runs."""
+        pool = self._current_pool()
+        if pool.checkpointing:
+            if prune:
+                self._in_thread(self._housekeeping)
+            return
+        pool.checkpointing = True
+        try:
+            pool.executor().submit(self._call, self._checkpoint, pool, prune)
+        except RuntimeError:  # the interpreter is exiting
+            pool.checkpointing = False
+
+    def _checkpoint(self, connection: sqlite3.Connection, pool: _Pool, prune: bool) -> None:  # noqa: FBT001
+        """Copy the log into the database; restart a log that the writes kept from emptying."""
+        try:
+            if prune:
+                self._housekeeping(connection)
+            # PASSIVE: copies what was committed, without holding up the requests' writes.
+            _, frames, _ = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if frames >= _RESTART_FRAMES:
+                self._restart(connection, pool)
+        except sqlite3.OperationalError:
+            pass  # busy: the next time does it
+        finally:
+            pool.checkpointing = False
+
+    def _restart(self, connection: sqlite3.Connection, pool: _Pool) -> None:
+        """Copy the rest of the log while holding the write lock, so that the next write starts it over.
+
+        This process's calls wait meanwhile (at most `_PAUSE`): between their statements the
+        write lock is free for microseconds, which SQLite's wait for a lock, in steps of
+        milliseconds, would seldom find. Those of other processes wait for the lock.
+        """
+        pool.restarted.clear()
+        pool.restarting = True
+        try:
+            connection.execute(f"PRAGMA busy_timeout = {_RESTART_LOCK_WAIT_MS}")
+            connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+        finally:
+            pool.restarting = False
+            pool.restarted.set()
+            connection.execute(f"PRAGMA busy_timeout = {int(self._seconds * 1000)}")
 
     def _mark_done(self, connection: sqlite3.Connection, key: str, token: str, ttl_ms: int) -> int:
         now = self._clock()
@@ -459,6 +543,7 @@ class SQLiteIdempotencyStore(CustomerOrderSteps):
             # The lease is taken: a failure here must not make the caller answer 503.
             with contextlib.suppress(Exception):
                 self._call(self._housekeeping)
+            self._checkpoint_in_thread(prune=False)
         return claim
 
     def complete(self, key: str, token: str, *, ttl: datetime.timedelta, order: Order | None = None) -> None:
@@ -561,7 +646,7 @@ class SQLiteIdempotencyStore(CustomerOrderSteps):
                 raise
             claim = await self._take_waiting(pool, key, token, lease_ms, order)
         if claim.token and self._housekeeping_due():
-            self._in_thread(self._housekeeping)  # a batch of deletes and a checkpoint take a while
+            self._checkpoint_in_thread(prune=True)  # a batch of deletes and a checkpoint take a while
         return claim
 
     async def _take_waiting(
