@@ -11,16 +11,15 @@ The store's own thread does, after every few hundred acquires, and restarts a lo
 writes kept from emptying, so that it stays bounded under any load.
 
 Connections are never shared by two threads at once: each call takes one from a small
-pool and gives it back. A forked child (gunicorn ``--preload``, multiprocessing) never
-uses, nor closes, a connection its parent opened: SQLite forbids carrying one across a
-fork. The async methods run the same calls in a few threads of the store.
+pool (`_sqlite_pool`) and gives it back. A forked child (gunicorn ``--preload``,
+multiprocessing) never uses, nor closes, a connection its parent opened: SQLite forbids
+carrying one across a fork. The async methods run the same calls in a few threads of the store.
 Customer order (``skip_out_of_order``): `_sqlite_order`, whose steps the store inherits.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import datetime
 import logging
@@ -28,14 +27,15 @@ import os
 import sqlite3
 import threading
 import time
-import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, cast
 
 from ._idempotency import CLAIM_DONE, CLAIM_IN_FLIGHT, DONE, Claim, new_token
 from ._sqlite_order import ORDER_CLEAR, ORDER_SCHEMA, CustomerOrderSteps
+from ._sqlite_pool import _INHERITED, _MAX_IDLE, _THREADS, Pool, is_busy  # noqa: F401 - the tests read the bounds here
 
 if TYPE_CHECKING:
+    import concurrent.futures
     from collections.abc import Callable
 
     from ._idempotency import Order
@@ -103,38 +103,12 @@ _BACKSTOP = 4
 _RESTART_LOCK_WAIT_MS = 100
 """How long that restart may wait for the locks; if it cannot have them, the next one tries."""
 
-_PAUSE = 0.25
-"""How long, at most, a call of this process waits for its own store's restart to end (so
-that the restart has the write lock at once, not after a race with this process's writes)."""
-
 _WAL_BYTES = 64 * 1024 * 1024
 """A log file larger than this, after a burst, is cut back to it when the log starts over."""
 
 _DEFAULT_TIMEOUT = datetime.timedelta(seconds=5)
 
-_THREADS = 4
-"""Threads of one store for its async methods (SQLite runs one write at a time anyway)."""
-
-_MAX_IDLE = 8
-"""Connections a store keeps open for the next call, per process."""
-
 _MIN_SQLITE = (3, 24, 0)  # INSERT ... ON CONFLICT DO UPDATE
-
-_INHERITED: list[object] = []
-"""A forked child's copies of its parent's pools: kept, never used, never closed (SQLite's rule)."""
-
-
-_forks = 0
-"""How many forks made this process (in its line): cheaper to compare than `os.getpid`, a system call."""
-
-
-def _forked() -> None:
-    global _forks  # noqa: PLW0603 - counted once per forked process
-    _forks += 1
-
-
-if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
-    os.register_at_fork(after_in_child=_forked)
 
 
 def _now_ms() -> int:
@@ -144,76 +118,6 @@ def _now_ms() -> int:
 
 def _milliseconds(delta: datetime.timedelta) -> int:
     return max(1, int(delta.total_seconds() * 1000))
-
-
-def _close_all(idle: dict[bool, list[sqlite3.Connection]], pid: int) -> None:
-    if os.getpid() != pid:
-        return  # a forked child: its parent's connections are not its to close
-    for connections in idle.values():
-        while connections:
-            connections.pop().close()
-
-
-class _Pool:
-    """One process's idle connections; a call takes one for itself and gives it back.
-
-    Two kinds: waiting ones (their busy timeout is the store's), and quick ones for the
-    event loop's thread, which never wait for a lock: a call that would wait runs again in
-    the store's threads. Checkpoints are the store's thread's work, not theirs.
-    """
-
-    def __init__(self, connect: Callable[[bool], sqlite3.Connection]) -> None:
-        self.pid = os.getpid()
-        self.forks = _forks
-        self._connect = connect
-        self._lock = threading.Lock()
-        self._idle: dict[bool, list[sqlite3.Connection]] = {False: [], True: []}
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self.checkpointing = False  # one checkpoint at a time: a slow disk does not queue them up
-        self.restarting = False  # the log is being restarted: this process's calls wait (`_PAUSE`)
-        self.restarted = threading.Event()
-        self.restarted.set()
-        weakref.finalize(self, _close_all, self._idle, self.pid)
-
-    def run(self, work: Callable[..., _T], args: tuple[object, ...], *, quick: bool = False) -> _T:
-        if self.restarting:
-            if quick:
-                raise _Paused  # the event loop does not wait: the store's threads do
-            self.restarted.wait(_PAUSE)
-        idle = self._idle[quick]
-        # list.pop and list.append are atomic: no lock on the path of every call.
-        try:
-            connection = idle.pop()
-        except IndexError:
-            connection = self._connect(quick)
-        try:
-            return work(connection, *args)
-        finally:
-            if connection.in_transaction:  # not by our statements; a defence
-                connection.rollback()
-            if len(idle) < _MAX_IDLE:  # may go one or two over when threads race: a bound all the same
-                idle.append(connection)
-            else:
-                connection.close()
-
-    def executor(self) -> concurrent.futures.ThreadPoolExecutor:
-        executor = self._executor
-        if executor is None:
-            with self._lock:
-                executor = self._executor
-                if executor is None:
-                    executor = self._executor = concurrent.futures.ThreadPoolExecutor(
-                        _THREADS, thread_name_prefix="carecycle-webhooks: sqlite calls"
-                    )
-                    weakref.finalize(self, executor.shutdown, wait=False)
-        return executor
-
-    def close(self) -> None:
-        with self._lock:
-            _close_all(self._idle, self.pid)
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=False)
 
 
 def _configuration_error(message: str) -> Exception:
@@ -250,19 +154,6 @@ def _identity(path: str) -> tuple[int, int]:
     """Which file ``path`` names now: its device and inode."""
     status = Path(path).stat()
     return status.st_dev, status.st_ino
-
-
-class _Paused(sqlite3.OperationalError):
-    """A quick call not made while the store's thread restarts the log: run it in a thread."""
-
-
-def _is_busy(error: sqlite3.OperationalError) -> bool:
-    if isinstance(error, _Paused):
-        return True
-    code = getattr(error, "sqlite_errorcode", None)  # Python 3.11+
-    if code is not None:
-        return code & 0xFF in (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED (and their extended codes)
-    return "locked" in str(error)
 
 
 class SQLiteIdempotencyStore(CustomerOrderSteps):
@@ -319,7 +210,7 @@ class SQLiteIdempotencyStore(CustomerOrderSteps):
         self._sweep_after = ""  # where this process's sweep of expired rows goes on
         self._ordered, self._order_sweep_after = False, ""  # `CustomerOrderSteps`
         self._file = self._setup()
-        self._pool = _Pool(self._connect)
+        self._pool = Pool(self._connect)
 
     def __repr__(self) -> str:
         return f"SQLiteIdempotencyStore({self._path!r})"
@@ -411,15 +302,15 @@ class SQLiteIdempotencyStore(CustomerOrderSteps):
             self._file = self._setup()
         except Exception:  # noqa: BLE001 - the calls that follow fail and are answered 503
             return
-        old, self._pool = self._pool, _Pool(self._connect)
+        old, self._pool = self._pool, Pool(self._connect)
         old.close()  # its idle connections; those in use are closed once their call ends
 
-    def _current_pool(self) -> _Pool:
+    def _current_pool(self) -> Pool:
         pool = self._pool
-        if pool.forks != _forks:
+        if pool.forked():
             # A forked child: its parent's connections and threads are not its own.
             _INHERITED.append(pool)
-            pool = self._pool = _Pool(self._connect)
+            pool = self._pool = Pool(self._connect)
         return pool
 
     def _locked(self) -> TimeoutError:
@@ -436,7 +327,7 @@ class SQLiteIdempotencyStore(CustomerOrderSteps):
         try:
             return self._current_pool().run(work, args)
         except sqlite3.OperationalError as error:
-            if _is_busy(error):
+            if is_busy(error):
                 raise self._locked() from error
             raise
 
@@ -487,7 +378,7 @@ class SQLiteIdempotencyStore(CustomerOrderSteps):
         except RuntimeError:  # the interpreter is exiting
             pool.checkpointing = False
 
-    def _checkpoint(self, connection: sqlite3.Connection, pool: _Pool, prune: bool) -> None:  # noqa: FBT001
+    def _checkpoint(self, connection: sqlite3.Connection, pool: Pool, prune: bool) -> None:  # noqa: FBT001
         """Copy the log into the database; restart a log that the writes kept from emptying."""
         try:
             if prune:
@@ -501,7 +392,7 @@ class SQLiteIdempotencyStore(CustomerOrderSteps):
         finally:
             pool.checkpointing = False
 
-    def _restart(self, connection: sqlite3.Connection, pool: _Pool) -> None:
+    def _restart(self, connection: sqlite3.Connection, pool: Pool) -> None:
         """Copy the rest of the log while holding the write lock, so that the next write starts it over.
 
         This process's calls wait meanwhile (at most `_PAUSE`): between their statements the
@@ -570,7 +461,7 @@ class SQLiteIdempotencyStore(CustomerOrderSteps):
         try:
             return pool.run(work, args, quick=True)
         except sqlite3.OperationalError as error:
-            if not _is_busy(error):
+            if not is_busy(error):
                 raise
         # Locked: nothing was written. Wait for the lock in a thread.
         return await self._wait_for(pool.executor().submit(self._call, work, *args))
@@ -642,7 +533,7 @@ class SQLiteIdempotencyStore(CustomerOrderSteps):
             else:
                 claim = pool.run(self._take_ordered, (key, token, lease_ms, order), quick=True)
         except sqlite3.OperationalError as error:
-            if not _is_busy(error):
+            if not is_busy(error):
                 raise
             claim = await self._take_waiting(pool, key, token, lease_ms, order)
         if claim.token and self._housekeeping_due():
@@ -650,7 +541,7 @@ class SQLiteIdempotencyStore(CustomerOrderSteps):
         return claim
 
     async def _take_waiting(
-        self, pool: _Pool, key: str, token: str, lease_ms: int, order: Order | None
+        self, pool: Pool, key: str, token: str, lease_ms: int, order: Order | None
     ) -> Claim:
         """`_take` in one of the store's threads, which waits for the lock."""
         gone = threading.Event()
