@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, TypeVar, cast
 
 from ._idempotency import CLAIM_DONE, CLAIM_IN_FLIGHT, DONE, Claim, new_token
 from ._sqlite_order import ORDER_CLEAR, ORDER_SCHEMA, CustomerOrderSteps
-from ._sqlite_pool import _INHERITED, _MAX_IDLE, _THREADS, Pool, is_busy  # noqa: F401 - the tests read the bounds here
+from ._sqlite_pool import INHERITED, MAX_IDLE, THREADS, Pool, is_busy
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -107,6 +107,9 @@ _WAL_BYTES = 64 * 1024 * 1024
 """A log file larger than this, after a burst, is cut back to it when the log starts over."""
 
 _DEFAULT_TIMEOUT = datetime.timedelta(seconds=5)
+
+_THREADS = THREADS  # the pool's bounds, named here too
+_MAX_IDLE = MAX_IDLE
 
 _MIN_SQLITE = (3, 24, 0)  # INSERT ... ON CONFLICT DO UPDATE
 
@@ -309,7 +312,7 @@ class SQLiteIdempotencyStore(CustomerOrderSteps):
         pool = self._pool
         if pool.forked():
             # A forked child: its parent's connections and threads are not its own.
-            _INHERITED.append(pool)
+            INHERITED.append(pool)
             pool = self._pool = Pool(self._connect)
         return pool
 

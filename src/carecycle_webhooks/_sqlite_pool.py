@@ -19,17 +19,17 @@ if TYPE_CHECKING:
 
 _T = TypeVar("_T")
 
-_THREADS = 4
+THREADS = 4
 """Threads of one store for its async methods (SQLite runs one write at a time anyway)."""
 
-_MAX_IDLE = 8
+MAX_IDLE = 8
 """Connections a store keeps open for the next call, per process."""
 
 _PAUSE = 0.25
 """How long, at most, a call of this process waits for its own store's restart to end (so
 that the restart has the write lock at once, not after a race with this process's writes)."""
 
-_INHERITED: list[object] = []
+INHERITED: list[object] = []
 """A forked child's copies of its parent's pools: kept, never used, never closed (SQLite's rule)."""
 
 
@@ -91,7 +91,7 @@ class Pool:
         finally:
             if connection.in_transaction:  # not by our statements; a defence
                 connection.rollback()
-            if len(idle) < _MAX_IDLE:  # may go one or two over when threads race: a bound all the same
+            if len(idle) < MAX_IDLE:  # may go one or two over when threads race: a bound all the same
                 idle.append(connection)
             else:
                 connection.close()
@@ -107,7 +107,7 @@ class Pool:
                 executor = self._executor
                 if executor is None:
                     executor = self._executor = concurrent.futures.ThreadPoolExecutor(
-                        _THREADS, thread_name_prefix="carecycle-webhooks: sqlite calls"
+                        THREADS, thread_name_prefix="carecycle-webhooks: sqlite calls"
                     )
                     weakref.finalize(self, executor.shutdown, wait=False)
         return executor
