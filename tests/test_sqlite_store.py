@@ -323,6 +323,21 @@ def test_options_and_defaults(path: Path) -> None:
     connection.close()
 
 
+def test_a_file_the_store_creates_has_small_pages_and_an_existing_one_keeps_its_own(tmp_path: Path) -> None:
+    # Each commit copies its changed pages to the log: a 1 KiB page is a quarter of the copy.
+    created = tmp_path / "created.sqlite3"
+    SQLiteIdempotencyStore(created).close()
+    existing = tmp_path / "existing.sqlite3"
+    with sqlite3.connect(existing) as connection:
+        connection.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
+    connection.close()
+    SQLiteIdempotencyStore(existing).close()
+    for path, size in ((created, 1024), (existing, 4096)):
+        with sqlite3.connect(path) as connection:
+            assert connection.execute("PRAGMA page_size").fetchone() == (size,)
+        connection.close()
+
+
 def test_a_relative_path_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     store = SQLiteIdempotencyStore("relative.sqlite3")

