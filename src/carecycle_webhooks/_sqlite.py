@@ -113,8 +113,9 @@ do, which measured 15 % less CPU for acquire and complete (42 µs rather than 49
 
 _DEFAULT_TIMEOUT = datetime.timedelta(seconds=5)
 
-_THREADS = THREADS  # the pool's bounds, named here too
+_THREADS = THREADS  # the pool, and its bounds, named here too
 _MAX_IDLE = MAX_IDLE
+_Pool = Pool
 
 _MIN_SQLITE = (3, 24, 0)  # INSERT ... ON CONFLICT DO UPDATE
 
