@@ -6,18 +6,20 @@ its own write transaction, which takes the database's write lock when it starts 
 ``BEGIN IMMEDIATE`` does), so each read-modify-write is atomic across every thread and
 process that opens the file. The file is in WAL mode: readers never wait for the writer,
 and a commit writes to the log without waiting for the disk (``synchronous=NORMAL``).
+Copying the log into the database (a checkpoint) waits for the disk: no request does it.
+The store's own thread does, after every few hundred acquires, and restarts a log that
+writes kept from emptying, so that it stays bounded under any load.
 
 Connections are never shared by two threads at once: each call takes one from a small
-pool and gives it back. A forked child (gunicorn ``--preload``, multiprocessing) never
-uses, nor closes, a connection its parent opened: SQLite forbids carrying one across a
-fork. The async methods run the same calls in a few threads of the store.
+pool (`_sqlite_pool`) and gives it back. A forked child (gunicorn ``--preload``,
+multiprocessing) never uses, nor closes, a connection its parent opened: SQLite forbids
+carrying one across a fork. The async methods run the same calls in a few threads of the store.
 Customer order (``skip_out_of_order``): `_sqlite_order`, whose steps the store inherits.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import datetime
 import logging
@@ -25,14 +27,15 @@ import os
 import sqlite3
 import threading
 import time
-import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, cast
 
 from ._idempotency import CLAIM_DONE, CLAIM_IN_FLIGHT, DONE, Claim, new_token
 from ._sqlite_order import ORDER_CLEAR, ORDER_SCHEMA, CustomerOrderSteps
+from ._sqlite_pool import INHERITED, MAX_IDLE, THREADS, Pool, is_busy
 
 if TYPE_CHECKING:
+    import concurrent.futures
     from collections.abc import Callable
 
     from ._idempotency import Order
@@ -85,31 +88,36 @@ _PRUNE_SLICE_ROWS = 1024
 takes a quarter of the acquires that the table has rows, and an id expired when a sweep
 begins is deleted by its end. The table holds at most about 4/3 of the ids within ``done_ttl``."""
 
+_RESTART_FRAMES = 2048
+"""A log this many pages long after a checkpoint is restarted (2 MiB with the store's own
+1 KiB pages, about 700 deliveries' writes). A checkpoint that runs while requests write never catches up
+with them, and SQLite starts the log over only when a write finds it all copied. So the
+store's thread then copies the rest while it holds the write lock and waits for the
+readers to be done (``wal_checkpoint(RESTART)``: a few milliseconds, once in a while), and
+the next write starts the log over."""
+
+_BACKSTOP = 4
+"""A log this many times `_RESTART_FRAMES` long is copied by the commit that finds it so
+(SQLite's automatic checkpoint): the store's thread fell behind, a disk stalled."""
+
+_RESTART_LOCK_WAIT_MS = 100
+"""How long that restart may wait for the locks; if it cannot have them, the next one tries."""
+
+_WAL_BYTES = 64 * 1024 * 1024
+"""A log file larger than this, after a burst, is cut back to it when the log starts over."""
+
+_PAGE_SIZE = 1024
+"""The page size of a file the store creates. Each commit writes the pages it changed to
+the log, a row's leaf page here: 1 KiB pages copy a quarter of what SQLite's default 4 KiB
+do, which measured 15 % less CPU for acquire and complete (42 µs rather than 49)."""
+
 _DEFAULT_TIMEOUT = datetime.timedelta(seconds=5)
 
-_THREADS = 4
-"""Threads of one store for its async methods (SQLite runs one write at a time anyway)."""
-
-_MAX_IDLE = 8
-"""Connections a store keeps open for the next call, per process."""
+_THREADS = THREADS  # the pool, and its bounds, named here too
+_MAX_IDLE = MAX_IDLE
+_Pool = Pool
 
 _MIN_SQLITE = (3, 24, 0)  # INSERT ... ON CONFLICT DO UPDATE
-
-_INHERITED: list[object] = []
-"""A forked child's copies of its parent's pools: kept, never used, never closed (SQLite's rule)."""
-
-
-_forks = 0
-"""How many forks made this process (in its line): cheaper to compare than `os.getpid`, a system call."""
-
-
-def _forked() -> None:
-    global _forks  # noqa: PLW0603 - counted once per forked process
-    _forks += 1
-
-
-if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
-    os.register_at_fork(after_in_child=_forked)
 
 
 def _now_ms() -> int:
@@ -119,68 +127,6 @@ def _now_ms() -> int:
 
 def _milliseconds(delta: datetime.timedelta) -> int:
     return max(1, int(delta.total_seconds() * 1000))
-
-
-def _close_all(idle: dict[bool, list[sqlite3.Connection]], pid: int) -> None:
-    if os.getpid() != pid:
-        return  # a forked child: its parent's connections are not its to close
-    for connections in idle.values():
-        while connections:
-            connections.pop().close()
-
-
-class _Pool:
-    """One process's idle connections; a call takes one for itself and gives it back.
-
-    Two kinds: waiting ones (their busy timeout is the store's), and quick ones for the
-    event loop's thread, which never wait for a lock nor write a checkpoint (that waits
-    for the disk): a call that would wait runs again in the store's threads.
-    """
-
-    def __init__(self, connect: Callable[[bool], sqlite3.Connection]) -> None:
-        self.pid = os.getpid()
-        self.forks = _forks
-        self._connect = connect
-        self._lock = threading.Lock()
-        self._idle: dict[bool, list[sqlite3.Connection]] = {False: [], True: []}
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        weakref.finalize(self, _close_all, self._idle, self.pid)
-
-    def run(self, work: Callable[..., _T], args: tuple[object, ...], *, quick: bool = False) -> _T:
-        idle = self._idle[quick]
-        # list.pop and list.append are atomic: no lock on the path of every call.
-        try:
-            connection = idle.pop()
-        except IndexError:
-            connection = self._connect(quick)
-        try:
-            return work(connection, *args)
-        finally:
-            if connection.in_transaction:  # not by our statements; a defence
-                connection.rollback()
-            if len(idle) < _MAX_IDLE:  # may go one or two over when threads race: a bound all the same
-                idle.append(connection)
-            else:
-                connection.close()
-
-    def executor(self) -> concurrent.futures.ThreadPoolExecutor:
-        executor = self._executor
-        if executor is None:
-            with self._lock:
-                executor = self._executor
-                if executor is None:
-                    executor = self._executor = concurrent.futures.ThreadPoolExecutor(
-                        _THREADS, thread_name_prefix="carecycle-webhooks: sqlite calls"
-                    )
-                    weakref.finalize(self, executor.shutdown, wait=False)
-        return executor
-
-    def close(self) -> None:
-        with self._lock:
-            _close_all(self._idle, self.pid)
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=False)
 
 
 def _configuration_error(message: str) -> Exception:
@@ -217,13 +163,6 @@ def _identity(path: str) -> tuple[int, int]:
     """Which file ``path`` names now: its device and inode."""
     status = Path(path).stat()
     return status.st_dev, status.st_ino
-
-
-def _is_busy(error: sqlite3.OperationalError) -> bool:
-    code = getattr(error, "sqlite_errorcode", None)  # Python 3.11+
-    if code is not None:
-        return code & 0xFF in (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED (and their extended codes)
-    return "locked" in str(error)
 
 
 class SQLiteIdempotencyStore(CustomerOrderSteps):
@@ -280,7 +219,7 @@ class SQLiteIdempotencyStore(CustomerOrderSteps):
         self._sweep_after = ""  # where this process's sweep of expired rows goes on
         self._ordered, self._order_sweep_after = False, ""  # `CustomerOrderSteps`
         self._file = self._setup()
-        self._pool = _Pool(self._connect)
+        self._pool = Pool(self._connect)
 
     def __repr__(self) -> str:
         return f"SQLiteIdempotencyStore({self._path!r})"
@@ -320,9 +259,11 @@ class SQLiteIdempotencyStore(CustomerOrderSteps):
             # In WAL mode, NORMAL writes a commit to the log without waiting for the disk: a
             # crashed process loses nothing; a power cut may lose the last commits.
             connection.execute("PRAGMA synchronous = NORMAL")
-            if quick:
-                # A checkpoint waits for the disk: the store's threads do them (`_housekeeping`).
-                connection.execute("PRAGMA wal_autocheckpoint = 0")
+            # A checkpoint waits for the disk: the store's thread does them (`_checkpoint`).
+            # A commit makes one only when that thread fell far behind (a disk that stalls):
+            # the log stays bounded whatever the disk does.
+            connection.execute(f"PRAGMA wal_autocheckpoint = {_RESTART_FRAMES * _BACKSTOP}")
+            connection.execute(f"PRAGMA journal_size_limit = {_WAL_BYTES}")
         except BaseException:
             connection.close()
             raise
@@ -337,6 +278,8 @@ class SQLiteIdempotencyStore(CustomerOrderSteps):
                 f"cannot open the SQLite idempotency store {self._path!r}: {error}"
             ) from error
         try:
+            # Only a new, empty database takes it; an existing file keeps its page size.
+            connection.execute(f"PRAGMA page_size = {_PAGE_SIZE}")
             (mode,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()
             if str(mode).lower() != "wal":
                 raise _configuration_error(
@@ -370,15 +313,15 @@ class SQLiteIdempotencyStore(CustomerOrderSteps):
             self._file = self._setup()
         except Exception:  # noqa: BLE001 - the calls that follow fail and are answered 503
             return
-        old, self._pool = self._pool, _Pool(self._connect)
+        old, self._pool = self._pool, Pool(self._connect)
         old.close()  # its idle connections; those in use are closed once their call ends
 
-    def _current_pool(self) -> _Pool:
+    def _current_pool(self) -> Pool:
         pool = self._pool
-        if pool.forks != _forks:
+        if pool.forked():
             # A forked child: its parent's connections and threads are not its own.
-            _INHERITED.append(pool)
-            pool = self._pool = _Pool(self._connect)
+            INHERITED.append(pool)
+            pool = self._pool = Pool(self._connect)
         return pool
 
     def _locked(self) -> TimeoutError:
@@ -395,7 +338,7 @@ class SQLiteIdempotencyStore(CustomerOrderSteps):
         try:
             return self._current_pool().run(work, args)
         except sqlite3.OperationalError as error:
-            if _is_busy(error):
+            if is_busy(error):
                 raise self._locked() from error
             raise
 
@@ -417,7 +360,7 @@ class SQLiteIdempotencyStore(CustomerOrderSteps):
         return self._acquires % _PRUNE_EVERY == 0
 
     def _housekeeping(self, connection: sqlite3.Connection) -> None:
-        """Delete the expired rows of the next slice, and copy the log into the database (a checkpoint)."""
+        """Delete the expired rows of the next slice; open the file again if it was replaced."""
         self._reopen_if_replaced()
         start = self._sweep_after
         try:
@@ -430,9 +373,52 @@ class SQLiteIdempotencyStore(CustomerOrderSteps):
                 self._sweep_after = row[0]
             if self._ordered:
                 self._prune_customers(connection)
-            connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.OperationalError:
             pass  # busy: the next time does it
+
+    def _checkpoint_in_thread(self, *, prune: bool) -> None:
+        """Start a checkpoint in the store's thread (after the housekeeping if ``prune``), unless one runs."""
+        pool = self._current_pool()
+        if pool.checkpointing:
+            if prune:
+                self._in_thread(self._housekeeping)
+            return
+        pool.checkpointing = True
+        try:
+            pool.executor().submit(self._call, self._checkpoint, pool, prune)
+        except RuntimeError:  # the interpreter is exiting
+            pool.checkpointing = False
+
+    def _checkpoint(self, connection: sqlite3.Connection, pool: Pool, prune: bool) -> None:  # noqa: FBT001
+        """Copy the log into the database; restart a log that the writes kept from emptying."""
+        try:
+            if prune:
+                self._housekeeping(connection)
+            # PASSIVE: copies what was committed, without holding up the requests' writes.
+            _, frames, _ = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if frames >= _RESTART_FRAMES:
+                self._restart(connection, pool)
+        except sqlite3.OperationalError:
+            pass  # busy: the next time does it
+        finally:
+            pool.checkpointing = False
+
+    def _restart(self, connection: sqlite3.Connection, pool: Pool) -> None:
+        """Copy the rest of the log while holding the write lock, so that the next write starts it over.
+
+        This process's calls wait meanwhile (at most `_PAUSE`): between their statements the
+        write lock is free for microseconds, which SQLite's wait for a lock, in steps of
+        milliseconds, would seldom find. Those of other processes wait for the lock.
+        """
+        pool.restarted.clear()
+        pool.restarting = True
+        try:
+            connection.execute(f"PRAGMA busy_timeout = {_RESTART_LOCK_WAIT_MS}")
+            connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+        finally:
+            pool.restarting = False
+            pool.restarted.set()
+            connection.execute(f"PRAGMA busy_timeout = {int(self._seconds * 1000)}")
 
     def _mark_done(self, connection: sqlite3.Connection, key: str, token: str, ttl_ms: int) -> int:
         now = self._clock()
@@ -459,6 +445,7 @@ class SQLiteIdempotencyStore(CustomerOrderSteps):
             # The lease is taken: a failure here must not make the caller answer 503.
             with contextlib.suppress(Exception):
                 self._call(self._housekeeping)
+            self._checkpoint_in_thread(prune=False)
         return claim
 
     def complete(self, key: str, token: str, *, ttl: datetime.timedelta, order: Order | None = None) -> None:
@@ -485,7 +472,7 @@ class SQLiteIdempotencyStore(CustomerOrderSteps):
         try:
             return pool.run(work, args, quick=True)
         except sqlite3.OperationalError as error:
-            if not _is_busy(error):
+            if not is_busy(error):
                 raise
         # Locked: nothing was written. Wait for the lock in a thread.
         return await self._wait_for(pool.executor().submit(self._call, work, *args))
@@ -557,15 +544,15 @@ class SQLiteIdempotencyStore(CustomerOrderSteps):
             else:
                 claim = pool.run(self._take_ordered, (key, token, lease_ms, order), quick=True)
         except sqlite3.OperationalError as error:
-            if not _is_busy(error):
+            if not is_busy(error):
                 raise
             claim = await self._take_waiting(pool, key, token, lease_ms, order)
         if claim.token and self._housekeeping_due():
-            self._in_thread(self._housekeeping)  # a batch of deletes and a checkpoint take a while
+            self._checkpoint_in_thread(prune=True)  # a batch of deletes and a checkpoint take a while
         return claim
 
     async def _take_waiting(
-        self, pool: _Pool, key: str, token: str, lease_ms: int, order: Order | None
+        self, pool: Pool, key: str, token: str, lease_ms: int, order: Order | None
     ) -> Claim:
         """`_take` in one of the store's threads, which waits for the lock."""
         gone = threading.Event()
