@@ -66,9 +66,12 @@ def test_copied_receiver_runs_each_delivery_once(page: Page, tmp_path: Path) -> 
         with running:
             for _ in range(SENDS):
                 # A new connection each time: any of the server's workers may accept it.
-                response = httpx.post(
-                    f"{running.url}/webhooks", timeout=10, **signed_request(body, SECRET, "msg_guide_1")
-                )
+                try:
+                    response = httpx.post(
+                        f"{running.url}/webhooks", timeout=10, **signed_request(body, SECRET, "msg_guide_1")
+                    )
+                except httpx.HTTPError as error:  # say what the server said
+                    pytest.fail(f"{error!r}; the server's log:\n{running.log_text()}")
                 answers.append((response.status_code, response.json().get("status", "")))
     assert answers == [(200, "processed")] + [(200, "duplicate")] * (2 * SENDS - 1)
     assert (tmp_path / page.database).is_file()
