@@ -493,8 +493,12 @@ def test_no_request_waits_for_a_checkpoint(
     caller = threading.get_ident()
     wait_for(lambda: any("wal_checkpoint" in sql for _, sql in statements))
     assert not [sql for thread, sql in statements if thread == caller and "checkpoint" in sql]
-    # A commit copies the log itself only when the store's thread fell far behind.
-    for connection in (*store._current_pool()._idle[False], *store._current_pool()._idle[True]):
+    # A commit copies the log itself only when the store's thread fell far behind. The
+    # store's thread ends its work first: a connection it takes from the pool meanwhile must
+    # not be used here at the same time (with a trace callback set, that deadlocks).
+    pool = store._current_pool()
+    pool.executor().shutdown(wait=True)
+    for connection in (*pool._idle[False], *pool._idle[True]):
         (pages,) = connection.execute("PRAGMA wal_autocheckpoint").fetchone()
         assert pages > _sqlite._RESTART_FRAMES
 
