@@ -22,7 +22,9 @@ from carecycle_webhooks import (
     current_delivery,
     parse_unverified_event,
 )
+from carecycle_webhooks._budget import BodyBudget
 from carecycle_webhooks._drivers import store_key
+from carecycle_webhooks._logs import Throttle
 from carecycle_webhooks._tenants import TenantSecrets, is_tenant_key
 from carecycle_webhooks.testing import Tenants, customer_created, generate_secret, sign
 
@@ -342,3 +344,27 @@ def test_a_dispatcher_with_a_resolver_has_a_verifier_per_tenant(monkeypatch: pyt
 def test_tenant_keys() -> None:
     assert all(map(is_tenant_key, ["acme", "agency-42", "a.b_c~d", "0" * 128]))
     assert not any(map(is_tenant_key, ["", "a/b", "a b", "0" * 129, "ä", None, 42]))
+
+
+def test_unknown_tenants_are_a_warning_at_most_once_a_minute(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("carecycle_webhooks._tenants._UNKNOWN", Throttle(60.0))
+    webhooks, _ = tenant_dispatcher(Tenants("acme"))
+    with caplog.at_level(logging.DEBUG, logger="carecycle_webhooks"):
+        for number in range(5):
+            assert webhooks.handle(b"{}", {}, tenant=f"stranger-{number}").status_code == 404
+    levels = [record.levelno for record in caplog.records if "unknown tenant" in record.getMessage()]
+    assert levels == [logging.WARNING] + [logging.DEBUG] * 4
+
+
+def test_refusals_of_the_body_budget_are_one_warning_with_a_count(caplog: pytest.LogCaptureFixture) -> None:
+    # The same throttle as the unknown tenants' warning (one piece of code serves both).
+    budget = BodyBudget(100)
+    with caplog.at_level(logging.WARNING, logger="carecycle_webhooks"):
+        for _ in range(4):
+            assert not budget.take(101)
+            budget.refuse()
+    lines = [record.getMessage() for record in caplog.records if "body budget" in record.getMessage()]
+    assert len(lines) == 1  # the next three wait for the next line, ten seconds on
+    assert lines[0].startswith("1 deliveries answered 503")

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
+from ._logs import Throttle
 from ._responses import BUSY, WebhookResponse
 
 __all__ = ["DEFAULT_BODY_BUDGET", "BodyBudget", "Reservation", "process_budget"]
@@ -40,14 +40,13 @@ class BodyBudget:
         limit: The most bytes held at once.
     """
 
-    __slots__ = ("_last_warning", "_lock", "_refused", "_used", "limit")
+    __slots__ = ("_lock", "_refused", "_used", "limit")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._used = 0
         self._lock = threading.Lock()
-        self._refused = 0
-        self._last_warning = float("-inf")
+        self._refused = Throttle(_WARN_EVERY)  # refusals, and when to log them
 
     @property
     def used(self) -> int:
@@ -58,15 +57,14 @@ class BodyBudget:
         """Whether ``size`` more bytes fit now (nothing is taken); counts a refusal if not."""
         if self._used + size <= self.limit:
             return True
-        with self._lock:
-            self._refused += 1
+        self._refused.note()
         return False
 
     def take(self, size: int) -> bool:
         """Take ``size`` bytes if they fit; ``False`` (and nothing taken) if not."""
         with self._lock:
             if self._used + size > self.limit:
-                self._refused += 1
+                self._refused.note()
                 return False
             self._used += size
             return True
@@ -78,14 +76,8 @@ class BodyBudget:
 
     def refuse(self) -> WebhookResponse:
         """The 503 answer for a delivery that did not fit, logged at most every ten seconds."""
-        now = time.monotonic()
-        with self._lock:
-            refused = self._refused
-            warn = now - self._last_warning >= _WARN_EVERY
-            if warn:
-                self._last_warning = now
-                self._refused = 0
-        if warn:
+        refused = self._refused.due()
+        if refused is not None:
             logger.warning(
                 "%d deliveries answered 503: the body budget (%d bytes) is in use by the "
                 "bodies being read; Svix retries them (raise Dispatcher(body_budget=...) "

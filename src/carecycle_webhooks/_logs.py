@@ -8,6 +8,8 @@ unless the dispatcher was built with ``log_exception_messages=True``.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import traceback
 from typing import TYPE_CHECKING
 
@@ -20,9 +22,41 @@ if TYPE_CHECKING:
     from ._models import Event
     from ._verify import WebhookDelivery
 
-__all__ = ["log_note", "log_store_failure", "safe_label"]
+__all__ = ["Throttle", "log_note", "log_store_failure", "safe_label"]
 
 logger = logging.getLogger("carecycle_webhooks")
+
+
+class Throttle:
+    """A warning that many requests may call for, let through at most once every ``every`` seconds.
+
+    Anyone who can reach the endpoint can make it refuse requests: one line now and then,
+    with how many were refused, tells the operator as much as a line each, and the logs
+    stay bounded. `note` counts one occurrence; `due` says whether to log now.
+    """
+
+    __slots__ = ("_count", "_every", "_last", "_lock")
+
+    def __init__(self, every: float) -> None:
+        self._every = every
+        self._lock = threading.Lock()
+        self._last = float("-inf")
+        self._count = 0
+
+    def note(self) -> None:
+        """Count one occurrence."""
+        with self._lock:
+            self._count += 1
+
+    def due(self) -> int | None:
+        """How many occurred since the last line, if a line is due now; else ``None``."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last < self._every:
+                return None
+            self._last = now
+            count, self._count = self._count, 0
+            return count
 
 
 def safe_label(value: str) -> str:

@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, cast
 
 from ._errors import WebhookConfigurationError
+from ._logs import Throttle
 from ._responses import RESOLVER_FAILED, UNKNOWN_TENANT, WebhookResponse
 from ._running import run_to_completion
 from ._verify import WebhookVerifier
@@ -60,10 +61,9 @@ MAX_TENANTS = 10_000
 RESOLVER_THREADS = 4
 """How many threads run a sync resolver under `Dispatcher.handle_async`."""
 
-# An unknown tenant is logged at WARNING at most this often; DEBUG otherwise (anyone can
-# send requests for made-up keys: they must not flood the logs).
-_WARN_EVERY = 60.0
-_last_warned = [float("-inf")]
+# An unknown tenant is logged at WARNING at most once a minute; DEBUG otherwise (anyone
+# can send requests for made-up keys: they must not flood the logs).
+_UNKNOWN = Throttle(60.0)
 """At most this many tenants' answers are kept; past it, the least recently used go."""
 
 # URL-safe, bounded: such a key is safe in a store's key, a log line and a path.
@@ -216,12 +216,9 @@ def _known(tenant: str | None, verifier: WebhookVerifier | None) -> WebhookVerif
                 "404; route it with a tenant path parameter, e.g. /webhooks/<tenant>"
             )
         else:  # the key is not logged: anyone can send any key
-            now = time.monotonic()
-            warn = now - _last_warned[0] >= _WARN_EVERY
-            if warn:
-                _last_warned[0] = now
+            _UNKNOWN.note()
             logger.log(
-                logging.WARNING if warn else logging.DEBUG,
+                logging.DEBUG if _UNKNOWN.due() is None else logging.WARNING,
                 "webhook for an unknown tenant: answered 404 (logged at WARNING once a minute at most)",
             )
         return UNKNOWN_TENANT
