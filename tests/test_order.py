@@ -324,3 +324,31 @@ def test_a_tests_own_store_must_keep_the_order_of_a_dispatcher_that_skips() -> N
         _, first, second = customer_history(2)
         assert deliver(webhooks, second) == (200, "processed")
         assert deliver(webhooks, first) == (200, "stale")
+
+
+def test_a_cancelled_delivery_frees_its_customer() -> None:
+    # Else every other delivery of that customer would be 409 until the lease expired.
+    webhooks = Dispatcher(SECRET, idempotency_store=InMemoryIdempotencyStore(), skip_out_of_order=True)
+    started = asyncio.Event()
+    ran: list[datetime.datetime] = []
+    _, first, second = customer_history(2)
+
+    @webhooks.on("customer.updated")
+    async def apply(event: CustomerUpdatedEvent) -> None:
+        if event.updated_at == first.updated_at:
+            started.set()
+            await asyncio.sleep(30)
+        ran.append(event.updated_at)
+
+    async def main() -> None:
+        delivery = sign(first, secret=SECRET)
+        task = asyncio.ensure_future(webhooks.handle_async(delivery.body, delivery.headers))
+        await asyncio.wait_for(started.wait(), 5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        newer = sign(second, secret=SECRET)
+        assert answer(await webhooks.handle_async(newer.body, newer.headers)) == (200, "processed")
+
+    asyncio.run(main())
+    assert ran == [second.updated_at]
