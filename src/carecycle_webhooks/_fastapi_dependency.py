@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from ._adapters import (
+    Reservation,
     check_dispatcher,
     content_type_and_headers,
     declared_length,
@@ -39,7 +40,7 @@ from ._models import EVENT_MODELS, CallCompletedEvent, CustomerCreatedEvent, Cus
 from ._responses import IGNORED, WebhookResponse
 from ._verify import WebhookDelivery
 
-__all__ = ["WebhookAnswer", "verified_event", "verified_event_route"]
+__all__ = ["WebhookAnswer", "read_body", "tenant_and_refusal", "verified_event", "verified_event_route"]
 
 _E = TypeVar("_E", bound=CustomerCreatedEvent | CustomerUpdatedEvent | CallCompletedEvent)
 
@@ -90,10 +91,33 @@ async def verified_event_route(event: Event) -> None:  # noqa: ARG001 - the rout
     await run.ended  # the route's own exception, if it raised
 
 
+async def tenant_and_refusal(
+    request: Request, dispatcher: Dispatcher
+) -> tuple[str | None, WebhookResponse | None]:
+    """The tenant of the route's path, and the 404 to answer at once if it is unknown."""
+    tenant = path_tenant(request.path_params.get("tenant"))
+    return tenant, await tenant_refused_async(dispatcher, tenant)
+
+
+async def read_body(
+    request: Request, dispatcher: Dispatcher, content_length: bytes | str | None, reservation: Reservation
+) -> bytes | WebhookResponse:
+    """The body, read within the dispatcher's limits, or the answer that refuses it.
+
+    It reads the ASGI messages themselves, not ``request.stream()``: one function for every
+    ASGI adapter, and no async generator per request.
+    """
+    return await receive_body(
+        request.receive,
+        declared=declared_length(content_length),
+        limit=dispatcher.max_body_size,
+        reservation=reservation,
+    )
+
+
 async def _verify(request: Request, dispatcher: Dispatcher) -> tuple[Event, WebhookDelivery]:
     """The request's event and delivery, verified and parsed; else `WebhookAnswer`."""
-    tenant = path_tenant(request.path_params.get("tenant"))
-    refused = await tenant_refused_async(dispatcher, tenant)
+    tenant, refused = await tenant_and_refusal(request, dispatcher)
     if refused is not None:  # an unknown tenant: its body is not read
         raise WebhookAnswer(refused)
     headers = request.headers
@@ -102,12 +126,7 @@ async def _verify(request: Request, dispatcher: Dispatcher) -> tuple[Event, Webh
     reservation = reservation_for(dispatcher)
     try:
         if not isinstance(body, bytes):
-            received = await receive_body(
-                request.receive,
-                declared=declared_length(headers.get("content-length")),
-                limit=dispatcher.max_body_size,
-                reservation=reservation,
-            )
+            received = await read_body(request, dispatcher, headers.get("content-length"), reservation)
             if not isinstance(received, bytes):
                 raise WebhookAnswer(received)
             body = received

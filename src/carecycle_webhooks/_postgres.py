@@ -272,23 +272,22 @@ class PostgresIdempotencyStore(_Store["psycopg_pool.ConnectionPool[Any]", "psyco
         delivery_context.set(None)
         if entry is None:
             raise CommitFailed("no open transaction for this delivery: its outcome is unknown")
+        if order is not None:
+            self._ordered = True  # from now on, the upkeep prunes the marks too
         conn = entry.end()
         try:
             # Inside the try: a connection lost meanwhile (the server gone, a handler that
             # closed it) has no socket to arm, and must go back to the pool all the same.
             self._arm(conn, self._seconds)
             with conn.pipeline():  # one round trip
-                conn.execute(self._sql.mark, (key, ttl.total_seconds()))
-                if order is not None:
-                    conn.execute(self._sql.keep_mark, (order.key, order.position, ttl.total_seconds()))
+                for statement, params in self._sql.done(key, ttl.total_seconds(), order):
+                    conn.execute(statement, params)
                 entry.transaction.__exit__(None, None, None)  # COMMIT
         except BaseException as error:
             self._discard(conn)
             if isinstance(error, Exception):
                 raise _commit_failed(error) from None
             raise
-        if order is not None:
-            self._ordered = True
         if self._prune_due():
             self._prune_on(conn, self._prune_batch)
         self._put(conn)
@@ -526,21 +525,20 @@ class AsyncPostgresIdempotencyStore(
         ttl: datetime.timedelta,
         order: Order | None,
     ) -> None:
+        if order is not None:
+            self._ordered = True  # from now on, the upkeep prunes the marks too
         conn = entry.conn
         try:
             self._arm(conn, self._seconds)  # inside the try: see PostgresIdempotencyStore.complete
             async with conn.pipeline():
-                await conn.execute(self._sql.mark, (key, ttl.total_seconds()))
-                if order is not None:
-                    await conn.execute(self._sql.keep_mark, (order.key, order.position, ttl.total_seconds()))
+                for statement, params in self._sql.done(key, ttl.total_seconds(), order):
+                    await conn.execute(statement, params)
                 await entry.transaction.__aexit__(None, None, None)
         except BaseException as error:
             await self._discard(conn)
             if isinstance(error, Exception):
                 raise _commit_failed(error) from None
             raise
-        if order is not None:
-            self._ordered = True
         if self._prune_due():
             await self._prune_on(conn, self._prune_batch)
         await self._put(conn)

@@ -25,6 +25,14 @@ def _schema_sql() -> str:
     return resources.files("carecycle_webhooks").joinpath("postgres.sql").read_text(encoding="utf-8")
 
 
+def _prune(table: sql.Identifier, key: LiteralString) -> sql.Composed:
+    """Delete at most ``%s`` expired rows of ``table``, the oldest first, skipping locked ones."""
+    return sql.SQL(
+        "DELETE FROM {t} WHERE {k} IN (SELECT {k} FROM {t} WHERE expires_at < now() "
+        "ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED)"
+    ).format(t=table, k=sql.Identifier(key))
+
+
 class Statements:
     """A store's statements for its table (``name`` or ``schema.name``, already checked).
 
@@ -54,10 +62,7 @@ class Statements:
             "ON CONFLICT (webhook_id) DO UPDATE "
             "SET done_at = EXCLUDED.done_at, expires_at = EXCLUDED.expires_at"
         ).format(ident)
-        self.prune = sql.SQL(
-            "DELETE FROM {t} WHERE webhook_id IN (SELECT webhook_id FROM {t} WHERE expires_at < now() "
-            "ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED)"
-        ).format(t=ident)
+        self.prune = _prune(ident, "webhook_id")
         self.read_mark = sql.SQL(
             "SELECT updated_at_us FROM {} WHERE customer_key = %s AND expires_at > now()"
         ).format(marks)
@@ -70,10 +75,16 @@ class Statements:
             "THEN greatest(m.updated_at_us, EXCLUDED.updated_at_us) ELSE EXCLUDED.updated_at_us END, "
             "expires_at = EXCLUDED.expires_at"
         ).format(marks)
-        self.prune_marks = sql.SQL(
-            "DELETE FROM {t} WHERE customer_key IN (SELECT customer_key FROM {t} "
-            "WHERE expires_at < now() ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED)"
-        ).format(t=marks)
+        self.prune_marks = _prune(marks, "customer_key")
+
+    def done(
+        self, key: str, seconds: float, order: Order | None
+    ) -> list[tuple[sql.Composed, tuple[object, ...]]]:
+        """The statements that mark ``key`` done and move ``order``'s mark forward (never back)."""
+        statements: list[tuple[sql.Composed, tuple[object, ...]]] = [(self.mark, (key, seconds))]
+        if order is not None:
+            statements.append((self.keep_mark, (order.key, order.position, seconds)))
+        return statements
 
 
 def customer_claim(

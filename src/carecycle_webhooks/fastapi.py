@@ -54,18 +54,9 @@ except ImportError:
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
-from ._adapters import (
-    METHOD_NOT_ALLOWED,
-    check_dispatcher,
-    content_type_and_headers,
-    declared_length,
-    path_tenant,
-    reservation_for,
-    tenant_refused_async,
-)
-from ._asgi import receive_body
+from ._adapters import METHOD_NOT_ALLOWED, check_dispatcher, content_type_and_headers, reservation_for
 from ._dispatch import Dispatcher
-from ._fastapi_dependency import WebhookAnswer, verified_event
+from ._fastapi_dependency import WebhookAnswer, read_body, tenant_and_refusal, verified_event
 from ._openapi import document_webhooks
 from ._responses import WebhookResponse
 
@@ -128,8 +119,7 @@ def webhook_view(dispatcher: Dispatcher) -> Callable[[Request], Awaitable[Respon
             response = _to_starlette(METHOD_NOT_ALLOWED)
             response.headers["Allow"] = "POST"
             return response
-        tenant = path_tenant(request.path_params.get("tenant"))
-        refused = await tenant_refused_async(dispatcher, tenant)
+        tenant, refused = await tenant_and_refusal(request, dispatcher)
         if refused is not None:  # an unknown tenant: its body is not read
             return _to_starlette(refused)
         headers = request.headers
@@ -142,14 +132,7 @@ def webhook_view(dispatcher: Dispatcher) -> Callable[[Request], Awaitable[Respon
         )
         reservation = reservation_for(dispatcher)
         try:
-            # The ASGI messages themselves, not request.stream(): one function for every
-            # ASGI adapter, and no async generator per request.
-            body = await receive_body(
-                request.receive,
-                declared=declared_length(content_length),
-                limit=dispatcher.max_body_size,
-                reservation=reservation,
-            )
+            body = await read_body(request, dispatcher, content_length, reservation)
             if not isinstance(body, bytes):
                 return _to_starlette(body)
             if tenant is None:

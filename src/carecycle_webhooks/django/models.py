@@ -12,7 +12,22 @@ if TYPE_CHECKING:
 __all__ = ["CustomerMark", "ProcessedWebhook"]
 
 
-class ProcessedWebhook(models.Model):
+class _Expiring(models.Model):
+    """A row kept until ``expires_at``, then pruned; pruning reads the oldest first."""
+
+    expires_at: models.DateTimeField[datetime.datetime, datetime.datetime] = models.DateTimeField(
+        db_index=True
+    )
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        """The row's key."""
+        return str(self.pk)
+
+
+class ProcessedWebhook(_Expiring):
     """A ``webhook-id`` whose handlers succeeded, committed with their writes.
 
     One row per processed delivery, kept until ``expires_at`` (the dispatcher's
@@ -22,23 +37,16 @@ class ProcessedWebhook(models.Model):
     """
 
     # Annotated for type checkers that run without django-stubs' mypy plugin. The id is at
-    # most 256 characters (the verifier's bound); pruning reads the oldest expires_at first.
+    # most 256 characters (the verifier's bound).
     webhook_id: models.CharField[str, str] = models.CharField(primary_key=True, max_length=256)
     done_at: models.DateTimeField[datetime.datetime, datetime.datetime] = models.DateTimeField()
-    expires_at: models.DateTimeField[datetime.datetime, datetime.datetime] = models.DateTimeField(
-        db_index=True
-    )
 
-    class Meta:  # noqa: D106 - Django's model options
+    class Meta(_Expiring.Meta):  # noqa: D106 - Django's model options (abstract=False: Django sets it)
         db_table = "carecycle_webhooks_processed"
         verbose_name = "processed webhook"
 
-    def __str__(self) -> str:
-        """The ``webhook-id``."""
-        return self.webhook_id
 
-
-class CustomerMark(models.Model):
+class CustomerMark(_Expiring):
     """A customer's newest ``updatedAt`` processed (``Dispatcher(skip_out_of_order=True)``).
 
     One row per customer (its id, or ``tenant/customer-id``), written in the same
@@ -49,14 +57,7 @@ class CustomerMark(models.Model):
 
     customer_key: models.CharField[str, str] = models.CharField(primary_key=True, max_length=256)
     updated_at_us: models.BigIntegerField[int, int] = models.BigIntegerField()
-    expires_at: models.DateTimeField[datetime.datetime, datetime.datetime] = models.DateTimeField(
-        db_index=True
-    )
 
-    class Meta:  # noqa: D106 - Django's model options
+    class Meta(_Expiring.Meta):  # noqa: D106 - Django's model options (abstract=False: Django sets it)
         db_table = "carecycle_webhooks_customer_marks"
         verbose_name = "customer mark"
-
-    def __str__(self) -> str:
-        """The customer's key."""
-        return self.customer_key
