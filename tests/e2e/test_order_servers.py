@@ -3,8 +3,9 @@
 gunicorn with 4 Flask workers on one SQLite file, and uvicorn with 2 FastAPI workers on
 Redis, each with ``Dispatcher(skip_out_of_order=True)``. Each round sends an old and a new
 ``customer.updated`` of one customer (distinct webhook-ids, 1 ms apart) at the same time,
-the new one first in every other round, each resent like Svix while it is answered 409 (bounded). The newest always ends applied;
-the old one is applied only before the new one, and answered 200 "stale" when it comes second.
+the new one first in every other round, each resent like Svix while it is answered 409
+(bounded). The newest always ends applied; the old one is applied only before the new one,
+and answered 200 "stale" when it comes second.
 """
 
 from __future__ import annotations
