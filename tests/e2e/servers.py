@@ -104,6 +104,16 @@ def server(
     return Server(command, env=full_env, port=port, log=tmp / f"{kind}-{port}.log")
 
 
+def client(timeout: float = 10) -> httpx.Client:
+    """An HTTP client that opens a new connection for each request.
+
+    uvicorn with ``--workers N`` leaves Nagle's algorithm on for the connections it accepts
+    (uvicorn issue 3149): on a kept-alive connection, each answer then waits ~40 ms for the
+    client's delayed ACK. A new connection per request does not.
+    """
+    return httpx.Client(timeout=timeout, limits=httpx.Limits(max_keepalive_connections=0))
+
+
 def signed_request(body: bytes, secret: str, msg_id: str, **extra: str) -> dict[str, Any]:
     """httpx keyword arguments for a POST of ``body`` signed by svix's own Webhook.sign."""
     now = datetime.datetime.now(tz=datetime.timezone.utc)

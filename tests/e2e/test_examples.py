@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import EVENT_TYPES, SECRET, fixture_bytes
-from tests.e2e.servers import EXAMPLES, Server, server, signed_request
+from tests.e2e.servers import EXAMPLES, Server, client, server, signed_request
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -69,31 +69,31 @@ def events_log(path: Path) -> list[dict[str, str]]:
 
 def exercise(running: Server, log: Path) -> None:
     url = f"{running.url}/webhooks"
-    with httpx.Client(timeout=10) as client:
+    with client() as http:
         for number, event_type in enumerate(EVENT_TYPES):
-            response = client.post(
+            response = http.post(
                 url, **signed_request(fixture_bytes(event_type), SECRET, f"msg_e2e_{number}")
             )
             assert (response.status_code, response.json()) == (200, {"status": "processed"}), (
                 running.log_text()
             )
         # Svix's retry of a processed delivery: 2xx, handler not run again.
-        again = client.post(url, **signed_request(fixture_bytes("customer.created"), SECRET, "msg_e2e_0"))
+        again = http.post(url, **signed_request(fixture_bytes("customer.created"), SECRET, "msg_e2e_0"))
         assert (again.status_code, again.json()) == (200, {"status": "duplicate"})
         unknown = b'{"event_type": "appointment.booked", "id": "appt_1"}'
-        assert client.post(url, **signed_request(unknown, SECRET, "msg_e2e_unknown")).status_code == 200
+        assert http.post(url, **signed_request(unknown, SECRET, "msg_e2e_unknown")).status_code == 200
         # Bad signature, stale timestamp, tampered body.
         forged = signed_request(fixture_bytes("customer.created"), "whsec_" + "A" * 32, "msg_forged")
-        assert client.post(url, **forged).status_code == 400
+        assert http.post(url, **forged).status_code == 400
         stale = signed_request(fixture_bytes("customer.created"), SECRET, "msg_stale")
         stale["headers"]["webhook-timestamp"] = str(int(stale["headers"]["webhook-timestamp"]) - 3600)
-        assert client.post(url, **stale).status_code == 400
+        assert http.post(url, **stale).status_code == 400
         tampered = signed_request(fixture_bytes("customer.created"), SECRET, "msg_tampered")
         tampered["content"] = tampered["content"].replace(b"Lead", b"Active")
-        assert client.post(url, **tampered).status_code == 400
+        assert http.post(url, **tampered).status_code == 400
         invalid = b'{"event_type": "customer.created", "id": "not-a-uuid"}'
-        assert client.post(url, **signed_request(invalid, SECRET, "msg_invalid")).status_code == 422
-        assert client.get(url).status_code == 405
+        assert http.post(url, **signed_request(invalid, SECRET, "msg_invalid")).status_code == 422
+        assert http.get(url).status_code == 405
     assert events_log(log) == [
         {
             "webhook_id": "msg_e2e_0",

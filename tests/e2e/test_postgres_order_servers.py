@@ -20,8 +20,8 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import httpx
 import pytest
 
 psycopg = pytest.importorskip("psycopg")
@@ -29,8 +29,11 @@ pytest.importorskip("psycopg_pool")
 
 from carecycle_webhooks.postgres import PostgresIdempotencyStore  # noqa: E402
 from tests.conftest import SECRET, fixture_bytes  # noqa: E402
-from tests.e2e.servers import server, signed_request  # noqa: E402
+from tests.e2e.servers import client, server, signed_request  # noqa: E402
 from tests.postgres_server import PostgresServer, find_postgres_bindir  # noqa: E402
+
+if TYPE_CHECKING:
+    import httpx
 
 E2E = Path(__file__).parent
 TABLE = "e2e_order"
@@ -105,7 +108,7 @@ def test_the_newest_update_of_a_customer_always_wins(
     rounds: list[tuple[str, tuple[int, str], tuple[int, str]]] = []
     with (
         server(kind, "postgres_order_app:app", tmp=tmp_path, env=env, workers=2, app_dir=E2E) as running,
-        httpx.Client(timeout=10) as client,
+        client() as http,
         concurrent.futures.ThreadPoolExecutor(2) as pool,
     ):
         started = time.monotonic()
@@ -114,7 +117,7 @@ def test_the_newest_update_of_a_customer_always_wins(
             start = threading.Barrier(2)
             sends = [
                 pool.submit(
-                    deliver, client, running.url, update(customer, moment), f"msg_{index}_{name}", start
+                    deliver, http, running.url, update(customer, moment), f"msg_{index}_{name}", start
                 )
                 for moment, name in ((OLD, "old"), (NEW, "new"))
             ]

@@ -26,7 +26,7 @@ pytest.importorskip("psycopg_pool")
 
 from carecycle_webhooks.postgres import PostgresIdempotencyStore  # noqa: E402
 from tests.conftest import SECRET, fixture_bytes  # noqa: E402
-from tests.e2e.servers import server, signed_request  # noqa: E402
+from tests.e2e.servers import client, server, signed_request  # noqa: E402
 from tests.postgres_server import PostgresServer, find_postgres_bindir  # noqa: E402
 
 E2E = Path(__file__).parent
@@ -82,7 +82,7 @@ def test_every_webhook_id_has_one_effect_and_one_done_mark(
     answers: dict[str, list[int]] = {msg_id: [] for msg_id in ids}
     with (
         server(kind, "postgres_app:app", tmp=tmp_path, env=env, workers=2, app_dir=E2E) as running,
-        httpx.Client(timeout=10) as client,
+        client() as http,
         concurrent.futures.ThreadPoolExecutor(8) as pool,
     ):
         pending = list(ids)
@@ -98,7 +98,7 @@ def test_every_webhook_id_has_one_effect_and_one_done_mark(
                 crasher.start()
             # Every copy twice at once in the first round: concurrent duplicates.
             copies = pending * 2 if round_number == 0 else pending
-            results = list(pool.map(lambda msg_id: (msg_id, send(client, running.url, msg_id)), copies))
+            results = list(pool.map(lambda msg_id: (msg_id, send(http, running.url, msg_id)), copies))
             if crasher is not None:
                 crasher.join(30)
             for msg_id, status in results:
