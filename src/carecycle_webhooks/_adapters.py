@@ -14,6 +14,7 @@ from ._dispatch import Dispatcher
 from ._errors import WebhookConfigurationError
 from ._idempotency import serves
 from ._responses import CLIENT_DISCONNECTED, JSON_HEADERS, METHOD_NOT_ALLOWED, WebhookResponse, body_too_large
+from ._telemetry import observed_refusal
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -93,7 +94,7 @@ def tenant_refused(dispatcher: Dispatcher, tenant: str | None) -> WebhookRespons
     if tenant is None and dispatcher._tenants is None:  # noqa: SLF001  # pyright: ignore[reportPrivateUsage]
         return None
     resolved = dispatcher._resolved(tenant)  # noqa: SLF001  # pyright: ignore[reportPrivateUsage]
-    return resolved if isinstance(resolved, WebhookResponse) else None
+    return observed_refusal(resolved) if isinstance(resolved, WebhookResponse) else None
 
 
 async def tenant_refused_async(dispatcher: Dispatcher, tenant: str | None) -> WebhookResponse | None:
@@ -101,7 +102,7 @@ async def tenant_refused_async(dispatcher: Dispatcher, tenant: str | None) -> We
     if tenant is None and dispatcher._tenants is None:  # noqa: SLF001  # pyright: ignore[reportPrivateUsage]
         return None
     resolved = await dispatcher._resolved_async(tenant)  # noqa: SLF001  # pyright: ignore[reportPrivateUsage]
-    return resolved if isinstance(resolved, WebhookResponse) else None
+    return observed_refusal(resolved) if isinstance(resolved, WebhookResponse) else None
 
 
 def last_segment(path: str) -> str | None:
@@ -216,11 +217,12 @@ def read_environ_body(
         elif read is None:
             declared = 0  # the server's stream, which may not say where the body ends
     try:
-        return read_body(
+        body = read_body(
             read or environ["wsgi.input"].read,
             declared=declared,
             limit=dispatcher.max_body_size,
             reservation=reservation,
         )
     except Exception as error:  # noqa: BLE001 - the client went away mid-body, or the server failed to read it
-        return client_disconnected(error)
+        return observed_refusal(client_disconnected(error))
+    return body if isinstance(body, bytes) else observed_refusal(body)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ._adapters import client_disconnected, content_type_and_headers, declared_length, refuse_declared
 from ._responses import BODY_TIMEOUT, BODY_TIMEOUT_SECONDS, WebhookResponse, body_too_large
+from ._telemetry import observed_refusal
 
 if TYPE_CHECKING:
     from ._budget import Reservation
@@ -100,27 +101,28 @@ async def receive_body(
     (408), so that a slow client cannot hold its share of the budget for long.
 
     Returns:
-        The body, or the answer to give instead.
+        The body, or the answer to give instead (recorded as a delivery's answer, for
+        OpenTelemetry).
     """
     refused = refuse_declared(declared, limit=limit, reservation=reservation)
     if refused is not None:
-        return refused
+        return observed_refusal(refused)
     deadline = _needs_deadline(declared)
     chunks: list[bytes] = []
     received = 0
     while True:
         message = await receive() if deadline is None else await deadline.receive(receive)
         if message is None:
-            return BODY_TIMEOUT
+            return observed_refusal(BODY_TIMEOUT)
         if message.get("type") == "http.disconnect":
-            return client_disconnected("http.disconnect")
+            return observed_refusal(client_disconnected("http.disconnect"))
         chunk: bytes = message.get("body") or b""
         if chunk:
             received += len(chunk)
             if received > limit:
-                return body_too_large(limit)
+                return observed_refusal(body_too_large(limit))
             if not reservation.take(len(chunk)):
-                return reservation.refuse()
+                return observed_refusal(reservation.refuse())
             chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -4,7 +4,9 @@ The dispatcher's entry points are wrapped here (`observed_handle`, `observed_dis
 their async twins): ``handle`` opens a delivery's span before verifying, ``dispatch``
 names it for the event type (or opens one of its own, for a work queue's worker), and the
 answer closes it. The drivers ask `handler_started` around each handler, and report store
-failures with `store_failed`.
+failures with `store_failed`. The framework adapters report the answers they give before
+``handle`` runs (an unknown tenant, a body too large, too slow or cut off, the body budget
+spent) with `observed_refusal`.
 
 This module imports only the standard library. ``opentelemetry`` is imported (`_otel`)
 on the first delivery after the application has imported it, never by ``import
@@ -36,6 +38,7 @@ __all__ = [
     "observed_dispatch_async",
     "observed_handle",
     "observed_handle_async",
+    "observed_refusal",
     "store_failed",
 ]
 
@@ -208,3 +211,14 @@ def store_failed(operation: str, error: BaseException) -> None:
     observed = _running.get()
     if observed is not None:
         observed.store_failed(operation, error)
+
+
+def observed_refusal(response: WebhookResponse) -> WebhookResponse:
+    """An adapter answers before ``handle`` runs: a delivery span and metrics, as for a rejected one.
+
+    Returns ``response``, for the adapter to send.
+    """
+    observed = _begun()
+    if observed is not None:
+        observed.answered(response)
+    return response

@@ -39,6 +39,7 @@ from ._adapters import check_dispatcher, last_segment, path_tenant, tenant_refus
 from ._errors import WebhookConfigurationError
 from ._plain import POST_ONLY
 from ._responses import body_too_large, json_response
+from ._telemetry import observed_refusal
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -206,7 +207,7 @@ def webhook_handler(dispatcher: Dispatcher) -> Callable[[Mapping[str, Any], obje
             return _to_lambda(refused, multi_value=multi_value)
         body = _body(event, dispatcher.max_body_size)
         if not isinstance(body, (bytes, str)):
-            return _to_lambda(body, multi_value=multi_value)
+            return _to_lambda(observed_refusal(body), multi_value=multi_value)
         if tenant is None:
             return _to_lambda(dispatcher.handle(body, _headers(event)), multi_value=multi_value)
         return _to_lambda(dispatcher.handle(body, _headers(event), tenant=tenant), multi_value=multi_value)

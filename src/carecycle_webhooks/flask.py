@@ -62,6 +62,7 @@ from ._config import SECRET_ENV, new_secret
 from ._dispatch import DEFAULT_MAX_BODY_SIZE, Dispatcher
 from ._errors import WebhookConfigurationError
 from ._registration import HandlerRegistration
+from ._telemetry import observed_refusal
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -157,11 +158,11 @@ def webhook_view(
                 )
             except RequestEntityTooLarge:
                 # The application's MAX_CONTENT_LENGTH is lower than our limit.
-                return _to_flask(body_too_large(min(limit, request.max_content_length or limit)))
+                body = body_too_large(min(limit, request.max_content_length or limit))
             except Exception as error:  # noqa: BLE001 - the client went away mid-body, or the server failed to read it
-                return _to_flask(client_disconnected(error))
+                body = client_disconnected(error)
             if not isinstance(body, bytes):
-                return _to_flask(body)
+                return _to_flask(observed_refusal(body))
             if tenant is None:
                 return _to_flask(dispatcher.handle(body, request.headers))
             return _to_flask(dispatcher.handle(body, request.headers, tenant=tenant))

@@ -17,6 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
+from opentelemetry.trace import SpanKind
 
 from carecycle_webhooks import (
     Claim,
@@ -28,6 +29,7 @@ from carecycle_webhooks import (
     UnknownEvent,
     WebhookResponse,
 )
+from carecycle_webhooks._otel import DELIVERIES
 from tests.conftest import OTHER_SECRET, SECRET, fixture_bytes, load_fixture, svix_headers
 
 if TYPE_CHECKING:
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 
     from carecycle_webhooks import Headers
     from carecycle_webhooks._budget import BodyBudget
+    from tests.otel import Telemetry
 
 MSG_ID = "msg_2Lm1bFf5ZsqHw5e2yd0DgPzm5Tx"
 UNKNOWN_BODY = b'{"event_type": "appointment.booked", "id": "a9b5cc1e-2f3c-4a0e-9d53-1c2b3d4e5f60"}'
@@ -155,6 +158,8 @@ def odd_body() -> bytes:
 
 class AdapterContract:
     """The status table and the adapter promises; subclasses provide `send`."""
+
+    budgeted = True  # the adapter takes bodies from the dispatcher's body budget
 
     def send(
         self, dispatcher: Dispatcher, body: bytes, headers: Mapping[str, str], *, method: str = "POST"
@@ -375,6 +380,35 @@ class AdapterContract:
         reply = self.send(recorder.dispatcher, body, svix_headers(body))
         assert reply.status == 200
         assert len(recorder.events) == 1
+
+    @pytest.mark.parametrize(
+        ("case", "status", "outcome"),
+        [("handled", 200, "processed"), ("too_large", 413, "rejected"), ("busy", 503, "busy")],
+    )
+    def test_each_answer_is_one_delivery_span_and_one_count(
+        self, telemetry: Telemetry, case: str, status: int, outcome: str
+    ) -> None:
+        # Refused by the adapter before the dispatcher runs, or by the dispatcher: the same.
+        body = fixture_bytes("customer.created")
+        limit = len(body) - 1 if case == "too_large" else len(body)
+        recorder = Recorder(max_body_size=limit, body_budget=len(body) + 100)
+        taken = 101 if case == "busy" else 0  # other deliveries being read hold part of it
+        budget = bodies(recorder.dispatcher)
+        assert budget.take(taken)
+        try:
+            reply = self.send(recorder.dispatcher, body, svix_headers(body))
+        finally:
+            budget.give_back(taken)
+        if case == "busy" and not self.budgeted:
+            status, outcome = 200, "processed"  # the body is in memory before the adapter runs
+        assert reply.status == status
+        (span,) = [span for span in telemetry.spans() if span.kind is SpanKind.CONSUMER]
+        assert span.attributes is not None
+        assert span.attributes["carecycle.delivery.outcome"] == outcome
+        assert span.attributes["http.response.status_code"] == status
+        (point,) = telemetry.points(DELIVERIES)
+        assert point[0]["carecycle.delivery.outcome"] == outcome
+        assert point[1].value == 1
 
     def test_the_body_budget_is_given_back_after_every_answer(self) -> None:
         dispatcher = Dispatcher(SECRET, idempotency_store=InMemoryIdempotencyStore())

@@ -102,6 +102,7 @@ def reply(answer: dict[str, Any]) -> Reply:
 
 class LambdaContract(AdapterContract):
     shape = ""
+    budgeted = False
 
     def send(
         self, dispatcher: Dispatcher, body: bytes, headers: Mapping[str, str], *, method: str = "POST"

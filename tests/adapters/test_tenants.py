@@ -35,6 +35,7 @@ from carecycle_webhooks import (
     WebhookConfigurationError,
     current_delivery,
 )
+from carecycle_webhooks._otel import DELIVERIES
 from carecycle_webhooks.asgi import webhook_app as asgi_app
 from carecycle_webhooks.aws_lambda import webhook_handler
 from carecycle_webhooks.fastapi import verified_event, webhook_router
@@ -49,6 +50,8 @@ from tests.conftest import OTHER_SECRET, SECRET, fixture_bytes, svix_headers
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
+
+    from tests.otel import Telemetry
 
 with warnings.catch_warnings():
     warnings.filterwarnings(
@@ -147,6 +150,23 @@ class TenantContract:
         assert reads == 0
         assert tenants.asked == ["initech"]
         assert tenants.tenants == []
+
+    @pytest.mark.parametrize(
+        ("tenant", "fail", "status", "outcome"),
+        [("initech", False, 404, "rejected"), ("acme", True, 503, "secret_resolver_failed")],
+        ids=["unknown", "resolver-failed"],
+    )
+    def test_a_tenant_refused_before_the_body_is_read_is_one_delivery_span(
+        self, telemetry: Telemetry, tenant: str, fail: bool, status: int, outcome: str
+    ) -> None:
+        reply, _ = self.send_unread(Tenants(fail=fail), tenant, svix_headers(b"{}", secret=SECRET))
+        assert reply.status == status
+        (span,) = telemetry.spans()
+        assert span.attributes is not None
+        assert span.attributes["carecycle.delivery.outcome"] == outcome
+        assert "carecycle.delivery.tenant" not in span.attributes  # not a tenant's delivery
+        (point,) = telemetry.points(DELIVERIES)
+        assert (point[0]["http.response.status_code"], point[1].value) == (status, 1)
 
     def test_a_failing_resolver_is_503_before_the_body_is_read(self) -> None:
         tenants = Tenants(fail=True)

@@ -66,6 +66,7 @@ from carecycle_webhooks._asgi import BodyGuard, send_response
 from carecycle_webhooks._budget import BodyBudget
 from carecycle_webhooks._dispatch import Dispatcher
 from carecycle_webhooks._errors import WebhookConfigurationError
+from carecycle_webhooks._telemetry import observed_refusal
 
 from ._conf import secret_from_settings
 from ._store import DjangoIdempotencyStore
@@ -302,6 +303,13 @@ async def _tenant_refused(scope: Scope, dispatcher: Dispatcher, tenant: str | No
     return await tenant_refused_async(dispatcher, tenant) if scope.get("method") == "POST" else None
 
 
+async def _refuse(send: Send, response: WebhookResponse, *, delivery: bool) -> None:
+    """Send ``response``; a delivery's is recorded, for OpenTelemetry, as `webhook_view`'s are."""
+    if delivery:
+        observed_refusal(response)
+    await send_response(send, response)
+
+
 def limit_webhook_bodies(application: AnyASGIApp, *, max_other_body_size: int | None = None) -> ASGIApp:
     """Wrap Django's ASGI application so that webhook bodies are held to their limits as they arrive.
 
@@ -372,7 +380,8 @@ def limit_webhook_bodies(application: AnyASGIApp, *, max_other_body_size: int | 
             guard = BodyGuard(scope, receive, limit=limit, reservation=reservation)
             early = guard.refuse_early() if refused is None else refused
             if early is not None:
-                await send_response(send, early)
+                # A refused tenant is recorded already; other requests than deliveries are not.
+                await _refuse(send, early, delivery=routed is not None and refused is None)
                 return
             started: list[bool] = []
 
@@ -384,7 +393,7 @@ def limit_webhook_bodies(application: AnyASGIApp, *, max_other_body_size: int | 
             await application(scope, guard.receive, watched)
             if guard.refused is not None and not started:
                 # Django gave up on reading (it saw a disconnect) and answered nothing.
-                await send_response(send, guard.refused)
+                await _refuse(send, guard.refused, delivery=routed is not None)
         finally:
             reservation.close()
 
