@@ -37,7 +37,8 @@ from ._drivers_async import drive_async
 from ._errors import WebhookConfigurationError
 from ._idempotency import TransactionalIdempotencyStore
 from ._models import EVENT_MODELS, CallCompletedEvent, CustomerCreatedEvent, CustomerUpdatedEvent, Event
-from ._responses import IGNORED, WebhookResponse
+from ._responses import HANDLER_FAILED, IGNORED, PROCESSED, WebhookResponse
+from ._telemetry import ObservedRoute
 from ._verify import WebhookDelivery
 
 __all__ = ["WebhookAnswer", "read_body", "tenant_and_refusal", "verified_event", "verified_event_route"]
@@ -115,8 +116,13 @@ async def read_body(
     )
 
 
-async def _verify(request: Request, dispatcher: Dispatcher) -> tuple[Event, WebhookDelivery]:
-    """The request's event and delivery, verified and parsed; else `WebhookAnswer`."""
+async def _verify(request: Request, dispatcher: Dispatcher) -> tuple[Event, WebhookDelivery, ObservedRoute]:
+    """The request's event and delivery, verified and parsed, and its telemetry; else `WebhookAnswer`.
+
+    An answer before the body is verified (an unknown tenant, a body too large, too slow,
+    cut off, or over the budget) is recorded by `observed_refusal`; from the verification
+    on, the delivery's span is `ObservedRoute`'s.
+    """
     tenant, refused = await tenant_and_refusal(request, dispatcher)
     if refused is not None:  # an unknown tenant: its body is not read
         raise WebhookAnswer(refused)
@@ -132,16 +138,24 @@ async def _verify(request: Request, dispatcher: Dispatcher) -> tuple[Event, Webh
             body = received
             # Where Starlette keeps a body it read: the route can still await request.body().
             request._body = body  # noqa: SLF001  # pyright: ignore[reportPrivateUsage]
+        observed = ObservedRoute()  # begun before the signature is checked, as handle_async's
         # The dispatcher's own first steps, as handle_async takes them (a large body in a
         # worker thread): the same answers and the same log lines as its endpoint's.
-        prepared = await dispatcher._prepare_async(body, headers, tenant)  # noqa: SLF001  # pyright: ignore[reportPrivateUsage]
+        try:
+            prepared = await dispatcher._prepare_async(body, headers, tenant)  # noqa: SLF001  # pyright: ignore[reportPrivateUsage]
+        except BaseException as error:
+            observed.raised(error)
+            raise
     finally:
         # The budget bounds the bodies not verified yet (a flood of unsigned ones): a
         # verified delivery's body is the route's to keep.
         reservation.close()
     if isinstance(prepared, WebhookResponse):
+        observed.answered(prepared)
         raise WebhookAnswer(prepared)
-    return prepared
+    event, delivery = prepared
+    observed.parsed(event, delivery)
+    return event, delivery, observed
 
 
 @contextlib.contextmanager
@@ -244,35 +258,66 @@ def verified_event(
     dispatcher._wiring.async_handlers.add(id(verified_event_route))  # noqa: SLF001  # pyright: ignore[reportPrivateUsage]
 
     async def verified_webhook_event(request: Request) -> AsyncIterator[Event | _E]:
-        event, delivery = await _verify(request, dispatcher)
-        if event_type is not None and not isinstance(event, event_type):
-            raise WebhookAnswer(IGNORED)  # acknowledged: a route for another event type
-        if store is None:
-            with _delivery_of_route(delivery):
-                yield event
-            return
-        run, flow = _start(dispatcher, event, delivery)
-        try:
-            await asyncio.wait((flow, run.started), return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            flow.cancel()  # the flow frees the lease, if it took one
-            raise
-        if not run.started.done():
-            # A duplicate (200), in flight elsewhere (409), the store down (503): no route.
-            raise WebhookAnswer(flow.result())
-        try:
-            with _delivery_of_route(delivery):
-                yield event
-        except BaseException as error:
-            # The route raised (or the request is being cancelled): the flow logs it
-            # without its message and frees the webhook-id, so Svix's retry runs it again.
-            if isinstance(error, Exception):
-                run.ended.set_exception(error)
-            else:
-                run.ended.cancel()
-            await asyncio.shield(flow)
-            raise
-        run.ended.set_result(None)
-        await flow  # the done mark (tried again, or kept for later, if the store fails now)
+        event, delivery, observed = await _verify(request, dispatcher)
+        # The route's function, which Starlette's router puts in the scope: its span's name.
+        endpoint = request.scope.get("endpoint") or verified_webhook_event
+        with _answering(observed):
+            if event_type is not None and not isinstance(event, event_type):
+                raise WebhookAnswer(IGNORED)  # acknowledged: a route for another event type
+            if store is None:
+                with _delivery_of_route(delivery), observed.route(endpoint):
+                    yield event
+                observed.answered(PROCESSED)
+                return
+            with observed.flow():
+                run, flow = _start(dispatcher, event, delivery)
+            await _route_may_run(run, flow)
+            try:
+                with _delivery_of_route(delivery), observed.route(endpoint):
+                    yield event
+            except BaseException as error:
+                # The route raised (or the request is being cancelled): the flow logs it
+                # without its message and frees the webhook-id, so Svix's retry runs it again.
+                if isinstance(error, Exception):
+                    run.ended.set_exception(error)
+                else:
+                    run.ended.cancel()
+                observed.answered(await asyncio.shield(flow))
+                raise
+            run.ended.set_result(None)
+            # The done mark (tried again, or kept for later, if the store fails now).
+            observed.answered(await flow)
 
     return verified_webhook_event
+
+
+@contextlib.contextmanager
+def _answering(observed: ObservedRoute) -> Generator[None, None, None]:
+    """An exception that ends a route's delivery gives its answer, for its span and metrics.
+
+    `WebhookAnswer` carries the table's answer; any other exception is the route's own
+    failure (500). An answer given already stands: the flow's, once the route raised.
+    """
+    try:
+        yield
+    except WebhookAnswer as answer:
+        observed.answered(answer.response)
+        raise
+    except Exception:
+        observed.answered(HANDLER_FAILED)
+        raise
+    except BaseException as error:
+        observed.raised(error)
+        raise
+
+
+async def _route_may_run(run: _RouteRun, flow: asyncio.Task[WebhookResponse]) -> None:
+    """Wait until the flow lets the route run; else `WebhookAnswer` with the flow's answer."""
+    try:
+        await asyncio.wait((flow, run.started), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        flow.cancel()  # the flow frees the lease, if it took one
+        raise
+    if not run.started.done():
+        # A duplicate (200), in flight elsewhere (409), the store down (503): no route.
+        raise WebhookAnswer(flow.result())

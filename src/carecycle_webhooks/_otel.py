@@ -10,6 +10,7 @@ the answer, handlers' names, exception types and timings.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import TYPE_CHECKING
@@ -35,7 +36,7 @@ from ._responses import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Generator
     from typing import TypeVar
 
     from opentelemetry.context import Context
@@ -313,6 +314,18 @@ class HandlerRun:
         token = otel_context.attach(self.context)
         try:
             return await awaitable
+        finally:
+            otel_context.detach(token)
+
+    @contextlib.contextmanager
+    def current(self) -> Generator[None, None, None]:
+        """This handler's span is current in the block (a route of the application's own)."""
+        if self.context is None:
+            yield
+            return
+        token = otel_context.attach(self.context)
+        try:
+            yield
         finally:
             otel_context.detach(token)
 

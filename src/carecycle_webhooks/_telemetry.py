@@ -6,7 +6,8 @@ names it for the event type (or opens one of its own, for a work queue's worker)
 answer closes it. The drivers ask `handler_started` around each handler, and report store
 failures with `store_failed`. The framework adapters report the answers they give before
 ``handle`` runs (an unknown tenant, a body too large, too slow or cut off, the body budget
-spent) with `observed_refusal`.
+spent) with `observed_refusal`, and FastAPI's `verified_event` dependency, which runs a
+route of the application's own in place of the handlers, uses `ObservedRoute`.
 
 This module imports only the standard library. ``opentelemetry`` is imported (`_otel`)
 on the first delivery after the application has imported it, never by ``import
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from ._verify import Headers, WebhookDelivery
 
 __all__ = [
+    "ObservedRoute",
     "handler_started",
     "observed_dispatch",
     "observed_dispatch_async",
@@ -55,7 +57,7 @@ _opened: contextvars.ContextVar[Delivery | None] = contextvars.ContextVar(
     "carecycle_webhooks_opened", default=None
 )
 # The delivery whose handlers run: their spans are its span's children, in any thread or task.
-_running: contextvars.ContextVar[Delivery | None] = contextvars.ContextVar(
+_running: contextvars.ContextVar[Delivery | _StoreFailures | None] = contextvars.ContextVar(
     "carecycle_webhooks_running", default=None
 )
 
@@ -222,3 +224,77 @@ def observed_refusal(response: WebhookResponse) -> WebhookResponse:
     if observed is not None:
         observed.answered(response)
     return response
+
+
+class _StoreFailures:
+    """What the flow of a `verified_event` route reports to: its store failures only.
+
+    The route is the delivery's handler, and its span is `ObservedRoute.route`'s, not the flow's.
+    """
+
+    __slots__ = ("_delivery",)
+
+    def __init__(self, delivery: Delivery) -> None:
+        self._delivery = delivery
+
+    def handler_started(self, handler: Callable[..., object]) -> None:  # noqa: ARG002 - as Delivery's
+        return None
+
+    def store_failed(self, operation: str, error: BaseException) -> None:
+        self._delivery.store_failed(operation, error)
+
+
+class ObservedRoute:
+    """One delivery to a route of the application's own (FastAPI's `verified_event`).
+
+    As under `Dispatcher.handle_async`: the delivery span begins before the signature is
+    checked and is current from then on; the route has a handler span of its own, named
+    after it, current while it runs; its flow's store failures are counted; the answer ends
+    the span (once: a later answer is ignored).
+    """
+
+    __slots__ = ("_observed",)
+
+    def __init__(self) -> None:
+        self._observed = _begun()
+
+    def parsed(self, event: Event, delivery: WebhookDelivery) -> None:
+        if self._observed is not None:
+            self._observed.parsed(event, delivery)
+
+    @contextlib.contextmanager
+    def flow(self) -> Generator[None, None, None]:
+        """While the route's flow is started: its task reports its store failures here."""
+        if self._observed is None:
+            yield
+            return
+        token = _running.set(_StoreFailures(self._observed))
+        try:
+            yield
+        finally:
+            _running.reset(token)
+
+    @contextlib.contextmanager
+    def route(self, endpoint: Callable[..., object]) -> Generator[None, None, None]:
+        """While the route runs: its span is current; an exception is recorded by its type."""
+        run = None if self._observed is None else self._observed.handler_started(endpoint)
+        if run is None:
+            yield
+            return
+        try:
+            with run.current():
+                yield
+        except BaseException as error:
+            run.ended(error)
+            raise
+        run.ended(None)
+
+    def answered(self, response: WebhookResponse) -> None:
+        observed, self._observed = self._observed, None
+        if observed is not None:
+            observed.answered(response)
+
+    def raised(self, error: BaseException) -> None:
+        observed, self._observed = self._observed, None
+        if observed is not None:
+            observed.raised(error)

@@ -14,21 +14,26 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import pytest
 from fastapi import Body, Depends, FastAPI, HTTPException, Request
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
 from carecycle_webhooks import (
     CallCompletedEvent,
+    CustomerCreatedEvent,
     Dispatcher,
     Event,
     InMemoryIdempotencyStore,
     UnknownEvent,
     WebhookConfigurationError,
+    _otel,
     current_delivery,
     testing,
 )
 from carecycle_webhooks.fastapi import WebhookAnswer, document_webhooks, verified_event, webhook_router
 from carecycle_webhooks.schema import json_schema
 from tests.adapters import MSG_ID, UNKNOWN_BODY, AdapterContract, Reply, UnreachableStore, bodies
-from tests.conftest import SECRET, fixture_bytes, load_fixture, svix_headers
+from tests.conftest import OTHER_SECRET, SECRET, fixture_bytes, load_fixture, svix_headers
+from tests.otel import attributes
 
 with warnings.catch_warnings():
     # Starlette 1.x prefers httpx2 for its test client; the dev extra installs httpx.
@@ -40,6 +45,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
 
     import httpx
+    from opentelemetry.sdk.trace import ReadableSpan
+
+    from tests.otel import Telemetry
 
 
 def post(
@@ -464,3 +472,96 @@ def test_the_module_still_needs_only_starlette() -> None:
     # webhook_view and verified_event serve plain Starlette apps: FastAPI is imported on use only.
     code = "import sys, carecycle_webhooks.fastapi; assert 'fastapi' not in sys.modules, sorted(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# --------------------------------------------------------------------------- telemetry
+
+
+@pytest.mark.parametrize("with_store", [False, True])
+@pytest.mark.parametrize("route_kind", ["async", "sync"])
+def test_a_routes_delivery_is_one_span_with_the_route_as_its_handler(
+    telemetry: "Telemetry", with_store: bool, route_kind: str
+) -> None:
+    dispatcher = Dispatcher(SECRET, idempotency_store=InMemoryIdempotencyStore() if with_store else None)
+    verified = verified_event(dispatcher, CallCompletedEvent)
+    current: list[str] = []
+    app = FastAPI()
+
+    async def save_call(event: Annotated[CallCompletedEvent, Depends(verified)]) -> str:
+        current.append(cast("ReadableSpan", trace.get_current_span()).name)
+        return "saved"
+
+    def save_call_in_a_thread(event: Annotated[CallCompletedEvent, Depends(verified)]) -> str:
+        current.append(cast("ReadableSpan", trace.get_current_span()).name)
+        return "saved"
+
+    route = save_call if route_kind == "async" else save_call_in_a_thread
+    app.add_api_route("/calls", route, methods=["POST"])
+
+    body = fixture_bytes("call.completed")
+    assert post(app, "/calls", body, svix_headers(body)).status_code == 200
+
+    (delivery,) = [span for span in telemetry.spans() if span.kind is SpanKind.CONSUMER]
+    (handler,) = [span for span in telemetry.spans() if span.kind is SpanKind.INTERNAL]
+    assert delivery.name == "process call.completed"
+    assert attributes(delivery)["carecycle.delivery.outcome"] == "processed"
+    assert attributes(delivery)["messaging.message.id"] == MSG_ID
+    assert handler.name == route.__qualname__
+    assert handler.parent is not None
+    assert delivery.context is not None
+    assert handler.parent.span_id == delivery.context.span_id
+    assert current == [handler.name]  # the route's own spans are its children
+    ((labels, point),) = telemetry.points(_otel.DELIVERIES)
+    assert (labels["carecycle.delivery.outcome"], point.value) == ("processed", 1)
+    ((labels, _),) = telemetry.points(_otel.HANDLER_DURATION)
+    assert labels["code.function.name"] == handler.name
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "outcome"),
+    [
+        ("duplicate", 200, "duplicate"),
+        ("bad signature", 400, "rejected"),
+        ("other event type", 200, "ignored"),
+        ("route raised", 500, "handler_failed"),
+        ("store down", 503, "idempotency_store_unavailable"),
+    ],
+)
+def test_a_routes_delivery_that_does_not_run_or_fails_is_one_span_with_its_outcome(
+    telemetry: "Telemetry", case: str, status: int, outcome: str
+) -> None:
+    store = UnreachableStore() if case == "store down" else InMemoryIdempotencyStore()
+    dispatcher = Dispatcher(SECRET, idempotency_store=store)
+    event_type = CustomerCreatedEvent if case == "other event type" else CallCompletedEvent
+    app = FastAPI()
+
+    @app.post("/calls")
+    async def save_call(event: Annotated[Event, Depends(verified_event(dispatcher, event_type))]) -> str:  # pyright: ignore[reportUnusedFunction]
+        if case == "route raised":
+            raise RuntimeError("could not save +13125550142")
+        return "saved"
+
+    body = fixture_bytes("call.completed")
+    headers = svix_headers(body, secret=OTHER_SECRET if case == "bad signature" else SECRET)
+    client = TestClient(app, raise_server_exceptions=False)
+    if case == "duplicate":
+        assert post(app, "/calls", body, headers).status_code == 200
+        telemetry.exporter.clear()
+    response = cast("httpx.Response", client.post("/calls", content=body, headers=dict(headers)))  # pyright: ignore[reportUnknownMemberType]
+    assert response.status_code == status
+
+    (delivery,) = [span for span in telemetry.spans() if span.kind is SpanKind.CONSUMER]
+    assert attributes(delivery)["carecycle.delivery.outcome"] == outcome
+    assert attributes(delivery)["http.response.status_code"] == status
+    handlers = [span for span in telemetry.spans() if span.kind is SpanKind.INTERNAL]
+    if case == "route raised":
+        (handler,) = handlers
+        assert attributes(handler)["error.type"] == "RuntimeError"
+        assert all("+1312" not in str(value) for value in attributes(handler).values())
+    else:
+        assert handlers == []
+    counts = {
+        labels["carecycle.delivery.outcome"]: point.value
+        for labels, point in telemetry.points(_otel.DELIVERIES)
+    }
+    assert counts[outcome] == 1
