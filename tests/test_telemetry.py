@@ -212,7 +212,8 @@ def _check_handler_spans(telemetry: Telemetry, watched: Watched, delivery_name: 
         assert span.parent is not None
         assert span.parent.span_id == delivery.context.span_id
         assert span.kind is SpanKind.INTERNAL
-        assert attributes(span)["code.function.name"] == span.name
+        # The convention's fully qualified name: handlers of one name in two modules stay apart.
+        assert attributes(span)["code.function.name"] == f"tests.test_telemetry.{span.name}"
     # While each handler ran, its own span was current.
     assert [span.get_span_context().span_id for span in watched.current] == [
         span.context.span_id
@@ -243,8 +244,8 @@ def test_a_span_per_handler_current_while_it_runs(telemetry: Telemetry, entry: s
     _check_handler_spans(telemetry, watched, "process customer.created")
     durations = telemetry.points(_otel.HANDLER_DURATION)
     assert {point_attributes["code.function.name"] for point_attributes, _ in durations} == {
-        "Watched.sync",
-        "Watched.async_",
+        "tests.test_telemetry.Watched.sync",
+        "tests.test_telemetry.Watched.async_",
     }
     assert all(
         point_attributes["carecycle.event_type"] == "customer.created" for point_attributes, _ in durations
@@ -448,6 +449,43 @@ def test_a_work_queues_dispatch_async_is_a_span(telemetry: Telemetry) -> None:
     assert asyncio.run(webhooks.dispatch_async(event, delivery)).status_code == 200
     span = telemetry.span("process customer.updated")
     assert attributes(span)["carecycle.delivery.attempt"] == 5
+
+
+def test_the_duration_histograms_have_buckets_in_seconds(telemetry: Telemetry) -> None:
+    # The SDK's default bounds (0, 5, 10 ... 10,000) suit milliseconds: with them, every
+    # delivery fell in the first bucket, and a p95 of 30 ms deliveries read 4.75 s.
+    webhooks = Dispatcher(SECRET)
+    webhooks.on("customer.created")(lambda event: None)
+    body, headers = signed()
+    assert webhooks.handle(body, headers).status_code == 200
+    for name in (_otel.DELIVERY_DURATION, _otel.HANDLER_DURATION):
+        ((_, point),) = telemetry.points(name)
+        assert tuple(point.explicit_bounds) == _otel.DURATION_BUCKETS
+    assert _otel.DURATION_BUCKETS[0] == 0.005
+    assert 15.0 in _otel.DURATION_BUCKETS  # Svix's timeout
+
+
+@pytest.mark.parametrize(
+    ("event_type", "label"),
+    [
+        ("appointment.booked", "appointment.booked"),  # a type this version does not know
+        ("Marcus Delacroix", "unknown"),  # a sender's mistake: payload text
+        ("1958-04-12", "unknown"),
+        ("customer." + "x" * 200, "unknown"),
+    ],
+)
+def test_only_text_shaped_as_an_event_type_names_a_span_or_labels_a_metric(
+    telemetry: Telemetry, event_type: str, label: str
+) -> None:
+    webhooks = Dispatcher(SECRET)
+    payload = json.dumps({"event_type": event_type, "id": "a9b5cc1e-2f3c-4a0e-9d53-1c2b3d4e5f60"})
+    delivery = sign(payload, secret=SECRET, header_prefix="webhook")
+    response = webhooks.handle(delivery.body, dict(delivery.headers))
+    assert response.status_code == 200  # an event this version does not know: acknowledged
+    span = telemetry.span(f"process {label}")
+    assert attributes(span)["carecycle.event_type"] == label
+    ((labels, _),) = telemetry.points(_otel.DELIVERIES)
+    assert labels["carecycle.event_type"] == label
 
 
 def test_an_answer_whose_body_is_not_json_is_unknown() -> None:

@@ -304,14 +304,22 @@ def trace_context() -> dict[str, str]:
 
 @contextlib.contextmanager
 def continued_trace(carrier: dict[str, str] | None) -> Iterator[None]:
-    """Make the endpoint's trace context current: the delivery's span continues it."""
+    """Make the endpoint's trace context current: the delivery's span continues it.
+
+    Not when a span is current already: the task's span of
+    opentelemetry-instrumentation-celery, which continues the endpoint's trace itself
+    (the delivery's span is then its child).
+    """
     if not carrier:
         yield
         return
     try:
-        from opentelemetry import context
+        from opentelemetry import context, trace
         from opentelemetry.propagate import extract
     except ImportError:
+        yield
+        return
+    if trace.get_current_span().get_span_context().is_valid:
         yield
         return
     token = context.attach(extract(carrier))

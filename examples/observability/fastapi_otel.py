@@ -7,10 +7,10 @@ Run it (from the repository root)::
         uvicorn --app-dir examples/observability fastapi_otel:app
 
 Each delivery prints a span ``process customer.created`` (and one per handler); the
-metrics print every minute and when the server stops. With
-``opentelemetry-instrumentation-fastapi``, add
-``FastAPIInstrumentor.instrument_app(app)``: the delivery's span becomes a child of the
-request's.
+metrics print every minute and when the server stops. FastAPI 0.142 and later trace each
+request themselves: the delivery's span is a child of the request's. With an older
+FastAPI, ``opentelemetry-instrumentation-fastapi``'s
+``FastAPIInstrumentor.instrument_app(app)`` does that.
 """
 
 from __future__ import annotations

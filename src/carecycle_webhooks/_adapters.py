@@ -7,6 +7,7 @@ dispatcher; everything that is not framework-specific lives here, once.
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from ._budget import Reservation
@@ -168,7 +169,8 @@ def read_body(
     in what is left of the budget 503, before anything is read. Then every piece is taken
     from the budget as it is read (an idle or slow client holds only what it sent), and
     the read stops at the declared length, or one byte past the limit when none is
-    declared (enough for the dispatcher to answer 413).
+    declared (enough for the dispatcher to answer 413). A stream that ends before its
+    declared length is a client gone away (400 ``client_disconnected``).
 
     Returns:
         The body, or the answer to give instead. ``reservation`` holds what was taken
@@ -189,6 +191,10 @@ def read_body(
         chunk = read(size)
         reservation.give_back(budgeted - len(chunk))  # a short read keeps only what it read
         if not chunk:
+            if declared is not None:
+                # The stream ended before its Content-Length: the client went away (a WSGI
+                # server gives a short read rather than an error). Not a bad signature.
+                return client_disconnected("the body ended before its Content-Length")
             break
         chunks.append(chunk)
         received += len(chunk)
@@ -210,6 +216,7 @@ def read_environ_body(
     bodies); from ``wsgi.input`` otherwise, it is empty, as PEP 3333 forbids reading
     past ``CONTENT_LENGTH``.
     """
+    started = time.perf_counter()
     declared = declared_length(environ.get("CONTENT_LENGTH") or None)
     if declared is None:
         if environ.get("wsgi.input_terminated"):
@@ -224,5 +231,5 @@ def read_environ_body(
             reservation=reservation,
         )
     except Exception as error:  # noqa: BLE001 - the client went away mid-body, or the server failed to read it
-        return observed_refusal(client_disconnected(error))
-    return body if isinstance(body, bytes) else observed_refusal(body)
+        return observed_refusal(client_disconnected(error), started)
+    return body if isinstance(body, bytes) else observed_refusal(body, started)

@@ -7,6 +7,7 @@ application with `BodyGuard`, so that an oversize body is refused before Django 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -104,25 +105,26 @@ async def receive_body(
         The body, or the answer to give instead (recorded as a delivery's answer, for
         OpenTelemetry).
     """
+    started = time.perf_counter()
     refused = refuse_declared(declared, limit=limit, reservation=reservation)
     if refused is not None:
-        return observed_refusal(refused)
+        return observed_refusal(refused, started)
     deadline = _needs_deadline(declared)
     chunks: list[bytes] = []
     received = 0
     while True:
         message = await receive() if deadline is None else await deadline.receive(receive)
         if message is None:
-            return observed_refusal(BODY_TIMEOUT)
+            return observed_refusal(BODY_TIMEOUT, started)
         if message.get("type") == "http.disconnect":
-            return observed_refusal(client_disconnected("http.disconnect"))
+            return observed_refusal(client_disconnected("http.disconnect"), started)
         chunk: bytes = message.get("body") or b""
         if chunk:
             received += len(chunk)
             if received > limit:
-                return observed_refusal(body_too_large(limit))
+                return observed_refusal(body_too_large(limit), started)
             if not reservation.take(len(chunk)):
-                return observed_refusal(reservation.refuse())
+                return observed_refusal(reservation.refuse(), started)
             chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 from typing import TYPE_CHECKING
 
@@ -91,6 +92,14 @@ DELIVERY_DURATION = "carecycle.webhook.delivery.duration"
 HANDLER_DURATION = "carecycle.webhook.handler.duration"
 STORE_FAILURES = "carecycle.webhook.store.failures"
 
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 15.0)
+"""The duration histograms' bucket bounds, in seconds: OpenTelemetry's for HTTP durations, and
+Svix's 15 s timeout. The SDK's default bounds (0 to 10,000) are meant for milliseconds."""
+
+# An event type as the catalog writes them (``customer.created``), a future one too. Any other
+# text (a sender's mistake) is ``unknown``: a span's name and a metric's label stay few.
+_EVENT_TYPE_SHAPE = re.compile(r"[a-z][a-z0-9_]{0,30}(?:\.[a-z][a-z0-9_]{0,30}){1,3}")
+
 _FIXED: dict[str, AttributeValue] = {OPERATION_TYPE: "process", OPERATION_NAME: "process", SYSTEM: "svix"}
 _ERROR = Status(StatusCode.ERROR)  # no description: an exception's message may be PHI
 
@@ -114,10 +123,16 @@ class Instruments:
             DELIVERIES, unit="{delivery}", description="Deliveries answered, by event type and outcome."
         )
         self.delivery_duration = meter.create_histogram(
-            DELIVERY_DURATION, unit="s", description="From the call of handle() to its answer."
+            DELIVERY_DURATION,
+            unit="s",
+            description="From the body's arrival (or the start of its refusal) to the answer.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
         self.handler_duration = meter.create_histogram(
-            HANDLER_DURATION, unit="s", description="How long one handler ran, by event type and handler."
+            HANDLER_DURATION,
+            unit="s",
+            description="How long one handler ran, by event type and handler.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
         self.store_failures = meter.create_counter(
             STORE_FAILURES, unit="{failure}", description="Failed calls to the idempotency store."
@@ -164,9 +179,24 @@ def type_name(error: BaseException) -> str:
 
 
 def handler_name(handler: Callable[..., object]) -> str:
-    """A handler's qualified name (its code, never data)."""
+    """A handler's qualified name (its code, never data): its span's name."""
     name = getattr(handler, "__qualname__", None) or type(handler).__qualname__
     return safe_label(str(name))
+
+
+def function_name(handler: Callable[..., object]) -> str:
+    """``code.function.name``: the handler's module and qualified name, as the convention asks."""
+    module = getattr(handler, "__module__", None)
+    name = handler_name(handler)
+    if not isinstance(module, str):
+        return name
+    full = f"{module}.{name}"
+    return full if len(full) <= 256 and full.isprintable() else name  # code, not data: bounded all the same
+
+
+def event_type_label(event_type: str) -> str:
+    """The event type for a span's name and the metrics; ``unknown`` when not shaped as one."""
+    return event_type if _EVENT_TYPE_SHAPE.fullmatch(event_type) else "unknown"
 
 
 def outcome_of(response: WebhookResponse) -> tuple[str, str | None]:
@@ -201,13 +231,21 @@ class Delivery:
 
     __slots__ = ("context", "event_type", "instruments", "recording", "span", "started", "token", "tracer")
 
-    def __init__(self, tracer: trace.Tracer | None, instruments: Instruments | None) -> None:
-        self.started = time.perf_counter()
+    def __init__(
+        self, tracer: trace.Tracer | None, instruments: Instruments | None, started: float | None = None
+    ) -> None:
+        now = time.perf_counter()
+        self.started = now if started is None else started
         self.tracer = tracer
         self.instruments = instruments
-        # A child of the current span (the framework's request span), or a root span.
+        # A child of the current span (the framework's request span), or a root span. It
+        # starts at ``started`` (a perf_counter reading), when given: a refused body's
+        # delivery began when its body began to arrive.
+        start_time = None if started is None else time.time_ns() - int((now - started) * 1e9)
         self.span = (
-            trace.INVALID_SPAN if tracer is None else tracer.start_span(DELIVERY_SPAN, kind=SpanKind.CONSUMER)
+            trace.INVALID_SPAN
+            if tracer is None
+            else tracer.start_span(DELIVERY_SPAN, kind=SpanKind.CONSUMER, start_time=start_time)
         )
         self.recording = self.span.is_recording()  # not without a tracer, nor when sampled out
         self.event_type: str | None = None
@@ -220,7 +258,7 @@ class Delivery:
 
     def parsed(self, event: Event, delivery: WebhookDelivery) -> None:
         """The event is known: name the span for its type; its id and attempt."""
-        self.event_type = safe_label(event.event_type)
+        self.event_type = event_type_label(event.event_type)
         if not self.recording:
             return
         span = self.span
@@ -280,10 +318,10 @@ class Delivery:
 class HandlerRun:
     """One handler's run: a span when the delivery records, and a duration."""
 
-    __slots__ = ("context", "event_type", "instruments", "name", "span", "started")
+    __slots__ = ("context", "event_type", "function", "instruments", "span", "started")
 
     def __init__(self, delivery: Delivery, handler: Callable[..., object]) -> None:
-        self.name = handler_name(handler)
+        self.function = function_name(handler)
         self.instruments = delivery.instruments
         self.event_type = delivery.event_type
         self.context: Context | None = None
@@ -292,7 +330,10 @@ class HandlerRun:
             # The delivery's context, not the current one: a delivery handed over by a
             # cancelled request runs its next handlers in a task copied under this one's span.
             self.span = delivery.tracer.start_span(
-                self.name, context=delivery.context, kind=SpanKind.INTERNAL, attributes={FUNCTION: self.name}
+                handler_name(handler),
+                context=delivery.context,
+                kind=SpanKind.INTERNAL,
+                attributes={FUNCTION: self.function},
             )
             self.context = trace.set_span_in_context(self.span, delivery.context)
         self.started = time.perf_counter()
@@ -332,7 +373,7 @@ class HandlerRun:
     def ended(self, error: BaseException | None) -> None:
         """The handler returned (``None``) or raised ``error``: recorded by its type only."""
         elapsed = time.perf_counter() - self.started
-        attributes: dict[str, AttributeValue] = {FUNCTION: self.name}
+        attributes: dict[str, AttributeValue] = {FUNCTION: self.function}
         if self.event_type is not None:
             attributes[EVENT_TYPE] = self.event_type
         if error is not None:
@@ -348,10 +389,13 @@ class HandlerRun:
         span.end()
 
 
-def begin() -> Delivery | None:
-    """A delivery starts: its span, current from now on when it records; ``None``: nothing to record."""
+def begin(started: float | None = None) -> Delivery | None:
+    """A delivery starts: its span, current from now on when it records; ``None``: nothing to record.
+
+    ``started``: when it began, a `time.perf_counter` reading, if earlier than now.
+    """
     if _tracer is None or _instruments is None:
         _look()
         if _tracer is None and _instruments is None:
             return None
-    return Delivery(_tracer, _instruments)
+    return Delivery(_tracer, _instruments, started)

@@ -49,7 +49,7 @@ _F = TypeVar("_F", bound="Callable[..., Any]")
 
 # Decided on the first delivery after the application imported opentelemetry: _otel.begin,
 # or None when it cannot be imported.
-_begin: Callable[[], Delivery | None] | None = None
+_begin: Callable[[float | None], Delivery | None] | None = None
 _loaded = False
 
 # The delivery span that handle() opened, for the dispatch() it calls to name (then None).
@@ -62,7 +62,7 @@ _running: contextvars.ContextVar[Delivery | _StoreFailures | None] = contextvars
 )
 
 
-def _load() -> Callable[[], Delivery | None] | None:
+def _load() -> Callable[[float | None], Delivery | None] | None:
     global _begin, _loaded  # noqa: PLW0603 - decided once, on the first delivery
     modules = sys.modules
     if "opentelemetry.trace" not in modules and "opentelemetry.metrics" not in modules:
@@ -77,10 +77,13 @@ def _load() -> Callable[[], Delivery | None] | None:
     return _begin
 
 
-def _begun() -> Delivery | None:
-    """A new delivery span, or ``None`` (no opentelemetry, or no provider set)."""
+def _begun(started: float | None = None) -> Delivery | None:
+    """A new delivery span, or ``None`` (no opentelemetry, or no provider set).
+
+    ``started``: when the delivery began, a `time.perf_counter` reading; now if not given.
+    """
     begin = _begin if _loaded else _load()
-    return None if begin is None else begin()
+    return None if begin is None else begin(started)
 
 
 @contextlib.contextmanager
@@ -102,7 +105,7 @@ def _dispatched() -> tuple[Delivery | None, bool]:
     if begin is None:
         return None, False
     opened = _opened.get()
-    return (begin(), True) if opened is None else (opened, False)
+    return (begin(None), True) if opened is None else (opened, False)
 
 
 @contextlib.contextmanager
@@ -215,12 +218,14 @@ def store_failed(operation: str, error: BaseException) -> None:
         observed.store_failed(operation, error)
 
 
-def observed_refusal(response: WebhookResponse) -> WebhookResponse:
+def observed_refusal(response: WebhookResponse, started: float | None = None) -> WebhookResponse:
     """An adapter answers before ``handle`` runs: a delivery span and metrics, as for a rejected one.
 
+    ``started``: when the adapter began to receive the body (a `time.perf_counter`
+    reading), so that a body too slow or too large has its real duration; now if not given.
     Returns ``response``, for the adapter to send.
     """
-    observed = _begun()
+    observed = _begun(started)
     if observed is not None:
         observed.answered(response)
     return response

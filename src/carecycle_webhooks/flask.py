@@ -45,6 +45,7 @@ except ImportError:
 
 import os
 import re
+import time
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ._adapters import (
@@ -150,6 +151,7 @@ def webhook_view(
             return _to_flask(refused)
         limit = dispatcher.max_body_size
         reservation = reservation_for(dispatcher)
+        started = time.perf_counter()
         try:
             try:
                 # content_length is None when absent or chunked.
@@ -162,7 +164,7 @@ def webhook_view(
             except Exception as error:  # noqa: BLE001 - the client went away mid-body, or the server failed to read it
                 body = client_disconnected(error)
             if not isinstance(body, bytes):
-                return _to_flask(observed_refusal(body))
+                return _to_flask(observed_refusal(body, started))
             if tenant is None:
                 return _to_flask(dispatcher.handle(body, request.headers))
             return _to_flask(dispatcher.handle(body, request.headers, tenant=tenant))

@@ -18,6 +18,7 @@ from django.http import HttpResponse
 from django.test import AsyncClient, Client, RequestFactory
 
 from carecycle_webhooks import RedisIdempotencyStore, WebhookConfigurationError
+from carecycle_webhooks._otel import DELIVERIES, DELIVERY_DURATION
 from carecycle_webhooks.django import webhook_view
 from tests.adapters import (
     AdapterContract,
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from django.http.response import HttpResponseBase
 
     from carecycle_webhooks import Dispatcher
+    from tests.otel import Telemetry
 
 
 def reply(response: HttpResponseBase) -> Reply:
@@ -486,3 +488,45 @@ def test_limit_webhook_bodies_never_answers_after_a_response_started(monkeypatch
         asyncio.wait_for(adapter.limit_webhook_bodies(streaming)(run.scope, run.receive, run.send), 10)
     )
     assert [m["status"] for m in run.sent if m["type"] == "http.response.start"] == [200]
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT"])
+def test_limit_webhook_bodies_answers_405_to_other_methods_before_reading_and_records_no_delivery(
+    telemetry: Telemetry, method: str
+) -> None:
+    recorder = Recorder(max_body_size=1000)
+    serve(recorder.dispatcher)
+    run = ASGIRun("/webhooks/", [b"x" * 600] * 20, {"content-length": "12000"})
+    run.scope["method"] = method
+    result = run.run(guarded_application())
+    assert (result.status, result.json()) == (405, {"error": "method_not_allowed"})
+    assert result.headers["allow"] == "POST"
+    assert run.received == 0
+    assert telemetry.spans() == []  # not a delivery
+    assert telemetry.points(DELIVERIES) == []
+
+
+class SlowRun(ASGIRun):
+    """Each piece of the body comes a while after the one before."""
+
+    async def receive(self) -> dict[str, Any]:
+        await asyncio.sleep(PIECE_GAP)
+        return await super().receive()
+
+
+PIECE_GAP = 0.1  # seconds
+
+
+def test_limit_webhook_bodies_records_a_refused_body_from_when_it_began_to_arrive(
+    telemetry: Telemetry,
+) -> None:
+    recorder = Recorder(max_body_size=1000)
+    serve(recorder.dispatcher)
+    run = SlowRun("/webhooks/", [b"x" * 600] * 20, {})
+    assert run.run(guarded_application()).status == 413  # at the second piece
+    (span,) = telemetry.spans()
+    assert span.start_time is not None
+    assert span.end_time is not None
+    assert (span.end_time - span.start_time) / 1e9 >= 2 * PIECE_GAP  # the receiving, not only the answer
+    ((_, point),) = telemetry.points(DELIVERY_DURATION)
+    assert point.sum >= 2 * PIECE_GAP

@@ -514,7 +514,7 @@ def test_a_routes_delivery_is_one_span_with_the_route_as_its_handler(
     ((labels, point),) = telemetry.points(_otel.DELIVERIES)
     assert (labels["carecycle.delivery.outcome"], point.value) == ("processed", 1)
     ((labels, _),) = telemetry.points(_otel.HANDLER_DURATION)
-    assert labels["code.function.name"] == handler.name
+    assert labels["code.function.name"] == f"{__name__}.{handler.name}"
 
 
 @pytest.mark.parametrize(

@@ -257,3 +257,17 @@ def test_a_chunked_body_that_outgrows_the_budget_is_503_as_it_is_read() -> None:
     assert (status, json.loads(answer)["error"]) == (503, "busy")
     assert stream.bytes_read <= 100_000
     assert bodies(recorder.dispatcher).used == 100_000
+
+
+def test_a_body_shorter_than_its_content_length_is_a_client_gone_not_a_bad_signature() -> None:
+    body = fixture_bytes("customer.created")
+    recorder = Recorder()
+    # As gunicorn gives it: its own stream (wsgi.input_terminated), which reads short when
+    # the client closes mid-body, without an error.
+    environ = post_environ(
+        body=body, overrides={"wsgi.input": io.BytesIO(body[:200]), "wsgi.input_terminated": True}
+    )
+    status, answer = run(make_app(recorder.dispatcher), environ)
+    assert (status, json.loads(answer)) == (400, {"error": "client_disconnected"})
+    assert recorder.events == []
+    assert bodies(recorder.dispatcher).used == 0

@@ -210,3 +210,22 @@ def test_an_asyncio_only_store_is_refused_where_the_app_is_built() -> None:
 def test_not_a_dispatcher_is_refused() -> None:
     with pytest.raises(WebhookConfigurationError, match=r"webhook_app\(\) takes a .*Dispatcher"):
         webhook_app(object())  # type: ignore[arg-type]
+
+
+def test_a_body_shorter_than_its_content_length_is_a_client_gone_not_a_bad_signature(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A WSGI server gives a short read when the client closes mid-body: no exception.
+    body = fixture_bytes("customer.created")
+    recorder = Recorder()
+    with caplog.at_level("INFO", logger="carecycle_webhooks"):
+        status, _, data = call(
+            webhook_app(recorder.dispatcher),
+            io.BytesIO(body[:200]),
+            svix_headers(body),
+            CONTENT_LENGTH=str(len(body)),
+        )
+    assert (status, data) == ("400 Bad Request", b'{"error": "client_disconnected"}')
+    assert "no_matching_signature" not in caplog.text
+    assert recorder.events == []
+    assert bodies(recorder.dispatcher).used == 0

@@ -1,10 +1,11 @@
 """The Celery example carries the trace from the endpoint to the worker (examples/celery_queue).
 
 The endpoint's side (`celery_tasks.trace_context`, which `enqueue` sends with each job) and
-the worker's (`process_delivery`, called as the worker calls it) run in one process of
-their own, with a real Redis for the idempotency store and the SDK's in-memory exporter:
-Celery is not imported by pytest (it would warn under ``filterwarnings = error``), and the
-global tracer provider is set once per process.
+the worker's (`process_delivery`, called as the worker calls it, the context through JSON
+as the broker carries it) run in one process of their own, with a real Redis for the
+idempotency store and the SDK's in-memory exporter: Celery is not imported by pytest (it
+would warn under ``filterwarnings = error``), and the global tracer provider is set once
+per process.
 """
 
 from __future__ import annotations
@@ -40,8 +41,14 @@ SCRIPT = textwrap.dedent(
 
     with trace.get_tracer("endpoint").start_as_current_span("POST /webhooks"):
         carrier = celery_tasks.trace_context()  # what enqueue() sends with the job
+    carrier = json.loads(json.dumps(carrier))  # through the broker, as Celery's JSON serializer
     body = json.dumps(SAMPLE_PAYLOADS["customer.updated"])
     outcome = celery_tasks.process_delivery(body, "msg_traced", 1781800000, 2, trace_context=carrier)
+    # With opentelemetry-instrumentation-celery, the task's own span is current: the
+    # delivery's span is its child, not a sibling continuing the carrier.
+    with trace.get_tracer("celery").start_as_current_span("run process_delivery"):
+        body = json.dumps(SAMPLE_PAYLOADS["customer.created"])
+        celery_tasks.process_delivery(body, "msg_instrumented", 1781800000, 1, trace_context=carrier)
     print(json.dumps({
         "outcome": outcome,
         "carrier": sorted(carrier),
@@ -80,3 +87,5 @@ def test_the_workers_delivery_span_continues_the_endpoints_trace(redis_server: R
     assert delivery["trace_id"] == endpoint["trace_id"]
     assert delivery["parent"] == endpoint["span_id"]
     assert spans["customer_updated"]["parent"] == delivery["span_id"]
+    task, instrumented = spans["run process_delivery"], spans["process customer.created"]
+    assert instrumented["parent"] == task["span_id"]

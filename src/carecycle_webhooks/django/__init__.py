@@ -49,6 +49,7 @@ except ImportError:
 
 import contextlib
 import sys
+import time
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from carecycle_webhooks._adapters import (
@@ -66,6 +67,7 @@ from carecycle_webhooks._asgi import BodyGuard, send_response
 from carecycle_webhooks._budget import BodyBudget
 from carecycle_webhooks._dispatch import Dispatcher
 from carecycle_webhooks._errors import WebhookConfigurationError
+from carecycle_webhooks._plain import POST_ONLY
 from carecycle_webhooks._telemetry import observed_refusal
 
 from ._conf import secret_from_settings
@@ -303,10 +305,23 @@ async def _tenant_refused(scope: Scope, dispatcher: Dispatcher, tenant: str | No
     return await tenant_refused_async(dispatcher, tenant) if scope.get("method") == "POST" else None
 
 
-async def _refuse(send: Send, response: WebhookResponse, *, delivery: bool) -> None:
+async def _answered(application: AnyASGIApp, scope: Scope, guard: BodyGuard, send: Send) -> bool:
+    """Run Django with the guard's ``receive``: whether it began an answer."""
+    started: list[bool] = []
+
+    async def watched(message: Message) -> None:
+        if message.get("type") == "http.response.start":
+            started.append(True)
+        await send(message)
+
+    await application(scope, guard.receive, watched)
+    return bool(started)
+
+
+async def _refuse(send: Send, response: WebhookResponse, started: float, *, delivery: bool) -> None:
     """Send ``response``; a delivery's is recorded, for OpenTelemetry, as `webhook_view`'s are."""
     if delivery:
-        observed_refusal(response)
+        observed_refusal(response, started)
     await send_response(send, response)
 
 
@@ -364,6 +379,11 @@ def limit_webhook_bodies(application: AnyASGIApp, *, max_other_body_size: int | 
             await application(scope, receive, send)
             return
         routed = _dispatcher_for(scope)
+        if routed is not None and scope.get("method") != "POST":
+            # The view's own answer, before Django receives anything: not a delivery.
+            await send_response(send, POST_ONLY)
+            return
+        began = time.perf_counter()
         refused: WebhookResponse | None = None
         if routed is not None:
             dispatcher = routed[0]
@@ -381,19 +401,12 @@ def limit_webhook_bodies(application: AnyASGIApp, *, max_other_body_size: int | 
             early = guard.refuse_early() if refused is None else refused
             if early is not None:
                 # A refused tenant is recorded already; other requests than deliveries are not.
-                await _refuse(send, early, delivery=routed is not None and refused is None)
+                await _refuse(send, early, began, delivery=routed is not None and refused is None)
                 return
-            started: list[bool] = []
-
-            async def watched(message: Message) -> None:
-                if message.get("type") == "http.response.start":
-                    started.append(True)
-                await send(message)
-
-            await application(scope, guard.receive, watched)
-            if guard.refused is not None and not started:
+            answered = await _answered(application, scope, guard, send)
+            if guard.refused is not None and not answered:
                 # Django gave up on reading (it saw a disconnect) and answered nothing.
-                await _refuse(send, guard.refused, delivery=routed is not None)
+                await _refuse(send, guard.refused, began, delivery=routed is not None)
         finally:
             reservation.close()
 
