@@ -67,7 +67,6 @@ from carecycle_webhooks._asgi import BodyGuard, send_response
 from carecycle_webhooks._budget import BodyBudget
 from carecycle_webhooks._dispatch import Dispatcher
 from carecycle_webhooks._errors import WebhookConfigurationError
-from carecycle_webhooks._plain import POST_ONLY
 from carecycle_webhooks._telemetry import observed_refusal
 
 from ._conf import secret_from_settings
@@ -379,10 +378,9 @@ def limit_webhook_bodies(application: AnyASGIApp, *, max_other_body_size: int | 
             await application(scope, receive, send)
             return
         routed = _dispatcher_for(scope)
-        if routed is not None and scope.get("method") != "POST":
-            # The view's own answer, before Django receives anything: not a delivery.
-            await send_response(send, POST_ONLY)
-            return
+        # Another method to a webhook URL is held to the same limits, but it is not a
+        # delivery: the view answers it 405 (and the project's middleware sees it first).
+        delivery = routed is not None and scope.get("method") == "POST"
         began = time.perf_counter()
         refused: WebhookResponse | None = None
         if routed is not None:
@@ -401,12 +399,12 @@ def limit_webhook_bodies(application: AnyASGIApp, *, max_other_body_size: int | 
             early = guard.refuse_early() if refused is None else refused
             if early is not None:
                 # A refused tenant is recorded already; other requests than deliveries are not.
-                await _refuse(send, early, began, delivery=routed is not None and refused is None)
+                await _refuse(send, early, began, delivery=delivery and refused is None)
                 return
             answered = await _answered(application, scope, guard, send)
             if guard.refused is not None and not answered:
                 # Django gave up on reading (it saw a disconnect) and answered nothing.
-                await _refuse(send, guard.refused, began, delivery=routed is not None)
+                await _refuse(send, guard.refused, began, delivery=delivery)
         finally:
             reservation.close()
 
