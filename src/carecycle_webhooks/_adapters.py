@@ -94,16 +94,18 @@ def tenant_refused(dispatcher: Dispatcher, tenant: str | None) -> WebhookRespons
     # The adapters are the dispatcher's own: they may ask it before it gets the body.
     if tenant is None and dispatcher._tenants is None:  # noqa: SLF001  # pyright: ignore[reportPrivateUsage]
         return None
+    started = time.perf_counter()  # a slow resolver's time belongs to the delivery
     resolved = dispatcher._resolved(tenant)  # noqa: SLF001  # pyright: ignore[reportPrivateUsage]
-    return observed_refusal(resolved) if isinstance(resolved, WebhookResponse) else None
+    return observed_refusal(resolved, started) if isinstance(resolved, WebhookResponse) else None
 
 
 async def tenant_refused_async(dispatcher: Dispatcher, tenant: str | None) -> WebhookResponse | None:
     """`tenant_refused`, on the event loop: a sync resolver runs in a worker thread."""
     if tenant is None and dispatcher._tenants is None:  # noqa: SLF001  # pyright: ignore[reportPrivateUsage]
         return None
+    started = time.perf_counter()
     resolved = await dispatcher._resolved_async(tenant)  # noqa: SLF001  # pyright: ignore[reportPrivateUsage]
-    return observed_refusal(resolved) if isinstance(resolved, WebhookResponse) else None
+    return observed_refusal(resolved, started) if isinstance(resolved, WebhookResponse) else None
 
 
 def last_segment(path: str) -> str | None:

@@ -152,6 +152,7 @@ class BodyGuard:
         "_limit",
         "_receive",
         "_reservation",
+        "disconnected",
         "read",
         "received",
         "refused",
@@ -164,6 +165,7 @@ class BodyGuard:
         self._declared = declared_length(header(scope, b"content-length"))
         self._deadline: _Deadline | None = None
         self.read = False  # the whole body arrived: later messages pass through untouched
+        self.disconnected = False  # the client went away before the whole body arrived
         self.received = 0
         self.refused: WebhookResponse | None = None
 
@@ -187,6 +189,7 @@ class BodyGuard:
             self.refused = BODY_TIMEOUT
             return dict(_DISCONNECT)
         if message.get("type") != "http.request":
+            self.disconnected = message.get("type") == "http.disconnect"
             return message
         size = len(message.get("body") or b"")
         self.received += size

@@ -37,7 +37,7 @@ from ._drivers_async import drive_async
 from ._errors import WebhookConfigurationError
 from ._idempotency import TransactionalIdempotencyStore
 from ._models import EVENT_MODELS, CallCompletedEvent, CustomerCreatedEvent, CustomerUpdatedEvent, Event
-from ._responses import HANDLER_FAILED, IGNORED, PROCESSED, WebhookResponse
+from ._responses import HANDLER_FAILED, IGNORED, PROCESSED, WebhookResponse, json_response
 from ._telemetry import ObservedRoute
 from ._verify import WebhookDelivery
 
@@ -280,9 +280,11 @@ def verified_event(
                 # without its message and frees the webhook-id, so Svix's retry runs it again.
                 if isinstance(error, Exception):
                     run.ended.set_exception(error)
+                    observed.answered(_route_failure(error))
                 else:
                     run.ended.cancel()
-                observed.answered(await asyncio.shield(flow))
+                    observed.raised(error)  # a request cancelled, not a route that failed
+                await asyncio.shield(flow)
                 raise
             run.ended.set_result(None)
             # The done mark (tried again, or kept for later, if the store fails now).
@@ -296,19 +298,31 @@ def _answering(observed: ObservedRoute) -> Generator[None, None, None]:
     """An exception that ends a route's delivery gives its answer, for its span and metrics.
 
     `WebhookAnswer` carries the table's answer; any other exception is the route's own
-    failure (500). An answer given already stands: the flow's, once the route raised.
+    failure (`_route_failure`). An answer given already stands.
     """
     try:
         yield
     except WebhookAnswer as answer:
         observed.answered(answer.response)
         raise
-    except Exception:
-        observed.answered(HANDLER_FAILED)
+    except Exception as error:
+        observed.answered(_route_failure(error))
         raise
     except BaseException as error:
         observed.raised(error)
         raise
+
+
+def _route_failure(error: Exception) -> WebhookResponse:
+    """What a route's exception answers, as telemetry records it.
+
+    Its own status when it carries one (FastAPI's and Starlette's ``HTTPException``), else
+    500. A 4xx is then ``rejected``, its reason ``handler_failed``; a 5xx ``handler_failed``.
+    """
+    status = getattr(error, "status_code", None)
+    if isinstance(status, int) and 400 <= status < 600 and status != HANDLER_FAILED.status_code:
+        return json_response(status, error="handler_failed")
+    return HANDLER_FAILED
 
 
 async def _route_may_run(run: _RouteRun, flow: asyncio.Task[WebhookResponse]) -> None:

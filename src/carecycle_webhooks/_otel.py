@@ -10,7 +10,6 @@ the answer, handlers' names, exception types and timings.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import time
@@ -37,7 +36,7 @@ from ._responses import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Generator
+    from collections.abc import Awaitable, Callable
     from typing import TypeVar
 
     from opentelemetry.context import Context
@@ -232,7 +231,12 @@ class Delivery:
     __slots__ = ("context", "event_type", "instruments", "recording", "span", "started", "token", "tracer")
 
     def __init__(
-        self, tracer: trace.Tracer | None, instruments: Instruments | None, started: float | None = None
+        self,
+        tracer: trace.Tracer | None,
+        instruments: Instruments | None,
+        started: float | None = None,
+        *,
+        current: bool = True,
     ) -> None:
         now = time.perf_counter()
         self.started = now if started is None else started
@@ -254,7 +258,8 @@ class Delivery:
         if self.recording:
             self.span.set_attributes(_FIXED)
             self.context = trace.set_span_in_context(self.span)
-            self.token = otel_context.attach(self.context)
+            if current:
+                self.token = otel_context.attach(self.context)
 
     def parsed(self, event: Event, delivery: WebhookDelivery) -> None:
         """The event is known: name the span for its type; its id and attempt."""
@@ -301,7 +306,8 @@ class Delivery:
         if failed:
             span.set_status(_ERROR)
         span.end()
-        otel_context.detach(self.token)  # type: ignore[arg-type]
+        if self.token is not None:
+            otel_context.detach(self.token)  # type: ignore[arg-type]
 
     def handler_started(self, handler: Callable[..., object]) -> HandlerRun | None:
         """A handler starts: its span (child of this delivery's), its clock; or nothing to record."""
@@ -358,18 +364,6 @@ class HandlerRun:
         finally:
             otel_context.detach(token)
 
-    @contextlib.contextmanager
-    def current(self) -> Generator[None, None, None]:
-        """This handler's span is current in the block (a route of the application's own)."""
-        if self.context is None:
-            yield
-            return
-        token = otel_context.attach(self.context)
-        try:
-            yield
-        finally:
-            otel_context.detach(token)
-
     def ended(self, error: BaseException | None) -> None:
         """The handler returned (``None``) or raised ``error``: recorded by its type only."""
         elapsed = time.perf_counter() - self.started
@@ -389,13 +383,15 @@ class HandlerRun:
         span.end()
 
 
-def begin(started: float | None = None) -> Delivery | None:
+def begin(started: float | None = None, current: bool = True) -> Delivery | None:  # noqa: FBT001, FBT002 - _telemetry's call
     """A delivery starts: its span, current from now on when it records; ``None``: nothing to record.
 
     ``started``: when it began, a `time.perf_counter` reading, if earlier than now.
+    ``current``: whether its span becomes the current one (not in a FastAPI dependency,
+    whose context FastAPI's own spans enter and leave around it).
     """
     if _tracer is None or _instruments is None:
         _look()
         if _tracer is None and _instruments is None:
             return None
-    return Delivery(_tracer, _instruments, started)
+    return Delivery(_tracer, _instruments, started, current=current)

@@ -49,7 +49,7 @@ _F = TypeVar("_F", bound="Callable[..., Any]")
 
 # Decided on the first delivery after the application imported opentelemetry: _otel.begin,
 # or None when it cannot be imported.
-_begin: Callable[[float | None], Delivery | None] | None = None
+_begin: Callable[[float | None, bool], Delivery | None] | None = None
 _loaded = False
 
 # The delivery span that handle() opened, for the dispatch() it calls to name (then None).
@@ -62,7 +62,7 @@ _running: contextvars.ContextVar[Delivery | _StoreFailures | None] = contextvars
 )
 
 
-def _load() -> Callable[[float | None], Delivery | None] | None:
+def _load() -> Callable[[float | None, bool], Delivery | None] | None:
     global _begin, _loaded  # noqa: PLW0603 - decided once, on the first delivery
     modules = sys.modules
     if "opentelemetry.trace" not in modules and "opentelemetry.metrics" not in modules:
@@ -77,13 +77,14 @@ def _load() -> Callable[[float | None], Delivery | None] | None:
     return _begin
 
 
-def _begun(started: float | None = None) -> Delivery | None:
+def _begun(started: float | None = None, *, current: bool = True) -> Delivery | None:
     """A new delivery span, or ``None`` (no opentelemetry, or no provider set).
 
     ``started``: when the delivery began, a `time.perf_counter` reading; now if not given.
+    ``current``: whether the span becomes the current one.
     """
     begin = _begin if _loaded else _load()
-    return None if begin is None else begin(started)
+    return None if begin is None else begin(started, current)
 
 
 @contextlib.contextmanager
@@ -105,7 +106,7 @@ def _dispatched() -> tuple[Delivery | None, bool]:
     if begin is None:
         return None, False
     opened = _opened.get()
-    return (begin(None), True) if opened is None else (opened, False)
+    return (begin(None, True), True) if opened is None else (opened, False)  # noqa: FBT003 - begin(started, current)
 
 
 @contextlib.contextmanager
@@ -253,15 +254,17 @@ class ObservedRoute:
     """One delivery to a route of the application's own (FastAPI's `verified_event`).
 
     As under `Dispatcher.handle_async`: the delivery span begins before the signature is
-    checked and is current from then on; the route has a handler span of its own, named
-    after it, current while it runs; its flow's store failures are counted; the answer ends
-    the span (once: a later answer is ignored).
+    checked; the route has a handler span of its own, named after it; its flow's store
+    failures are counted; the answer ends the span (once: a later answer is ignored).
+    Neither span is made current: FastAPI enters and leaves spans of its own around its
+    dependencies (FastAPI 0.142 and later), and a context attached inside one of them would
+    be dropped, then restored out of order.
     """
 
     __slots__ = ("_observed",)
 
     def __init__(self) -> None:
-        self._observed = _begun()
+        self._observed = _begun(current=False)
 
     def parsed(self, event: Event, delivery: WebhookDelivery) -> None:
         if self._observed is not None:
@@ -281,14 +284,13 @@ class ObservedRoute:
 
     @contextlib.contextmanager
     def route(self, endpoint: Callable[..., object]) -> Generator[None, None, None]:
-        """While the route runs: its span is current; an exception is recorded by its type."""
+        """While the route runs: its span and duration; an exception is recorded by its type."""
         run = None if self._observed is None else self._observed.handler_started(endpoint)
         if run is None:
             yield
             return
         try:
-            with run.current():
-                yield
+            yield
         except BaseException as error:
             run.ended(error)
             raise

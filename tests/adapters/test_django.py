@@ -533,3 +533,26 @@ def test_limit_webhook_bodies_records_a_refused_body_from_when_it_began_to_arriv
     assert (span.end_time - span.start_time) / 1e9 >= 2 * PIECE_GAP  # the receiving, not only the answer
     ((_, point),) = telemetry.points(DELIVERY_DURATION)
     assert point.sum >= 2 * PIECE_GAP
+
+
+class GoneRun(ASGIRun):
+    """The client sends the first pieces of the body, then goes away."""
+
+    async def receive(self) -> dict[str, Any]:
+        if self.received < len(self.pieces):
+            return await super().receive()
+        return {"type": "http.disconnect"}
+
+
+def test_limit_webhook_bodies_records_a_body_cut_off_by_the_client(telemetry: Telemetry) -> None:
+    body = fixture_bytes("customer.created")
+    recorder = Recorder()
+    serve(recorder.dispatcher)
+    headers = {**svix_headers(body), "content-type": "application/json"}
+    run = GoneRun("/webhooks/", [body[:50]], {**headers, "content-length": str(len(body))}, stall=True)
+    asyncio.run(asyncio.wait_for(guarded_application()(run.scope, run.receive, run.send), timeout=10))
+    assert recorder.events == []
+    (span,) = telemetry.spans()
+    assert span.attributes is not None
+    assert span.attributes["carecycle.delivery.reason"] == "client_disconnected"
+    assert bodies(recorder.dispatcher).used == 0

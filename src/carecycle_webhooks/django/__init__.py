@@ -56,6 +56,7 @@ from carecycle_webhooks._adapters import (
     METHOD_NOT_ALLOWED,
     Reservation,
     check_dispatcher,
+    client_disconnected,
     content_type_and_headers,
     path_tenant,
     read_environ_body,
@@ -402,9 +403,11 @@ def limit_webhook_bodies(application: AnyASGIApp, *, max_other_body_size: int | 
                 await _refuse(send, early, began, delivery=delivery and refused is None)
                 return
             answered = await _answered(application, scope, guard, send)
-            if guard.refused is not None and not answered:
-                # Django gave up on reading (it saw a disconnect) and answered nothing.
-                await _refuse(send, guard.refused, began, delivery=delivery)
+            # Refused, or the client went away mid-body: Django gave up on reading (it saw
+            # a disconnect) and answered nothing.
+            cut = guard.refused or (client_disconnected("http.disconnect") if guard.disconnected else None)
+            if cut is not None and not answered:
+                await _refuse(send, cut, began, delivery=delivery)
         finally:
             reservation.close()
 
