@@ -41,7 +41,13 @@ from ._responses import HANDLER_FAILED, IGNORED, PROCESSED, WebhookResponse, jso
 from ._telemetry import ObservedRoute
 from ._verify import WebhookDelivery
 
-__all__ = ["WebhookAnswer", "read_body", "tenant_and_refusal", "verified_event", "verified_event_route"]
+__all__ = [
+    "WebhookAnswer",
+    "receive_request_body",
+    "tenant_and_refusal",
+    "verified_event",
+    "verified_event_route",
+]
 
 _E = TypeVar("_E", bound=CustomerCreatedEvent | CustomerUpdatedEvent | CallCompletedEvent)
 
@@ -100,7 +106,7 @@ async def tenant_and_refusal(
     return tenant, await tenant_refused_async(dispatcher, tenant)
 
 
-async def read_body(
+async def receive_request_body(
     request: Request, dispatcher: Dispatcher, content_length: bytes | str | None, reservation: Reservation
 ) -> bytes | WebhookResponse:
     """The body, read within the dispatcher's limits, or the answer that refuses it.
@@ -132,7 +138,8 @@ async def _verify(request: Request, dispatcher: Dispatcher) -> tuple[Event, Webh
     reservation = reservation_for(dispatcher)
     try:
         if not isinstance(body, bytes):
-            received = await read_body(request, dispatcher, headers.get("content-length"), reservation)
+            length = headers.get("content-length")
+            received = await receive_request_body(request, dispatcher, length, reservation)
             if not isinstance(received, bytes):
                 raise WebhookAnswer(received)
             body = received
@@ -278,6 +285,8 @@ def verified_event(
             except BaseException as error:
                 # The route raised (or the request is being cancelled): the flow logs it
                 # without its message and frees the webhook-id, so Svix's retry runs it again.
+                # Recorded now, as `_answering` would: a second cancellation while the flow
+                # is awaited below would otherwise be what it sees.
                 if isinstance(error, Exception):
                     run.ended.set_exception(error)
                     observed.answered(_route_failure(error))

@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from ._adapters import METHOD_NOT_ALLOWED, check_dispatcher, content_type_and_headers, reservation_for
 from ._dispatch import Dispatcher
-from ._fastapi_dependency import WebhookAnswer, read_body, tenant_and_refusal, verified_event
+from ._fastapi_dependency import WebhookAnswer, receive_request_body, tenant_and_refusal, verified_event
 from ._openapi import document_webhooks
 from ._responses import WebhookResponse
 
@@ -132,7 +132,7 @@ def webhook_view(dispatcher: Dispatcher) -> Callable[[Request], Awaitable[Respon
         )
         reservation = reservation_for(dispatcher)
         try:
-            body = await read_body(request, dispatcher, content_length, reservation)
+            body = await receive_request_body(request, dispatcher, content_length, reservation)
             if not isinstance(body, bytes):
                 return _to_starlette(body)
             if tenant is None:
