@@ -16,8 +16,11 @@ EVENT_TYPES = ("customer.created", "customer.updated", "call.completed")
 
 # CI runs more examples; a developer's loop stays quick. CARECYCLE_HYPOTHESIS_PROFILE
 # chooses: scripts/matrix asks for "dev", as its runs check versions, not more inputs.
-settings.register_profile("ci", max_examples=400, suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("dev", max_examples=100)
+# No deadline in either: an example's time is not what these tests check (speed is the
+# benchmarks' job), and on a loaded machine a first, cold example took 293 ms against
+# hypothesis's default of 200 ms, which failed a CI run.
+settings.register_profile("ci", max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", max_examples=100, deadline=None)
 settings.load_profile(
     os.environ.get("CARECYCLE_HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
 )
