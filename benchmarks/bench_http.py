@@ -33,7 +33,8 @@ request are printed too.
 Every response must be 2xx: any other status, or a repeated id, invalidates the result
 and is printed as such.
 
-Target: ours >= 0.90 x bare (requests per second), for each framework. Prints the
+Target: ours >= 0.90 x bare (requests per second), for each framework; 0.85 with
+``--store sqlite``; none with ``--store redis``. Prints the
 verdicts; always exits 0.
 """
 
@@ -75,7 +76,9 @@ if TYPE_CHECKING:
 BENCH = Path(__file__).resolve().parent
 APPS = BENCH / "http_apps"
 BIN = Path(sys.executable).parent
-TARGET = 0.90
+TARGETS = {"memory": 0.90, "sqlite": 0.85, "redis": None}
+"""ours/bare to reach, by ``--store``: 0.90 with the in-memory store, 0.85 with SQLite (issue
+11: two write transactions per delivery); Redis is reported, without a target."""
 START_TIMEOUT = 30.0
 SERVER_CPU, LOADGEN_CPU = 0, 1
 
@@ -504,7 +507,7 @@ def bench_framework(
     return samples
 
 
-def _report(framework: Framework, samples: dict[str, Samples]) -> str:
+def _report(framework: Framework, samples: dict[str, Samples], target: float | None) -> str:
     labels = list(framework.endpoints)
     peer = samples[labels[0]]
     lines = []
@@ -519,10 +522,10 @@ def _report(framework: Framework, samples: dict[str, Samples]) -> str:
         ratio = p.median([o.rps / b.rps for o, b in zip(samples[label].results, peer.results, strict=True)])
         if label == CONTROL:
             verdict = "A/A control: the same endpoint as bare; its distance from 1 is the noise"
-        elif label in framework.context:
+        elif label in framework.context or target is None:
             verdict = "context only (no target)"
         else:
-            verdict = f"target >= {TARGET:.2f}: {'MET' if ratio >= TARGET else 'NOT MET'}"
+            verdict = f"target >= {target:.2f}: {'MET' if ratio >= target else 'NOT MET'}"
         lines.append(f"  ratio {label}/bare (median of per-round ratios): {ratio:.3f}   {verdict}")
         medians = samples[label].median_rps / peer.median_rps
         mean = samples[label].mean_rps / peer.mean_rps
@@ -620,12 +623,14 @@ def main() -> None:
         for name in chosen:
             framework = FRAMEWORKS[name]
             samples = bench_framework(framework, args, loadgen, signer, workdir, store_env)
-            report = _report(framework, samples)
+            report = _report(framework, samples, TARGETS[args.store])
             print(report)
             reports.append(f"{framework.title}:\n{report}")
 
     print()
-    print(f"Summary (1 server worker; target ours >= {TARGET:.2f} x bare)")
+    target = TARGETS[args.store]
+    goal = "no target" if target is None else f"target ours >= {target:.2f} x bare"
+    print(f"Summary (1 server worker, {STORES[args.store]}; {goal})")
     for report in reports:
         print(report)
 
