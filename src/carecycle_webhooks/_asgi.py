@@ -31,7 +31,9 @@ __all__ = [
     "send_response",
 ]
 
-# A body up to this size arrives with its headers or right after: no deadline is armed.
+# A body up to this size arrives with its headers or right after: no deadline is armed
+# before its first piece. One that then leaves more to come holds budget while it waits,
+# so from that piece on it has the deadline too.
 _SMALL_BODY = 64 * 1024
 
 
@@ -99,7 +101,8 @@ async def receive_body(
     from the budget as it arrives, whatever the declared length said (a server may frame
     the body otherwise), and reading stops as soon as the body passes the limit (413) or
     does not fit (503). A large or chunked body must arrive within `BODY_TIMEOUT_SECONDS`
-    (408), so that a slow client cannot hold its share of the budget for long.
+    (408), and a small one within that time of its first piece, so that a slow client
+    cannot hold its share of the budget for long.
 
     Returns:
         The body, or the answer to give instead (recorded as a delivery's answer, for
@@ -128,6 +131,8 @@ async def receive_body(
             chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if deadline is None:  # a small body arriving in pieces: it holds budget from now on
+            deadline = _Deadline()
 
 
 class BodyGuard:
@@ -201,4 +206,6 @@ class BodyGuard:
         if self.refused is not None:
             return dict(_DISCONNECT)
         self.read = not message.get("more_body", False)
+        if not self.read and self._deadline is None:  # a small body arriving in pieces
+            self._deadline = _Deadline()
         return message

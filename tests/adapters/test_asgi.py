@@ -202,6 +202,19 @@ def test_a_body_that_does_not_arrive_in_time_is_408_and_frees_its_budget(
     assert bodies(recorder.dispatcher).used == 0
 
 
+def test_a_small_body_that_stops_arriving_is_408_and_frees_its_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Small bodies get no deadline before their first piece, which holds nothing; a piece
+    # that leaves more to come holds budget, and from then on the deadline applies.
+    monkeypatch.setattr("carecycle_webhooks._asgi.BODY_TIMEOUT_SECONDS", 0.2)
+    recorder = Recorder()
+    first = [{"type": "http.request", "body": b"{" * 65535, "more_body": True}]
+    sent = run(webhook_app(recorder.dispatcher), http_scope([(b"content-length", b"65536")]), first)
+    assert sent[0]["status"] == 408
+    assert bodies(recorder.dispatcher).used == 0
+
+
 def test_a_chunked_body_is_taken_from_the_budget_as_it_arrives() -> None:
     recorder = Recorder(max_body_size=1000, body_budget=1000)
     assert bodies(recorder.dispatcher).take(650)  # other deliveries being received

@@ -430,6 +430,18 @@ def test_limit_webhook_bodies_answers_408_to_a_body_that_does_not_arrive(
     assert bodies(recorder.dispatcher).used == 0
 
 
+def test_limit_webhook_bodies_answers_408_to_a_small_body_that_stops_arriving(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("carecycle_webhooks._asgi.BODY_TIMEOUT_SECONDS", 0.2)
+    recorder = Recorder()
+    serve(recorder.dispatcher)
+    run = ASGIRun("/webhooks/", [b"{" * 100], {"content-length": "1000"}, stall=True)
+    result = run.run(guarded_application())
+    assert result.status == 408
+    assert bodies(recorder.dispatcher).used == 0
+
+
 def test_limit_webhook_bodies_passes_other_scopes_and_unroutable_requests_through(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
