@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import gc
 import json
 import logging
@@ -579,6 +580,39 @@ def test_handlers_must_be_callable() -> None:
         webhooks.on("customer.created")(42)  # type: ignore[type-var]
     with pytest.raises(WebhookConfigurationError, match="callable"):
         webhooks.catch_all(42)  # type: ignore[type-var]
+
+
+def _no_parameter() -> None: ...
+def _keyword_only(*, event: object) -> None: ...
+def _two_parameters(event: object, context: object) -> None: ...
+
+
+@pytest.mark.parametrize("handler", [_no_parameter, _keyword_only, _two_parameters])
+def test_a_handler_that_cannot_take_the_event_is_refused_where_it_is_registered(handler: Any) -> None:
+    webhooks = Dispatcher(SECRET)
+    with pytest.raises(WebhookConfigurationError, match=r"handler\(event\)") as raised:
+        webhooks.on("customer.created")(handler)
+    assert handler.__name__ in str(raised.value)
+    with pytest.raises(WebhookConfigurationError, match=r"handler\(event\)"):
+        webhooks.catch_all(handler)
+
+
+class _CallableHandler:
+    def __call__(self, event: object) -> None: ...
+
+
+def _with_a_default(event: object, retries: int = 3) -> None: ...
+def _variadic(*args: object) -> None: ...
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [_with_a_default, _variadic, _CallableHandler(), functools.partial(_two_parameters, context=1), print],
+)
+def test_handlers_that_can_take_the_event_are_accepted(handler: Any) -> None:
+    webhooks = Dispatcher(SECRET)
+    assert webhooks.on("customer.created")(handler) is handler
+    assert webhooks.catch_all(handler) is handler
 
 
 @pytest.mark.parametrize(

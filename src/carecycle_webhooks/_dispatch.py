@@ -79,8 +79,8 @@ DEFAULT_SECRET_CACHE_TTL = datetime.timedelta(minutes=1)
 _PREPARE_IN_THREAD_ABOVE = 256 * 1024
 
 _H = TypeVar("_H", bound=Handler)
-_AnyHandler = TypeVar(
-    "_AnyHandler",
+_AnyEventHandler = TypeVar(
+    "_AnyEventHandler",
     bound=Callable[[CustomerCreatedEvent | CustomerUpdatedEvent | CallCompletedEvent | UnknownEvent], object],
 )
 
@@ -333,8 +333,7 @@ class Dispatcher(HandlerRegistration):
         key = self._key(event_type)
 
         def register(handler: _H) -> _H:
-            if not callable(handler):
-                raise WebhookConfigurationError(f"a handler must be callable, not {type(handler).__name__}")
+            _check_handler(handler)
             self._handlers[key] = (*self._handlers.get(key, ()), handler)
             self._note_coroutine_function(handler)
             return handler
@@ -357,7 +356,7 @@ class Dispatcher(HandlerRegistration):
             f"or CustomerCreatedEvent, not {event_type!r}; use catch_all for everything else"
         )
 
-    def catch_all(self, handler: _AnyHandler) -> _AnyHandler:
+    def catch_all(self, handler: _AnyEventHandler) -> _AnyEventHandler:
         """Register the decorated function for every event that has no handler of its own.
 
         That includes `UnknownEvent` s, so the handler's parameter must accept `Event`.
@@ -366,10 +365,10 @@ class Dispatcher(HandlerRegistration):
             The handler, unchanged.
 
         Raises:
-            WebhookConfigurationError: The decorated object is not callable.
+            WebhookConfigurationError: The decorated object is not callable, or cannot be
+                called with the event as its one positional argument.
         """
-        if not callable(handler):
-            raise WebhookConfigurationError(f"a handler must be callable, not {type(handler).__name__}")
+        _check_handler(handler)
         self._catch_all = (*self._catch_all, handler)
         self._note_coroutine_function(handler)
         return handler
@@ -567,3 +566,30 @@ def _cannot_serve(store: object, called: str, other: str) -> WebhookConfiguratio
         f"Dispatcher.{called}: call Dispatcher.{other}, or give the dispatcher a store that "
         f"serves both (a RedisIdempotencyStore with a synchronous redis.Redis client does)"
     )
+
+
+def _check_handler(handler: object) -> None:
+    """Refuse, where it is registered, a handler that cannot be called as ``handler(event)``.
+
+    Otherwise the mistake shows only when a delivery arrives, as a 500 whose log line hides
+    the message of the ``TypeError`` (it may hold PHI).
+    """
+    if not callable(handler):
+        raise WebhookConfigurationError(f"a handler must be callable, not {type(handler).__name__}")
+    try:
+        signature = inspect.signature(handler)
+    except (TypeError, ValueError):  # some callables (builtins) show none: the call will tell
+        return
+    try:
+        signature.bind(None)
+    except TypeError:
+        name = getattr(handler, "__qualname__", type(handler).__name__)
+        # The parameters only: annotations may be strings (from __future__ import annotations).
+        parameters = [
+            parameter.replace(annotation=parameter.empty) for parameter in signature.parameters.values()
+        ]
+        shown = signature.replace(parameters=parameters, return_annotation=signature.empty)
+        raise WebhookConfigurationError(
+            f"the handler {name}{shown} cannot take the event: a handler is called with the "
+            "event as its one positional argument, handler(event)"
+        ) from None

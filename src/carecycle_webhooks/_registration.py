@@ -14,11 +14,11 @@ from ._models import CallCompletedEvent, CustomerCreatedEvent, CustomerUpdatedEv
 
 __all__ = ["HandlerRegistration", "NotAnEventTypeOfTheCatalog"]
 
-_CreatedHandler = TypeVar("_CreatedHandler", bound=Callable[[CustomerCreatedEvent], object])
-_UpdatedHandler = TypeVar("_UpdatedHandler", bound=Callable[[CustomerUpdatedEvent], object])
-_CallHandler = TypeVar("_CallHandler", bound=Callable[[CallCompletedEvent], object])
-_AnyHandler = TypeVar(
-    "_AnyHandler",
+_CustomerCreatedHandler = TypeVar("_CustomerCreatedHandler", bound=Callable[[CustomerCreatedEvent], object])
+_CustomerUpdatedHandler = TypeVar("_CustomerUpdatedHandler", bound=Callable[[CustomerUpdatedEvent], object])
+_CallCompletedHandler = TypeVar("_CallCompletedHandler", bound=Callable[[CallCompletedEvent], object])
+_AnyEventHandler = TypeVar(
+    "_AnyEventHandler",
     bound=Callable[[CustomerCreatedEvent | CustomerUpdatedEvent | CallCompletedEvent | UnknownEvent], object],
 )
 
@@ -56,21 +56,21 @@ class HandlerRegistration:
         self,
         event_type: Literal["customer.created", EventType.CUSTOMER_CREATED] | type[CustomerCreatedEvent],
         /,
-    ) -> Callable[[_CreatedHandler], _CreatedHandler]: ...
+    ) -> Callable[[_CustomerCreatedHandler], _CustomerCreatedHandler]: ...
     @overload
     def on(  # type: ignore[overload-overlap]
         self,
         event_type: Literal["customer.updated", EventType.CUSTOMER_UPDATED] | type[CustomerUpdatedEvent],
         /,
-    ) -> Callable[[_UpdatedHandler], _UpdatedHandler]: ...
+    ) -> Callable[[_CustomerUpdatedHandler], _CustomerUpdatedHandler]: ...
     @overload
     def on(  # type: ignore[overload-overlap]
         self,
         event_type: Literal["call.completed", EventType.CALL_COMPLETED] | type[CallCompletedEvent],
         /,
-    ) -> Callable[[_CallHandler], _CallHandler]: ...
+    ) -> Callable[[_CallCompletedHandler], _CallCompletedHandler]: ...
     @overload
-    def on(self, event_type: EventType, /) -> Callable[[_AnyHandler], _AnyHandler]: ...  # type: ignore[overload-overlap]
+    def on(self, event_type: EventType, /) -> Callable[[_AnyEventHandler], _AnyEventHandler]: ...  # type: ignore[overload-overlap]
     @overload
     def on(self, event_type: str, /) -> NotAnEventTypeOfTheCatalog: ...
     def on(self, event_type: str | type[object], /) -> Callable[[_H], _H] | NotAnEventTypeOfTheCatalog:

@@ -70,7 +70,7 @@ if TYPE_CHECKING:
 
     from ._dispatch import (
         _H,  # pyright: ignore[reportPrivateUsage]
-        _AnyHandler,  # pyright: ignore[reportPrivateUsage]
+        _AnyEventHandler,  # pyright: ignore[reportPrivateUsage]
     )
     from ._idempotency import IdempotencyStore
     from ._models import Event
@@ -317,7 +317,7 @@ class CareCycleWebhooks(HandlerRegistration):
         # the event type and keeps the handler.
         return self._handlers._on(event_type)  # noqa: SLF001  # pyright: ignore[reportPrivateUsage] - a dispatcher of this package
 
-    def catch_all(self, handler: _AnyHandler) -> _AnyHandler:
+    def catch_all(self, handler: _AnyEventHandler) -> _AnyEventHandler:
         """Register the decorated function for every event without a handler: `Dispatcher.catch_all`.
 
         Returns:
