@@ -16,6 +16,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -1282,3 +1283,64 @@ def test_demo_events_are_the_factory_events() -> None:
     event = make_event("customer.created")
     assert isinstance(event, CustomerCreatedEvent)
     assert event.first_name == "Marcus"
+
+
+def _fastapi_answer(client: Any, path: str) -> _http.Answer:
+    """A FastAPI app's answer to a delivery signed with another secret, as ``send`` reads it."""
+    delivery = sign(make_event("customer.created"), secret=OTHER_SECRET)
+    response = client.post(path, content=delivery.body, headers=delivery.headers)
+    return _http.Answer(
+        status=response.status_code,
+        reason=response.reason_phrase,
+        headers={name.lower(): value for name, value in response.headers.items()},
+        body=response.content,
+        seconds=0.01,
+    )
+
+
+def test_hints_for_fastapi_answers() -> None:
+    """A route added without methods (Starlette's JSON 405) and a verified_event route's 400."""
+    pytest.importorskip("fastapi")
+    from fastapi import Depends, FastAPI
+
+    with warnings.catch_warnings():
+        # Starlette 1.x prefers httpx2 for its test client, and warns on import when it finds httpx.
+        warnings.filterwarnings("ignore", message=r"Using `httpx` with `starlette\.testclient` is deprecated")
+        from fastapi.testclient import TestClient
+
+    from carecycle_webhooks import CustomerCreatedEvent, Dispatcher
+    from carecycle_webhooks._cli._answer import print_answer
+    from carecycle_webhooks.fastapi import verified_event, webhook_view
+
+    webhooks = Dispatcher(SECRET)
+    app = FastAPI()
+    app.add_api_route("/webhooks", webhook_view(webhooks))  # no methods: FastAPI routes GET
+    # As a dependency of the route (this module's annotations are strings FastAPI cannot resolve here).
+    verified = Depends(verified_event(webhooks, CustomerCreatedEvent))
+
+    @app.post("/customers", dependencies=[verified])
+    async def customers() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    with TestClient(app) as client:
+        not_allowed = _fastapi_answer(client, "/webhooks")
+        unsigned = _fastapi_answer(client, "/customers")
+
+    out = io.StringIO()
+    print_answer(not_allowed, "http://example.com/webhooks", out)
+    assert not_allowed.status == 405
+    assert (
+        "hint: the route at /webhooks does not accept POST (it allows GET): is --url the webhook route? "
+        in out.getvalue()
+    )
+    assert 'FastAPI: add_api_route(..., methods=["POST"])' in out.getvalue()
+    assert "Flask" not in out.getvalue()
+
+    out = io.StringIO()
+    print_answer(unsigned, "http://example.com/customers", out)
+    assert unsigned.status == 400
+    assert "no_matching_signature" in out.getvalue()
+    assert (
+        "hint: a carecycle-webhooks receiver answers 400 when the signature does not verify" in out.getvalue()
+    )
+    assert "before the request reached the view" not in out.getvalue()

@@ -6,7 +6,8 @@ Django's APPEND_SLASH error page under DEBUG, a 404 or 405 of the framework, or 
 page that a server, proxy or middleware answered before the webhook view ran. Only the
 JSON answer of a carecycle-webhooks view gets the hints about its own statuses ("a
 handler raised"), by the word it answers (``stale``, ``unknown_tenant``...), 2xx ones too
-when nothing ran. HTML bodies are summarised (size and title), not dumped.
+when nothing ran; a route using FastAPI's ``verified_event`` answers the same words under
+``detail``. HTML bodies are summarised (size and title), not dumped.
 """
 
 from __future__ import annotations
@@ -131,7 +132,13 @@ def _our_word(answer: Answer) -> str | None:
         return None
     if not isinstance(data, dict):
         return None
-    word = cast("dict[str, object]", data).get("status" if 200 <= answer.status < 300 else "error")
+    answered = cast("dict[str, object]", data)
+    detail = answered.get("detail")
+    if not 200 <= answer.status < 300 and isinstance(detail, dict):
+        # A route of the user's own with verified_event: FastAPI puts the view's answer
+        # under "detail", as it does for any HTTPException.
+        answered = cast("dict[str, object]", detail)
+    word = answered.get("status" if 200 <= answer.status < 300 else "error")
     return word if isinstance(word, str) else None
 
 
@@ -159,7 +166,7 @@ def _hint(answer: Answer, url: str, word: str | None) -> str | None:
         return (
             f"the route at {_path(url)} does not accept POST"
             f"{f' (it allows {allowed})' if allowed else ''}: is --url the webhook route? "
-            '(Flask: add_url_rule(..., methods=["POST"]))'
+            f"({_register_for_post(answer)})"
         )
     if status in _OUR_ANSWERS_ONLY and word is None:
         page = "an HTML page" if _is_html(answer) else "a body"
@@ -169,6 +176,28 @@ def _hint(answer: Answer, url: str, word: str | None) -> str | None:
             "look at the receiver's log"
         )
     return _STATUS_HINTS.get(status) or _STATUS_HINTS.get(status // 100)
+
+
+def _register_for_post(answer: Answer) -> str:
+    """How to route the view for POST, in the framework that answered the 405, when it shows."""
+    flask = 'Flask: add_url_rule(..., methods=["POST"])'
+    fastapi = 'FastAPI: add_api_route(..., methods=["POST"])'
+    if _is_html(answer):  # Werkzeug's error page
+        return flask
+    if _detail(answer) is not None:  # Starlette's JSON error: {"detail": "Method Not Allowed"}
+        return fastapi
+    return f"{flask}; {fastapi}"
+
+
+def _detail(answer: Answer) -> object:
+    """The ``detail`` of FastAPI's or Starlette's JSON error answer, or ``None``."""
+    if "json" not in answer.headers.get("content-type", ""):
+        return None
+    try:
+        data: object = json.loads(answer.body)
+    except ValueError:
+        return None
+    return cast("dict[str, object]", data).get("detail") if isinstance(data, dict) else None
 
 
 def _redirect_hint(answer: Answer, url: str) -> str:
