@@ -42,7 +42,7 @@ def secrets_from_environment(environ: Mapping[str, str] | None = None) -> tuple[
 
     Raises:
         WebhookConfigurationError: The variable is unset, empty, or holds a value that is
-            not a ``whsec_`` secret; the message names the variable, never the value.
+            not base64 (with or without ``whsec_``); the message names the variable, never the value.
     """
     value = (os.environ if environ is None else environ).get(SECRET_ENV)
     if value is None:

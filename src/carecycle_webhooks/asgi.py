@@ -95,8 +95,8 @@ def webhook_app(dispatcher: Dispatcher) -> ASGIApp:
 
     With a secret resolver, each delivery's tenant is the router's ``tenant`` path
     parameter, or else the last segment of the path; one that the resolver does not know
-    is answered 404 before the body is received. Without a resolver, a ``tenant`` path
-    parameter still keeps each tenant's ``webhook-id`` s apart.
+    is answered 404 before the body is received. Without a resolver, a delivery with a
+    ``tenant`` path parameter is answered 404, with a warning in the log.
 
     The ``lifespan`` scope is acknowledged (there is nothing to start), and a WebSocket
     is refused (closed before it is accepted, which servers answer 403).

@@ -170,7 +170,8 @@ def webhook_handler(dispatcher: Dispatcher) -> Callable[[Mapping[str, Any], obje
     With a secret resolver, each delivery's tenant is the route's ``tenant`` path
     parameter (API Gateway), or else the last segment of the path (function URLs); one
     that the resolver does not know is answered 404 before its body is decoded. Without
-    a resolver, a ``tenant`` path parameter still keeps each tenant's ``webhook-id`` s apart.
+    a resolver, a delivery with a ``tenant`` path parameter is answered 404, with a warning
+    in the log (the path is not signed: it cannot keep tenants apart).
 
     The handler is synchronous: it calls `Dispatcher.handle`, which runs ``async def``
     handlers too (with ``asyncio.run``). Build it once, at module level, so that warm

@@ -125,7 +125,7 @@ def webhook_app(dispatcher: Dispatcher) -> Callable[[dict[str, Any], StartRespon
     With a secret resolver, each delivery's tenant is the router's ``tenant``
     (``wsgiorg.routing_args``), or else the last segment of the path; one that the
     resolver does not know is answered 404 before the body is read. Without a resolver,
-    a ``tenant`` routing argument still keeps each tenant's ``webhook-id`` s apart.
+    a delivery with a ``tenant`` routing argument is answered 404, with a warning in the log.
 
     Args:
         dispatcher: The `Dispatcher` whose handlers run. Its idempotency store must be
