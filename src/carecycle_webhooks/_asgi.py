@@ -38,7 +38,7 @@ _SMALL_BODY = 64 * 1024
 
 
 class _Deadline:
-    """The time by which a large or chunked body must have arrived whole."""
+    """The time by which a body must have arrived whole (see `receive_body`)."""
 
     __slots__ = ("_at", "_loop")
 

@@ -151,6 +151,8 @@ CLIENT_DISCONNECTED = json_response(400, error="client_disconnected")
 BODY_TIMEOUT_SECONDS = 20.0
 """How long an ASGI adapter waits for a large or chunked body to arrive whole.
 
+A small body gets this long from its first piece, when more is to come.
+
 Svix gives up on a request after 15 s, so a body still arriving after this is not a
 delivery: it holds a share of the body budget, and is answered 408 to free it.
 """

@@ -90,8 +90,8 @@ def webhook_app(dispatcher: Dispatcher) -> ASGIApp:
     piece is counted as it arrives (413 as soon as the body passes the limit, chunked
     bodies included). The bodies being received at once share ``dispatcher.body_budget``:
     a delivery that does not fit is answered 503 with ``Retry-After``. A large or chunked
-    body must arrive within 20 seconds (408). A client that goes away mid-body ends the
-    request quietly (one INFO line).
+    body must arrive within 20 seconds (408), a small one within 20 seconds of its first
+    piece. A client that goes away mid-body ends the request quietly (one INFO line).
 
     With a secret resolver, each delivery's tenant is the router's ``tenant`` path
     parameter, or else the last segment of the path; one that the resolver does not know

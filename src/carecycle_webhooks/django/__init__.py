@@ -347,8 +347,9 @@ def limit_webhook_bodies(application: AnyASGIApp, *, max_other_body_size: int | 
     - Every piece of the body is counted as it arrives, whatever the ``Content-Length``
       said: 413 as soon as it passes ``max_body_size``, 503 as soon as it does not fit in
       the budget. Django has then received at most the limit.
-    - A body larger than 64 KiB, or chunked, must arrive within 20 seconds (408): Svix
-      gives up after 15, and a slow client would hold its share of the budget.
+    - A body larger than 64 KiB, or chunked, must arrive within 20 seconds (408), and a
+      smaller one within 20 seconds of its first piece: Svix gives up after 15, and a slow
+      client would hold its share of the budget.
     - A ``tenant`` that the dispatcher's secret resolver does not know is answered 404
       (503 when the resolver fails) before anything is received.
 
