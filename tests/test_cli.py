@@ -16,6 +16,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,56 @@ PHI_VALUES = ("Marcus", "Delacroix", "1EG4TE5MK73", "marcus.delacroix", "+131284
 # --------------------------------------------------------------------------- a real receiver
 
 
+def _answer_special_path(handler: http.server.BaseHTTPRequestHandler) -> bool:
+    """Answer the receiver's test paths that are not the webhook route; whether it did."""
+    if handler.path == "/big":
+        handler.send_response(500)
+        handler.send_header("content-type", "text/plain; charset=utf-8")
+        handler.end_headers()
+        handler.wfile.write("é".encode() * 3000)
+        return True
+    if handler.path == "/get-only":  # as Flask answers a route registered without POST
+        page = b"<!doctype html>\n<html lang=en>\n<title>405 Method Not Allowed</title>\n"
+        handler.send_response(405)
+        handler.send_header("allow", "GET, HEAD, OPTIONS")
+        handler.send_header("content-type", "text/html; charset=utf-8")
+        handler.send_header("content-length", str(len(page)))
+        handler.end_headers()
+        handler.wfile.write(page)
+        return True
+    if handler.path == "/drip":  # a byte now and then: each read is quick, the whole never ends
+        handler.send_response(200)
+        handler.send_header("content-length", "100000")
+        handler.end_headers()
+        for _ in range(40):  # bounded: the client gives up well before
+            try:
+                handler.wfile.write(b"x")
+                handler.wfile.flush()
+            except OSError:
+                return True
+            time.sleep(0.05)
+        return True
+    if handler.path == "/ansi":  # a hostile receiver writing to the operator's terminal
+        page = b'{"error": "\x1b]0;pwned\x07\x1b[2J"}\r\nsecond line\rover'
+        handler.send_response(500, "Oops \x1b[31mred")
+        handler.send_header("content-type", "application/json")
+        handler.send_header("location", "/x\x1b[1m")
+        handler.send_header("content-length", str(len(page)))
+        handler.end_headers()
+        handler.wfile.write(page)
+        return True
+    if handler.path == "/hang-up":
+        handler.close_connection = True
+        return True
+    if handler.path == "/moved":
+        handler.send_response(308)
+        handler.send_header("location", "https://example.com/webhooks")
+        handler.send_header("content-length", "0")
+        handler.end_headers()
+        return True
+    return False
+
+
 class Receiver:
     """A Dispatcher behind http.server on a free loopback port, recording what arrives."""
 
@@ -70,29 +121,7 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 receiver.bodies.append(body)
                 receiver.headers.append({name.lower(): value for name, value in self.headers.items()})
-                if self.path == "/big":
-                    self.send_response(500)
-                    self.send_header("content-type", "text/plain; charset=utf-8")
-                    self.end_headers()
-                    self.wfile.write("é".encode() * 3000)
-                    return
-                if self.path == "/get-only":  # as Flask answers a route registered without POST
-                    page = b"<!doctype html>\n<html lang=en>\n<title>405 Method Not Allowed</title>\n"
-                    self.send_response(405)
-                    self.send_header("allow", "GET, HEAD, OPTIONS")
-                    self.send_header("content-type", "text/html; charset=utf-8")
-                    self.send_header("content-length", str(len(page)))
-                    self.end_headers()
-                    self.wfile.write(page)
-                    return
-                if self.path == "/hang-up":
-                    self.close_connection = True
-                    return
-                if self.path == "/moved":
-                    self.send_response(308)
-                    self.send_header("location", "https://example.com/webhooks")
-                    self.send_header("content-length", "0")
-                    self.end_headers()
+                if _answer_special_path(self):
                     return
                 response = dispatcher.handle(body, self.headers)
                 self.send_response(response.status_code)
@@ -1344,3 +1373,47 @@ def test_hints_for_fastapi_answers() -> None:
         "hint: a carecycle-webhooks receiver answers 400 when the signature does not verify" in out.getvalue()
     )
     assert "before the request reached the view" not in out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["verify", "--secret", SECRET, "--body-file", "/dev/zero", "--header", "svix-id: a"],
+        ["verify", "--secret", SECRET, "--body", "{}", "--headers-file", "/dev/zero"],
+        [
+            *("send", "customer.created", "--url", "http://127.0.0.1:9/webhooks"),
+            *("--secret", SECRET, "--file", "/dev/zero"),
+        ],
+    ],
+)
+def test_an_endless_input_is_refused_after_a_bound(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, argv: list[str]
+) -> None:
+    # /dev/zero never ends: the command reads up to its bound (made small here), then stops.
+    monkeypatch.setattr("carecycle_webhooks._cli._common.MAX_INPUT", 1000)
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert "holds more than" in err
+    assert "not a webhook delivery" in err
+
+
+def test_send_gives_up_on_an_answer_that_never_arrives_whole(
+    receiver: Receiver, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = receiver.url.replace("/webhooks", "/drip")
+    code, out, err = send(capsys, url, "customer.created", "--timeout", "0.5")  # the server drips for 2 s
+    assert code == 3
+    assert "the answer did not arrive whole within 0.5 s" in out + err
+
+
+def test_send_escapes_the_control_characters_a_receiver_sends(
+    receiver: Receiver, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = send(capsys, receiver.url.replace("/webhooks", "/ansi"), "customer.created")
+    assert code == 1
+    assert "\x1b" not in out
+    assert "\x07" not in out
+    assert "\r" not in out
+    assert "HTTP 500 Oops \\x1b[31mred" in out
+    assert '\\x1b]0;pwned\\x07\\x1b[2J"}\nsecond line\\x0dover' in out
+    assert "location: /x\\x1b[1m" in out

@@ -13,6 +13,7 @@ when nothing ran; a route using FastAPI's ``verified_event`` answers the same wo
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING, TextIO, cast
 
 from ._common import plural
@@ -71,17 +72,22 @@ _DJANGO_APPEND_SLASH_ERROR = b"you have APPEND_SLASH set"
 
 
 def print_answer(answer: Answer, url: str, out: TextIO) -> None:
-    """Show the status, the telling headers, the body (an HTML page summarised) and a hint."""
-    out.write(f"HTTP {answer.status} {answer.reason}  ({answer.seconds * 1000:.0f} ms)\n")
+    r"""Show the status, the telling headers, the body (an HTML page summarised) and a hint.
+
+    What the receiver sent is shown with its control characters escaped (ESC as ``\x1b``): a
+    terminal would act on them (move the cursor, rewrite the screen, set its title).
+    """
+    out.write(f"HTTP {answer.status} {_printable(answer.reason)}  ({answer.seconds * 1000:.0f} ms)\n")
     for name in _SHOWN_RESPONSE_HEADERS:
         if name in answer.headers:
-            out.write(f"  {name}: {answer.headers[name]}\n")
+            out.write(f"  {name}: {_printable(answer.headers[name])}\n")
     if answer.body and _is_html(answer):
-        out.write(f"\n{_html_summary(answer)}\n")  # a page's markup says little in a terminal
+        out.write(f"\n{_printable(_html_summary(answer))}\n")  # a page's markup says little in a terminal
     elif answer.body:
         text = answer.body.decode("utf-8", errors="replace")
         shown = text[:_MAX_SHOWN_BODY]
         more = len(answer.body) - len(shown.encode("utf-8", errors="replace"))
+        shown = _printable(shown)
         out.write(f"\n{shown}{'' if shown.endswith(chr(10)) else chr(10)}")
         if more > 0:
             out.write(f"... ({plural(more, 'more byte')})\n")
@@ -91,7 +97,16 @@ def print_answer(answer: Answer, url: str, out: TextIO) -> None:
     else:
         hint = _hint(answer, url, word)
     if hint:
-        out.write(f"hint: {hint}\n")
+        out.write(f"hint: {_printable(hint)}\n")  # it may quote a Location header
+
+
+# C0 controls but the tab and the line feed, DEL, and C1 controls (8-bit CSI, OSC...).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _printable(text: str) -> str:
+    """``text`` with each control character that a terminal would act on escaped (CRLF: a line end)."""
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text.replace("\r\n", "\n"))
 
 
 def _is_html(answer: Answer) -> bool:
@@ -103,7 +118,6 @@ def _is_html(answer: Answer) -> bool:
 
 def _html_summary(answer: Answer) -> str:
     import html
-    import re
 
     declared = answer.headers.get("content-length", "")
     if declared.isdigit():

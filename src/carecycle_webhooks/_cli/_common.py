@@ -138,19 +138,31 @@ def _secret_problem(secret: str) -> str | None:
     return None
 
 
+MAX_INPUT = 64 * 1024 * 1024
+"""The most a command reads from one file or from standard input: far above any delivery
+(the dispatcher's default limit is 10 MiB), and a bound when it is given an endless stream
+(``/dev/zero``, a pipe that never ends)."""
+
+
 def read_bytes(path: str, option: str) -> bytes:
-    """The bytes of the file ``option`` names (``-``: standard input).
+    """The bytes of the file ``option`` names (``-``: standard input), at most `MAX_INPUT`.
 
     Raises:
-        UsageError: The file cannot be read.
+        UsageError: The file cannot be read, or holds more than `MAX_INPUT` bytes.
     """
-    if path == "-":
-        return sys.stdin.buffer.read()
     try:
-        with open(path, "rb") as file:  # noqa: PTH123 - pathlib is one more import for one call
-            return file.read()
+        if path == "-":
+            data = sys.stdin.buffer.read(MAX_INPUT + 1)
+        else:
+            with open(path, "rb") as file:  # noqa: PTH123 - pathlib is one more import for one call
+                data = file.read(MAX_INPUT + 1)
     except OSError as error:
         raise UsageError(f"cannot read {option} {path}: {error.strerror or error}") from None
+    if len(data) > MAX_INPUT:
+        raise UsageError(
+            f"{option} {path} holds more than {MAX_INPUT // (1024 * 1024)} MiB: not a webhook delivery"
+        )
+    return data
 
 
 def utc(timestamp: float) -> str:

@@ -75,19 +75,44 @@ def post(url: str, body: bytes, headers: Mapping[str, str], *, timeout: float) -
 
     request = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")  # noqa: S310 - http(s) checked
     started = time.perf_counter()
+    deadline = started + timeout
     try:
         with _opener(url).open(request, timeout=timeout) as response:
-            return _answer(
-                response.status, response.reason, response.headers, response.read(MAX_READ_BODY), started
-            )
+            content = _read_within(response, deadline, timeout)
+            return _answer(response.status, response.reason, response.headers, content, started)
     except urllib.error.HTTPError as error:
         with error:
-            return _answer(error.code, str(error.reason), error.headers, error.read(MAX_READ_BODY), started)
+            content = _read_within(error, deadline, timeout)
+            return _answer(error.code, str(error.reason), error.headers, content, started)
     except urllib.error.URLError as error:
         reason: BaseException = error.reason if isinstance(error.reason, BaseException) else error
         raise Unreachable(_unreachable_reason(reason, timeout)) from None
     except (OSError, http.client.HTTPException) as error:  # timeouts and resets while reading
         raise Unreachable(_unreachable_reason(error, timeout)) from None
+
+
+def _read_within(response: IO[bytes], deadline: float, timeout: float) -> bytes:
+    """The answer's body, up to `MAX_READ_BODY` bytes, if it arrives whole by ``deadline``.
+
+    The socket's timeout bounds each read, not the whole: a server that sends a byte now
+    and then would hold the command for as long as it likes. Svix gives up on a delivery
+    after its own timeout, whatever arrived; so does this.
+
+    Raises:
+        Unreachable: The body did not arrive whole by ``deadline``.
+    """
+    read = getattr(response, "read1", None) or response.read
+    pieces: list[bytes] = []
+    size = 0
+    while size < MAX_READ_BODY:
+        if time.perf_counter() > deadline:
+            raise Unreachable(f"the answer did not arrive whole within {timeout:g} s")
+        piece = read(MAX_READ_BODY - size)
+        if not piece:
+            break
+        pieces.append(piece)
+        size += len(piece)
+    return b"".join(pieces)
 
 
 def _answer(status: int, reason: str, headers: Message, body: bytes, started: float) -> Answer:
