@@ -290,10 +290,17 @@ def verified_event(
                 if isinstance(error, Exception):
                     run.ended.set_exception(error)
                     observed.answered(_route_failure(error))
-                else:
+                elif isinstance(error, asyncio.CancelledError):
+                    # The request is cancelled (the client went away, the server stops):
+                    # the flow is cancelled too, as `handle_async` would be. It frees the
+                    # lease and logs nothing: no route failed.
+                    flow.cancel()
+                    observed.raised(error)
+                else:  # KeyboardInterrupt, SystemExit, GeneratorExit
                     run.ended.cancel()
-                    observed.raised(error)  # a request cancelled, not a route that failed
-                await asyncio.shield(flow)
+                    observed.raised(error)
+                with contextlib.suppress(asyncio.CancelledError):  # the flow's, or a second one
+                    await asyncio.shield(flow)
                 raise
             run.ended.set_result(None)
             # The done mark (tried again, or kept for later, if the store fails now).

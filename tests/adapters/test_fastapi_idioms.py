@@ -627,9 +627,11 @@ def _scope(path: str, body: bytes) -> dict[str, Any]:
 
 @pytest.mark.parametrize("with_store", [False, True])
 def test_a_routes_delivery_cancelled_mid_route_is_cancelled_not_a_failure(
-    telemetry: "Telemetry", with_store: bool
+    telemetry: "Telemetry", with_store: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
-    dispatcher = Dispatcher(SECRET, idempotency_store=InMemoryIdempotencyStore() if with_store else None)
+    caplog.set_level(logging.INFO, logger="carecycle_webhooks")
+    store = InMemoryIdempotencyStore() if with_store else None
+    dispatcher = Dispatcher(SECRET, idempotency_store=store)
     app = FastAPI()
     body = fixture_bytes("call.completed")
 
@@ -657,6 +659,9 @@ def test_a_routes_delivery_cancelled_mid_route_is_cancelled_not_a_failure(
 
         request = asyncio.ensure_future(app(_scope("/calls", body), receive, send))
         await asyncio.wait_for(entered.wait(), 10)
+        if store is not None:  # the route holds the webhook-id's lease
+            lease = datetime.timedelta(seconds=30)
+            assert store.acquire(svix_headers(body)["webhook-id"], lease=lease).status == "in_flight"
         request.cancel()  # the client went away, or the server shuts down
         with pytest.raises(asyncio.CancelledError):
             await request
@@ -665,6 +670,11 @@ def test_a_routes_delivery_cancelled_mid_route_is_cancelled_not_a_failure(
     (delivery,) = [span for span in telemetry.spans() if span.kind is SpanKind.CONSUMER]
     assert attributes(delivery)["carecycle.delivery.outcome"] == "cancelled"
     assert "http.response.status_code" not in attributes(delivery)
+    # A cancelled request is no failure of the route: nothing is logged as an error.
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == []
+    if store is not None:  # and the webhook-id is free again, for Svix's retry
+        claim = store.acquire(svix_headers(body)["webhook-id"], lease=datetime.timedelta(seconds=30))
+        assert claim.status == "acquired"
 
 
 def test_a_routes_http_exception_is_recorded_with_its_own_status(telemetry: "Telemetry") -> None:
