@@ -87,6 +87,10 @@ def _answer_special_path(handler: http.server.BaseHTTPRequestHandler) -> bool:
         handler.end_headers()
         handler.wfile.write(page)
         return True
+    if handler.path == "/bad-status":  # not HTTP: http.client quotes the line in its error
+        handler.wfile.write(b"\x1b]0;pwned\x07\x1b[2J HTTP/1.1 200 OK\r\n\r\n")
+        handler.close_connection = True
+        return True
     if handler.path == "/hang-up":
         handler.close_connection = True
         return True
@@ -1417,3 +1421,13 @@ def test_send_escapes_the_control_characters_a_receiver_sends(
     assert "HTTP 500 Oops \\x1b[31mred" in out
     assert '\\x1b]0;pwned\\x07\\x1b[2J"}\nsecond line\\x0dover' in out
     assert "location: /x\\x1b[1m" in out
+
+
+def test_send_escapes_the_control_characters_of_a_status_line_that_is_not_http(
+    receiver: Receiver, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = send(capsys, receiver.url.replace("/webhooks", "/bad-status"), "customer.created")
+    assert code == 3
+    assert "\x1b" not in out + err
+    assert "\x07" not in out + err
+    assert "\\x1b]0;pwned\\x07" in err

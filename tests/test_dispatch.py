@@ -605,9 +605,30 @@ def _with_a_default(event: object, retries: int = 3) -> None: ...
 def _variadic(*args: object) -> None: ...
 
 
+def _with_session(handler: Any) -> Any:
+    """Fills a parameter of the function it wraps: the wrapper is what is called."""
+
+    @functools.wraps(handler)
+    def wrapper(event: object) -> None:
+        handler(event, "session")
+
+    return wrapper
+
+
+@_with_session
+def _wrapped(event: object, session: str) -> None: ...
+
+
 @pytest.mark.parametrize(
     "handler",
-    [_with_a_default, _variadic, _CallableHandler(), functools.partial(_two_parameters, context=1), print],
+    [
+        _with_a_default,
+        _variadic,
+        _CallableHandler(),
+        functools.partial(_two_parameters, context=1),
+        print,
+        _wrapped,
+    ],
 )
 def test_handlers_that_can_take_the_event_are_accepted(handler: Any) -> None:
     webhooks = Dispatcher(SECRET)

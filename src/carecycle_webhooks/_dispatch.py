@@ -568,6 +568,14 @@ def _cannot_serve(store: object, called: str, other: str) -> WebhookConfiguratio
     )
 
 
+def _binds_the_event(signature: inspect.Signature) -> bool:
+    try:
+        signature.bind(None)
+    except TypeError:
+        return False
+    return True
+
+
 def _check_handler(handler: object) -> None:
     """Refuse, where it is registered, a handler that cannot be called as ``handler(event)``.
 
@@ -578,18 +586,21 @@ def _check_handler(handler: object) -> None:
         raise WebhookConfigurationError(f"a handler must be callable, not {type(handler).__name__}")
     try:
         signature = inspect.signature(handler)
-    except (TypeError, ValueError):  # some callables (builtins) show none: the call will tell
+        if _binds_the_event(signature):
+            return
+        # A decorator made with functools.wraps shows the function it wraps, whose own
+        # parameters it may fill (a session, a client): the wrapper's are the ones called.
+        if _binds_the_event(inspect.signature(handler, follow_wrapped=False)):
+            return
+    except Exception:  # noqa: BLE001 - some callables show no signature: the call will tell
         return
-    try:
-        signature.bind(None)
-    except TypeError:
-        name = getattr(handler, "__qualname__", type(handler).__name__)
-        # The parameters only: annotations may be strings (from __future__ import annotations).
-        parameters = [
-            parameter.replace(annotation=parameter.empty) for parameter in signature.parameters.values()
-        ]
-        shown = signature.replace(parameters=parameters, return_annotation=signature.empty)
-        raise WebhookConfigurationError(
-            f"the handler {name}{shown} cannot take the event: a handler is called with the "
-            "event as its one positional argument, handler(event)"
-        ) from None
+    name = getattr(handler, "__qualname__", type(handler).__name__)
+    # The parameters only: annotations may be strings (from __future__ import annotations).
+    parameters = [
+        parameter.replace(annotation=parameter.empty) for parameter in signature.parameters.values()
+    ]
+    shown = signature.replace(parameters=parameters, return_annotation=signature.empty)
+    raise WebhookConfigurationError(
+        f"the handler {name}{shown} cannot take the event: a handler is called with the "
+        "event as its one positional argument, handler(event)"
+    )

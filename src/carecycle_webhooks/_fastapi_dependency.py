@@ -283,30 +283,43 @@ def verified_event(
                 with _delivery_of_route(delivery), observed.route(endpoint):
                     yield event
             except BaseException as error:
-                # The route raised (or the request is being cancelled): the flow logs it
-                # without its message and frees the webhook-id, so Svix's retry runs it again.
-                # Recorded now, as `_answering` would: a second cancellation while the flow
-                # is awaited below would otherwise be what it sees.
-                if isinstance(error, Exception):
-                    run.ended.set_exception(error)
-                    observed.answered(_route_failure(error))
-                elif isinstance(error, asyncio.CancelledError):
-                    # The request is cancelled (the client went away, the server stops):
-                    # the flow is cancelled too, as `handle_async` would be. It frees the
-                    # lease and logs nothing: no route failed.
-                    flow.cancel()
-                    observed.raised(error)
-                else:  # KeyboardInterrupt, SystemExit, GeneratorExit
-                    run.ended.cancel()
-                    observed.raised(error)
-                with contextlib.suppress(asyncio.CancelledError):  # the flow's, or a second one
-                    await asyncio.shield(flow)
+                await _after_the_route_raised(error, run, flow, observed)
                 raise
             run.ended.set_result(None)
             # The done mark (tried again, or kept for later, if the store fails now).
             observed.answered(await flow)
 
     return verified_webhook_event
+
+
+async def _after_the_route_raised(
+    error: BaseException, run: _RouteRun, flow: asyncio.Task[WebhookResponse], observed: ObservedRoute
+) -> None:
+    """The route raised ``error``, or the request is being cancelled: end the flow to match.
+
+    The flow logs a route's exception without its message and frees the webhook-id, so
+    that Svix's retry runs the route again. The answer is recorded now, as `_answering`
+    would: a second cancellation while the flow is awaited would otherwise be what it sees.
+    """
+    if isinstance(error, Exception):
+        run.ended.set_exception(error)
+        observed.answered(_route_failure(error))
+    elif isinstance(error, asyncio.CancelledError):
+        # The request is cancelled (the client went away, the server stops): the flow is
+        # cancelled too, as `handle_async` would be. It frees the lease and logs nothing:
+        # no route failed.
+        flow.cancel()
+        observed.raised(error)
+    else:  # KeyboardInterrupt, SystemExit, GeneratorExit
+        run.ended.cancel()
+        observed.raised(error)
+    try:
+        await asyncio.shield(flow)
+    except asyncio.CancelledError:
+        # The flow's own cancellation ends this one as it began; any other is the
+        # request's, and must reach the caller (a timeout, a shutdown).
+        if not isinstance(error, asyncio.CancelledError):
+            raise
 
 
 @contextlib.contextmanager

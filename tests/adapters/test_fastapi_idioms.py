@@ -677,6 +677,48 @@ def test_a_routes_delivery_cancelled_mid_route_is_cancelled_not_a_failure(
         assert claim.status == "acquired"
 
 
+def test_a_cancellation_while_a_failed_route_frees_its_id_reaches_the_caller() -> None:
+    # asyncio.timeout, a server shutting down: the request's cancellation must end it, even
+    # while the flow frees the webhook-id of a route that raised.
+    class SlowRelease(InMemoryIdempotencyStore):
+        async def release_async(self, key: str, token: str, **options: Any) -> None:
+            await asyncio.sleep(0.3)
+            await super().release_async(key, token, **options)
+
+    dispatcher = Dispatcher(SECRET, idempotency_store=SlowRelease())
+    app = FastAPI()
+    body = fixture_bytes("call.completed")
+
+    @app.post("/calls")
+    async def broken(event: Annotated[CallCompletedEvent, Depends(verified_event(dispatcher))]) -> str:  # pyright: ignore[reportUnusedFunction]
+        raise RuntimeError("the CRM is down")
+
+    async def scenario() -> None:
+        delivered = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.Event().wait()
+            return {}  # pragma: no cover
+
+        sent: list[Any] = []
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        request = asyncio.ensure_future(app(_scope("/calls", body), receive, send))
+        await asyncio.sleep(0.1)  # the route has raised; the flow frees the id
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(request, 10)
+        assert sent == []  # no 500 after the cancellation
+
+    asyncio.run(scenario())
+
+
 def test_a_routes_http_exception_is_recorded_with_its_own_status(telemetry: "Telemetry") -> None:
     dispatcher = Dispatcher(SECRET, idempotency_store=InMemoryIdempotencyStore())
     app = FastAPI()

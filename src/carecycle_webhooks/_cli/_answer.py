@@ -16,7 +16,7 @@ import json
 import re
 from typing import TYPE_CHECKING, TextIO, cast
 
-from ._common import plural
+from ._common import plural, printable
 from ._http import MAX_READ_BODY
 
 if TYPE_CHECKING:
@@ -77,17 +77,17 @@ def print_answer(answer: Answer, url: str, out: TextIO) -> None:
     What the receiver sent is shown with its control characters escaped (ESC as ``\x1b``): a
     terminal would act on them (move the cursor, rewrite the screen, set its title).
     """
-    out.write(f"HTTP {answer.status} {_printable(answer.reason)}  ({answer.seconds * 1000:.0f} ms)\n")
+    out.write(f"HTTP {answer.status} {printable(answer.reason)}  ({answer.seconds * 1000:.0f} ms)\n")
     for name in _SHOWN_RESPONSE_HEADERS:
         if name in answer.headers:
-            out.write(f"  {name}: {_printable(answer.headers[name])}\n")
+            out.write(f"  {name}: {printable(answer.headers[name])}\n")
     if answer.body and _is_html(answer):
-        out.write(f"\n{_printable(_html_summary(answer))}\n")  # a page's markup says little in a terminal
+        out.write(f"\n{printable(_html_summary(answer))}\n")  # a page's markup says little in a terminal
     elif answer.body:
         text = answer.body.decode("utf-8", errors="replace")
         shown = text[:_MAX_SHOWN_BODY]
         more = len(answer.body) - len(shown.encode("utf-8", errors="replace"))
-        shown = _printable(shown)
+        shown = printable(shown)
         out.write(f"\n{shown}{'' if shown.endswith(chr(10)) else chr(10)}")
         if more > 0:
             out.write(f"... ({plural(more, 'more byte')})\n")
@@ -97,16 +97,7 @@ def print_answer(answer: Answer, url: str, out: TextIO) -> None:
     else:
         hint = _hint(answer, url, word)
     if hint:
-        out.write(f"hint: {_printable(hint)}\n")  # it may quote a Location header
-
-
-# C0 controls but the tab and the line feed, DEL, and C1 controls (8-bit CSI, OSC...).
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def _printable(text: str) -> str:
-    """``text`` with each control character that a terminal would act on escaped (CRLF: a line end)."""
-    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text.replace("\r\n", "\n"))
+        out.write(f"hint: {printable(hint)}\n")  # it may quote a Location header
 
 
 def _is_html(answer: Answer) -> bool:

@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import datetime
 import os
+import re
 import sys
 from typing import TYPE_CHECKING
 
@@ -163,6 +164,19 @@ def read_bytes(path: str, option: str) -> bytes:
             f"{option} {path} holds more than {MAX_INPUT // (1024 * 1024)} MiB: not a webhook delivery"
         )
     return data
+
+
+# C0 controls but the tab and the line feed, DEL, and C1 controls (8-bit CSI, OSC...).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with each control character that a terminal would act on escaped (CRLF: a line end).
+
+    For what a receiver sent (its status line, headers, body): a terminal would act on its
+    control characters (move the cursor, rewrite the screen, set its title).
+    """
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text.replace("\r\n", "\n"))
 
 
 def utc(timestamp: float) -> str:

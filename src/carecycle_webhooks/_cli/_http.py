@@ -9,7 +9,7 @@ import dataclasses
 import time
 from typing import IO, TYPE_CHECKING
 
-from ._common import UsageError
+from ._common import UsageError, printable
 
 if TYPE_CHECKING:
     import http.client
@@ -96,7 +96,8 @@ def _read_within(response: IO[bytes], deadline: float, timeout: float) -> bytes:
 
     The socket's timeout bounds each read, not the whole: a server that sends a byte now
     and then would hold the command for as long as it likes. Svix gives up on a delivery
-    after its own timeout, whatever arrived; so does this.
+    after its own timeout, whatever arrived; so does this. The deadline is looked at between
+    reads, and one read may wait ``timeout`` more: at most about twice ``timeout`` in all.
 
     Raises:
         Unreachable: The body did not arrive whole by ``deadline``.
@@ -126,6 +127,11 @@ def _answer(status: int, reason: str, headers: Message, body: bytes, started: fl
 
 
 def _unreachable_reason(error: BaseException, timeout: float) -> str:
+    """Why no answer came, in words; what the server sent (a bad status line) escaped."""
+    return printable(_reason(error, timeout))
+
+
+def _reason(error: BaseException, timeout: float) -> str:
     import http.client
     import socket
     import ssl
