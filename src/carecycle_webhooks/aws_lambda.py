@@ -109,7 +109,7 @@ def _body(event: Mapping[str, object], limit: int) -> bytes | str | WebhookRespo
     body = event.get("body")
     if not isinstance(body, str):
         return b""  # no body: the dispatcher says what is missing
-    if not event.get("isBase64Encoded"):
+    if event.get("isBase64Encoded") is not True:  # AWS sends a JSON boolean ("false" is truthy)
         return body  # measured and encoded by the dispatcher
     # Four characters carry three bytes: a body far over the limit is not decoded.
     if len(body) // 4 * 3 > limit + 3:

@@ -168,6 +168,18 @@ def test_a_body_marked_base64_that_is_not_is_400() -> None:
     assert recorder.events == []
 
 
+@pytest.mark.parametrize("flag", ["false", "False", 0, None])
+def test_only_true_marks_a_body_base64(flag: object) -> None:
+    # AWS sends a JSON boolean; the string "false" is truthy, and was taken for true.
+    recorder = Recorder()
+    body = fixture_bytes("customer.created")
+    event = lambda_event("http-api-v2", body, svix_headers(body), base64_body=False)
+    event["isBase64Encoded"] = flag
+    answer = webhook_handler(recorder.dispatcher)(event, None)
+    assert answer["statusCode"] == 200, answer
+    assert len(recorder.events) == 1
+
+
 def test_a_base64_body_far_over_the_limit_is_413_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
     def no_decoding(*args: object, **kwargs: object) -> bytes:
         raise AssertionError("a body over the limit must not be decoded")
