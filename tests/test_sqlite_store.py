@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import re
 import select
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -904,26 +905,93 @@ def done(store: SQLiteIdempotencyStore, key: str) -> None:
     store.complete(key, claim.token, ttl=DAY)
 
 
-def test_a_deleted_file_is_opened_again_so_a_restarted_worker_shares_it(
+def test_a_file_deleted_with_its_log_is_created_again_so_a_restarted_worker_shares_it(
     store: SQLiteIdempotencyStore, path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from carecycle_webhooks._sqlite import _PRUNE_EVERY
-
     done(store, "msg_before")
     for suffix in ("", "-wal", "-shm"):  # an operator cleans up, or a deploy replaces the directory
         (path.parent / (path.name + suffix)).unlink(missing_ok=True)
     with caplog.at_level(logging.WARNING, logger="carecycle_webhooks"):
-        for number in range(_PRUNE_EVERY):  # the check runs with the store's housekeeping
-            done(store, f"msg_fill_{number}")
-    assert "deleted or replaced: opening it again" in caplog.text
+        done(store, "msg_next")  # the next acquire sees it: no lease is taken in the old file
+    assert "was deleted with its log: creating it again" in caplog.text
     restarted = SQLiteIdempotencyStore(path)  # a worker started after the file was deleted
     try:
         done(restarted, "msg_after")
         # This worker sees what the restarted one marked done, and the other way round.
         assert store.acquire("msg_after", lease=LEASE).status == "done"
-        assert restarted.acquire(f"msg_fill_{_PRUNE_EVERY - 1}", lease=LEASE).status == "done"
+        assert restarted.acquire("msg_next", lease=LEASE).status == "done"
     finally:
         restarted.close()
+
+
+def _replace(path: Path) -> None:
+    """Another database moved over the store's file, as a deploy might: its log files stay."""
+    other = path.parent / "other.sqlite3"
+    connection = sqlite3.connect(other)
+    connection.execute("CREATE TABLE app (id INTEGER PRIMARY KEY, name TEXT)")
+    connection.executemany("INSERT INTO app (name) VALUES (?)", [(f"row {n}",) for n in range(500)])
+    connection.commit()
+    connection.close()
+    other.replace(path)
+
+
+def _app_rows(path: Path) -> tuple[str, int]:
+    """The integrity and row count of the file alone: a copy, away from the log files at its path."""
+    alone = path.parent / "alone" / "copy.sqlite3"
+    alone.parent.mkdir()
+    shutil.copyfile(path, alone)
+    connection = sqlite3.connect(alone)
+    try:
+        (check,) = connection.execute("PRAGMA integrity_check").fetchone()
+        (rows,) = connection.execute("SELECT count(*) FROM app").fetchone()
+    finally:
+        connection.close()
+    return check, rows
+
+
+def test_a_replaced_file_fails_every_call_and_is_left_untouched(
+    store: SQLiteIdempotencyStore, path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Opened with the old file's log, the new one would be damaged: the store does not open it.
+    done(store, "msg_before")
+    assert (path.parent / (path.name + "-wal")).exists()
+    _replace(path)
+    with caplog.at_level(logging.WARNING, logger="carecycle_webhooks"), pytest.raises(sqlite3.DatabaseError):
+        store.acquire("msg_next", lease=LEASE)
+    assert "was replaced or deleted while in use" in caplog.text
+    assert "stop every process that uses it" in caplog.text
+    with pytest.raises(sqlite3.DatabaseError, match="replaced or deleted"):  # every later call too (503)
+        store.acquire("msg_later", lease=LEASE)
+    with pytest.raises(sqlite3.DatabaseError, match="replaced or deleted"):
+        asyncio.run(store.acquire_async("msg_later", lease=LEASE))
+    store.close()
+    assert _app_rows(path) == ("ok", 500)  # nothing of the store's was written into it
+
+
+def test_a_file_deleted_without_its_log_fails_every_call(store: SQLiteIdempotencyStore, path: Path) -> None:
+    done(store, "msg_before")
+    path.unlink()  # the -wal and -shm stay: a new file would be opened with them
+    with pytest.raises(sqlite3.DatabaseError, match="replaced or deleted"):
+        asyncio.run(store.acquire_async("msg_next", lease=LEASE))
+    assert not path.exists()
+
+
+def test_two_workers_never_take_one_id_after_the_files_are_deleted(
+    store: SQLiteIdempotencyStore, path: Path
+) -> None:
+    other = SQLiteIdempotencyStore(path)  # a second worker on the same file
+    try:
+        done(store, "msg_before")
+        done(other, "msg_other")
+        for suffix in ("", "-wal", "-shm"):
+            (path.parent / (path.name + suffix)).unlink(missing_ok=True)
+        assert store.acquire("msg_new", lease=LEASE).status == "acquired"  # the first to see it: a new file
+        # The second finds a file it did not open, with a log: it fails rather than take
+        # "msg_new" in the old file, where nobody else looks.
+        with pytest.raises(sqlite3.DatabaseError):
+            other.acquire("msg_new", lease=LEASE)
+    finally:
+        other.close()
 
 
 def test_a_failing_housekeeping_never_fails_the_acquire_that_took_a_lease(

@@ -39,7 +39,7 @@ from ._models import (
     not_in_catalog,
 )
 from ._parse import parse_unverified_event
-from ._registration import HandlerRegistration, NotAnEventTypeOfTheCatalog
+from ._registration import HandlerRegistration, NotAnEventTypeOfTheCatalog, check_handler
 from ._responses import (
     JSON_HEADERS,
     NOT_BYTES,
@@ -333,7 +333,7 @@ class Dispatcher(HandlerRegistration):
         key = self._key(event_type)
 
         def register(handler: _H) -> _H:
-            _check_handler(handler)
+            check_handler(handler)
             self._handlers[key] = (*self._handlers.get(key, ()), handler)
             self._note_coroutine_function(handler)
             return handler
@@ -368,7 +368,7 @@ class Dispatcher(HandlerRegistration):
             WebhookConfigurationError: The decorated object is not callable, or cannot be
                 called with the event as its one positional argument.
         """
-        _check_handler(handler)
+        check_handler(handler)
         self._catch_all = (*self._catch_all, handler)
         self._note_coroutine_function(handler)
         return handler
@@ -565,42 +565,4 @@ def _cannot_serve(store: object, called: str, other: str) -> WebhookConfiguratio
         f"this dispatcher's idempotency store ({type(store).__name__}) cannot serve "
         f"Dispatcher.{called}: call Dispatcher.{other}, or give the dispatcher a store that "
         f"serves both (a RedisIdempotencyStore with a synchronous redis.Redis client does)"
-    )
-
-
-def _binds_the_event(signature: inspect.Signature) -> bool:
-    try:
-        signature.bind(None)
-    except TypeError:
-        return False
-    return True
-
-
-def _check_handler(handler: object) -> None:
-    """Refuse, where it is registered, a handler that cannot be called as ``handler(event)``.
-
-    Otherwise the mistake shows only when a delivery arrives, as a 500 whose log line hides
-    the message of the ``TypeError`` (it may hold PHI).
-    """
-    if not callable(handler):
-        raise WebhookConfigurationError(f"a handler must be callable, not {type(handler).__name__}")
-    try:
-        signature = inspect.signature(handler)
-        if _binds_the_event(signature):
-            return
-        # A decorator made with functools.wraps shows the function it wraps, whose own
-        # parameters it may fill (a session, a client): the wrapper's are the ones called.
-        if _binds_the_event(inspect.signature(handler, follow_wrapped=False)):
-            return
-    except Exception:  # noqa: BLE001 - some callables show no signature: the call will tell
-        return
-    name = getattr(handler, "__qualname__", type(handler).__name__)
-    # The parameters only: annotations may be strings (from __future__ import annotations).
-    parameters = [
-        parameter.replace(annotation=parameter.empty) for parameter in signature.parameters.values()
-    ]
-    shown = signature.replace(parameters=parameters, return_annotation=signature.empty)
-    raise WebhookConfigurationError(
-        f"the handler {name}{shown} cannot take the event: a handler is called with the "
-        "event as its one positional argument, handler(event)"
     )

@@ -6,13 +6,15 @@ the overloads here make type checkers check a handler's parameter against its ev
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Literal, TypeVar, final, overload
 
 from ._drivers import Handler
+from ._errors import WebhookConfigurationError
 from ._models import CallCompletedEvent, CustomerCreatedEvent, CustomerUpdatedEvent, EventType, UnknownEvent
 
-__all__ = ["HandlerRegistration", "NotAnEventTypeOfTheCatalog"]
+__all__ = ["HandlerRegistration", "NotAnEventTypeOfTheCatalog", "check_handler"]
 
 _CustomerCreatedHandler = TypeVar("_CustomerCreatedHandler", bound=Callable[[CustomerCreatedEvent], object])
 _CustomerUpdatedHandler = TypeVar("_CustomerUpdatedHandler", bound=Callable[[CustomerUpdatedEvent], object])
@@ -94,3 +96,41 @@ class HandlerRegistration:
 
     def _on(self, event_type: object) -> Callable[[_H], _H]:
         raise NotImplementedError
+
+
+def _binds_the_event(signature: inspect.Signature) -> bool:
+    try:
+        signature.bind(None)
+    except TypeError:
+        return False
+    return True
+
+
+def check_handler(handler: object) -> None:
+    """Refuse, where it is registered, a handler that cannot be called as ``handler(event)``.
+
+    Otherwise the mistake shows only when a delivery arrives, as a 500 whose log line hides
+    the message of the ``TypeError`` (it may hold PHI).
+    """
+    if not callable(handler):
+        raise WebhookConfigurationError(f"a handler must be callable, not {type(handler).__name__}")
+    try:
+        signature = inspect.signature(handler)
+        if _binds_the_event(signature):
+            return
+        # A decorator made with functools.wraps shows the function it wraps, whose own
+        # parameters it may fill (a session, a client): the wrapper's are the ones called.
+        if _binds_the_event(inspect.signature(handler, follow_wrapped=False)):
+            return
+    except Exception:  # noqa: BLE001 - some callables show no signature: the call will tell
+        return
+    name = getattr(handler, "__qualname__", type(handler).__name__)
+    # The parameters only: annotations may be strings (from __future__ import annotations).
+    parameters = [
+        parameter.replace(annotation=parameter.empty) for parameter in signature.parameters.values()
+    ]
+    shown = signature.replace(parameters=parameters, return_annotation=signature.empty)
+    raise WebhookConfigurationError(
+        f"the handler {name}{shown} cannot take the event: a handler is called with the "
+        "event as its one positional argument, handler(event)"
+    )

@@ -8,7 +8,8 @@ process that opens the file. The file is in WAL mode: readers never wait for the
 and a commit writes to the log without waiting for the disk (``synchronous=NORMAL``).
 Copying the log into the database (a checkpoint) waits for the disk: no request does it.
 The store's own thread does, after every few hundred acquires, and restarts a log that
-writes kept from emptying, so that it stays bounded under any load.
+writes kept from emptying, so that it stays bounded under any load (while no other program
+holds a read transaction open on the file: SQLite cannot copy past it).
 
 Connections are never shared by two threads at once: each call takes one from a small
 pool (`_sqlite_pool`) and gives it back. A forked child (gunicorn ``--preload``,
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, cast
 
 from ._idempotency import CLAIM_DONE, CLAIM_IN_FLIGHT, DONE, Claim, new_token
+from ._sqlite_file import FileWatch, identity
 from ._sqlite_order import ORDER_CLEAR, ORDER_SCHEMA, CustomerOrderSteps
 from ._sqlite_pool import INHERITED, MAX_IDLE, THREADS, Pool, is_busy
 
@@ -159,13 +161,7 @@ def _checked_path(path: object) -> str:
     return str(absolute)
 
 
-def _identity(path: str) -> tuple[int, int]:
-    """Which file ``path`` names now: its device and inode."""
-    status = Path(path).stat()
-    return status.st_dev, status.st_ino
-
-
-class SQLiteIdempotencyStore(CustomerOrderSteps):
+class SQLiteIdempotencyStore(CustomerOrderSteps, FileWatch):
     """An idempotency store shared by every worker process and thread of one machine, in a file.
 
     The embedded choice for gunicorn or uvicorn with several workers on one machine: the
@@ -220,6 +216,10 @@ class SQLiteIdempotencyStore(CustomerOrderSteps):
         self._ordered, self._order_sweep_after = False, ""  # `CustomerOrderSteps`
         self._file = self._setup()
         self._pool = Pool(self._connect)
+        self._gone: str | None = (
+            None  # why every call fails: the file was replaced (see `_reopen_if_replaced`)
+        )
+        self._reopening = threading.Lock()  # one thread looks at the files and opens them again
 
     def __repr__(self) -> str:
         return f"SQLiteIdempotencyStore({self._path!r})"
@@ -287,34 +287,13 @@ class SQLiteIdempotencyStore(CustomerOrderSteps):
                 )
             connection.execute(_SCHEMA)
             connection.execute(ORDER_SCHEMA)
-            return _identity(self._path)
+            return identity(self._path)
         except (sqlite3.Error, OSError) as error:
             raise _configuration_error(
                 f"cannot set up the SQLite idempotency store {self._path!r}: {error}"
             ) from error
         finally:
             connection.close()
-
-    def _reopen_if_replaced(self) -> None:
-        """Open the file again if it was deleted or replaced since this process opened it.
-
-        Open connections would go on with the old file, which no new process sees: a
-        restarted worker would run the handlers of ids this one marked done.
-        """
-        try:
-            if _identity(self._path) == self._file:
-                return
-        except OSError:
-            pass  # deleted: set up a new one
-        logger.warning(
-            "the SQLite idempotency store's file %r was deleted or replaced: opening it again", self._path
-        )
-        try:
-            self._file = self._setup()
-        except Exception:  # noqa: BLE001 - the calls that follow fail and are answered 503
-            return
-        old, self._pool = self._pool, Pool(self._connect)
-        old.close()  # its idle connections; those in use are closed once their call ends
 
     def _current_pool(self) -> Pool:
         pool = self._pool
@@ -437,6 +416,9 @@ class SQLiteIdempotencyStore(CustomerOrderSteps):
 
     def acquire(self, key: str, *, lease: datetime.timedelta, order: Order | None = None) -> Claim:
         """Take the lease on ``key``, or report it in flight, done or (with ``order``) stale."""
+        if self._gone is not None or self._moved():
+            self._reopen_if_replaced()
+            self._check_file()
         if order is None:
             claim = self._call(self._take, key, new_token(), _milliseconds(lease))
         else:
@@ -535,6 +517,10 @@ class SQLiteIdempotencyStore(CustomerOrderSteps):
         self, key: str, *, lease: datetime.timedelta, order: Order | None = None
     ) -> Claim:
         """`acquire`, for the event loop."""
+        if self._gone is not None or self._moved():
+            # Opening the file again waits for its lock: in the store's threads, not here.
+            await self._wait_for(self._current_pool().executor().submit(self._reopen_if_replaced))
+            self._check_file()
         token = new_token()
         lease_ms = _milliseconds(lease)
         pool = self._current_pool()

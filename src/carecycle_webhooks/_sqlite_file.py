@@ -1,0 +1,99 @@
+"""The file of `SQLiteIdempotencyStore` deleted or replaced while in use: seen, and never mispaired.
+
+SQLite finds a database's log files (``-wal``, ``-shm``) by their names, and a database
+opened with another's log is damaged. A worker that sees, at an acquire, that its path
+names another file than the one it opened does not take a lease in the old file (a new
+worker would not see it); it opens the path again only when the file and both log files
+are gone, and otherwise fails every call (503) until it is restarted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ._sqlite_pool import Pool
+
+if TYPE_CHECKING:
+    import threading
+    from collections.abc import Callable
+
+__all__ = ["FileWatch", "identity"]
+
+logger = logging.getLogger("carecycle_webhooks")
+
+
+def identity(path: str) -> tuple[int, int]:
+    """Which file ``path`` names now: its device and inode."""
+    status = Path(path).stat()
+    return status.st_dev, status.st_ino
+
+
+class FileWatch:
+    """The steps of `SQLiteIdempotencyStore` that watch its file; it sets the attributes."""
+
+    _path: str
+    _file: tuple[int, int]  # the device and inode of the file this process opened
+    _pool: Pool
+    _gone: str | None  # why every call fails: the file was replaced
+    _reopening: threading.Lock  # one thread looks at the files and opens them again
+    _setup: Callable[[], tuple[int, int]]
+    _connect: Callable[[bool], sqlite3.Connection]
+
+    def _moved(self) -> bool:
+        """Whether the path names another file than the one this process opened (one stat)."""
+        try:
+            status = os.stat(self._path)  # noqa: PTH116 - Path() would cost more than the stat
+        except OSError:
+            return True
+        return (status.st_dev, status.st_ino) != self._file
+
+    def _reopen_if_replaced(self) -> None:
+        """Open the file again if it was deleted with its log, or fail every call from now on.
+
+        Open connections would go on with the old file, which no new process sees: a
+        restarted worker would run the handlers of ids this one marked done. SQLite finds a
+        database's log (``-wal``, ``-shm``) by its name, and a database opened with another's
+        log is damaged. So the store opens the path again only when the database and both
+        log files are gone, and creates them anew; a file replaced, or deleted without its
+        log, makes every call of this process fail (503) until it is restarted.
+        """
+        with self._reopening:
+            if self._gone is None and self._moved():
+                self._reopen_moved()
+
+    def _reopen_moved(self) -> None:
+        logs = [self._path + suffix for suffix in ("-wal", "-shm") if os.path.exists(self._path + suffix)]  # noqa: PTH110
+        if os.path.exists(self._path) or logs:  # noqa: PTH110 - one call, no Path object
+            self._gone = (
+                f"the SQLite idempotency store's file {self._path!r} was replaced or deleted while in "
+                "use; its log files may belong to another database: stop every process that uses it, "
+                "then start them again (to start over, delete the file and its -wal and -shm together)"
+            )
+            logger.error("%s", self._gone)
+            return
+        logger.warning(
+            "the SQLite idempotency store's file %r was deleted with its log: creating it again", self._path
+        )
+        try:
+            self._file = self._setup()
+        except Exception:  # noqa: BLE001 - the calls that follow fail and are answered 503
+            return
+        old, self._pool = self._pool, Pool(self._connect)
+        old.close()  # its idle connections; those in use are closed once their call ends
+
+    def _check_file(self) -> None:
+        """Before a lease is taken: the file is still the one this process opened, else fail.
+
+        One stat per acquire. A lease taken in a file that no new process opens would let
+        two workers run the same delivery; the call fails instead (503: Svix retries).
+        """
+        if self._gone is not None:
+            raise sqlite3.DatabaseError(self._gone)
+        if self._moved():
+            raise sqlite3.DatabaseError(
+                f"the SQLite idempotency store's file {self._path!r} was deleted or replaced while in use"
+            )
