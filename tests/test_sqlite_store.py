@@ -1005,3 +1005,12 @@ def test_a_failing_housekeeping_never_fails_the_acquire_that_took_a_lease(
     monkeypatch.setattr(store, "_housekeeping", broken)
     claims = [store.acquire(f"msg_{number}", lease=LEASE) for number in range(_PRUNE_EVERY + 1)]
     assert {claim.status for claim in claims} == {"acquired"}
+
+
+def test_a_file_that_cannot_be_opened_beside_log_files_gets_a_hint(tmp_path: Path) -> None:
+    from carecycle_webhooks._sqlite_file import mispaired_hint
+
+    path = tmp_path / "webhooks.sqlite3"
+    assert mispaired_hint(str(path)) == ""
+    (tmp_path / "webhooks.sqlite3-wal").write_bytes(b"not a log")  # left by a deleted database
+    assert "may belong to the old database" in mispaired_hint(str(path))

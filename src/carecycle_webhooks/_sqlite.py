@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, cast
 
 from ._idempotency import CLAIM_DONE, CLAIM_IN_FLIGHT, DONE, Claim, new_token
-from ._sqlite_file import FileWatch, identity
+from ._sqlite_file import FileWatch, identity, mispaired_hint
 from ._sqlite_order import ORDER_CLEAR, ORDER_SCHEMA, CustomerOrderSteps
 from ._sqlite_pool import INHERITED, MAX_IDLE, THREADS, Pool, is_busy
 
@@ -274,8 +274,9 @@ class SQLiteIdempotencyStore(CustomerOrderSteps, FileWatch):
         try:
             connection = self._connect()
         except sqlite3.Error as error:
+            hint = mispaired_hint(self._path)
             raise _configuration_error(
-                f"cannot open the SQLite idempotency store {self._path!r}: {error}"
+                f"cannot open the SQLite idempotency store {self._path!r}: {error}{hint}"
             ) from error
         try:
             # Only a new, empty database takes it; an existing file keeps its page size.
@@ -289,8 +290,9 @@ class SQLiteIdempotencyStore(CustomerOrderSteps, FileWatch):
             connection.execute(ORDER_SCHEMA)
             return identity(self._path)
         except (sqlite3.Error, OSError) as error:
+            hint = mispaired_hint(self._path)
             raise _configuration_error(
-                f"cannot set up the SQLite idempotency store {self._path!r}: {error}"
+                f"cannot set up the SQLite idempotency store {self._path!r}: {error}{hint}"
             ) from error
         finally:
             connection.close()

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import threading
     from collections.abc import Callable
 
-__all__ = ["FileWatch", "identity"]
+__all__ = ["FileWatch", "identity", "mispaired_hint"]
 
 logger = logging.getLogger("carecycle_webhooks")
 
@@ -30,6 +30,16 @@ def identity(path: str) -> tuple[int, int]:
     """Which file ``path`` names now: its device and inode."""
     status = Path(path).stat()
     return status.st_dev, status.st_ino
+
+
+def mispaired_hint(path: str) -> str:
+    """For a file that cannot be opened: what to do if its log files may be another database's."""
+    if not any(os.path.exists(path + suffix) for suffix in ("-wal", "-shm")):  # noqa: PTH110
+        return ""
+    return (
+        " (if the file was deleted or replaced while in use, its -wal and -shm files may belong to "
+        "the old database: stop every process that uses it, then delete them, or all three files)"
+    )
 
 
 class FileWatch:
