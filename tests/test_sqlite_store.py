@@ -954,6 +954,7 @@ def test_a_replaced_file_fails_every_call_and_is_left_untouched(
 ) -> None:
     # Opened with the old file's log, the new one would be damaged: the store does not open it.
     done(store, "msg_before")
+    in_flight = store.acquire("msg_in_flight", lease=LEASE)  # a delivery being handled meanwhile
     assert (path.parent / (path.name + "-wal")).exists()
     _replace(path)
     with caplog.at_level(logging.WARNING, logger="carecycle_webhooks"), pytest.raises(sqlite3.DatabaseError):
@@ -964,8 +965,27 @@ def test_a_replaced_file_fails_every_call_and_is_left_untouched(
         store.acquire("msg_later", lease=LEASE)
     with pytest.raises(sqlite3.DatabaseError, match="replaced or deleted"):
         asyncio.run(store.acquire_async("msg_later", lease=LEASE))
+    # Nor do the other calls open what is at the path now (new connections would pair it
+    # with the old log): the in-flight delivery's done mark, a release, a clear.
     store.close()
+    with pytest.raises(sqlite3.DatabaseError, match="replaced or deleted"):
+        asyncio.run(store.complete_async("msg_in_flight", in_flight.token, ttl=DAY))
+    with pytest.raises(sqlite3.DatabaseError, match="replaced or deleted"):
+        store.release("msg_in_flight", in_flight.token)
+    with pytest.raises(sqlite3.DatabaseError, match="replaced or deleted"):
+        store.clear()
     assert _app_rows(path) == ("ok", 500)  # nothing of the store's was written into it
+
+
+def test_no_new_connection_opens_a_replaced_file_before_the_next_acquire_sees_it(
+    store: SQLiteIdempotencyStore, path: Path
+) -> None:
+    claim = store.acquire("msg_in_flight", lease=LEASE)
+    store.close()  # no idle connection left: the done mark needs a new one
+    _replace(path)
+    with pytest.raises(sqlite3.DatabaseError, match="deleted or replaced"):
+        store.complete("msg_in_flight", claim.token, ttl=DAY)
+    assert _app_rows(path) == ("ok", 500)
 
 
 def test_a_file_deleted_without_its_log_fails_every_call(store: SQLiteIdempotencyStore, path: Path) -> None:
@@ -974,6 +994,26 @@ def test_a_file_deleted_without_its_log_fails_every_call(store: SQLiteIdempotenc
     with pytest.raises(sqlite3.DatabaseError, match="replaced or deleted"):
         asyncio.run(store.acquire_async("msg_next", lease=LEASE))
     assert not path.exists()
+
+
+def test_a_file_behind_a_symbolic_link_deleted_without_its_log_fails_every_call(tmp_path: Path) -> None:
+    # SQLite keeps the log files beside the link's target, not beside the link.
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    link = tmp_path / "webhooks.sqlite3"
+    link.symlink_to(volume / "webhooks.sqlite3")
+    store, other = SQLiteIdempotencyStore(link), SQLiteIdempotencyStore(link)  # two workers
+    try:
+        done(store, "msg_before")
+        done(other, "msg_other")
+        assert (volume / "webhooks.sqlite3-wal").exists()
+        (volume / "webhooks.sqlite3").unlink()  # the target only: its log files stay
+        with pytest.raises(sqlite3.DatabaseError, match="replaced or deleted"):
+            store.acquire("msg_next", lease=LEASE)
+        assert not (volume / "webhooks.sqlite3").exists()  # no new file beside the old log
+    finally:
+        store.close()
+        other.close()
 
 
 def test_two_workers_never_take_one_id_after_the_files_are_deleted(

@@ -215,11 +215,10 @@ class SQLiteIdempotencyStore(CustomerOrderSteps, FileWatch):
         self._sweep_after = ""  # where this process's sweep of expired rows goes on
         self._ordered, self._order_sweep_after = False, ""  # `CustomerOrderSteps`
         self._file = self._setup()
-        self._pool = Pool(self._connect)
+        self._pool = self._new_pool()
         self._gone: str | None = (
             None  # why every call fails: the file was replaced (see `_reopen_if_replaced`)
         )
-        self._reopening = threading.Lock()  # one thread looks at the files and opens them again
 
     def __repr__(self) -> str:
         return f"SQLiteIdempotencyStore({self._path!r})"
@@ -302,7 +301,7 @@ class SQLiteIdempotencyStore(CustomerOrderSteps, FileWatch):
         if pool.forked():
             # A forked child: its parent's connections and threads are not its own.
             INHERITED.append(pool)
-            pool = self._pool = Pool(self._connect)
+            pool = self._pool = self._new_pool()
         return pool
 
     def _locked(self) -> TimeoutError:
@@ -316,6 +315,8 @@ class SQLiteIdempotencyStore(CustomerOrderSteps, FileWatch):
 
         Positional arguments rather than a closure: one fewer function object per call.
         """
+        if self._gone is not None:
+            raise sqlite3.DatabaseError(self._gone)
         try:
             return self._current_pool().run(work, args)
         except sqlite3.OperationalError as error:
@@ -452,6 +453,8 @@ class SQLiteIdempotencyStore(CustomerOrderSteps, FileWatch):
     # for the lock, and the loop awaits them, at most ``timeout``.
 
     async def _call_async(self, work: Callable[..., _T], args: tuple[object, ...]) -> _T:
+        if self._gone is not None:
+            raise sqlite3.DatabaseError(self._gone)
         pool = self._current_pool()
         try:
             return pool.run(work, args, quick=True)
@@ -519,7 +522,9 @@ class SQLiteIdempotencyStore(CustomerOrderSteps, FileWatch):
         self, key: str, *, lease: datetime.timedelta, order: Order | None = None
     ) -> Claim:
         """`acquire`, for the event loop."""
-        if self._gone is not None or self._moved():
+        if self._gone is not None:
+            raise sqlite3.DatabaseError(self._gone)
+        if self._moved():
             # Opening the file again waits for its lock: in the store's threads, not here.
             await self._wait_for(self._current_pool().executor().submit(self._reopen_if_replaced))
             self._check_file()

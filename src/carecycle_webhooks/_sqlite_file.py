@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 from ._sqlite_pool import Pool
 
 if TYPE_CHECKING:
-    import threading
     from collections.abc import Callable
 
 __all__ = ["FileWatch", "identity", "mispaired_hint"]
@@ -49,9 +48,27 @@ class FileWatch:
     _file: tuple[int, int]  # the device and inode of the file this process opened
     _pool: Pool
     _gone: str | None  # why every call fails: the file was replaced
-    _reopening: threading.Lock  # one thread looks at the files and opens them again
     _setup: Callable[[], tuple[int, int]]
     _connect: Callable[[bool], sqlite3.Connection]
+    _current_pool: Callable[[], Pool]
+
+    def _new_pool(self) -> Pool:
+        """A pool whose new connections are refused when the path names another file by then."""
+        return Pool(self._connect_to_ours)
+
+    def _connect_to_ours(self, quick: bool) -> sqlite3.Connection:  # noqa: FBT001 - the pool's argument
+        """`_connect`, and the file it opened is the one this process set up; else refused.
+
+        Each call that finds no idle connection opens one by the path's name: one opened
+        after the file was replaced would pair the new file with the old log files.
+        """
+        connection = self._connect(quick)
+        if self._gone is not None or self._moved():
+            connection.close()
+            raise sqlite3.DatabaseError(
+                self._gone or f"the SQLite idempotency store's file {self._path!r} was deleted or replaced"
+            )
+        return connection
 
     def _moved(self) -> bool:
         """Whether the path names another file than the one this process opened (one stat)."""
@@ -71,13 +88,22 @@ class FileWatch:
         log files are gone, and creates them anew; a file replaced, or deleted without its
         log, makes every call of this process fail (503) until it is restarted.
         """
-        with self._reopening:
+        # The pool's lock: a child forked while another thread held it has a pool of its own.
+        with self._current_pool().reopening:
             if self._gone is None and self._moved():
                 self._reopen_moved()
 
     def _reopen_moved(self) -> None:
-        logs = [self._path + suffix for suffix in ("-wal", "-shm") if os.path.exists(self._path + suffix)]  # noqa: PTH110
-        if os.path.exists(self._path) or logs:  # noqa: PTH110 - one call, no Path object
+        # SQLite keeps the log files beside the file a symbolic link leads to: look there too.
+        places = {self._path, os.path.realpath(self._path)}
+        found = [place for place in places if os.path.lexists(place)]
+        found += [
+            place + suffix
+            for place in places
+            for suffix in ("-wal", "-shm")
+            if os.path.lexists(place + suffix)
+        ]
+        if found:
             self._gone = (
                 f"the SQLite idempotency store's file {self._path!r} was replaced or deleted while in "
                 "use; its log files may belong to another database: stop every process that uses it, "
@@ -89,10 +115,12 @@ class FileWatch:
             "the SQLite idempotency store's file %r was deleted with its log: creating it again", self._path
         )
         try:
-            self._file = self._setup()
+            created = self._setup()
         except Exception:  # noqa: BLE001 - the calls that follow fail and are answered 503
             return
-        old, self._pool = self._pool, Pool(self._connect)
+        # The pool first: a thread that finds the file its own again takes the new pool.
+        old, self._pool = self._pool, Pool(self._connect_to_ours)
+        self._file = created
         old.close()  # its idle connections; those in use are closed once their call ends
 
     def _check_file(self) -> None:

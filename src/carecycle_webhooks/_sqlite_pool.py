@@ -73,6 +73,7 @@ class Pool:
         self.restarting = False  # the log is being restarted: this process's calls wait (`_PAUSE`)
         self.restarted = threading.Event()
         self.restarted.set()
+        self.reopening = threading.Lock()  # one thread looks at the store's files and opens them again
         weakref.finalize(self, _close_all, self._idle, self.pid)
 
     def run(self, work: Callable[..., _T], args: tuple[object, ...], *, quick: bool = False) -> _T:
