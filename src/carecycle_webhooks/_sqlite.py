@@ -216,9 +216,8 @@ class SQLiteIdempotencyStore(CustomerOrderSteps, FileWatch):
         self._ordered, self._order_sweep_after = False, ""  # `CustomerOrderSteps`
         self._file = self._setup()
         self._pool = self._new_pool()
-        self._gone: str | None = (
-            None  # why every call fails: the file was replaced (see `_reopen_if_replaced`)
-        )
+        # Why every call fails, once the file was found replaced (see `_reopen_if_replaced`).
+        self._gone: str | None = None
 
     def __repr__(self) -> str:
         return f"SQLiteIdempotencyStore({self._path!r})"
@@ -315,8 +314,7 @@ class SQLiteIdempotencyStore(CustomerOrderSteps, FileWatch):
 
         Positional arguments rather than a closure: one fewer function object per call.
         """
-        if self._gone is not None:
-            raise sqlite3.DatabaseError(self._gone)
+        self._refuse_if_gone()
         try:
             return self._current_pool().run(work, args)
         except sqlite3.OperationalError as error:
@@ -453,8 +451,7 @@ class SQLiteIdempotencyStore(CustomerOrderSteps, FileWatch):
     # for the lock, and the loop awaits them, at most ``timeout``.
 
     async def _call_async(self, work: Callable[..., _T], args: tuple[object, ...]) -> _T:
-        if self._gone is not None:
-            raise sqlite3.DatabaseError(self._gone)
+        self._refuse_if_gone()
         pool = self._current_pool()
         try:
             return pool.run(work, args, quick=True)
@@ -522,8 +519,7 @@ class SQLiteIdempotencyStore(CustomerOrderSteps, FileWatch):
         self, key: str, *, lease: datetime.timedelta, order: Order | None = None
     ) -> Claim:
         """`acquire`, for the event loop."""
-        if self._gone is not None:
-            raise sqlite3.DatabaseError(self._gone)
+        self._refuse_if_gone()
         if self._moved():
             # Opening the file again waits for its lock: in the store's threads, not here.
             await self._wait_for(self._current_pool().executor().submit(self._reopen_if_replaced))

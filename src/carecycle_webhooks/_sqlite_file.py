@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._sqlite_pool import Pool
@@ -26,8 +25,8 @@ logger = logging.getLogger("carecycle_webhooks")
 
 
 def identity(path: str) -> tuple[int, int]:
-    """Which file ``path`` names now: its device and inode."""
-    status = Path(path).stat()
+    """Which file ``path`` names now: its device and inode (one stat, on every acquire)."""
+    status = os.stat(path)  # noqa: PTH116 - Path() would cost more than the stat
     return status.st_dev, status.st_ino
 
 
@@ -63,20 +62,19 @@ class FileWatch:
         after the file was replaced would pair the new file with the old log files.
         """
         connection = self._connect(quick)
-        if self._gone is not None or self._moved():
+        try:
+            self._check_file()
+        except sqlite3.DatabaseError:
             connection.close()
-            raise sqlite3.DatabaseError(
-                self._gone or f"the SQLite idempotency store's file {self._path!r} was deleted or replaced"
-            )
+            raise
         return connection
 
     def _moved(self) -> bool:
         """Whether the path names another file than the one this process opened (one stat)."""
         try:
-            status = os.stat(self._path)  # noqa: PTH116 - Path() would cost more than the stat
+            return identity(self._path) != self._file
         except OSError:
             return True
-        return (status.st_dev, status.st_ino) != self._file
 
     def _reopen_if_replaced(self) -> None:
         """Open the file again if it was deleted with its log, or fail every call from now on.
@@ -119,7 +117,7 @@ class FileWatch:
         except Exception:  # noqa: BLE001 - the calls that follow fail and are answered 503
             return
         # The pool first: a thread that finds the file its own again takes the new pool.
-        old, self._pool = self._pool, Pool(self._connect_to_ours)
+        old, self._pool = self._pool, self._new_pool()
         self._file = created
         old.close()  # its idle connections; those in use are closed once their call ends
 
@@ -129,9 +127,13 @@ class FileWatch:
         One stat per acquire. A lease taken in a file that no new process opens would let
         two workers run the same delivery; the call fails instead (503: Svix retries).
         """
-        if self._gone is not None:
-            raise sqlite3.DatabaseError(self._gone)
+        self._refuse_if_gone()
         if self._moved():
             raise sqlite3.DatabaseError(
                 f"the SQLite idempotency store's file {self._path!r} was deleted or replaced while in use"
             )
+
+    def _refuse_if_gone(self) -> None:
+        """Fail the call once this process found its file replaced (503 until a restart)."""
+        if self._gone is not None:
+            raise sqlite3.DatabaseError(self._gone)

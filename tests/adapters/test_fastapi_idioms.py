@@ -44,7 +44,7 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Awaitable, Callable, Iterator, Mapping
 
     import httpx
 
@@ -625,6 +625,21 @@ def _scope(path: str, body: bytes) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _one_body(body: bytes) -> "Callable[[], Awaitable[dict[str, Any]]]":
+    """An ASGI ``receive`` that gives ``body`` whole, then waits as a client that stays connected."""
+    delivered = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()
+        return {}  # pragma: no cover
+
+    return receive
+
+
 @pytest.mark.parametrize("with_store", [False, True])
 def test_a_routes_delivery_cancelled_mid_route_is_cancelled_not_a_failure(
     telemetry: "Telemetry", with_store: bool, caplog: pytest.LogCaptureFixture
@@ -644,15 +659,7 @@ def test_a_routes_delivery_cancelled_mid_route_is_cancelled_not_a_failure(
             await asyncio.sleep(30)
             return "never"
 
-        delivered = False
-
-        async def receive() -> dict[str, Any]:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            await asyncio.Event().wait()
-            return {}  # pragma: no cover
+        receive = _one_body(body)
 
         async def send(message: Any) -> None:
             pass
@@ -694,15 +701,7 @@ def test_a_cancellation_while_a_failed_route_frees_its_id_reaches_the_caller() -
         raise RuntimeError("the CRM is down")
 
     async def scenario() -> None:
-        delivered = False
-
-        async def receive() -> dict[str, Any]:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            await asyncio.Event().wait()
-            return {}  # pragma: no cover
+        receive = _one_body(body)
 
         sent: list[Any] = []
 

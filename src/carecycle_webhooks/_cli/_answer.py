@@ -127,17 +127,22 @@ def _html_summary(answer: Answer) -> str:
     return f"(an HTML page of {size}{title}; not shown)"
 
 
-def _our_word(answer: Answer) -> str | None:
-    """The word of a carecycle-webhooks view's JSON answer: its ``status`` (2xx) or ``error``."""
+def _json_object(answer: Answer) -> dict[str, object] | None:
+    """The answer's body, when it is a JSON object said to be JSON; else ``None``."""
     if "json" not in answer.headers.get("content-type", ""):
         return None
     try:
         data: object = json.loads(answer.body)
     except ValueError:
         return None
-    if not isinstance(data, dict):
+    return cast("dict[str, object]", data) if isinstance(data, dict) else None
+
+
+def _our_word(answer: Answer) -> str | None:
+    """The word of a carecycle-webhooks view's JSON answer: its ``status`` (2xx) or ``error``."""
+    answered = _json_object(answer)
+    if answered is None:
         return None
-    answered = cast("dict[str, object]", data)
     detail = answered.get("detail")
     if not 200 <= answer.status < 300 and isinstance(detail, dict):
         # A route of the user's own with verified_event: FastAPI puts the view's answer
@@ -189,20 +194,10 @@ def _register_for_post(answer: Answer) -> str:
     fastapi = 'FastAPI: add_api_route(..., methods=["POST"])'
     if _is_html(answer):  # Werkzeug's error page
         return flask
-    if _detail(answer) is not None:  # Starlette's JSON error: {"detail": "Method Not Allowed"}
+    answered = _json_object(answer)
+    if answered is not None and answered.get("detail") is not None:  # Starlette's {"detail": ...}
         return fastapi
     return f"{flask}; {fastapi}"
-
-
-def _detail(answer: Answer) -> object:
-    """The ``detail`` of FastAPI's or Starlette's JSON error answer, or ``None``."""
-    if "json" not in answer.headers.get("content-type", ""):
-        return None
-    try:
-        data: object = json.loads(answer.body)
-    except ValueError:
-        return None
-    return cast("dict[str, object]", data).get("detail") if isinstance(data, dict) else None
 
 
 def _redirect_hint(answer: Answer, url: str) -> str:
